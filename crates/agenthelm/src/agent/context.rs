@@ -1,0 +1,204 @@
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::orchestrate::{ApprovalHandler, DenyAll};
+use crate::tool::{invoke, RetryPolicy, Tool, ToolError, ToolSpec};
+use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
+
+/// Where an agent's work happens: which run and step, who approves tool calls, how failed calls
+/// are retried, and where events go.
+///
+/// The orchestrator makes one per step. For a task outside a plan, [`StepContext::new`] gives a
+/// context with no run, the [`DenyAll`] approval handler and the default [`RetryPolicy`].
+pub struct StepContext {
+    run_id: Option<String>,
+    step_id: Option<String>,
+    agent: Option<String>,
+    approval: Arc<dyn ApprovalHandler>,
+    retry: RetryPolicy,
+    sink: EventSink,
+    calls: AtomicU32,
+    effects: Mutex<Vec<Effect>>,
+}
+
+/// A tool call that changed (or may have changed) something outside the process: what rollback
+/// has to undo.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Effect {
+    /// The call's id.
+    pub call_id: String,
+    /// The tool that was called.
+    pub tool: String,
+    /// Its arguments.
+    pub args: Value,
+    /// Its result (`None` when it failed but declares partial effects).
+    pub result: Option<Value>,
+    /// The tool that undoes it, if it has one.
+    pub compensating_tool: Option<String>,
+}
+
+impl Default for StepContext {
+    fn default() -> Self {
+        StepContext {
+            run_id: None,
+            step_id: None,
+            agent: None,
+            approval: Arc::new(DenyAll),
+            retry: RetryPolicy::default(),
+            sink: EventSink::new(),
+            calls: AtomicU32::new(0),
+            effects: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl StepContext {
+    /// A context outside any plan run.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the run and step this context belongs to.
+    pub fn for_step(mut self, run_id: impl Into<String>, step_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self.step_id = Some(step_id.into());
+        self
+    }
+
+    /// Sets the agent doing the work.
+    pub fn with_agent(mut self, agent: impl Into<String>) -> Self {
+        self.agent = Some(agent.into());
+        self
+    }
+
+    /// Sets who approves tool calls that require approval.
+    pub fn with_approval(mut self, approval: Arc<dyn ApprovalHandler>) -> Self {
+        self.approval = approval;
+        self
+    }
+
+    /// Sets the backoff between attempts of failing tool calls.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends events to `sink`.
+    pub fn with_sink(mut self, sink: EventSink) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The plan run, if any.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// The plan step, if any.
+    pub fn step_id(&self) -> Option<&str> {
+        self.step_id.as_deref()
+    }
+
+    /// The agent, if set.
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    /// Who approves tool calls.
+    pub fn approval_handler(&self) -> &dyn ApprovalHandler {
+        &*self.approval
+    }
+
+    /// The backoff between attempts.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Where events go.
+    pub fn sink(&self) -> &EventSink {
+        &self.sink
+    }
+
+    /// Records an event, stamped with this context's run, step and agent.
+    pub fn emit(&self, kind: EventKind) {
+        self.sink.emit(Event {
+            timestamp_ms: now_ms(),
+            run_id: self.run_id.clone(),
+            step_id: self.step_id.clone(),
+            agent: self.agent.clone(),
+            kind,
+        });
+    }
+
+    /// Calls `tool` under its contract: validates the arguments, asks for approval when
+    /// required, retries with backoff, applies the timeout, records the call as an event and,
+    /// when it changed something, as an [`Effect`] for rollback.
+    pub async fn call_tool(&self, tool: &Arc<dyn Tool>, args: Value) -> Result<Value, ToolError> {
+        invoke::invoke(tool, args, self, CallPurpose::Execute).await
+    }
+
+    /// The effects recorded so far, in the order they happened, leaving none.
+    pub fn take_effects(&self) -> Vec<Effect> {
+        std::mem::take(&mut *self.effects.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn next_call_id(&self, purpose: CallPurpose) -> String {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let owner = self
+            .step_id
+            .as_deref()
+            .or(self.agent.as_deref())
+            .unwrap_or("call");
+        match purpose {
+            CallPurpose::Execute => format!("{owner}#{n}"),
+            CallPurpose::Compensate => format!("{owner}#undo{n}"),
+        }
+    }
+
+    /// Notes a finished call as an effect when it may have changed something: it succeeded and
+    /// has a compensating tool or declared side effects, or it failed but declares partial effects.
+    pub(crate) fn record_effect(
+        &self,
+        spec: &ToolSpec,
+        call_id: &str,
+        args: &Value,
+        outcome: &Result<Value, ToolError>,
+    ) {
+        let contract = &spec.contract;
+        let result = match outcome {
+            Ok(value)
+                if contract.compensating_tool.is_some() || !contract.side_effects.is_empty() =>
+            {
+                Some(value.clone())
+            }
+            Err(ToolError::Failed(_) | ToolError::Timeout { .. }) if contract.partial_effects => {
+                None
+            }
+            _ => return,
+        };
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Effect {
+                call_id: call_id.to_owned(),
+                tool: spec.name.clone(),
+                args: args.clone(),
+                result,
+                compensating_tool: contract.compensating_tool.clone(),
+            });
+    }
+}
+
+impl fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("run_id", &self.run_id)
+            .field("step_id", &self.step_id)
+            .field("agent", &self.agent)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}

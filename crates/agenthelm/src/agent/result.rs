@@ -1,0 +1,69 @@
+use serde::Serialize;
+
+use crate::lm::TokenUsage;
+use crate::orchestrate::{RollbackReport, StepOutcome};
+use crate::trace::Event;
+
+/// The outcome of an agent's task or of a whole plan run.
+///
+/// ```
+/// use agenthelm::AgentResult;
+///
+/// let done = AgentResult::ok("42");
+/// assert!(done.success);
+/// let failed = AgentResult::fail("disk full");
+/// assert_eq!(failed.error.as_deref(), Some("disk full"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentResult {
+    /// Whether the task (or every step of the plan) succeeded.
+    pub success: bool,
+    /// The answer: for a plan, the output of its final step(s).
+    pub answer: Option<String>,
+    /// What went wrong, when it did.
+    pub error: Option<String>,
+    /// Everything that happened, in order.
+    pub events: Vec<Event>,
+    /// Tokens used by every model call.
+    pub token_usage: TokenUsage,
+    /// Total price of the model calls whose price is known, in USD.
+    pub total_cost_usd: f64,
+    /// Model calls whose price is unknown (so `total_cost_usd` is a lower bound when this is not 0).
+    pub unpriced_calls: u32,
+    /// Model calls made (for a plan: summed over its steps).
+    pub iterations: u32,
+    /// The plan run's id.
+    pub run_id: Option<String>,
+    /// Per-step outcomes of a plan run, in plan order.
+    pub steps: Vec<StepOutcome>,
+    /// What the rollback did, when a plan run failed and rollback was on.
+    pub rollback: Option<RollbackReport>,
+}
+
+impl AgentResult {
+    /// A success with this answer.
+    pub fn ok(answer: impl Into<String>) -> Self {
+        AgentResult {
+            success: true,
+            answer: Some(answer.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A failure with this error.
+    pub fn fail(error: impl Into<String>) -> Self {
+        AgentResult {
+            success: false,
+            error: Some(error.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds another result's usage, cost and model calls to this one.
+    pub fn add_usage(&mut self, other: &AgentResult) {
+        self.token_usage += other.token_usage;
+        self.total_cost_usd += other.total_cost_usd;
+        self.unpriced_calls += other.unpriced_calls;
+        self.iterations += other.iterations;
+    }
+}

@@ -1,0 +1,283 @@
+use async_trait::async_trait;
+use futures::future::join_all;
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::task::value_text;
+use super::{Agent, AgentResult, StepContext, StepTask};
+use crate::lm::{Completion, CompletionRequest, Lm, Message, ToolCall, ToolDefinition};
+use crate::orchestrate::{ApprovalHandler, DenyAll};
+use crate::tool::{RetryPolicy, ToolSet};
+use crate::trace::{Event, EventKind, EventSink, Observer};
+
+/// An agent that reasons with a language model and acts with tools (a ReAct loop).
+///
+/// Each turn the model either answers, which ends the task, or asks for one or more tool calls.
+/// Several calls in one turn run at the same time. Each call goes through the tool's contract
+/// (argument validation, approval, retries, timeout); an unknown tool or bad arguments go back to
+/// the model as an error message so it can correct itself. The loop stops after `max_iters` model
+/// calls.
+///
+/// ```
+/// use agenthelm::prelude::*;
+/// use serde_json::json;
+///
+/// /// Look up a word.
+/// #[tool]
+/// fn define(word: String) -> String { format!("{word}: a small example") }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let lm = Lm::from_model(ScriptedLm::new(vec![
+///     ScriptedReply::tool_call("define", json!({"word": "demo"})),
+///     ScriptedReply::text("A demo is a small example."),
+/// ]));
+/// let agent = ToolAgent::new("lexicographer", lm, tools![define])
+///     .role("Explains words precisely")
+///     .max_iters(4);
+/// let result = agent.run("What is a demo?").await;
+/// assert!(result.success);
+/// assert_eq!(result.iterations, 2);
+/// # }
+/// ```
+pub struct ToolAgent {
+    name: String,
+    lm: Lm,
+    tools: ToolSet,
+    role: Option<String>,
+    max_iters: u32,
+    approval: Arc<dyn ApprovalHandler>,
+    retry: RetryPolicy,
+    observers: Vec<Observer>,
+}
+
+impl ToolAgent {
+    /// An agent called `name` that thinks with `lm` and acts with `tools`.
+    pub fn new(name: impl Into<String>, lm: Lm, tools: ToolSet) -> Self {
+        ToolAgent {
+            name: name.into(),
+            lm,
+            tools,
+            role: None,
+            max_iters: 10,
+            approval: Arc::new(DenyAll),
+            retry: RetryPolicy::default(),
+            observers: Vec::new(),
+        }
+    }
+
+    /// What the agent is for; part of its instructions and of its description for planners.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// The most model calls one task may take (default 10; at least 1).
+    pub fn max_iters(mut self, max_iters: u32) -> Self {
+        self.max_iters = max_iters.max(1);
+        self
+    }
+
+    /// Who approves tool calls when the agent runs on its own (in a plan, the orchestrator's
+    /// handler is used). Default: [`DenyAll`].
+    pub fn approval_handler(mut self, handler: impl ApprovalHandler + 'static) -> Self {
+        self.approval = Arc::new(handler);
+        self
+    }
+
+    /// Backoff between attempts of failing tool calls when the agent runs on its own.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Calls `observer` with each event as it happens when the agent runs on its own.
+    pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// The model.
+    pub fn lm(&self) -> &Lm {
+        &self.lm
+    }
+
+    fn instructions(&self) -> String {
+        let mut text = format!("You are {}, an agent that completes tasks.", self.name);
+        if let Some(role) = &self.role {
+            text.push_str(&format!(" Your role: {role}."));
+        }
+        if !self.tools.is_empty() {
+            text.push_str(
+                " Call the tools you are given when they help. Several independent calls may be \
+                 made at once. When a tool reports an error, fix the call or try another way.",
+            );
+        }
+        text.push_str(" When the task is done, reply with the final answer as plain text.");
+        text
+    }
+
+    fn tool_definitions(&self) -> Vec<ToolDefinition> {
+        self.tools
+            .specs()
+            .map(|spec| ToolDefinition {
+                name: spec.name.clone(),
+                description: spec.description.clone(),
+                parameters: spec.parameters.clone(),
+            })
+            .collect()
+    }
+
+    /// The reasoning loop; events go to `ctx` as they happen.
+    async fn think_and_act(&self, task: &str, ctx: &StepContext) -> AgentResult {
+        let mut request = CompletionRequest {
+            messages: vec![Message::system(self.instructions()), Message::user(task)],
+            tools: self.tool_definitions(),
+            ..CompletionRequest::default()
+        };
+        let mut result = AgentResult::default();
+        let mut last_text: Option<String> = None;
+        for _ in 0..self.max_iters {
+            result.iterations += 1;
+            let completion = match self.ask_model(&request, ctx, &mut result).await {
+                Ok(completion) => completion,
+                Err(error) => {
+                    result.error = Some(error);
+                    result.answer = last_text;
+                    return result;
+                }
+            };
+            let text = completion.text.unwrap_or_default();
+            if completion.tool_calls.is_empty() {
+                result.success = true;
+                result.answer = Some(text);
+                return result;
+            }
+            if !text.trim().is_empty() {
+                last_text = Some(text.clone());
+            }
+            let outputs =
+                join_all(completion.tool_calls.iter().map(|call| self.act(call, ctx))).await;
+            request
+                .messages
+                .push(Message::assistant(text, completion.tool_calls.clone()));
+            for (call, output) in completion.tool_calls.iter().zip(outputs) {
+                request
+                    .messages
+                    .push(Message::tool(call.id.clone(), output));
+            }
+        }
+        result.error = Some(format!(
+            "agent `{}` stopped after {} model calls without a final answer (raise max_iters?)",
+            self.name, self.max_iters
+        ));
+        result.answer = last_text;
+        result
+    }
+
+    async fn ask_model(
+        &self,
+        request: &CompletionRequest,
+        ctx: &StepContext,
+        result: &mut AgentResult,
+    ) -> Result<Completion, String> {
+        let started = Instant::now();
+        let outcome = self.lm.complete(request).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (usage, cost_usd, tool_calls, model) = match &outcome {
+            Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
+            Err(_) => (Default::default(), None, 0, self.lm.model_id().to_owned()),
+        };
+        result.token_usage += usage;
+        match cost_usd {
+            Some(cost) => result.total_cost_usd += cost,
+            None if outcome.is_ok() => result.unpriced_calls += 1,
+            None => {}
+        }
+        ctx.emit(EventKind::LlmCall {
+            model: if model.is_empty() {
+                self.lm.model_id().to_owned()
+            } else {
+                model
+            },
+            usage,
+            cost_usd,
+            latency_ms,
+            tool_calls,
+            error: outcome.as_ref().err().map(ToString::to_string),
+        });
+        outcome.map_err(|e| format!("agent `{}`: {e}", self.name))
+    }
+
+    /// Runs one tool call the model asked for; the text goes back to the model.
+    async fn act(&self, call: &ToolCall, ctx: &StepContext) -> String {
+        let tool = match self.tools.require(&call.name) {
+            Ok(tool) => tool,
+            Err(e) => return format!("error: {e}"),
+        };
+        match ctx
+            .call_tool(tool, normalize_arguments(&call.arguments))
+            .await
+        {
+            Ok(value) => value_text(&value),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// Models sometimes send the arguments object as a JSON string, or nothing for "no arguments".
+fn normalize_arguments(arguments: &Value) -> Value {
+    match arguments {
+        Value::Null => Value::Object(Default::default()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(parsed @ Value::Object(_)) => parsed,
+            _ => arguments.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+#[async_trait]
+impl Agent for ToolAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, task: &str) -> AgentResult {
+        let sink = EventSink::with_observers(self.observers.clone());
+        let ctx = StepContext::new()
+            .with_agent(self.name.clone())
+            .with_approval(Arc::clone(&self.approval))
+            .with_retry(self.retry)
+            .with_sink(sink.clone());
+        let mut result = self.think_and_act(task, &ctx).await;
+        result.events = sink.take();
+        result
+    }
+
+    fn description(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    fn tools(&self) -> Option<&ToolSet> {
+        Some(&self.tools)
+    }
+
+    async fn run_step(&self, task: &StepTask, ctx: &StepContext) -> AgentResult {
+        self.think_and_act(&task.prompt(), ctx).await
+    }
+}
+
+impl fmt::Debug for ToolAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolAgent")
+            .field("name", &self.name)
+            .field("lm", &self.lm)
+            .field("tools", &self.tools)
+            .field("role", &self.role)
+            .field("max_iters", &self.max_iters)
+            .finish_non_exhaustive()
+    }
+}

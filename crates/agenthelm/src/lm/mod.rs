@@ -1,0 +1,122 @@
+//! Language models: the [`LanguageModel`] trait, the shared [`Lm`] handle, chat messages, token
+//! usage, and [`ScriptedLm`], a model that answers from a script (for tests and demos).
+
+mod message;
+mod scripted;
+
+pub use message::{
+    Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall,
+    ToolDefinition,
+};
+pub use scripted::{ScriptedLm, ScriptedReply};
+
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A chat model that can call tools.
+///
+/// Implement it to plug in any model service; [`Lm`] wraps it for sharing.
+#[async_trait]
+pub trait LanguageModel: Send + Sync {
+    /// The `provider/model` id, used in events and for pricing.
+    fn model_id(&self) -> &str;
+
+    /// One request, one complete answer.
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError>;
+}
+
+/// A shared handle to a language model. Cloning is cheap.
+///
+/// ```
+/// use agenthelm::prelude::*;
+///
+/// let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text("hi")]));
+/// assert_eq!(lm.model_id(), "scripted");
+/// ```
+#[derive(Clone)]
+pub struct Lm {
+    model: Arc<dyn LanguageModel>,
+}
+
+impl Lm {
+    /// Wraps a model.
+    pub fn from_model(model: impl LanguageModel + 'static) -> Self {
+        Lm {
+            model: Arc::new(model),
+        }
+    }
+
+    /// Wraps a shared model.
+    pub fn from_arc(model: Arc<dyn LanguageModel>) -> Self {
+        Lm { model }
+    }
+
+    /// The model's `provider/model` id.
+    pub fn model_id(&self) -> &str {
+        self.model.model_id()
+    }
+
+    /// Sends one request.
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError> {
+        self.model.complete(request).await
+    }
+}
+
+impl fmt::Debug for Lm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Lm").field(&self.model_id()).finish()
+    }
+}
+
+/// Why a model call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LmError {
+    /// A [`ScriptedLm`] was asked for more replies than its script has.
+    #[error("scripted model `{model}` has no reply left (its script had {replies} replies)")]
+    ScriptExhausted {
+        /// The model id.
+        model: String,
+        /// How many replies the script had.
+        replies: usize,
+    },
+    /// The model (or its script) reported an error.
+    #[error("model `{model}` failed: {message}")]
+    Failed {
+        /// The model id.
+        model: String,
+        /// What it said.
+        message: String,
+    },
+    /// The service answered with an HTTP error status.
+    #[error("model `{model}` returned HTTP {status}: {message}")]
+    Http {
+        /// The model id.
+        model: String,
+        /// The HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("model `{model}` did not answer within {:.1}s", after.as_secs_f64())]
+    Timeout {
+        /// The model id.
+        model: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The answer could not be understood.
+    #[error("model `{model}` sent an answer that could not be read: {message}")]
+    Malformed {
+        /// The model id.
+        model: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The model id or its settings are not usable.
+    #[error("{0}")]
+    Config(String),
+}

@@ -1,0 +1,229 @@
+//! Calling a tool under its contract: argument validation, approval, attempts with backoff,
+//! per-attempt timeouts, panic containment, and events.
+
+use futures::FutureExt;
+use serde_json::Value;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{schema, Tool, ToolCallInfo, ToolError};
+use crate::agent::StepContext;
+use crate::orchestrate::{ApprovalDecision, ApprovalRequest};
+use crate::trace::{CallPurpose, EventKind};
+
+/// How long to wait between attempts of a failing tool call: exponential backoff with jitter.
+///
+/// The wait before retry `n` (1-based) is `initial * multiplier^(n-1)`, capped at `max`, then
+/// scaled by a random factor in `[1 - jitter, 1]` so that parallel retries spread out.
+///
+/// ```
+/// use agenthelm::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy { jitter: 0.0, ..RetryPolicy::default() };
+/// assert_eq!(policy.delay(1), Duration::from_millis(200));
+/// assert_eq!(policy.delay(3), Duration::from_millis(800));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Wait before the first retry.
+    pub initial: Duration,
+    /// Growth factor per retry.
+    pub multiplier: f64,
+    /// Longest wait.
+    pub max: Duration,
+    /// Fraction of the wait that is random, from 0.0 (none) to 1.0 (full jitter).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(200),
+            multiplier: 2.0,
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first retry).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(64) as i32;
+        let base = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
+        let capped = base.min(self.max.as_secs_f64());
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter * fastrand::f64();
+        Duration::from_secs_f64((capped * factor).max(0.0))
+    }
+}
+
+/// Calls `tool` with `args` under its contract and records what happened in `ctx`.
+pub(crate) async fn invoke(
+    tool: &Arc<dyn Tool>,
+    args: Value,
+    ctx: &StepContext,
+    purpose: CallPurpose,
+) -> Result<Value, ToolError> {
+    let spec = tool.spec();
+    let call_id = ctx.next_call_id(purpose);
+    let started = Instant::now();
+    let mut attempts = 0;
+    let mut final_args = args;
+    let outcome = match admit(tool, &mut final_args, &call_id, ctx, purpose).await {
+        Ok(()) => {
+            let info = ToolCallInfo {
+                idempotency_key: format!("{}:{call_id}", ctx.run_id().unwrap_or("-")),
+                call_id: call_id.clone(),
+                run_id: ctx.run_id().map(str::to_owned),
+                step_id: ctx.step_id().map(str::to_owned),
+                attempt: 0,
+            };
+            attempt_all(tool, &final_args, info, ctx, &mut attempts).await
+        }
+        Err(e) => Err(e),
+    };
+    if purpose == CallPurpose::Execute && attempts > 0 {
+        ctx.record_effect(spec, &call_id, &final_args, &outcome);
+    }
+    let (output, error) = match &outcome {
+        Ok(value) => (Some(value.clone()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    ctx.emit(EventKind::ToolCall {
+        call_id,
+        tool: spec.name.clone(),
+        args: final_args,
+        output,
+        error,
+        attempts,
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        purpose,
+    });
+    outcome
+}
+
+/// Validates the arguments and asks for approval when the contract requires it.
+async fn admit(
+    tool: &Arc<dyn Tool>,
+    args: &mut Value,
+    call_id: &str,
+    ctx: &StepContext,
+    purpose: CallPurpose,
+) -> Result<(), ToolError> {
+    let spec = tool.spec();
+    check_args(tool, args)?;
+    if !spec.contract.requires_approval {
+        return Ok(());
+    }
+    let request = ApprovalRequest {
+        call_id: call_id.to_owned(),
+        run_id: ctx.run_id().map(str::to_owned),
+        step_id: ctx.step_id().map(str::to_owned),
+        agent: ctx.agent().map(str::to_owned),
+        tool: spec.name.clone(),
+        description: spec.description.clone(),
+        args: args.clone(),
+        purpose,
+    };
+    let decision = ctx.approval_handler().approve(&request).await;
+    let (approved, reason) = match &decision {
+        ApprovalDecision::Approve => (true, None),
+        ApprovalDecision::ApproveWithArgs(_) => {
+            (true, Some("approved with edited arguments".to_owned()))
+        }
+        ApprovalDecision::Deny { reason } => (false, reason.clone()),
+    };
+    ctx.emit(EventKind::Approval {
+        call_id: call_id.to_owned(),
+        tool: spec.name.clone(),
+        approved,
+        reason: reason.clone(),
+    });
+    match decision {
+        ApprovalDecision::Approve => Ok(()),
+        ApprovalDecision::ApproveWithArgs(edited) => {
+            *args = edited;
+            check_args(tool, args)
+        }
+        ApprovalDecision::Deny { reason } => Err(ToolError::Denied {
+            tool: spec.name.clone(),
+            reason,
+        }),
+    }
+}
+
+/// Checks `args` against the tool's schema.
+pub(crate) fn check_args(tool: &Arc<dyn Tool>, args: &Value) -> Result<(), ToolError> {
+    let spec = tool.spec();
+    let problems = schema::validate(&spec.parameters, args);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ToolError::InvalidArguments {
+            tool: spec.name.clone(),
+            problems,
+        })
+    }
+}
+
+async fn attempt_all(
+    tool: &Arc<dyn Tool>,
+    args: &Value,
+    mut info: ToolCallInfo,
+    ctx: &StepContext,
+    attempts: &mut u32,
+) -> Result<Value, ToolError> {
+    let contract = &tool.spec().contract;
+    loop {
+        *attempts += 1;
+        info.attempt = *attempts;
+        let result = attempt(tool, args.clone(), &info).await;
+        match result {
+            Err(e) if e.is_retryable() && *attempts <= contract.retries => {
+                tokio::time::sleep(ctx.retry_policy().delay(*attempts)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn attempt(
+    tool: &Arc<dyn Tool>,
+    args: Value,
+    info: &ToolCallInfo,
+) -> Result<Value, ToolError> {
+    let spec = tool.spec();
+    let call = AssertUnwindSafe(tool.call(args, info)).catch_unwind();
+    let outcome = match spec.contract.timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(ToolError::Timeout {
+                    tool: spec.name.clone(),
+                    after: limit,
+                })
+            }
+        },
+        None => call.await,
+    };
+    outcome.unwrap_or_else(|panic| {
+        Err(ToolError::Failed(format!(
+            "tool `{}` panicked: {}",
+            spec.name,
+            panic_message(panic.as_ref())
+        )))
+    })
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}

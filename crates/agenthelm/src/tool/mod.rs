@@ -1,0 +1,238 @@
+//! Tools: named, schema-described functions that agents and plans call.
+//!
+//! A [`Tool`] has a [`ToolSpec`] (name, description, JSON schema of its arguments, and a
+//! [`ToolContract`] with its compensating tool, approval, retry and timeout rules) and an async
+//! [`call`](Tool::call). Tools come from three places:
+//!
+//! - the `#[tool]` attribute on a plain (sync or async) function,
+//! - [`FnTool`], built at run time from a name, a schema and a closure,
+//! - your own type implementing [`Tool`].
+//!
+//! A [`ToolSet`] is an ordered collection of tools with unique names; `tools![a, b]` builds one
+//! from `#[tool]` functions (or any `Tool + Default` type).
+
+mod fn_tool;
+pub(crate) mod invoke;
+pub mod schema;
+mod set;
+
+pub use fn_tool::{FnTool, InvalidSchema};
+pub use invoke::RetryPolicy;
+pub use set::{IntoTool, ToolFactory, ToolSet};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// A callable tool.
+///
+/// Implement it by hand when a tool needs state; for plain functions use `#[tool]`.
+///
+/// ```
+/// use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
+/// use serde_json::{json, Value};
+///
+/// struct Clock { spec: ToolSpec }
+///
+/// #[agenthelm::async_trait]
+/// impl Tool for Clock {
+///     fn spec(&self) -> &ToolSpec { &self.spec }
+///     async fn call(&self, _args: Value, _call: &ToolCallInfo) -> Result<Value, ToolError> {
+///         Ok(json!("12:00"))
+///     }
+/// }
+///
+/// let clock = Clock { spec: ToolSpec::new("clock", "Tell the time", json!({"type": "object"})) };
+/// assert_eq!(clock.spec().name, "clock");
+/// ```
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// Name, description, argument schema and contract.
+    fn spec(&self) -> &ToolSpec;
+
+    /// Runs the tool once. `args` were already validated against the spec's schema; retries,
+    /// timeouts and approval are applied by the caller according to the contract.
+    async fn call(&self, args: Value, call: &ToolCallInfo) -> Result<Value, ToolError>;
+}
+
+/// What a tool is told about the call it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCallInfo {
+    /// Stable id of this call within the run (the same for every attempt).
+    pub call_id: String,
+    /// A key that is the same when the same piece of work is attempted again (a retry, or a
+    /// resumed run): a tool with side effects can use it to make a repeat harmless.
+    pub idempotency_key: String,
+    /// The plan run, if the call is part of one.
+    pub run_id: Option<String>,
+    /// The plan step, if the call is part of one.
+    pub step_id: Option<String>,
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub attempt: u32,
+}
+
+/// Describes a tool to models, planners and the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// Unique name within a [`ToolSet`].
+    pub name: String,
+    /// What the tool does, for the model.
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub parameters: Value,
+    /// Rollback, approval, retry and timeout rules.
+    pub contract: ToolContract,
+}
+
+impl ToolSpec {
+    /// A spec with the default contract (no compensation, no approval, no retries, no timeout).
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: Value) -> Self {
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+            contract: ToolContract::default(),
+        }
+    }
+}
+
+/// The rules that hold wherever a tool is called: by an agent, by a plan step or during rollback.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ToolContract {
+    /// The tool that undoes this one; called with the same arguments during rollback unless a
+    /// plan step says otherwise.
+    pub compensating_tool: Option<String>,
+    /// Ask the approval handler before every call.
+    pub requires_approval: bool,
+    /// Extra attempts after a failed one (failures only; bad arguments and denials are final).
+    pub retries: u32,
+    /// Limit on each attempt.
+    #[serde(serialize_with = "serialize_secs")]
+    pub timeout: Option<Duration>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// What the tool changes outside the process, e.g. `"filesystem"` or `"email"`.
+    pub side_effects: Vec<String>,
+    /// A failed call may still have changed something, so a failed step that used this tool is
+    /// compensated too.
+    pub partial_effects: bool,
+}
+
+fn serialize_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(|d| d.as_secs_f64()).serialize(s)
+}
+
+/// Why a tool call did not produce a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments do not match the tool's schema.
+    #[error("invalid arguments for tool `{tool}`: {}", join(problems))]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// Each problem, naming the field.
+        problems: Vec<schema::Problem>,
+    },
+    /// No tool of that name is available.
+    #[error("unknown tool `{tool}`{}", available_hint(available))]
+    NotFound {
+        /// The name asked for.
+        tool: String,
+        /// The names that exist.
+        available: Vec<String>,
+    },
+    /// The approval handler said no.
+    #[error("tool `{tool}` was not approved{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Denied {
+        /// The tool.
+        tool: String,
+        /// The handler's reason.
+        reason: Option<String>,
+    },
+    /// An attempt took longer than the contract's timeout.
+    #[error("tool `{tool}` timed out after {:.3}s", after.as_secs_f64())]
+    Timeout {
+        /// The tool.
+        tool: String,
+        /// The timeout that was exceeded.
+        after: Duration,
+    },
+    /// The tool ran and reported a failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ToolError {
+    /// A failure with this message.
+    pub fn new(message: impl fmt::Display) -> Self {
+        ToolError::Failed(message.to_string())
+    }
+
+    /// Whether another attempt could succeed: failures and timeouts yes; bad arguments, unknown
+    /// tools and denials no.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ToolError::Failed(_) | ToolError::Timeout { .. })
+    }
+}
+
+impl From<String> for ToolError {
+    fn from(message: String) -> Self {
+        ToolError::Failed(message)
+    }
+}
+
+impl From<&str> for ToolError {
+    fn from(message: &str) -> Self {
+        ToolError::Failed(message.to_owned())
+    }
+}
+
+fn join(problems: &[schema::Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn available_hint(available: &[String]) -> String {
+    if available.is_empty() {
+        String::new()
+    } else {
+        format!(" (available: {})", available.join(", "))
+    }
+}
+
+/// Turns any displayable error into a [`ToolError`], keeping a `ToolError` as it is.
+/// Used by the code `#[tool]` generates.
+#[doc(hidden)]
+pub fn into_tool_error<E: fmt::Display + 'static>(error: E) -> ToolError {
+    match (&error as &dyn std::any::Any).downcast_ref::<ToolError>() {
+        Some(tool_error) => tool_error.clone(),
+        None => ToolError::Failed(error.to_string()),
+    }
+}
+
+/// Reads a tool's typed arguments from JSON. Used by the code `#[tool]` generates.
+#[doc(hidden)]
+pub fn parse_args<T: serde::de::DeserializeOwned>(tool: &str, args: Value) -> Result<T, ToolError> {
+    serde_path_to_error::deserialize(args).map_err(|e| ToolError::InvalidArguments {
+        tool: tool.to_owned(),
+        problems: vec![schema::Problem {
+            path: e.path().to_string().trim_start_matches('.').to_owned(),
+            message: e.into_inner().to_string(),
+        }],
+    })
+}
+
+/// Turns a tool's return value into JSON. Used by the code `#[tool]` generates.
+#[doc(hidden)]
+pub fn to_output<T: Serialize + ?Sized>(tool: &str, output: &T) -> Result<Value, ToolError> {
+    serde_json::to_value(output).map_err(|e| {
+        ToolError::Failed(format!(
+            "tool `{tool}` returned a value that is not JSON: {e}"
+        ))
+    })
+}

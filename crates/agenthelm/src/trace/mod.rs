@@ -1,0 +1,182 @@
+//! Events: the record of everything a run did.
+//!
+//! Every LLM call, tool call, approval decision, step transition and compensation becomes an
+//! [`Event`]. Events are collected into [`AgentResult::events`](crate::AgentResult::events) and
+//! streamed live to observers registered with
+//! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
+
+mod sink;
+
+pub use sink::{EventSink, Observer};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::lm::TokenUsage;
+use crate::plan::StepStatus;
+
+/// One thing that happened during a run, with where it happened.
+///
+/// Serialized as a flat JSON object whose `type` field names the kind:
+///
+/// ```
+/// use agenthelm::{Event, EventKind};
+/// let event = Event::new(EventKind::StepStarted { direct_tool: None });
+/// let json = serde_json::to_value(&event).unwrap();
+/// assert_eq!(json["type"], "step_started");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock time of the event, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The plan run the event belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The plan step the event belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// The agent that acted, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// An event of `kind` stamped with the current time and no run, step or agent.
+    pub fn new(kind: EventKind) -> Self {
+        Event {
+            timestamp_ms: now_ms(),
+            run_id: None,
+            step_id: None,
+            agent: None,
+            kind,
+        }
+    }
+}
+
+/// Why a tool was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPurpose {
+    /// Doing the work of a step (directly or from an agent's reasoning loop).
+    Execute,
+    /// Undoing the work of a completed step during rollback.
+    Compensate,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A plan run began.
+    RunStarted {
+        /// The plan's goal.
+        goal: String,
+        /// How many steps the plan has.
+        steps: usize,
+    },
+    /// A plan run ended (after rollback, if there was one).
+    RunFinished {
+        /// Whether every step completed.
+        success: bool,
+        /// Wall time of the whole run.
+        duration_ms: f64,
+    },
+    /// A call to a language model.
+    LlmCall {
+        /// The model that answered.
+        model: String,
+        /// Tokens read and written.
+        usage: TokenUsage,
+        /// Price of the call in USD; `None` when the model's price is unknown.
+        #[serde(default)]
+        cost_usd: Option<f64>,
+        /// Time from request to complete answer.
+        latency_ms: f64,
+        /// How many tool calls the answer asked for.
+        #[serde(default)]
+        tool_calls: usize,
+        /// The error, when the call failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A tool call, after its last attempt.
+    ToolCall {
+        /// Stable id of the call within the run.
+        call_id: String,
+        /// The tool's name.
+        tool: String,
+        /// The arguments it was called with.
+        args: Value,
+        /// Its output, when it succeeded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// The error, when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// How many attempts were made (0 when it never ran: bad arguments or denied).
+        attempts: u32,
+        /// Wall time of all attempts, backoff included.
+        duration_ms: f64,
+        /// Whether the call did work or undid it.
+        purpose: CallPurpose,
+    },
+    /// An approval handler's decision on a tool call.
+    Approval {
+        /// The call the decision is about.
+        call_id: String,
+        /// The tool's name.
+        tool: String,
+        /// Whether the call may go ahead.
+        approved: bool,
+        /// The handler's reason, if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A step began.
+    StepStarted {
+        /// The tool the step calls directly, without asking its agent's model; `None` when the
+        /// step goes to the agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direct_tool: Option<String>,
+    },
+    /// A step reached a final state.
+    StepFinished {
+        /// Its new status.
+        status: StepStatus,
+        /// How long it ran.
+        duration_ms: f64,
+        /// The error, when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A rollback began after a failure.
+    RollbackStarted {
+        /// The steps to undo, in the order they will be undone.
+        steps: Vec<String>,
+    },
+    /// One compensating action for a step, during rollback.
+    Compensation {
+        /// The compensating tool.
+        tool: String,
+        /// Whether it succeeded.
+        success: bool,
+        /// The error, when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Anything else an agent wants on record.
+    Note {
+        /// Free text.
+        message: String,
+    },
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
