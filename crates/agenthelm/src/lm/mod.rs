@@ -41,6 +41,15 @@ pub struct Lm {
 }
 
 impl Lm {
+    /// The model named by a `provider/model` id, such as `openai/gpt-4o-mini`, with its key
+    /// and base URL from the environment.
+    pub fn new(model: &str) -> Result<Lm, LmError> {
+        // Providers land with the HTTP client work; until then every id is refused clearly.
+        Err(LmError::Config(format!(
+            "model `{model}`: no HTTP providers are built into this version of agenthelm"
+        )))
+    }
+
     /// Wraps a model.
     pub fn from_model(model: impl LanguageModel + 'static) -> Self {
         Lm {
