@@ -59,6 +59,7 @@ fn print_event(event: &Event) {
             status,
             duration_ms,
             error,
+            ..
         } => {
             let error = error
                 .as_deref()

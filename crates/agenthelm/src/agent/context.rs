@@ -1,4 +1,4 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,7 +26,7 @@ pub struct StepContext {
 
 /// A tool call that changed (or may have changed) something outside the process: what rollback
 /// has to undo.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Effect {
     /// The call's id.
     pub call_id: String,
@@ -179,16 +179,21 @@ impl StepContext {
             }
             _ => return,
         };
+        let effect = Effect {
+            call_id: call_id.to_owned(),
+            tool: spec.name.clone(),
+            args: args.clone(),
+            result,
+            compensating_tool: contract.compensating_tool.clone(),
+        };
+        // On record before anything else happens, so a resumed run knows what to undo.
+        self.emit(EventKind::Effect {
+            effect: effect.clone(),
+        });
         self.effects
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Effect {
-                call_id: call_id.to_owned(),
-                tool: spec.name.clone(),
-                args: args.clone(),
-                result,
-                compensating_tool: contract.compensating_tool.clone(),
-            });
+            .push(effect);
     }
 }
 

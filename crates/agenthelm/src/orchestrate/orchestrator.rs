@@ -5,13 +5,15 @@ use std::time::Duration;
 use super::approval::{ApprovalHandler, DenyAll};
 use super::cancel::CancelToken;
 use super::registry::AgentRegistry;
-use super::run::Run;
+use super::resume::{recover, InterruptedSteps};
+use super::run::{new_run_id, Run, Start};
 use crate::agent::{Agent, AgentResult};
 use crate::plan::graph::Graph;
 use crate::plan::validate;
 use crate::plan::{Plan, PlanError, PlanProblem};
+use crate::store::{RunStore, StoreError};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
-use crate::trace::{Event, Observer};
+use crate::trace::{Event, EventSink, Observer};
 
 /// Runs approved plans: routes each step to its agent, runs independent steps at the same time,
 /// and undoes completed work with compensating tools when a step fails.
@@ -88,6 +90,8 @@ pub(crate) struct Config {
     pub(crate) retry: RetryPolicy,
     pub(crate) grace: Duration,
     pub(crate) observers: Vec<Observer>,
+    pub(crate) store: Option<Arc<dyn RunStore>>,
+    pub(crate) interrupted: InterruptedSteps,
 }
 
 /// Why a plan was not run at all.
@@ -102,6 +106,21 @@ pub enum OrchestratorError {
     /// The plan is not valid for this orchestrator's agents and tools; nothing ran.
     #[error(transparent)]
     InvalidPlan(#[from] PlanError),
+    /// The run store failed: a run that cannot be recorded does not start, and one whose journal
+    /// fails stops where it is (resume it once the store works).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Resuming needs a run store.
+    #[error("resuming a run needs a run store: set one with Orchestrator::store")]
+    NoStore,
+    /// The run to resume had already finished.
+    #[error("run `{run_id}` already finished ({})", if *success { "succeeded" } else { "failed" })]
+    AlreadyFinished {
+        /// The run.
+        run_id: String,
+        /// Whether it succeeded.
+        success: bool,
+    },
 }
 
 impl Orchestrator {
@@ -119,6 +138,8 @@ impl Orchestrator {
                 retry: RetryPolicy::default(),
                 grace: Duration::from_secs(30),
                 observers: Vec::new(),
+                store: None,
+                interrupted: InterruptedSteps::default(),
             }),
         }
     }
@@ -167,6 +188,25 @@ impl Orchestrator {
     /// without an agent, and rollback finds compensating tools here after the agent's own.
     pub fn tools(mut self, tools: ToolSet) -> Self {
         self.config_mut().tools.extend(&tools);
+        self
+    }
+
+    /// Keeps every run in `store`: the plan before the first step, and each event before the
+    /// orchestrator acts on it, so a run can be inspected later and resumed after a crash.
+    pub fn store(self, store: impl RunStore + 'static) -> Self {
+        self.store_shared(Arc::new(store))
+    }
+
+    /// Like [`store`](Self::store), with a store shared with other code.
+    pub fn store_shared(mut self, store: Arc<dyn RunStore>) -> Self {
+        self.config_mut().store = Some(store);
+        self
+    }
+
+    /// What [`resume`](Self::resume) does with steps that were running when the process
+    /// stopped (default: [`InterruptedSteps::Rerun`]).
+    pub fn on_interrupted_steps(mut self, rule: InterruptedSteps) -> Self {
+        self.config_mut().interrupted = rule;
         self
     }
 
@@ -226,17 +266,94 @@ impl Orchestrator {
             });
         }
         let graph = self.config.check(plan)?;
-        let owned = std::mem::replace(plan, Plan::new(String::new()));
-        let run = Run::new(Arc::clone(&self.config), owned, graph, cancel);
-        match tokio::spawn(run.execute()).await {
-            Ok((finished, result)) => {
-                *plan = finished;
-                Ok(result)
-            }
-            Err(e) => Ok(AgentResult::fail(format!(
-                "the run stopped abnormally ({e}); the plan's state was lost"
-            ))),
+        let run_id: Arc<str> = Arc::from(new_run_id());
+        if let Some(store) = &self.config.store {
+            store.begin_run(&run_id, plan)?;
         }
+        let owned = std::mem::replace(plan, Plan::new(String::new()));
+        let (finished, result) = self.run(run_id, graph, cancel, Start::Fresh(owned)).await;
+        *plan = finished;
+        result
+    }
+
+    /// Continues a run recorded in the store after its process stopped, and returns the plan
+    /// in its final state with the result.
+    ///
+    /// Completed steps are not run again; steps that were running are handled by the
+    /// [`InterruptedSteps`] rule; a rollback that was under way goes on where it stopped; a
+    /// compensation that was started is never run a second time (one whose outcome is unknown
+    /// is reported in the rollback's failures).
+    pub async fn resume(&self, run_id: &str) -> Result<(Plan, AgentResult), OrchestratorError> {
+        self.resume_with_cancel(run_id, CancelToken::new()).await
+    }
+
+    /// Like [`resume`](Self::resume), stopping early when `cancel` is cancelled.
+    pub async fn resume_with_cancel(
+        &self,
+        run_id: &str,
+        cancel: CancelToken,
+    ) -> Result<(Plan, AgentResult), OrchestratorError> {
+        let store = self
+            .config
+            .store
+            .as_ref()
+            .ok_or(OrchestratorError::NoStore)?;
+        let stored = store.load_run(run_id)?;
+        if let Some(success) = stored.summary.success {
+            return Err(OrchestratorError::AlreadyFinished {
+                run_id: run_id.to_owned(),
+                success,
+            });
+        }
+        let graph = self.config.check(&stored.plan)?;
+        let recovered = recover(stored.plan, &stored.events, self.config.interrupted);
+        if recovered.finished {
+            return Err(OrchestratorError::AlreadyFinished {
+                run_id: run_id.to_owned(),
+                success: recovered.plan.success(),
+            });
+        }
+        let start = Start::Resumed(Box::new(recovered));
+        let (plan, result) = self.run(Arc::from(run_id), graph, cancel, start).await;
+        result.map(|result| (plan, result))
+    }
+
+    /// Runs on a task of its own (see [`execute`](Self::execute)) and records the end. The plan
+    /// comes back in its latest state even when the store failed.
+    async fn run(
+        &self,
+        run_id: Arc<str>,
+        graph: Graph,
+        cancel: CancelToken,
+        start: Start,
+    ) -> (Plan, Result<AgentResult, OrchestratorError>) {
+        let config = &self.config;
+        let sink = EventSink::journaled(config.observers.clone(), config.store.clone());
+        let run = Run::new(
+            Arc::clone(config),
+            Arc::clone(&run_id),
+            sink,
+            graph,
+            cancel,
+            start,
+        );
+        let (plan, result, halted) = match tokio::spawn(run.execute()).await {
+            Ok(finished) => finished,
+            Err(e) => {
+                let error = format!("the run stopped abnormally ({e}); the plan's state was lost");
+                return (Plan::new(String::new()), Ok(AgentResult::fail(error)));
+            }
+        };
+        if let Some(e) = halted {
+            return (plan, Err(OrchestratorError::Store(e)));
+        }
+        if let Some(store) = &config.store {
+            let recorded = store.finish_run(&run_id, result.success, result.error.as_deref());
+            if let Err(e) = recorded {
+                return (plan, Err(OrchestratorError::Store(e)));
+            }
+        }
+        (plan, Ok(result))
     }
 
     /// Checks `plan` against this orchestrator's agents and tools, as [`execute`](Self::execute)

@@ -1,6 +1,7 @@
 //! Saga rollback: undoing the work of finished steps, newest first, with compensating tools.
 
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::orchestrator::Config;
@@ -11,6 +12,13 @@ use crate::plan::{Plan, StepStatus};
 use crate::tool::invoke::invoke;
 use crate::tool::{RetryPolicy, Tool};
 use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
+
+/// Compensations a resumed run finds already done (with their success) or in doubt.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    pub done: HashMap<(usize, usize), bool>,
+    pub uncertain: HashSet<(usize, usize)>,
+}
 
 /// A step with work that may need undoing, and the tool calls that did that work.
 pub(super) struct Undo {
@@ -44,6 +52,7 @@ pub(super) async fn run(
     run_id: &Arc<str>,
     sink: &EventSink,
     undo: Vec<Undo>,
+    progress: Progress,
 ) -> RollbackReport {
     let mut report = RollbackReport::default();
     let jobs: Vec<Job> = undo
@@ -71,6 +80,7 @@ pub(super) async fn run(
     });
     let shielded = tokio::spawn(compensate_all(
         jobs,
+        progress,
         Arc::clone(run_id),
         Arc::clone(&orch.approval),
         orch.retry,
@@ -156,6 +166,7 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
 
 async fn compensate_all(
     jobs: Vec<Job>,
+    progress: Progress,
     run_id: Arc<str>,
     approval: Arc<dyn super::ApprovalHandler>,
     retry: RetryPolicy,
@@ -172,21 +183,44 @@ async fn compensate_all(
             ctx = ctx.with_agent(agent.as_str());
         }
         let mut failures = job.failures;
-        for action in job.actions {
-            let outcome = match &action.tool {
-                Some(tool) => invoke(tool, action.args, &ctx, CallPurpose::Compensate)
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "compensating tool `{}` is not available",
-                    action.name
-                )),
+        for (n, action) in job.actions.into_iter().enumerate() {
+            let outcome = match progress.done.get(&(job.step, n)) {
+                Some(true) => continue,
+                Some(false) => Err("it failed before the run was resumed".to_owned()),
+                None if progress.uncertain.contains(&(job.step, n)) => Err(
+                    "it was running when the process stopped; it is not run again (a \
+                     compensation never runs twice): check by hand whether it took effect"
+                        .to_owned(),
+                ),
+                None => {
+                    ctx.emit(EventKind::CompensationStarted {
+                        action: n,
+                        tool: action.name.clone(),
+                        args: action.args.clone(),
+                    });
+                    if sink.journal_error().is_some() {
+                        // Not on record, so not done: stop here as a crash would.
+                        finished.push((job.step, job.step_id, failures));
+                        return finished;
+                    }
+                    let outcome = match &action.tool {
+                        Some(tool) => invoke(tool, action.args, &ctx, CallPurpose::Compensate)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err(format!(
+                            "compensating tool `{}` is not available",
+                            action.name
+                        )),
+                    };
+                    ctx.emit(EventKind::Compensation {
+                        action: n,
+                        tool: action.name.clone(),
+                        success: outcome.is_ok(),
+                        error: outcome.as_ref().err().cloned(),
+                    });
+                    outcome
+                }
             };
-            ctx.emit(EventKind::Compensation {
-                tool: action.name.clone(),
-                success: outcome.is_ok(),
-                error: outcome.as_ref().err().cloned(),
-            });
             if let Err(error) = outcome {
                 failures.push(CompensationFailure {
                     step: job.step_id.clone(),

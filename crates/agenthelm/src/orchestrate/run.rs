@@ -12,11 +12,13 @@ use tokio::task::JoinSet;
 use super::cancel::CancelToken;
 use super::orchestrator::Config;
 use super::report::{RollbackReport, StepOutcome};
-use super::rollback::{self, Undo};
+use super::resume::Recovered;
+use super::rollback::{self, Progress, Undo};
 use super::template::resolve_templates;
-use crate::agent::{Agent, AgentResult, StepContext, StepTask};
+use crate::agent::{Agent, AgentResult, Effect, StepContext, StepTask};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanStep, StepStatus};
+use crate::store::StoreError;
 use crate::tool::invoke::{check_args, invoke, panic_message};
 use crate::tool::Tool;
 use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
@@ -71,23 +73,48 @@ pub(super) struct Run {
     totals: AgentResult,
     /// The first failure: the step (`None` when the run was cancelled) and its error.
     failure: Option<(Option<String>, String)>,
+    /// Compensations already done or in doubt, for a resumed run.
+    progress: Progress,
+    /// The journal could not be written: the run stopped where it was.
+    halted: Option<StoreError>,
+    /// For a resumed run: what happened to the steps that were running when it stopped.
+    resumed: Option<Vec<String>>,
+    /// Effects of interrupted attempts of steps that run again (see `Recovered::carried`).
+    carried: HashMap<usize, Vec<Effect>>,
+}
+
+/// Where a run begins: a fresh plan, or the state a journal recorded.
+pub(super) enum Start {
+    Fresh(Plan),
+    Resumed(Box<Recovered>),
 }
 
 impl Run {
     pub(super) fn new(
         orch: Arc<Config>,
-        mut plan: Plan,
+        run_id: Arc<str>,
+        sink: EventSink,
         graph: Graph,
         cancel: CancelToken,
+        start: Start,
     ) -> Self {
-        let n = plan.steps.len();
-        for step in plan.steps.iter_mut() {
-            if step.status != StepStatus::Completed {
-                step.status = StepStatus::Pending;
-                step.result = None;
-                step.error = None;
+        let (mut plan, recovered) = match start {
+            Start::Fresh(plan) => (plan, None),
+            Start::Resumed(mut recovered) => {
+                let plan = std::mem::replace(&mut recovered.plan, Plan::new(String::new()));
+                (plan, Some(*recovered))
+            }
+        };
+        if recovered.is_none() {
+            for step in plan.steps.iter_mut() {
+                if step.status != StepStatus::Completed {
+                    step.status = StepStatus::Pending;
+                    step.result = None;
+                    step.error = None;
+                }
             }
         }
+        let n = plan.steps.len();
         let waiting: Vec<usize> = (0..n)
             .map(|i| {
                 let deps = graph.deps(i);
@@ -105,12 +132,26 @@ impl Run {
             .chain(orch.default_agent.as_ref())
             .map(|a| (a.name().to_owned(), Arc::from(a.name())))
             .collect();
+        let (undo_log, failure, progress, totals, resumed, carried) = match recovered {
+            Some(r) => (
+                r.undo_log,
+                r.failure,
+                Progress {
+                    done: r.actions_done,
+                    uncertain: r.actions_uncertain,
+                },
+                r.totals,
+                Some(r.interrupted),
+                r.carried,
+            ),
+            None => Default::default(),
+        };
         Run {
-            sink: EventSink::with_observers(orch.observers.clone()),
+            sink,
             orch,
             cancel,
             graph,
-            run_id: Arc::from(new_run_id()),
+            run_id,
             agent_names,
             index: None,
             waiting,
@@ -118,31 +159,46 @@ impl Run {
             running: (0..n).map(|_| None).collect(),
             records: (0..n).map(|_| StepRecord::default()).collect(),
             plan,
-            undo_log: Vec::new(),
-            totals: AgentResult::default(),
-            failure: None,
+            undo_log,
+            totals,
+            failure,
+            progress,
+            halted: None,
+            resumed,
+            carried,
         }
     }
 
-    /// Runs the plan to its end and gives it back with the result.
-    pub(super) async fn execute(mut self) -> (Plan, AgentResult) {
+    /// Runs the plan to its end (or until its journal fails) and gives it back with the result.
+    pub(super) async fn execute(mut self) -> (Plan, AgentResult, Option<StoreError>) {
         let started = Instant::now();
-        self.emit(EventKind::RunStarted {
-            goal: self.plan.goal.clone(),
-            steps: self.plan.steps.len(),
-        });
+        match self.resumed.take() {
+            Some(interrupted) => self.emit(EventKind::RunResumed { interrupted }),
+            None => self.emit(EventKind::RunStarted {
+                goal: self.plan.goal.clone(),
+                steps: self.plan.steps.len(),
+            }),
+        }
+        self.halted = self.sink.journal_error();
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         loop {
             if self.failure.is_none() && self.cancel.is_cancelled() {
                 self.failure = Some((None, "the run was cancelled".to_owned()));
             }
-            while self.failure.is_none() && tasks.len() < limit {
+            while self.failure.is_none() && self.halted.is_none() && tasks.len() < limit {
                 let Some(i) = self.ready.pop_front() else {
                     break;
                 };
-                let task = self.launch(i);
-                tasks.spawn(task);
+                if let Some(task) = self.launch(i) {
+                    tasks.spawn(task);
+                }
+            }
+            if self.halted.is_some() {
+                // Nothing more may happen untraced: stop where we are, as a crash would.
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
             }
             let next = if self.failure.is_some() {
                 self.join_within_grace(&mut tasks).await
@@ -160,13 +216,32 @@ impl Run {
                 None => break,
             }
         }
-        self.cancel_stragglers();
-        self.skip_unstarted();
-        if self.failure.is_some() && self.orch.rollback {
-            let undo = std::mem::take(&mut self.undo_log);
-            let report =
-                rollback::run(&self.orch, &mut self.plan, &self.run_id, &self.sink, undo).await;
+        if self.halted.is_none() {
+            self.cancel_stragglers();
+            self.skip_unstarted();
+        }
+        if self.failure.is_some() && self.orch.rollback && self.halted.is_none() {
+            // Interrupted attempts whose steps never ran again still have effects to undo;
+            // they happened first, so they are undone last.
+            let mut undo: Vec<Undo> = std::mem::take(&mut self.carried)
+                .into_iter()
+                .filter(|(_, effects)| !effects.is_empty())
+                .map(|(step, effects)| Undo { step, effects })
+                .collect();
+            undo.sort_by_key(|u| u.step);
+            undo.append(&mut self.undo_log);
+            let progress = std::mem::take(&mut self.progress);
+            let report = rollback::run(
+                &self.orch,
+                &mut self.plan,
+                &self.run_id,
+                &self.sink,
+                undo,
+                progress,
+            )
+            .await;
             self.totals.rollback = Some(report);
+            self.halted = self.sink.journal_error();
         }
         self.report(started)
     }
@@ -189,7 +264,8 @@ impl Run {
 
     /// Starts step `i`: resolves its arguments, picks direct dispatch or its agent, and returns
     /// the future that runs it.
-    fn launch(&mut self, i: usize) -> impl Future<Output = Finished> + Send + 'static {
+    /// `None` when the journal could not record the start: then the step must not run.
+    fn launch(&mut self, i: usize) -> Option<impl Future<Output = Finished> + Send + 'static> {
         let orch = Arc::clone(&self.orch);
         let args = self.resolved_args(i);
         let step = &self.plan.steps[i];
@@ -222,6 +298,10 @@ impl Run {
         ctx.emit(EventKind::StepStarted {
             direct_tool: direct_tool.clone(),
         });
+        if let Some(e) = self.sink.journal_error() {
+            self.halted = Some(e);
+            return None;
+        }
         self.plan.steps[i].status = StepStatus::Running;
         self.records[i].direct_tool = direct_tool;
         let started = Instant::now();
@@ -229,7 +309,7 @@ impl Run {
             ctx: Arc::clone(&ctx),
             started,
         });
-        async move {
+        Some(async move {
             let work = AssertUnwindSafe(run_step(dispatch, task, &ctx)).catch_unwind();
             let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
                 let message = format!("step panicked: {}", panic_message(panic.as_ref()));
@@ -241,7 +321,18 @@ impl Run {
                 agent_result,
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
             }
-        }
+        })
+    }
+
+    /// `effects` of step `i`, after those of an interrupted earlier attempt that the new attempt
+    /// did not record again (same call id: the same piece of work).
+    fn with_carried(&mut self, i: usize, effects: Vec<Effect>) -> Vec<Effect> {
+        let Some(mut earlier) = self.carried.remove(&i) else {
+            return effects;
+        };
+        earlier.retain(|old| effects.iter().all(|new| new.call_id != old.call_id));
+        earlier.extend(effects);
+        earlier
     }
 
     /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
@@ -262,49 +353,54 @@ impl Run {
         resolve_templates(args, &results, None)
     }
 
-    /// Records a finished step and releases the steps waiting on it.
+    /// Records a finished step and, once the journal has it, releases the steps waiting on it.
     fn finish(&mut self, finished: Finished) {
         let i = finished.index;
         let Some(running) = self.running[i].take() else {
             return;
         };
-        let effects = running.ctx.take_effects();
+        let effects = self.with_carried(i, running.ctx.take_effects());
         if let Some(result) = &finished.agent_result {
             self.totals.add_usage(result);
             for event in &result.events {
                 self.record_agent_event(&running.ctx, event.clone());
             }
         }
+        self.records[i].duration_ms = finished.duration_ms;
+        let (status, result, error) = match finished.outcome {
+            Ok(value) => (StepStatus::Completed, Some(value), None),
+            Err(error) => (StepStatus::Failed, None, Some(error)),
+        };
+        running.ctx.emit(EventKind::StepFinished {
+            status,
+            result: result.clone(),
+            duration_ms: finished.duration_ms,
+            error: error.clone(),
+        });
         let step = &mut self.plan.steps[i];
-        match finished.outcome {
-            Ok(value) => {
-                step.status = StepStatus::Completed;
-                step.result = Some(value);
-                self.undo_log.push(Undo { step: i, effects });
-                for &d in self.graph.dependents(i) {
-                    self.waiting[d] -= 1;
-                    if self.waiting[d] == 0 {
-                        self.ready.push_back(d);
-                    }
-                }
+        step.status = status;
+        step.result = result;
+        step.error = error;
+        if status == StepStatus::Completed || !effects.is_empty() {
+            self.undo_log.push(Undo { step: i, effects });
+        }
+        if let Some(e) = self.sink.journal_error() {
+            self.halted = Some(e);
+            return;
+        }
+        if status == StepStatus::Failed {
+            if self.failure.is_none() {
+                let error = step.error.clone().unwrap_or_default();
+                self.failure = Some((Some(step.id.clone()), error));
             }
-            Err(error) => {
-                step.status = StepStatus::Failed;
-                step.error = Some(error.clone());
-                if !effects.is_empty() {
-                    self.undo_log.push(Undo { step: i, effects });
-                }
-                if self.failure.is_none() {
-                    self.failure = Some((Some(step.id.clone()), error));
-                }
+            return;
+        }
+        for &d in self.graph.dependents(i) {
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 {
+                self.ready.push_back(d);
             }
         }
-        self.records[i].duration_ms = finished.duration_ms;
-        running.ctx.emit(EventKind::StepFinished {
-            status: step.status,
-            duration_ms: finished.duration_ms,
-            error: step.error.clone(),
-        });
     }
 
     /// Steps still running when the grace period ended were aborted: they failed, and whatever
@@ -322,7 +418,7 @@ impl Run {
                 "cancelled: still running {:.1}s after {cause}",
                 self.orch.grace.as_secs_f64()
             );
-            let effects = running.ctx.take_effects();
+            let effects = self.with_carried(i, running.ctx.take_effects());
             if !effects.is_empty() {
                 self.undo_log.push(Undo { step: i, effects });
             }
@@ -333,6 +429,7 @@ impl Run {
             self.records[i].duration_ms = duration_ms;
             running.ctx.emit(EventKind::StepFinished {
                 status: StepStatus::Failed,
+                result: None,
                 duration_ms,
                 error: Some(error),
             });
@@ -347,12 +444,14 @@ impl Run {
         }
     }
 
-    fn report(self, started: Instant) -> (Plan, AgentResult) {
-        let success = self.failure.is_none() && self.plan.success();
-        self.emit(EventKind::RunFinished {
-            success,
-            duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        });
+    fn report(self, started: Instant) -> (Plan, AgentResult, Option<StoreError>) {
+        let success = self.failure.is_none() && self.halted.is_none() && self.plan.success();
+        if self.halted.is_none() {
+            self.emit(EventKind::RunFinished {
+                success,
+                duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
+        }
         let orch = &self.orch;
         let mut result = self.totals;
         result.success = success;
@@ -374,13 +473,17 @@ impl Run {
         result.events = self.sink.take();
         if success {
             result.answer = Some(final_answer(&self.plan, &self.graph));
+        } else if let Some(e) = &self.halted {
+            result.error = Some(format!(
+                "the run stopped because its journal could not be written ({e}); resume it once the store works"
+            ));
         } else {
             result.error = Some(failure_text(
                 self.failure.as_ref(),
                 result.rollback.as_ref(),
             ));
         }
-        (self.plan, result)
+        (self.plan, result, self.halted)
     }
 
     /// An event an agent returned in its result: stamped with the run, step and agent when it
@@ -523,7 +626,7 @@ fn failure_text(
     text
 }
 
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     format!("run-{:x}-{:08x}", now_ms(), fastrand::u32(..))
 }
 

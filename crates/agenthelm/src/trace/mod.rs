@@ -14,6 +14,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::agent::Effect;
 use crate::lm::TokenUsage;
 use crate::plan::StepStatus;
 
@@ -148,6 +149,9 @@ pub enum EventKind {
     StepFinished {
         /// Its new status.
         status: StepStatus,
+        /// Its result, when it completed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
         /// How long it ran.
         duration_ms: f64,
         /// The error, when it failed.
@@ -159,8 +163,21 @@ pub enum EventKind {
         /// The steps to undo, in the order they will be undone.
         steps: Vec<String>,
     },
+    /// A compensating action is about to run (recorded first, so a resumed run never runs it
+    /// twice).
+    CompensationStarted {
+        /// Position of the action among the step's compensations.
+        action: usize,
+        /// The compensating tool.
+        tool: String,
+        /// Its arguments.
+        args: Value,
+    },
     /// One compensating action for a step, during rollback.
     Compensation {
+        /// Position of the action among the step's compensations.
+        #[serde(default)]
+        action: usize,
         /// The compensating tool.
         tool: String,
         /// Whether it succeeded.
@@ -169,11 +186,82 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A tool call changed (or may have changed) something outside the process; rollback undoes
+    /// it.
+    Effect {
+        /// What was done and how to undo it.
+        effect: Effect,
+    },
+    /// A run was picked up again after its process stopped.
+    RunResumed {
+        /// Steps that were running when the process stopped, and what was done about them.
+        #[serde(default)]
+        interrupted: Vec<String>,
+    },
     /// Anything else an agent wants on record.
     Note {
         /// Free text.
         message: String,
     },
+}
+
+impl EventKind {
+    /// The kind's name, as in the serialized `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::RunFinished { .. } => "run_finished",
+            EventKind::RunResumed { .. } => "run_resumed",
+            EventKind::LlmCall { .. } => "llm_call",
+            EventKind::ToolCall { .. } => "tool_call",
+            EventKind::Approval { .. } => "approval",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::StepFinished { .. } => "step_finished",
+            EventKind::RollbackStarted { .. } => "rollback_started",
+            EventKind::CompensationStarted { .. } => "compensation_started",
+            EventKind::Compensation { .. } => "compensation",
+            EventKind::Effect { .. } => "effect",
+            EventKind::Note { .. } => "note",
+        }
+    }
+
+    /// The tool involved, if any.
+    pub fn tool(&self) -> Option<&str> {
+        match self {
+            EventKind::ToolCall { tool, .. }
+            | EventKind::Approval { tool, .. }
+            | EventKind::CompensationStarted { tool, .. }
+            | EventKind::Compensation { tool, .. } => Some(tool),
+            EventKind::Effect { effect } => Some(&effect.tool),
+            _ => None,
+        }
+    }
+
+    /// Whether what happened succeeded, for kinds that can fail.
+    pub fn succeeded(&self) -> Option<bool> {
+        match self {
+            EventKind::RunFinished { success, .. } | EventKind::Compensation { success, .. } => {
+                Some(*success)
+            }
+            EventKind::LlmCall { error, .. } | EventKind::ToolCall { error, .. } => {
+                Some(error.is_none())
+            }
+            EventKind::Approval { approved, .. } => Some(*approved),
+            EventKind::StepFinished { status, .. } => Some(*status == StepStatus::Completed),
+            _ => None,
+        }
+    }
+
+    /// How long it took, for kinds that measure it.
+    pub fn duration_ms(&self) -> Option<f64> {
+        match self {
+            EventKind::RunFinished { duration_ms, .. }
+            | EventKind::ToolCall { duration_ms, .. }
+            | EventKind::StepFinished { duration_ms, .. } => Some(*duration_ms),
+            EventKind::LlmCall { latency_ms, .. } => Some(*latency_ms),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {

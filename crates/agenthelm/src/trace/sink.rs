@@ -1,7 +1,9 @@
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Event;
+use crate::store::{RunStore, StoreError};
 
 /// A function that sees each event as it is recorded.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -18,6 +20,9 @@ pub struct EventSink {
 struct Inner {
     events: Mutex<Vec<Event>>,
     observers: Vec<Observer>,
+    journal: Option<Arc<dyn RunStore>>,
+    journal_failed: AtomicBool,
+    journal_error: Mutex<Option<StoreError>>,
 }
 
 impl EventSink {
@@ -28,16 +33,48 @@ impl EventSink {
 
     /// A sink that collects and also calls each observer with every event, in order.
     pub fn with_observers(observers: Vec<Observer>) -> Self {
+        Self::journaled(observers, None)
+    }
+
+    /// A sink that first writes each event to `journal` (when given), then shows it to the
+    /// observers and collects it. After a failed write nothing more is written; see
+    /// [`journal_error`](Self::journal_error).
+    pub fn journaled(observers: Vec<Observer>, journal: Option<Arc<dyn RunStore>>) -> Self {
         EventSink {
             inner: Arc::new(Inner {
-                events: Mutex::new(Vec::new()),
                 observers,
+                journal,
+                ..Inner::default()
             }),
         }
     }
 
+    /// The first journal write that failed, if any.
+    pub fn journal_error(&self) -> Option<StoreError> {
+        if !self.inner.journal_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner
+            .journal_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Records an event and shows it to the observers.
     pub fn emit(&self, event: Event) {
+        if let Some(journal) = &self.inner.journal {
+            if !self.inner.journal_failed.load(Ordering::Acquire) {
+                if let Err(e) = journal.append(&event) {
+                    *self
+                        .inner
+                        .journal_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    self.inner.journal_failed.store(true, Ordering::Release);
+                }
+            }
+        }
         for observer in &self.inner.observers {
             observer(&event);
         }

@@ -1,0 +1,283 @@
+//! The JSON-lines run store: one file per run, one JSON object per line.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use super::{EventFilter, RunStore, RunSummary, StoreError, StoredRun};
+use crate::plan::Plan;
+use crate::trace::{now_ms, Event};
+
+/// A run store in a folder: `<run_id>.jsonl` per run. The first line holds the plan, each later
+/// line an event or the run's end. Easy to read with any tool; queries scan the files.
+///
+/// ```
+/// use agenthelm::store::{JsonlStore, RunStore};
+/// use agenthelm::Plan;
+///
+/// let dir = std::env::temp_dir().join(format!("agenthelm-jsonl-doc-{}", std::process::id()));
+/// let store = JsonlStore::open(&dir)?;
+/// store.begin_run("run-1", &Plan::new("demo"))?;
+/// assert_eq!(store.load_run("run-1")?.plan.goal, "demo");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), agenthelm::store::StoreError>(())
+/// ```
+#[derive(Debug)]
+pub struct JsonlStore {
+    dir: PathBuf,
+    // One writer at a time keeps lines whole.
+    write: Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum Line {
+    Run {
+        run_id: String,
+        started_ms: u64,
+        plan: Plan,
+    },
+    Event {
+        #[serde(flatten)]
+        event: Event,
+    },
+    Finished {
+        finished_ms: u64,
+        success: bool,
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
+
+impl JsonlStore {
+    /// Uses `dir` (created owner-only when missing).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).map_err(|e| io(&dir, e))?;
+        Ok(JsonlStore {
+            dir,
+            write: Mutex::new(()),
+        })
+    }
+
+    fn file(&self, run_id: &str) -> Result<PathBuf, StoreError> {
+        let safe = !run_id.is_empty()
+            && run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !run_id.starts_with('.');
+        if !safe {
+            return Err(StoreError::Backend(format!(
+                "run id `{run_id}` cannot be a file name (letters, digits, - _ . only)"
+            )));
+        }
+        Ok(self.dir.join(format!("{run_id}.jsonl")))
+    }
+
+    fn write_line(&self, path: &Path, line: &Line, create: bool) -> Result<(), StoreError> {
+        let mut text = serde_json::to_string(line).map_err(|e| io(path, e))?;
+        text.push('\n');
+        let _one_writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut options = OpenOptions::new();
+        options.append(true);
+        if create {
+            options.create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        }
+        let mut file = options.open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => StoreError::DuplicateRun(stem(path)),
+            std::io::ErrorKind::NotFound => StoreError::UnknownRun(stem(path)),
+            _ => io(path, e),
+        })?;
+        // One write call per line: appends of whole lines do not interleave.
+        file.write_all(text.as_bytes()).map_err(|e| io(path, e))
+    }
+
+    fn read(&self, path: &Path) -> Result<(RunSummary, Plan, Vec<Event>), StoreError> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::UnknownRun(stem(path)),
+            _ => io(path, e),
+        })?;
+        let mut header: Option<(RunSummary, Plan)> = None;
+        let mut events = Vec::new();
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| io(path, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line = match serde_json::from_str(&line) {
+                Ok(parsed) => parsed,
+                // A crash can cut the last line short; everything before it is intact.
+                Err(e) if e.is_eof() => break,
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        message: format!("line {}: {e}", n + 1),
+                    })
+                }
+            };
+            match (parsed, &mut header) {
+                (
+                    Line::Run {
+                        run_id,
+                        started_ms,
+                        plan,
+                    },
+                    None,
+                ) => {
+                    let summary = RunSummary {
+                        run_id,
+                        goal: plan.goal.clone(),
+                        steps: plan.steps.len(),
+                        started_ms,
+                        finished_ms: None,
+                        success: None,
+                        error: None,
+                    };
+                    header = Some((summary, plan));
+                }
+                (Line::Event { event }, Some(_)) => events.push(event),
+                (
+                    Line::Finished {
+                        finished_ms,
+                        success,
+                        error,
+                    },
+                    Some((summary, _)),
+                ) => {
+                    summary.finished_ms = Some(finished_ms);
+                    summary.success = Some(success);
+                    summary.error = error;
+                }
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "line {}: out of place (the first line must hold the run)",
+                            n + 1
+                        ),
+                    })
+                }
+            }
+        }
+        let (summary, plan) = header.ok_or_else(|| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: "empty run file".into(),
+        })?;
+        Ok((summary, plan, events))
+    }
+
+    fn run_files(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| io(&self.dir, e))?.path();
+            if path.extension().is_some_and(|x| x == "jsonl") {
+                files.push(path);
+            }
+        }
+        Ok(files)
+    }
+}
+
+impl RunStore for JsonlStore {
+    fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        let path = self.file(run_id)?;
+        let line = Line::Run {
+            run_id: run_id.to_owned(),
+            started_ms: now_ms(),
+            plan: plan.clone(),
+        };
+        self.write_line(&path, &line, true)
+    }
+
+    fn append(&self, event: &Event) -> Result<(), StoreError> {
+        let run_id = event.run_id.as_deref().ok_or_else(|| {
+            StoreError::Backend("the JSON-lines store keeps only events of a run".into())
+        })?;
+        let path = self.file(run_id)?;
+        self.write_line(
+            &path,
+            &Line::Event {
+                event: event.clone(),
+            },
+            false,
+        )
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        success: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let path = self.file(run_id)?;
+        let line = Line::Finished {
+            finished_ms: now_ms(),
+            success,
+            error: error.map(str::to_owned),
+        };
+        self.write_line(&path, &line, false)
+    }
+
+    fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        let (summary, plan, events) = self.read(&self.file(run_id)?)?;
+        Ok(StoredRun {
+            summary,
+            plan,
+            events,
+        })
+    }
+
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let mut runs = Vec::new();
+        for path in self.run_files()? {
+            runs.push(self.read(&path)?.0);
+        }
+        runs.sort_by(|a, b| {
+            b.started_ms
+                .cmp(&a.started_ms)
+                .then(b.run_id.cmp(&a.run_id))
+        });
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let files = match &filter.run_id {
+            Some(run_id) => vec![self.file(run_id)?],
+            None => self.run_files()?,
+        };
+        let mut events = Vec::new();
+        for path in files {
+            let (_, _, run_events) = self.read(&path)?;
+            events.extend(run_events.into_iter().filter(|e| filter.matches(e)));
+        }
+        events.sort_by_key(|e| e.timestamp_ms);
+        if let Some(limit) = filter.limit {
+            let skip = events.len().saturating_sub(limit);
+            events.drain(..skip);
+        }
+        Ok(events)
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}

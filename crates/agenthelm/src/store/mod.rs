@@ -1,0 +1,177 @@
+//! Run stores: where plan runs and their events are kept, so runs can be listed, inspected,
+//! traced and resumed after a crash.
+//!
+//! With a store, the orchestrator writes the plan before the first step and every event before
+//! acting on it (a step's start before the step runs, its end before the steps waiting on it
+//! start, a compensation before it is called). A write that fails stops the run at once: nothing
+//! runs untraced.
+//!
+//! Two backends: [`SqliteStore`] (the default, one embedded database file) and [`JsonlStore`]
+//! (one JSON-lines file per run in a folder).
+
+mod jsonl;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use jsonl::JsonlStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+use crate::plan::Plan;
+use crate::trace::Event;
+
+/// A place that keeps runs and their events.
+///
+/// Implementations must make an appended event durable against a crash of this process by the
+/// time `append` returns (power-loss durability is up to the backend's settings).
+pub trait RunStore: Send + Sync {
+    /// Records a new run and its plan, before any step runs.
+    fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError>;
+
+    /// Appends one event of a run (the event carries its run id).
+    fn append(&self, event: &Event) -> Result<(), StoreError>;
+
+    /// Records how a run ended.
+    fn finish_run(
+        &self,
+        run_id: &str,
+        success: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// A run's plan (as it was when the run began), its summary and all its events, in order.
+    fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError>;
+
+    /// The most recent runs first, at most `limit`.
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Events matching `filter`, oldest first.
+    fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+}
+
+/// A run as kept by a store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredRun {
+    /// When and how it ran.
+    pub summary: RunSummary,
+    /// The plan as it was when the run began.
+    pub plan: Plan,
+    /// Everything that happened, in order.
+    pub events: Vec<Event>,
+}
+
+/// One line about a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// The plan's goal.
+    pub goal: String,
+    /// How many steps the plan has.
+    pub steps: usize,
+    /// Start, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// End, when it ended.
+    pub finished_ms: Option<u64>,
+    /// Whether it succeeded, when it ended.
+    pub success: Option<bool>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+}
+
+/// Which events to return from [`RunStore::query`]. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only this run.
+    pub run_id: Option<String>,
+    /// Only these kinds (as in [`EventKind::name`](crate::EventKind::name)).
+    pub kinds: Vec<String>,
+    /// Only events about this tool.
+    pub tool: Option<String>,
+    /// Only events of this agent.
+    pub agent: Option<String>,
+    /// Only successes (`true`) or failures (`false`).
+    pub success: Option<bool>,
+    /// Not before this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Not after this time (ms since the Unix epoch).
+    pub until_ms: Option<u64>,
+    /// At least this long.
+    pub min_duration_ms: Option<f64>,
+    /// At most this long.
+    pub max_duration_ms: Option<f64>,
+    /// The newest `limit` matches (still returned oldest first).
+    pub limit: Option<usize>,
+}
+
+impl EventFilter {
+    /// Whether `event` passes the filter (the limit aside).
+    pub fn matches(&self, event: &Event) -> bool {
+        let kind = &event.kind;
+        let within = |value: Option<f64>, min: Option<f64>, max: Option<f64>| match value {
+            Some(v) => min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m),
+            None => min.is_none() && max.is_none(),
+        };
+        self.run_id
+            .as_deref()
+            .is_none_or(|r| event.run_id.as_deref() == Some(r))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind.name()))
+            && self.tool.as_deref().is_none_or(|t| kind.tool() == Some(t))
+            && self
+                .agent
+                .as_deref()
+                .is_none_or(|a| event.agent.as_deref() == Some(a))
+            && self.success.is_none_or(|s| kind.succeeded() == Some(s))
+            && self.since_ms.is_none_or(|t| event.timestamp_ms >= t)
+            && self.until_ms.is_none_or(|t| event.timestamp_ms <= t)
+            && within(
+                kind.duration_ms(),
+                self.min_duration_ms,
+                self.max_duration_ms,
+            )
+    }
+}
+
+/// Why a store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file or folder could not be opened, created or written.
+    #[error("run store {path}: {message}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file is not a database of this program, or it is damaged.
+    #[error("run store {path} is not an AgentHelm store or is damaged: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        message: String,
+    },
+    /// The file was written by a newer version of AgentHelm.
+    #[error("run store {path} has schema version {found}; this version of AgentHelm reads up to {supported}")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this version knows.
+        supported: i64,
+    },
+    /// No run has that id.
+    #[error("no run `{0}` in the store")]
+    UnknownRun(String),
+    /// A run with that id exists already.
+    #[error("a run `{0}` is already in the store")]
+    DuplicateRun(String),
+    /// Anything else the backend reported.
+    #[error("run store: {0}")]
+    Backend(String),
+}

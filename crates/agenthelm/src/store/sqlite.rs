@@ -1,0 +1,348 @@
+//! The embedded SQLite run store.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use super::{EventFilter, RunStore, RunSummary, StoreError, StoredRun};
+use crate::plan::Plan;
+use crate::trace::Event;
+
+/// Marks the file as ours (`PRAGMA application_id`): "AHLM".
+const APPLICATION_ID: i64 = 0x4148_4C4D;
+
+/// Schema migrations, in order; the database's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        goal        TEXT NOT NULL,
+        steps       INTEGER NOT NULL,
+        plan        TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        success     INTEGER,
+        error       TEXT
+    );
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY,
+        run_id       TEXT,
+        timestamp_ms INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        step_id      TEXT,
+        agent        TEXT,
+        tool         TEXT,
+        success      INTEGER,
+        duration_ms  REAL,
+        body         TEXT NOT NULL
+    );
+    CREATE INDEX events_by_run ON events (run_id, id);
+    CREATE INDEX events_by_time ON events (timestamp_ms);
+    CREATE INDEX events_by_tool ON events (tool, timestamp_ms);
+"#];
+
+/// A run store in one SQLite database file (WAL mode, owner-only permissions).
+///
+/// Writes use `synchronous = NORMAL`: a committed event survives a crash of the process (the
+/// case resume is for); an operating-system crash or power loss may lose the last events.
+///
+/// ```
+/// use agenthelm::store::{RunStore, SqliteStore};
+/// use agenthelm::Plan;
+///
+/// let dir = std::env::temp_dir().join(format!("agenthelm-doc-{}", std::process::id()));
+/// let store = SqliteStore::open(dir.join("runs.db"))?;
+/// store.begin_run("run-1", &Plan::new("demo"))?;
+/// assert_eq!(store.list_runs(10)?[0].goal, "demo");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), agenthelm::store::StoreError>(())
+/// ```
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (and its folder, owner-only) when missing and
+    /// bringing its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        create_private(&path)?;
+        let connection = Connection::open(&path).map_err(|e| io(&path, e))?;
+        let store = SqliteStore {
+            connection: Mutex::new(connection),
+            path,
+        };
+        store.prepare()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(&self) -> Result<(), StoreError> {
+        let mut db = self.lock();
+        let path = &self.path;
+        let corrupt = |e: rusqlite::Error| classify(path, e);
+        let app_id: i64 = db
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        let tables: i64 = db
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+            return Err(StoreError::Corrupt {
+                path: path.clone(),
+                message: "it is a SQLite database of another program".into(),
+            });
+        }
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                path: path.clone(),
+                found: version,
+                supported,
+            });
+        }
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
+        let tx = db.transaction().map_err(corrupt)?;
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(corrupt)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(corrupt)?;
+        tx.pragma_update(None, "user_version", supported)
+            .map_err(corrupt)?;
+        tx.commit().map_err(corrupt)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        io(&self.path, e)
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        let body = serde_json::to_string(plan).map_err(|e| self.err(e))?;
+        let inserted = self
+            .lock()
+            .execute(
+                "INSERT OR IGNORE INTO runs (run_id, goal, steps, plan, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, plan.goal, plan.steps.len() as i64, body, crate::trace::now_ms() as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        if inserted == 0 {
+            return Err(StoreError::DuplicateRun(run_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn append(&self, event: &Event) -> Result<(), StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| self.err(e))?;
+        let kind = &event.kind;
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO events (run_id, timestamp_ms, kind, step_id, agent, tool, success, duration_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    event.run_id.as_deref(),
+                    event.timestamp_ms as i64,
+                    kind.name(),
+                    event.step_id.as_deref(),
+                    event.agent.as_deref(),
+                    kind.tool(),
+                    kind.succeeded(),
+                    kind.duration_ms(),
+                    body
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        success: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE runs SET finished_ms = ?2, success = ?3, error = ?4 WHERE run_id = ?1",
+                params![run_id, crate::trace::now_ms() as i64, success, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        let db = self.lock();
+        let row = db
+            .query_row(
+                "SELECT plan, goal, steps, started_ms, finished_ms, success, error FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        summary_from(run_id.to_owned(), r, 1)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((plan, summary)) = row else {
+            return Err(StoreError::UnknownRun(run_id.to_owned()));
+        };
+        let plan: Plan = serde_json::from_str(&plan).map_err(|e| self.damaged(run_id, e))?;
+        let mut select = db
+            .prepare("SELECT body FROM events WHERE run_id = ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let bodies = select
+            .query_map([run_id], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut events = Vec::new();
+        for body in bodies {
+            let body = body.map_err(|e| self.err(e))?;
+            events.push(serde_json::from_str(&body).map_err(|e| self.damaged(run_id, e))?);
+        }
+        Ok(StoredRun {
+            summary,
+            plan,
+            events,
+        })
+    }
+
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let db = self.lock();
+        let mut select = db
+            .prepare(
+                "SELECT run_id, goal, steps, started_ms, finished_ms, success, error FROM runs
+                 ORDER BY started_ms DESC, rowid DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = select
+            .query_map([limit.min(i64::MAX as usize) as i64], |r| {
+                summary_from(r.get(0)?, r, 1)
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        // The indexed columns narrow the search; `matches` applies the whole filter.
+        let db = self.lock();
+        let mut select = db
+            .prepare(
+                "SELECT body FROM events
+                 WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR tool = ?2)
+                   AND (?3 IS NULL OR timestamp_ms >= ?3) AND (?4 IS NULL OR timestamp_ms <= ?4)
+                 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = select
+            .query_map(
+                params![
+                    filter.run_id.as_deref(),
+                    filter.tool.as_deref(),
+                    filter.since_ms.map(|t| t as i64),
+                    filter.until_ms.map(|t| t as i64)
+                ],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut events = Vec::new();
+        for body in rows {
+            let body = body.map_err(|e| self.err(e))?;
+            let event: Event =
+                serde_json::from_str(&body).map_err(|e| self.damaged("(query)", e))?;
+            if filter.matches(&event) {
+                events.push(event);
+            }
+        }
+        if let Some(limit) = filter.limit {
+            let skip = events.len().saturating_sub(limit);
+            events.drain(..skip);
+        }
+        Ok(events)
+    }
+}
+
+impl SqliteStore {
+    fn damaged(&self, run_id: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("run `{run_id}` has a record that cannot be read: {e}"),
+        }
+    }
+}
+
+fn summary_from(
+    run_id: String,
+    r: &rusqlite::Row<'_>,
+    from: usize,
+) -> rusqlite::Result<RunSummary> {
+    Ok(RunSummary {
+        run_id,
+        goal: r.get(from)?,
+        steps: r.get::<_, i64>(from + 1)? as usize,
+        started_ms: r.get::<_, i64>(from + 2)? as u64,
+        finished_ms: r.get::<_, Option<i64>>(from + 3)?.map(|t| t as u64),
+        success: r.get(from + 4)?,
+        error: r.get(from + 5)?,
+    })
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// "file is not a database" and its kin mean damage, not a passing I/O problem.
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+        _ => io(path, e),
+    }
+}
+
+/// Creates the folder (0700) and the file (0600) if missing, so runs are private from the start.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| io(dir, e))?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| io(path, e))
+}

@@ -1,0 +1,512 @@
+//! Crash-safety of journaled runs: the store is made to fail at every single journal write in
+//! turn (the process "dies" there: nothing after it is recorded or done), then the run is
+//! resumed from what the store holds. Checked each time: the run ends as an uninterrupted run
+//! does, completed work is not repeated, and no compensation runs twice.
+
+use agenthelm::orchestrate::{CancelToken, InterruptedSteps, OrchestratorError};
+use agenthelm::prelude::*;
+use agenthelm::store::{
+    EventFilter, JsonlStore, RunStore, RunSummary, SqliteStore, StoreError, StoredRun,
+};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Every tool call with a side effect, in order: ("create" | "remove", name).
+type Calls = Arc<Mutex<Vec<(String, String)>>>;
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let dir =
+        std::env::temp_dir().join(format!("agenthelm-test-{name}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tools(calls: &Calls) -> ToolSet {
+    let schema =
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let recorder = |kind: &'static str, calls: Calls| {
+        move |args: Value, _call| {
+            let calls = calls.clone();
+            async move {
+                let name = args["name"].as_str().unwrap_or_default().to_owned();
+                calls.lock().unwrap().push((kind.to_owned(), name.clone()));
+                Ok(json!(format!("{kind}d {name}")))
+            }
+        }
+    };
+    let create = FnTool::new(
+        "create",
+        "Create a thing",
+        schema.clone(),
+        recorder("create", calls.clone()),
+    )
+    .unwrap()
+    .compensating_tool("remove");
+    let remove = FnTool::new(
+        "remove",
+        "Remove a thing",
+        schema.clone(),
+        recorder("remove", calls.clone()),
+    )
+    .unwrap();
+    let fail = FnTool::new("fail", "Always fails", schema, |_args, _call| async {
+        Err(ToolError::new("the last step always fails"))
+    })
+    .unwrap();
+    ToolSet::new().with(create).with(remove).with(fail)
+}
+
+/// a and b in parallel, c after both, d after c. `d_fails` makes d fail, which rolls back.
+fn plan(d_fails: bool) -> Plan {
+    let step = |id: &str, tool: &str| {
+        PlanStep::new(id, format!("do {id}"))
+            .agent("worker")
+            .tool(tool)
+            .args(json!({"name": id}))
+    };
+    let mut plan = Plan::new("crash test");
+    plan.steps = vec![
+        step("a", "create"),
+        step("b", "create"),
+        step("c", "create").depends_on(["a", "b"]),
+        step("d", if d_fails { "fail" } else { "create" }).depends_on(["c"]),
+    ];
+    plan.approved = true;
+    plan
+}
+
+fn orchestrator(calls: &Calls, store: Arc<dyn RunStore>) -> Orchestrator {
+    let mut registry = AgentRegistry::new();
+    let lm = Lm::from_model(ScriptedLm::new(vec![]));
+    registry
+        .register(ToolAgent::new("worker", lm, tools(calls)))
+        .unwrap();
+    Orchestrator::new(registry).store_shared(store)
+}
+
+/// A store that works until its `fail_at`-th append, then fails that and every later write,
+/// like a process that died at that moment.
+struct DyingStore {
+    inner: Arc<dyn RunStore>,
+    appends: AtomicUsize,
+    fail_at: usize,
+}
+
+impl DyingStore {
+    fn dead(&self) -> bool {
+        self.appends.load(Ordering::SeqCst) >= self.fail_at
+    }
+}
+
+impl RunStore for DyingStore {
+    fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        self.inner.begin_run(run_id, plan)
+    }
+    fn append(&self, event: &Event) -> Result<(), StoreError> {
+        if self.appends.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
+            return Err(StoreError::Backend(
+                "injected: the process died here".into(),
+            ));
+        }
+        self.inner.append(event)
+    }
+    fn finish_run(
+        &self,
+        run_id: &str,
+        success: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if self.dead() {
+            return Err(StoreError::Backend(
+                "injected: the process died here".into(),
+            ));
+        }
+        self.inner.finish_run(run_id, success, error)
+    }
+    fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        self.inner.load_run(run_id)
+    }
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.list_runs(limit)
+    }
+    fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        self.inner.query(filter)
+    }
+}
+
+fn count(calls: &Calls, kind: &str, name: &str) -> usize {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, n)| k == kind && n == name)
+        .count()
+}
+
+/// Steps whose end the store recorded before the crash.
+fn finished_before_crash(store: &dyn RunStore, run_id: &str) -> Vec<String> {
+    store
+        .load_run(run_id)
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e.kind.name() == "step_finished")
+        .filter_map(|e| e.step_id.as_deref().map(str::to_owned))
+        .collect()
+}
+
+async fn uninterrupted(d_fails: bool) -> (Plan, usize) {
+    let calls = Calls::default();
+    let store: Arc<dyn RunStore> =
+        Arc::new(SqliteStore::open(temp_dir("clean").join("runs.db")).unwrap());
+    let mut plan = plan(d_fails);
+    let result = orchestrator(&calls, store.clone())
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    let run_id = result.run_id.unwrap();
+    let writes = store.load_run(&run_id).unwrap().events.len();
+    (plan, writes)
+}
+
+async fn crash_at_every_write_then_resume(d_fails: bool) {
+    let (expected, writes) = uninterrupted(d_fails).await;
+    assert!(
+        writes > 10,
+        "a run of 4 steps journals more than 10 events, got {writes}"
+    );
+    let mut uncertain_compensations = 0;
+    for fail_at in 1..=writes {
+        let calls = Calls::default();
+        let db = temp_dir("crash").join("runs.db");
+        let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
+        let dying = Arc::new(DyingStore {
+            inner: durable.clone(),
+            appends: AtomicUsize::new(0),
+            fail_at,
+        });
+        let mut plan = plan(d_fails);
+        let outcome = orchestrator(&calls, dying).execute(&mut plan).await;
+        assert!(
+            matches!(outcome, Err(OrchestratorError::Store(_))),
+            "crash at write {fail_at}: the run must stop with a store error, got {outcome:?}"
+        );
+        let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
+        let finished = finished_before_crash(&*durable, &run_id);
+
+        // The process restarts: same store file, new orchestrator, resume.
+        let reopened: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
+        let (resumed, result) = orchestrator(&calls, reopened.clone())
+            .resume(&run_id)
+            .await
+            .unwrap_or_else(|e| panic!("crash at write {fail_at}: resume failed: {e}"));
+
+        for step in ["a", "b", "c", "d"] {
+            let creates = count(&calls, "create", step);
+            if finished.iter().any(|s| s == step) {
+                assert!(
+                    creates <= 1,
+                    "crash at write {fail_at}: finished step {step} ran again ({creates} times)"
+                );
+            } else {
+                assert!(
+                    creates <= 2,
+                    "crash at write {fail_at}: step {step} ran {creates} times"
+                );
+            }
+            assert!(
+                count(&calls, "remove", step) <= 1,
+                "crash at write {fail_at}: step {step} was compensated twice"
+            );
+        }
+        let statuses: Vec<(String, StepStatus)> = resumed
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), s.status))
+            .collect();
+        let expected_statuses: Vec<(String, StepStatus)> = expected
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), s.status))
+            .collect();
+        let uncertain = result
+            .rollback
+            .as_ref()
+            .map(|r| {
+                r.failed
+                    .iter()
+                    .filter(|f| f.error.contains("not run again"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if uncertain == 0 {
+            assert_eq!(
+                statuses, expected_statuses,
+                "crash at write {fail_at}: final state differs"
+            );
+        } else {
+            uncertain_compensations += 1;
+        }
+        assert_eq!(result.success, !d_fails, "crash at write {fail_at}");
+        // Every event of finished work is in the store, and the run is recorded as ended.
+        let stored = reopened.load_run(&run_id).unwrap();
+        assert_eq!(
+            stored.summary.success,
+            Some(!d_fails),
+            "crash at write {fail_at}"
+        );
+        for step in &resumed.steps {
+            if step.status == StepStatus::Completed {
+                assert!(
+                    stored
+                        .events
+                        .iter()
+                        .any(|e| e.kind.name() == "step_finished"
+                            && e.step_id.as_deref() == Some(step.id.as_str())),
+                    "crash at write {fail_at}: no end of {} on record",
+                    step.id
+                );
+            }
+        }
+    }
+    if !d_fails {
+        assert_eq!(uncertain_compensations, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_succeeds_survives_a_crash_at_every_journal_write() {
+    crash_at_every_write_then_resume(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_rolls_back_survives_a_crash_at_every_journal_write() {
+    crash_at_every_write_then_resume(true).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_step_can_be_failed_instead_of_rerun() {
+    let calls = Calls::default();
+    let db = temp_dir("rule").join("runs.db");
+    let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
+    // Writes: run_started, step_started(a), effect(a) -> dies while a and b run.
+    let dying = Arc::new(DyingStore {
+        inner: durable.clone(),
+        appends: AtomicUsize::new(0),
+        fail_at: 4,
+    });
+    let mut plan = plan(false);
+    assert!(orchestrator(&calls, dying)
+        .execute(&mut plan)
+        .await
+        .is_err());
+    let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
+    let (resumed, result) = orchestrator(&calls, durable.clone())
+        .on_interrupted_steps(InterruptedSteps::Fail)
+        .resume(&run_id)
+        .await
+        .unwrap();
+    assert!(!result.success);
+    assert!(resumed.steps.iter().any(|s| s.status == StepStatus::Failed
+        && s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted"))));
+    assert_eq!(resumed.get_step("d").unwrap().status, StepStatus::Skipped);
+    let resumed_event = durable
+        .load_run(&run_id)
+        .unwrap()
+        .events
+        .into_iter()
+        .find(|e| e.kind.name() == "run_resumed");
+    assert!(resumed_event.is_some(), "the resume is on record");
+}
+
+#[tokio::test]
+async fn resuming_needs_a_store_and_an_unfinished_run() {
+    let calls = Calls::default();
+    let store: Arc<dyn RunStore> =
+        Arc::new(SqliteStore::open(temp_dir("finished").join("runs.db")).unwrap());
+    let orchestrator = orchestrator(&calls, store.clone());
+    let mut plan = plan(false);
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    let run_id = result.run_id.unwrap();
+    let again = orchestrator.resume(&run_id).await;
+    assert!(
+        matches!(
+            again,
+            Err(OrchestratorError::AlreadyFinished { success: true, .. })
+        ),
+        "{again:?}"
+    );
+    let unknown = orchestrator.resume("run-nope").await;
+    assert!(
+        matches!(&unknown, Err(OrchestratorError::Store(StoreError::UnknownRun(id))) if id == "run-nope")
+    );
+    let no_store = Orchestrator::new(AgentRegistry::new())
+        .resume(&run_id)
+        .await;
+    assert!(matches!(no_store, Err(OrchestratorError::NoStore)));
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_record_the_run_means_nothing_runs() {
+    let calls = Calls::default();
+    let durable: Arc<dyn RunStore> =
+        Arc::new(SqliteStore::open(temp_dir("dead").join("runs.db")).unwrap());
+    let dead = Arc::new(DyingStore {
+        inner: durable,
+        appends: AtomicUsize::new(0),
+        fail_at: 1,
+    });
+    let mut plan = plan(false);
+    let outcome = orchestrator(&calls, dead).execute(&mut plan).await;
+    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    assert!(calls.lock().unwrap().is_empty(), "no tool may run untraced");
+    assert_eq!(plan.steps.len(), 4, "the caller keeps the plan");
+}
+
+#[tokio::test]
+async fn cancelling_a_journaled_run_rolls_back_and_is_on_record() {
+    let calls = Calls::default();
+    let store: Arc<dyn RunStore> =
+        Arc::new(SqliteStore::open(temp_dir("cancel").join("runs.db")).unwrap());
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let mut plan = plan(false);
+    let result = orchestrator(&calls, store.clone())
+        .execute_with_cancel(&mut plan, cancel)
+        .await
+        .unwrap();
+    assert!(!result.success);
+    assert!(plan.steps.iter().all(|s| s.status == StepStatus::Skipped));
+    let summary = &store.list_runs(5).unwrap()[0];
+    assert_eq!(summary.success, Some(false));
+    assert!(summary
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("the run was cancelled")));
+}
+
+#[test]
+fn sqlite_store_rejects_foreign_and_damaged_files() {
+    let dir = temp_dir("foreign");
+    let damaged = dir.join("damaged.db");
+    std::fs::write(
+        &damaged,
+        b"this is not a database at all, just text that is long enough",
+    )
+    .unwrap();
+    let err = SqliteStore::open(&damaged).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("damaged.db"), "{err}");
+
+    let foreign = dir.join("foreign.db");
+    {
+        let store = SqliteStore::open(&foreign).unwrap();
+        drop(store);
+    }
+    // Another program's database: same engine, other tables, no AgentHelm id.
+    let other = dir.join("other.db");
+    std::fs::copy(&foreign, &other).unwrap();
+    let status = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            "import sqlite3; c=sqlite3.connect('{}'); c.execute('PRAGMA application_id=7'); c.commit()",
+            other.display()
+        )])
+        .status();
+    if status.is_ok_and(|s| s.success()) {
+        let err = SqliteStore::open(&other).unwrap_err();
+        assert!(err.to_string().contains("another program"), "{err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn store_files_are_private_and_a_read_only_folder_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("perms");
+    let path = dir.join("nested").join("runs.db");
+    SqliteStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let folder = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(folder, 0o700);
+
+    let locked = dir.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let outcome = SqliteStore::open(locked.join("runs.db"));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Root ignores permissions; elsewhere the error names the file.
+    if let Err(err) = outcome {
+        assert!(err.to_string().contains("runs.db"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn both_backends_keep_runs_list_them_and_answer_queries() {
+    let dir = temp_dir("backends");
+    let stores: Vec<Arc<dyn RunStore>> = vec![
+        Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
+        Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
+    ];
+    for store in stores {
+        let calls = Calls::default();
+        let orchestrator = orchestrator(&calls, store.clone());
+        let mut ok = plan(false);
+        let first = orchestrator.execute(&mut ok).await.unwrap();
+        let mut failing = plan(true);
+        let second = orchestrator.execute(&mut failing).await.unwrap();
+        let runs = store.list_runs(10).unwrap();
+        assert_eq!(runs.len(), 2);
+        let by_id: HashMap<_, _> = runs.iter().map(|r| (r.run_id.clone(), r)).collect();
+        assert_eq!(by_id[first.run_id.as_deref().unwrap()].success, Some(true));
+        assert_eq!(
+            by_id[second.run_id.as_deref().unwrap()].success,
+            Some(false)
+        );
+
+        let stored = store.load_run(second.run_id.as_deref().unwrap()).unwrap();
+        assert_eq!(stored.plan.steps.len(), 4);
+        assert_eq!(
+            stored.events.len(),
+            second.events.len(),
+            "every event is kept"
+        );
+
+        let failed_tools = store
+            .query(&EventFilter {
+                kinds: vec!["tool_call".into()],
+                success: Some(false),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(failed_tools.len(), 1);
+        assert_eq!(failed_tools[0].kind.tool(), Some("fail"));
+        let removes = store
+            .query(&EventFilter {
+                tool: Some("remove".into()),
+                kinds: vec!["tool_call".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(removes.len(), 3, "a, b and c were undone");
+        let last_two = store
+            .query(&EventFilter {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(last_two.len(), 2);
+        assert_eq!(last_two[1].kind.name(), "run_finished");
+    }
+}
