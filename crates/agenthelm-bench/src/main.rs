@@ -3,17 +3,21 @@
 //!
 //! ```text
 //! agenthelm-bench --shape chain|wide|layered --steps N [--step-ms MS] [--width W]
-//!                 [--max-concurrency C] [--runtime multi|current]
+//!                 [--max-concurrency C] [--runtime multi|current] [--store none|sqlite|jsonl]
 //! ```
 //!
 //! - `chain`: each step depends on the one before (no parallelism possible).
 //! - `wide`: no step depends on another (everything in parallel).
 //! - `layered`: layers of `--width` steps; each step depends on two steps of the layer before.
 //!
-//! Agents sleep `--step-ms` milliseconds (or return at once with 0).
+//! Agents sleep `--step-ms` milliseconds (or return at once with 0). With `--store`, every event
+//! is journaled to a fresh store in a temporary folder (removed afterwards), which shows the
+//! cost of durability per step.
 
 use agenthelm::prelude::*;
+use agenthelm::store::{JsonlStore, RunStore, SqliteStore};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,8 +27,16 @@ enum Shape {
     Layered,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Store {
+    None,
+    Sqlite,
+    Jsonl,
+}
+
 #[derive(Debug)]
 struct Options {
+    store: Store,
     shape: Shape,
     steps: usize,
     step_ms: u64,
@@ -34,10 +46,12 @@ struct Options {
 }
 
 const USAGE: &str = "usage: agenthelm-bench --shape chain|wide|layered --steps N [--step-ms MS] \
-                     [--width W] [--max-concurrency C] [--runtime multi|current]";
+                     [--width W] [--max-concurrency C] [--runtime multi|current] \
+                     [--store none|sqlite|jsonl]";
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
+        store: Store::None,
         shape: Shape::Chain,
         steps: 1000,
         step_ms: 0,
@@ -69,6 +83,14 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                     "multi" => true,
                     "current" => false,
                     other => return Err(format!("unknown runtime `{other}`\n{USAGE}")),
+                }
+            }
+            "--store" => {
+                options.store = match value()?.as_str() {
+                    "none" => Store::None,
+                    "sqlite" => Store::Sqlite,
+                    "jsonl" => Store::Jsonl,
+                    other => return Err(format!("unknown store `{other}`\n{USAGE}")),
                 }
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -157,12 +179,26 @@ async fn bench(options: &Options) -> Result<serde_json::Value, String> {
     if let Some(limit) = options.max_concurrency {
         orchestrator = orchestrator.max_concurrency(limit);
     }
+    let scratch = std::env::temp_dir().join(format!("agenthelm-bench-{}", std::process::id()));
+    let store: Option<Arc<dyn RunStore>> = match options.store {
+        Store::None => None,
+        Store::Sqlite => Some(Arc::new(
+            SqliteStore::open(scratch.join("runs.db")).map_err(|e| e.to_string())?,
+        )),
+        Store::Jsonl => Some(Arc::new(
+            JsonlStore::open(scratch.join("runs")).map_err(|e| e.to_string())?,
+        )),
+    };
+    if let Some(store) = &store {
+        orchestrator = orchestrator.store_shared(Arc::clone(store));
+    }
     let started = Instant::now();
-    let result = orchestrator
-        .execute(&mut plan)
-        .await
-        .map_err(|e| e.to_string())?;
+    let result = orchestrator.execute(&mut plan).await;
     let wall = started.elapsed().as_secs_f64();
+    if store.is_some() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let result = result.map_err(|e| e.to_string())?;
     if !result.success {
         return Err(format!("the benchmark plan failed: {:?}", result.error));
     }
@@ -175,6 +211,7 @@ async fn bench(options: &Options) -> Result<serde_json::Value, String> {
         "step_ms": options.step_ms,
         "width": options.width,
         "runtime": if options.multi_thread { "multi_thread" } else { "current_thread" },
+        "store": format!("{:?}", options.store).to_lowercase(),
         "wall_s": wall,
         "us_per_step": wall * 1e6 / steps,
         "critical_path_s": critical_path,
@@ -227,6 +264,7 @@ mod tests {
 
     fn options(shape: Shape, steps: usize, width: usize) -> Options {
         Options {
+            store: Store::None,
             shape,
             steps,
             step_ms: 0,
@@ -282,5 +320,16 @@ mod tests {
         assert_eq!(line["steps"], 20);
         // RunStarted + RunFinished + StepStarted/StepFinished per step.
         assert_eq!(line["events"], 2 + 2 * 20);
+    }
+
+    #[tokio::test]
+    async fn a_journaled_run_reports_its_store() {
+        for store in [Store::Sqlite, Store::Jsonl] {
+            let mut chain = options(Shape::Chain, 10, 1);
+            chain.store = store;
+            let line = bench(&chain).await.unwrap();
+            assert_eq!(line["store"], format!("{store:?}").to_lowercase());
+            assert_eq!(line["events"], 2 + 2 * 10);
+        }
     }
 }

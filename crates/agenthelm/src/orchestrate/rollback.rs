@@ -198,7 +198,7 @@ async fn compensate_all(
                         tool: action.name.clone(),
                         args: action.args.clone(),
                     });
-                    if sink.journal_error().is_some() {
+                    if sink.flush().is_err() {
                         // Not on record, so not done: stop here as a crash would.
                         finished.push((job.step, job.step_id, failures));
                         return finished;

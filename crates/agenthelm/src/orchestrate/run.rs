@@ -179,7 +179,7 @@ impl Run {
                 steps: self.plan.steps.len(),
             }),
         }
-        self.halted = self.sink.journal_error();
+        self.halted = self.sink.flush().err();
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         loop {
@@ -298,7 +298,8 @@ impl Run {
         ctx.emit(EventKind::StepStarted {
             direct_tool: direct_tool.clone(),
         });
-        if let Some(e) = self.sink.journal_error() {
+        // The start (and everything before it) is on record before the step runs.
+        if let Err(e) = self.sink.flush() {
             self.halted = Some(e);
             return None;
         }
@@ -444,13 +445,14 @@ impl Run {
         }
     }
 
-    fn report(self, started: Instant) -> (Plan, AgentResult, Option<StoreError>) {
+    fn report(mut self, started: Instant) -> (Plan, AgentResult, Option<StoreError>) {
         let success = self.failure.is_none() && self.halted.is_none() && self.plan.success();
         if self.halted.is_none() {
             self.emit(EventKind::RunFinished {
                 success,
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
             });
+            self.halted = self.sink.flush().err();
         }
         let orch = &self.orch;
         let mut result = self.totals;

@@ -81,8 +81,15 @@ impl JsonlStore {
     }
 
     fn write_line(&self, path: &Path, line: &Line, create: bool) -> Result<(), StoreError> {
-        let mut text = serde_json::to_string(line).map_err(|e| io(path, e))?;
-        text.push('\n');
+        self.write_lines(path, std::slice::from_ref(line), create)
+    }
+
+    fn write_lines(&self, path: &Path, lines: &[Line], create: bool) -> Result<(), StoreError> {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&serde_json::to_string(line).map_err(|e| io(path, e))?);
+            text.push('\n');
+        }
         let _one_writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let mut options = OpenOptions::new();
         options.append(true);
@@ -96,7 +103,7 @@ impl JsonlStore {
             std::io::ErrorKind::NotFound => StoreError::UnknownRun(stem(path)),
             _ => io(path, e),
         })?;
-        // One write call per line: appends of whole lines do not interleave.
+        // One write call per batch: appends of whole lines do not interleave.
         file.write_all(text.as_bytes()).map_err(|e| io(path, e))
     }
 
@@ -199,17 +206,28 @@ impl RunStore for JsonlStore {
     }
 
     fn append(&self, event: &Event) -> Result<(), StoreError> {
-        let run_id = event.run_id.as_deref().ok_or_else(|| {
-            StoreError::Backend("the JSON-lines store keeps only events of a run".into())
-        })?;
-        let path = self.file(run_id)?;
-        self.write_line(
-            &path,
-            &Line::Event {
+        self.append_batch(std::slice::from_ref(event))
+    }
+
+    fn append_batch(&self, events: &[Event]) -> Result<(), StoreError> {
+        // Events of one batch may belong to different runs: one write per run file.
+        let mut by_run: Vec<(&str, Vec<Line>)> = Vec::new();
+        for event in events {
+            let run_id = event.run_id.as_deref().ok_or_else(|| {
+                StoreError::Backend("the JSON-lines store keeps only events of a run".into())
+            })?;
+            let line = Line::Event {
                 event: event.clone(),
-            },
-            false,
-        )
+            };
+            match by_run.iter_mut().find(|(id, _)| *id == run_id) {
+                Some((_, lines)) => lines.push(line),
+                None => by_run.push((run_id, vec![line])),
+            }
+        }
+        for (run_id, lines) in by_run {
+            self.write_lines(&self.file(run_id)?, &lines, false)?;
+        }
+        Ok(())
     }
 
     fn finish_run(

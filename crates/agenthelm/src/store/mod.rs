@@ -34,6 +34,12 @@ pub trait RunStore: Send + Sync {
     /// Appends one event of a run (the event carries its run id).
     fn append(&self, event: &Event) -> Result<(), StoreError>;
 
+    /// Appends several events in order, all or none where the backend can. The default appends
+    /// them one by one.
+    fn append_batch(&self, events: &[Event]) -> Result<(), StoreError> {
+        events.iter().try_for_each(|event| self.append(event))
+    }
+
     /// Records how a run ended.
     fn finish_run(
         &self,

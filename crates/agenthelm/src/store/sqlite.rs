@@ -36,9 +36,9 @@ const MIGRATIONS: &[&str] = &[r#"
         body         TEXT NOT NULL
     );
     CREATE INDEX events_by_run ON events (run_id, id);
-    CREATE INDEX events_by_time ON events (timestamp_ms);
-    CREATE INDEX events_by_tool ON events (tool, timestamp_ms);
 "#];
+// One index only: every extra index is another page written per event, and trace queries over
+// time or tool scan fast enough at the sizes a workstation keeps.
 
 /// A run store in one SQLite database file (WAL mode, owner-only permissions).
 ///
@@ -154,28 +154,38 @@ impl RunStore for SqliteStore {
     }
 
     fn append(&self, event: &Event) -> Result<(), StoreError> {
-        let body = serde_json::to_string(event).map_err(|e| self.err(e))?;
-        let kind = &event.kind;
-        self.lock()
-            .prepare_cached(
-                "INSERT INTO events (run_id, timestamp_ms, kind, step_id, agent, tool, success, duration_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![
-                    event.run_id.as_deref(),
-                    event.timestamp_ms as i64,
-                    kind.name(),
-                    event.step_id.as_deref(),
-                    event.agent.as_deref(),
-                    kind.tool(),
-                    kind.succeeded(),
-                    kind.duration_ms(),
-                    body
-                ])
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.append_batch(std::slice::from_ref(event))
+    }
+
+    fn append_batch(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut db = self.lock();
+        let tx = db.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (run_id, timestamp_ms, kind, step_id, agent, tool, success, duration_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(|e| self.err(e))?;
+            for event in events {
+                let body = serde_json::to_string(event).map_err(|e| self.err(e))?;
+                let kind = &event.kind;
+                insert
+                    .execute(params![
+                        event.run_id.as_deref(),
+                        event.timestamp_ms as i64,
+                        kind.name(),
+                        event.step_id.as_deref(),
+                        event.agent.as_deref(),
+                        kind.tool(),
+                        kind.succeeded(),
+                        kind.duration_ms(),
+                        body
+                    ])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn finish_run(

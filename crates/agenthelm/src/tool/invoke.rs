@@ -81,12 +81,20 @@ pub(crate) async fn invoke(
                 step_id: ctx.step_id().map(str::to_owned),
                 attempt: 0,
             };
-            attempt_all(tool, &final_args, info, ctx, &mut attempts).await
+            // What led to the call (the step's start, an approval) is on record first.
+            match ctx.sink().flush() {
+                Ok(()) => attempt_all(tool, &final_args, info, ctx, &mut attempts).await,
+                Err(e) => Err(ToolError::Failed(format!(
+                    "not called: the run's journal could not be written ({e})"
+                ))),
+            }
         }
         Err(e) => Err(e),
     };
     if purpose == CallPurpose::Execute && attempts > 0 {
         ctx.record_effect(spec, &call_id, &final_args, &outcome);
+        // A failed write stops the run at its next step; the call itself is done either way.
+        let _ = ctx.sink().flush();
     }
     let (output, error) = match &outcome {
         Ok(value) => (Some(value.clone()), None),

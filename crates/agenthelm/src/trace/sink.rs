@@ -1,6 +1,7 @@
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::Event;
 use crate::store::{RunStore, StoreError};
@@ -8,9 +9,14 @@ use crate::store::{RunStore, StoreError};
 /// A function that sees each event as it is recorded.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
-/// Where events go: a shared list plus observers that see each event as it happens.
+/// Where events go: a shared list, observers that see each event as it happens, and optionally
+/// a journal (a [`RunStore`]).
 ///
-/// Cloning is cheap; clones share the same list.
+/// Journal writes are batched: events wait in a buffer until [`flush`](Self::flush), which the
+/// orchestrator calls before every action (starting a step, calling a tool, compensating), so
+/// everything that led to an action is on record before the action happens.
+///
+/// Cloning is cheap; clones share everything.
 #[derive(Clone, Default)]
 pub struct EventSink {
     inner: Arc<Inner>,
@@ -20,9 +26,20 @@ pub struct EventSink {
 struct Inner {
     events: Mutex<Vec<Event>>,
     observers: Vec<Observer>,
-    journal: Option<Arc<dyn RunStore>>,
-    journal_failed: AtomicBool,
-    journal_error: Mutex<Option<StoreError>>,
+    journal: Option<Journal>,
+}
+
+struct Journal {
+    store: Arc<dyn RunStore>,
+    /// Events not yet written; the lock also keeps flushes in order.
+    pending: Mutex<Vec<Event>>,
+    failed: AtomicBool,
+    error: Mutex<Option<StoreError>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking observer must not make the record unreadable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EventSink {
@@ -36,72 +53,83 @@ impl EventSink {
         Self::journaled(observers, None)
     }
 
-    /// A sink that first writes each event to `journal` (when given), then shows it to the
-    /// observers and collects it. After a failed write nothing more is written; see
+    /// A sink that also writes every event to `journal` (when given), in batches at each
+    /// [`flush`](Self::flush). After a failed write nothing more is written; see
     /// [`journal_error`](Self::journal_error).
     pub fn journaled(observers: Vec<Observer>, journal: Option<Arc<dyn RunStore>>) -> Self {
         EventSink {
             inner: Arc::new(Inner {
+                events: Mutex::new(Vec::new()),
                 observers,
-                journal,
-                ..Inner::default()
+                journal: journal.map(|store| Journal {
+                    store,
+                    pending: Mutex::new(Vec::new()),
+                    failed: AtomicBool::new(false),
+                    error: Mutex::new(None),
+                }),
             }),
         }
-    }
-
-    /// The first journal write that failed, if any.
-    pub fn journal_error(&self) -> Option<StoreError> {
-        if !self.inner.journal_failed.load(Ordering::Acquire) {
-            return None;
-        }
-        self.inner
-            .journal_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Records an event and shows it to the observers.
     pub fn emit(&self, event: Event) {
         if let Some(journal) = &self.inner.journal {
-            if !self.inner.journal_failed.load(Ordering::Acquire) {
-                if let Err(e) = journal.append(&event) {
-                    *self
-                        .inner
-                        .journal_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e);
-                    self.inner.journal_failed.store(true, Ordering::Release);
-                }
-            }
+            lock(&journal.pending).push(event.clone());
         }
         for observer in &self.inner.observers {
-            observer(&event);
+            // An observer that panics loses its view of this event, not the event.
+            let _ = catch_unwind(AssertUnwindSafe(|| observer(&event)));
         }
-        self.lock().push(event);
+        lock(&self.inner.events).push(event);
+    }
+
+    /// Writes the events not yet in the journal, in one batch. `Ok` without a journal.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let Some(journal) = &self.inner.journal else {
+            return Ok(());
+        };
+        let mut pending = lock(&journal.pending);
+        if let Some(error) = self.journal_error() {
+            return Err(error);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match journal.store.append_batch(&pending) {
+            Ok(()) => {
+                pending.clear();
+                Ok(())
+            }
+            Err(error) => {
+                *lock(&journal.error) = Some(error.clone());
+                journal.failed.store(true, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    /// The first journal write that failed, if any.
+    pub fn journal_error(&self) -> Option<StoreError> {
+        let journal = self.inner.journal.as_ref()?;
+        if !journal.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&journal.error).clone()
     }
 
     /// Takes every event recorded so far, leaving the sink empty.
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.lock())
+        std::mem::take(&mut *lock(&self.inner.events))
     }
 
     /// How many events are recorded and not yet taken.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.inner.events).len()
     }
 
     /// Whether no event is recorded (or all were taken).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
-        // A panicking observer must not make the record unreadable.
-        self.inner
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -110,6 +138,7 @@ impl fmt::Debug for EventSink {
         f.debug_struct("EventSink")
             .field("events", &self.len())
             .field("observers", &self.inner.observers.len())
+            .field("journaled", &self.inner.journal.is_some())
             .finish()
     }
 }
