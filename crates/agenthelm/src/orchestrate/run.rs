@@ -128,6 +128,9 @@ impl<'a> Run<'a> {
         );
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
+        // Set once, at the first failure: the grace period must not restart each time another
+        // running step finishes.
+        let mut grace_deadline = None;
         loop {
             while self.failure.is_none() && tasks.len() < limit {
                 let Some(i) = self.ready.pop_front() else {
@@ -137,7 +140,9 @@ impl<'a> Run<'a> {
                 tasks.spawn(task);
             }
             let next = if self.failure.is_some() {
-                self.join_within_grace(&mut tasks).await
+                let deadline = *grace_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.orch.grace);
+                self.join_within_grace(&mut tasks, deadline).await
             } else {
                 tasks.join_next().await
             };
@@ -162,8 +167,8 @@ impl<'a> Run<'a> {
     async fn join_within_grace(
         &mut self,
         tasks: &mut JoinSet<Finished>,
+        deadline: tokio::time::Instant,
     ) -> Option<Result<Finished, tokio::task::JoinError>> {
-        let deadline = tokio::time::Instant::now() + self.orch.grace;
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(next) => next,
             Err(_) => {
