@@ -108,6 +108,11 @@ fn plan_job(orch: &Orchestrator, plan: &Plan, entry: Undo) -> Option<Job> {
             .and_then(|s| s.result.as_ref())
     };
     let own_args = || resolve_templates(&step.args, &results, step.result.as_ref());
+    // The step's `compensate_args` when given, else its own arguments.
+    let step_args = || match &step.compensate_args {
+        Some(args) => resolve_templates(args, &results, step.result.as_ref()),
+        None => own_args(),
+    };
     let mut job = Job {
         step: entry.step,
         step_id: step.id.clone(),
@@ -121,15 +126,17 @@ fn plan_job(orch: &Orchestrator, plan: &Plan, entry: Undo) -> Option<Job> {
         args,
     };
     if let Some(comp) = &step.compensate_tool {
-        let args = match &step.compensate_args {
-            Some(args) => resolve_templates(args, &results, step.result.as_ref()),
-            None => own_args(),
-        };
-        job.actions.push(action(comp, args));
+        job.actions.push(action(comp, step_args()));
     } else if !entry.effects.is_empty() {
         for effect in entry.effects.iter().rev() {
+            // The step's `compensate_args` are written for undoing the step's own tool.
+            let own_tool = step.tool_name.as_deref() == Some(effect.tool.as_str());
+            let args = match &step.compensate_args {
+                Some(_) if own_tool => step_args(),
+                _ => effect.args.clone(),
+            };
             match &effect.compensating_tool {
-                Some(comp) => job.actions.push(action(comp, effect.args.clone())),
+                Some(comp) => job.actions.push(action(comp, args)),
                 None => job.failures.push(CompensationFailure {
                     step: step.id.clone(),
                     tool: effect.tool.clone(),
@@ -146,7 +153,7 @@ fn plan_job(orch: &Orchestrator, plan: &Plan, entry: Undo) -> Option<Job> {
             .as_deref()
             .and_then(&find)
             .and_then(|tool| tool.spec().contract.compensating_tool.clone())?;
-        job.actions.push(action(&comp, own_args()));
+        job.actions.push(action(&comp, step_args()));
     }
     Some(job)
 }
