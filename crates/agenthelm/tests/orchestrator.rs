@@ -885,6 +885,12 @@ async fn every_action_is_an_event_with_run_step_and_agent() {
         _ => None,
     });
     assert_eq!(finished, Some(true));
+    // Events survive JSON (for journals and traces).
+    for event in events {
+        let text = serde_json::to_string(event).unwrap();
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, event, "{text}");
+    }
 }
 
 #[tokio::test]
