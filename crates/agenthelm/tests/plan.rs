@@ -446,3 +446,59 @@ fn null_result_and_floats_survive_round_trips() {
         Some(serde_json::Value::Null)
     );
 }
+
+#[test]
+fn parse_errors_say_each_thing_once() {
+    // The parsers repeat the location and field in their own message; the error shows each once.
+    let yaml = "goal: g\nsteps:\n  - id: a\n    status: done\n";
+    assert_eq!(
+        Plan::from_yaml(yaml).unwrap_err().to_string(),
+        "YAML plan at line 4, column 13, field `steps[0].status`: unknown variant `done`, \
+         expected one of `pending`, `running`, `completed`, `failed`, `skipped`, `compensated`"
+    );
+    let text = Plan::from_yaml("goal: g\n\tsteps: []\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(text.matches("line 2").count(), 1, "{text}");
+    assert!(text.contains("tab character"), "{text}");
+    let json = "{\"goal\": \"g\",\n \"approved\": \"yes\"}";
+    assert_eq!(
+        Plan::from_json(json).unwrap_err().to_string(),
+        "JSON plan at line 2, column 18, field `approved`: invalid type: string \"yes\", expected a boolean"
+    );
+}
+
+#[test]
+fn hostile_documents_are_errors_not_crashes() {
+    // Alias expansion ("billion laughs").
+    let mut yaml = String::from(
+        "goal: g\nsteps:\n  - id: x\n    args:\n      a: &a [x, x, x, x, x, x, x, x, x]\n",
+    );
+    let mut previous = "a".to_owned();
+    for i in 0..9 {
+        let name = format!("b{i}");
+        let refs = vec![format!("*{previous}"); 9].join(", ");
+        yaml.push_str(&format!("      {name}: &{name} [{refs}]\n"));
+        previous = name;
+    }
+    let text = Plan::from_yaml(&yaml).unwrap_err().to_string();
+    assert!(text.contains("repetition limit"), "{text}");
+    // Deep nesting.
+    let deep = format!(
+        "goal: g\nsteps:\n  - id: x\n    args: {{a: {}1{}}}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert!(Plan::from_yaml(&deep).is_err());
+    let deep = format!(
+        "{{\"goal\":\"g\",\"steps\":[{{\"id\":\"x\",\"args\":{{\"a\":{}1{}}}}}]}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert!(Plan::from_json(&deep).is_err());
+    // Duplicate keys.
+    let text = Plan::from_yaml("goal: a\ngoal: b\n")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("duplicate field `goal`"), "{text}");
+}
