@@ -158,6 +158,25 @@ impl StepContext {
         }
     }
 
+    /// Notes, before a call runs, that a tool declaring partial effects is about to act: if the
+    /// call never finishes (its step is cancelled), rollback still undoes whatever it began.
+    /// [`record_effect`](Self::record_effect) replaces the note once the call finishes.
+    pub(crate) fn record_intent(&self, spec: &ToolSpec, call_id: &str, args: &Value) {
+        if !spec.contract.partial_effects {
+            return;
+        }
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Effect {
+                call_id: call_id.to_owned(),
+                tool: spec.name.clone(),
+                args: args.clone(),
+                result: None,
+                compensating_tool: spec.contract.compensating_tool.clone(),
+            });
+    }
+
     /// Notes a finished call as an effect when it may have changed something: it succeeded and
     /// has a compensating tool or declared side effects, or it failed but declares partial effects.
     pub(crate) fn record_effect(
@@ -167,6 +186,11 @@ impl StepContext {
         args: &Value,
         outcome: &Result<Value, ToolError>,
     ) {
+        // The intent noted before the call is replaced by what actually happened.
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|e| e.call_id != call_id);
         let contract = &spec.contract;
         let result = match outcome {
             Ok(value)

@@ -81,6 +81,9 @@ pub(crate) async fn invoke(
                 step_id: ctx.step_id().map(str::to_owned),
                 attempt: 0,
             };
+            if purpose == CallPurpose::Execute {
+                ctx.record_intent(spec, &call_id, &final_args);
+            }
             attempt_all(tool, &final_args, info, ctx, &mut attempts).await
         }
         Err(e) => Err(e),
