@@ -475,3 +475,70 @@ async fn a_missing_compensating_tool_is_refused_up_front_or_recorded_at_run_time
     );
     assert_eq!(status(&plan, "m"), StepStatus::Completed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_with_partial_effects_is_compensated() {
+    // The call is still running when the grace period ends and is cancelled: it may have done
+    // part of its work, so its intent, recorded before it ran, is undone.
+    let log = Log::default();
+    let stuck = {
+        let log = log.clone();
+        FnTool::new(
+            "upload",
+            "uploads slowly",
+            json!({"type": "object"}),
+            move |args, _| {
+                log.push(format!("upload {args}"));
+                std::future::pending()
+            },
+        )
+        .unwrap()
+        .partial_effects(true)
+        .compensating_tool("purge")
+    };
+    let (orchestrator, _) = orchestrator_with(journal_tools(&log).with(stuck));
+    let orchestrator = orchestrator.grace_period(std::time::Duration::from_secs(1));
+    let mut plan = approved(
+        "cancelled",
+        vec![
+            PlanStep::new("up", "upload")
+                .agent("clerk")
+                .tool("upload")
+                .args(json!({"file": "f"})),
+            fail("x"),
+        ],
+    );
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(!result.success);
+    assert!(plan
+        .get_step("up")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("cancelled"));
+    assert_eq!(undo_entries(&log), [r#"purge {"file":"f"}"#]);
+    assert_eq!(result.rollback.unwrap().compensated, ["up"]);
+}
+
+#[tokio::test]
+async fn a_finished_call_with_partial_effects_is_compensated_once() {
+    let log = Log::default();
+    let upload = logging_tool("upload", &log, json!("uploaded"))
+        .partial_effects(true)
+        .compensating_tool("purge");
+    let (orchestrator, _) = orchestrator_with(journal_tools(&log).with(upload));
+    let mut plan = approved(
+        "once",
+        vec![
+            PlanStep::new("up", "upload")
+                .agent("clerk")
+                .tool("upload")
+                .args(json!({"file": "f"})),
+            fail("x").depends_on(["up"]),
+        ],
+    );
+    orchestrator.execute(&mut plan).await.unwrap();
+    assert_eq!(undo_entries(&log), [r#"purge {"file":"f"}"#]);
+    assert_eq!(status(&plan, "up"), StepStatus::Compensated);
+}
