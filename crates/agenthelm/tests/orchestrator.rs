@@ -941,3 +941,102 @@ async fn an_empty_plan_succeeds() {
     assert!(result.success);
     assert_eq!(kinds(&result.events), ["run_started", "run_finished"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn tools_get_a_stable_call_id_and_idempotency_key_across_attempts() {
+    let infos = Arc::new(Mutex::new(Vec::<agenthelm::tool::ToolCallInfo>::new()));
+    let record = Arc::clone(&infos);
+    let tool = FnTool::new(
+        "put",
+        "idempotent put",
+        json!({"type": "object"}),
+        move |_, info| {
+            let mut seen = record.lock().unwrap();
+            seen.push(info);
+            let fail = seen.len() < 3;
+            async move {
+                if fail {
+                    Err(ToolError::new("try again"))
+                } else {
+                    Ok(json!("stored"))
+                }
+            }
+        },
+    )
+    .unwrap()
+    .retries(2);
+    let orchestrator = Orchestrator::new(AgentRegistry::new()).tools(ToolSet::new().with(tool));
+    let mut plan = approved("put", vec![PlanStep::new("store", "x").tool("put")]);
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(result.success);
+    let infos = infos.lock().unwrap();
+    assert_eq!(
+        infos.iter().map(|i| i.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let run_id = result.run_id.clone().unwrap();
+    for info in infos.iter() {
+        assert_eq!(info.call_id, infos[0].call_id);
+        assert_eq!(info.idempotency_key, infos[0].idempotency_key);
+        assert_eq!(info.run_id.as_deref(), Some(run_id.as_str()));
+        assert_eq!(info.step_id.as_deref(), Some("store"));
+    }
+    let key = &infos[0].idempotency_key;
+    assert!(key.contains(&run_id) && key.contains("store"), "{key}");
+}
+
+#[tokio::test]
+async fn the_rollback_finishes_even_if_the_run_is_cancelled() {
+    let log = Log::default();
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let ended = Arc::new(Notify::new());
+    let slow_undo = {
+        let (log, started, release, ended) =
+            (log.clone(), started.clone(), release.clone(), ended.clone());
+        FnTool::new(
+            "slow_undo",
+            "undoes slowly",
+            json!({"type": "object"}),
+            move |_, _| {
+                let (log, started, release, ended) =
+                    (log.clone(), started.clone(), release.clone(), ended.clone());
+                async move {
+                    log.push("undo started");
+                    started.notify_one();
+                    release.notified().await;
+                    log.push("undo finished");
+                    ended.notify_one();
+                    Ok(Value::Null)
+                }
+            },
+        )
+        .unwrap()
+    };
+    let tools = ToolSet::new()
+        .with(logging_tool("make", &log, json!("made")).compensating_tool("slow_undo"))
+        .with(slow_undo)
+        .with(failing_tool("fail", &log, "boom"));
+    let orchestrator = Arc::new(Orchestrator::new(AgentRegistry::new()).tools(tools));
+    let run = {
+        let orchestrator = Arc::clone(&orchestrator);
+        tokio::spawn(async move {
+            let mut plan = approved(
+                "shielded",
+                vec![
+                    PlanStep::new("a", "make").tool("make"),
+                    PlanStep::new("x", "fail").tool("fail").depends_on(["a"]),
+                ],
+            );
+            orchestrator.execute(&mut plan).await
+        })
+    };
+    started.notified().await;
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), ended.notified())
+        .await
+        .expect("the rollback stopped when the run was cancelled");
+    assert_eq!(log.count("undo finished"), 1);
+}

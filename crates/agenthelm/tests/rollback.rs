@@ -542,3 +542,65 @@ async fn a_finished_call_with_partial_effects_is_compensated_once() {
     assert_eq!(undo_entries(&log), [r#"purge {"file":"f"}"#]);
     assert_eq!(status(&plan, "up"), StepStatus::Compensated);
 }
+
+/// A user agent that does its work through the step context, as `Agent::run_step` advises.
+struct Installer {
+    tools: ToolSet,
+}
+
+#[agenthelm::async_trait]
+impl Agent for Installer {
+    fn name(&self) -> &str {
+        "installer"
+    }
+    async fn run(&self, _task: &str) -> AgentResult {
+        AgentResult::fail("use run_step")
+    }
+    fn tools(&self) -> Option<&ToolSet> {
+        Some(&self.tools)
+    }
+    async fn run_step(&self, task: &StepTask, ctx: &StepContext) -> AgentResult {
+        let create = self.tools.get("create").unwrap();
+        for name in ["x", "y"] {
+            if let Err(e) = ctx
+                .call_tool(create, json!({"name": format!("{}-{name}", task.id)}))
+                .await
+            {
+                return AgentResult::fail(e.to_string());
+            }
+        }
+        AgentResult::ok("installed")
+    }
+}
+
+#[tokio::test]
+async fn a_user_agents_calls_through_the_context_are_undone() {
+    let log = Log::default();
+    let mut registry = AgentRegistry::new();
+    registry
+        .register(Installer {
+            tools: journal_tools(&log),
+        })
+        .unwrap();
+    let mut plan = approved(
+        "install",
+        vec![
+            PlanStep::new("i", "install").agent("installer"),
+            PlanStep::new("x", "fail")
+                .agent("installer")
+                .tool("fail")
+                .depends_on(["i"]),
+        ],
+    );
+    let result = Orchestrator::new(registry)
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    assert!(!result.success);
+    // Newest first.
+    assert_eq!(
+        undo_entries(&log),
+        [r#"delete {"name":"i-y"}"#, r#"delete {"name":"i-x"}"#]
+    );
+    assert_eq!(status(&plan, "i"), StepStatus::Compensated);
+}
