@@ -641,3 +641,67 @@ fn schema_numbers_and_integers() {
         "{found:?}"
     );
 }
+
+static GATE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static GATE_OPENED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn open_gate() {
+    *GATE.lock().unwrap() = true;
+    GATE_OPENED.notify_all();
+}
+
+/// Blocks its thread until the test opens the gate.
+#[tool(timeout = 0.05)]
+fn blocker() -> String {
+    let mut open = GATE.lock().unwrap();
+    while !*open {
+        open = GATE_OPENED.wait(open).unwrap();
+    }
+    "through".to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_sync_tool_cannot_escape_its_timeout() {
+    // Found by probing: the body of a sync tool ran inline, so a blocked body held its thread and
+    // the timeout never fired. The gate is opened only after the call has returned.
+    let orchestrator = Orchestrator::new(AgentRegistry::new()).tools(tools![blocker]);
+    let mut plan = Plan::new("block");
+    plan.approved = true;
+    plan.steps.push(PlanStep::new("b", "block").tool("blocker"));
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(20), orchestrator.execute(&mut plan)).await;
+    open_gate();
+    let result = outcome
+        .expect("the blocked tool ignored its timeout")
+        .unwrap();
+    assert!(!result.success);
+    assert_eq!(
+        plan.get_step("b").unwrap().error.as_deref(),
+        Some("tool `blocker` timed out after 0.050s")
+    );
+}
+
+/// Has a bug.
+#[tool]
+fn crash(n: u8) -> u8 {
+    if n > 0 {
+        panic!("sync bug {n}");
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_panicking_sync_tool_is_a_failure() {
+    let err = crash::default()
+        .call(json!({"n": 3}), &info())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ToolError::Failed("tool `crash` panicked: sync bug 3".into())
+    );
+    assert_eq!(
+        crash::default().call(json!({"n": 0}), &info()).await,
+        Ok(json!(0))
+    );
+}
