@@ -1040,3 +1040,40 @@ async fn the_rollback_finishes_even_if_the_run_is_cancelled() {
         .expect("the rollback stopped when the run was cancelled");
     assert_eq!(log.count("undo finished"), 1);
 }
+
+#[tokio::test]
+async fn a_user_agents_events_and_usage_join_the_run() {
+    let agent = FnAgent::new("noter", |task| async move {
+        let mut result = AgentResult::ok(task);
+        result.events.push(Event::new(EventKind::Note {
+            message: "thinking".into(),
+        }));
+        result.token_usage = TokenUsage::new(10, 2);
+        result.total_cost_usd = 0.25;
+        result.iterations = 1;
+        result
+    });
+    let orchestrator = Orchestrator::new(registry_with(vec![agent]));
+    let mut plan = approved(
+        "notes",
+        vec![
+            PlanStep::new("a", "one").agent("noter"),
+            PlanStep::new("b", "two").agent("noter"),
+        ],
+    );
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    let notes: Vec<&Event> = result
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Note { .. }))
+        .collect();
+    assert_eq!(notes.len(), 2);
+    for note in notes {
+        assert_eq!(note.run_id, result.run_id);
+        assert!(matches!(note.step_id.as_deref(), Some("a" | "b")));
+        assert_eq!(note.agent.as_deref(), Some("noter"));
+    }
+    assert_eq!(result.token_usage, TokenUsage::new(20, 4));
+    assert_eq!(result.total_cost_usd, 0.5);
+    assert_eq!(result.iterations, 2);
+}
