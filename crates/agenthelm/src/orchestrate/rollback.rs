@@ -1,6 +1,8 @@
 //! Saga rollback: undoing the work of finished steps, newest first, with compensating tools.
 
+use futures::FutureExt;
 use serde_json::Value;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use super::orchestrator::Orchestrator;
@@ -8,8 +10,8 @@ use super::report::{CompensationFailure, RollbackReport};
 use super::template::resolve_templates;
 use crate::agent::{Effect, StepContext};
 use crate::plan::{Plan, StepStatus};
-use crate::tool::invoke::invoke;
-use crate::tool::{RetryPolicy, Tool};
+use crate::tool::invoke::{invoke, panic_message};
+use crate::tool::{RetryPolicy, Tool, ToolError};
 use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
 
 /// A step with work that may need undoing, and the tool calls that did that work.
@@ -178,9 +180,20 @@ async fn compensate_all(
         let mut failures = job.failures;
         for action in job.actions {
             let outcome = match &action.tool {
-                Some(tool) => invoke(tool, action.args, &ctx, CallPurpose::Compensate)
-                    .await
-                    .map_err(|e| e.to_string()),
+                // Tool panics are caught inside `invoke`; this also contains a panicking approval
+                // handler or observer, so one bad call cannot end the rollback of the others.
+                Some(tool) => {
+                    AssertUnwindSafe(invoke(tool, action.args, &ctx, CallPurpose::Compensate))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(ToolError::Failed(format!(
+                                "compensation panicked: {}",
+                                panic_message(panic.as_ref())
+                            )))
+                        })
+                        .map_err(|e| e.to_string())
+                }
                 None => Err(format!(
                     "compensating tool `{}` is not available",
                     action.name
