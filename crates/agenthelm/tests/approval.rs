@@ -365,3 +365,41 @@ async fn a_tool_agent_in_a_plan_uses_the_orchestrators_handler() {
     assert_eq!(tool_answer, "sent 7 to z");
     assert_eq!(approvals(&result), [("transfer".into(), true, None)]);
 }
+
+#[tokio::test]
+async fn a_panicking_handler_fails_that_call_only() {
+    // A bug in user code: the handler panics for b (while running) and for a's undo.
+    let handler = |request: &ApprovalRequest| match (request.purpose, request.step_id.as_deref()) {
+        (CallPurpose::Execute, Some("b")) => panic!("handler bug on b"),
+        (CallPurpose::Compensate, Some("a")) => panic!("handler bug on undo a"),
+        _ => ApprovalDecision::Approve,
+    };
+    let (registry, _) = bank();
+    let mut plan = approved(
+        "panics",
+        vec![
+            pay("a", 1),
+            pay("c", 3).depends_on(["a"]),
+            pay("b", 2).depends_on(["c"]),
+        ],
+    );
+    let result = Orchestrator::new(registry)
+        .approval_handler(handler)
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    assert!(!result.success);
+    let error = plan.get_step("b").unwrap().error.clone().unwrap();
+    assert!(error.contains("handler bug on b"), "{error}");
+    // The rollback went on past the panic: c was undone, a's undo is reported as failed.
+    let rollback = result.rollback.unwrap();
+    assert_eq!(rollback.compensated, ["c"]);
+    assert_eq!(rollback.failed.len(), 1, "{rollback:?}");
+    assert_eq!(rollback.failed[0].step, "a");
+    assert!(
+        rollback.failed[0].error.contains("handler bug on undo a"),
+        "{rollback:?}"
+    );
+    assert_eq!(status(&plan, "c"), StepStatus::Compensated);
+    assert_eq!(status(&plan, "a"), StepStatus::Completed);
+}
