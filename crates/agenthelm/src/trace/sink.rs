@@ -37,9 +37,12 @@ impl EventSink {
     }
 
     /// Records an event and shows it to the observers.
+    ///
+    /// An observer that panics misses that event and nothing else happens: a bug in a progress
+    /// display must not stop a run half-way, before its rollback.
     pub fn emit(&self, event: Event) {
         for observer in &self.inner.observers {
-            observer(&event);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(&event)));
         }
         self.lock().push(event);
     }
