@@ -604,3 +604,30 @@ async fn a_user_agents_calls_through_the_context_are_undone() {
     );
     assert_eq!(status(&plan, "i"), StepStatus::Compensated);
 }
+
+#[tokio::test]
+async fn a_panicking_observer_does_not_stop_the_run_or_its_rollback() {
+    let log = Log::default();
+    let (orchestrator, _) = orchestrator_with(journal_tools(&log));
+    let orchestrator = orchestrator.on_event(|event| {
+        if matches!(
+            event.kind,
+            EventKind::StepFinished { .. } | EventKind::RunStarted { .. }
+        ) {
+            panic!("progress display bug");
+        }
+    });
+    let mut plan = approved("observer", vec![create("a"), fail("x").depends_on(["a"])]);
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(!result.success);
+    assert_eq!(undo_entries(&log), [r#"delete {"name":"a"}"#]);
+    assert_eq!(status(&plan, "a"), StepStatus::Compensated);
+    // The events are all still recorded.
+    assert_eq!(
+        kinds(&result.events)
+            .iter()
+            .filter(|k| *k == "step_finished")
+            .count(),
+        2
+    );
+}
