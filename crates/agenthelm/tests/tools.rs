@@ -705,3 +705,35 @@ async fn a_panicking_sync_tool_is_a_failure() {
         Ok(json!(0))
     );
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Node {
+    name: String,
+    children: Vec<Node>,
+}
+
+/// Count a tree's direct children, unless its name is empty.
+#[tool]
+fn count_children(root: Node) -> usize {
+    if root.name.is_empty() {
+        0
+    } else {
+        root.children.len()
+    }
+}
+
+#[tokio::test]
+async fn recursive_parameter_types_use_refs_that_validation_follows() {
+    let tool = count_children::default();
+    let params = &tool.spec().parameters;
+    assert_eq!(schema::check_schema(params), []);
+    let problems = schema::validate(
+        params,
+        &json!({"root": {"name": "a", "children": [{"name": 1, "children": []}]}}),
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "root.children[0].name");
+    let ok = json!({"root": {"name": "a", "children": [{"name": "b", "children": []}]}});
+    assert!(schema::validate(params, &ok).is_empty());
+    assert_eq!(tool.call(ok, &info()).await, Ok(json!(1)));
+}
