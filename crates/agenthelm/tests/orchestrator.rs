@@ -1077,3 +1077,44 @@ async fn a_user_agents_events_and_usage_join_the_run() {
     assert_eq!(result.total_cost_usd, 0.5);
     assert_eq!(result.iterations, 2);
 }
+
+#[tokio::test]
+async fn one_orchestrator_runs_several_plans_at_once_without_mixing_them() {
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let b = Arc::clone(&barrier);
+    let agent = FnAgent::new("w", move |task| {
+        let b = Arc::clone(&b);
+        async move {
+            b.wait().await;
+            AgentResult::ok(task)
+        }
+    });
+    let orchestrator = Orchestrator::new(registry_with(vec![agent]));
+    // A repeated dependency is harmless.
+    let plan = |goal: &str| {
+        approved(
+            goal,
+            vec![
+                PlanStep::new("a", goal).agent("w"),
+                PlanStep::new("b", "then").agent("w").depends_on(["a", "a"]),
+            ],
+        )
+    };
+    let (mut one, mut two) = (plan("one"), plan("two"));
+    let (r1, r2) = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::future::join(
+            orchestrator.execute(&mut one),
+            orchestrator.execute(&mut two),
+        ),
+    )
+    .await
+    .expect("the two runs did not proceed together");
+    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    assert!(r1.success && r2.success);
+    assert_ne!(r1.run_id, r2.run_id);
+    assert!(r1.events.iter().all(|e| e.run_id == r1.run_id));
+    assert!(r2.events.iter().all(|e| e.run_id == r2.run_id));
+    assert_eq!(one.get_step("a").unwrap().result, Some(json!("one")));
+    assert_eq!(two.get_step("a").unwrap().result, Some(json!("two")));
+}
