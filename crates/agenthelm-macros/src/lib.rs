@@ -20,7 +20,8 @@ use syn::{
 ///   `serde::Deserialize` and `schemars::JsonSchema`); doc comments on parameters become field
 ///   descriptions; `Option<T>` parameters are optional.
 /// - The function may be `async`, and may return `T` or `Result<T, E>` with `T: Serialize` and
-///   `E: Display`.
+///   `E: Display`. A sync function runs on tokio's blocking pool (so its result must be `Send`),
+///   which lets its timeout and its step's cancellation work even when it blocks.
 ///
 /// Options: `name = "..."`, `description = "..."`, `compensating_tool = "..."`,
 /// `requires_approval` (or `= true/false`), `retries = N`, `timeout = SECONDS`,
@@ -155,7 +156,8 @@ fn expand(options: Options, mut function: ItemFn) -> syn::Result<TokenStream2> {
     let call = if is_async {
         quote!(#fn_name(#(__args.#field_names),*).await)
     } else {
-        quote!(#fn_name(#(__args.#field_names),*))
+        // A sync body may block: it runs on the blocking pool so timeouts and cancellation hold.
+        quote!(::agenthelm::tool::run_blocking(#tool_name, move || #fn_name(#(__args.#field_names),*)).await?)
     };
     let unwrap_result = returns_result
         .then(|| quote!(let __out = __out.map_err(::agenthelm::tool::into_tool_error)?;));

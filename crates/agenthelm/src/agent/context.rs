@@ -38,6 +38,10 @@ pub struct Effect {
     pub result: Option<Value>,
     /// The tool that undoes it, if it has one.
     pub compensating_tool: Option<String>,
+    /// Recorded before the call finished (a tool with partial effects): the call may or may not
+    /// have done its work. Replaced by the outcome when the call ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_progress: bool,
 }
 
 impl Default for StepContext {
@@ -158,6 +162,30 @@ impl StepContext {
         }
     }
 
+    /// Notes, before a call runs, that a tool declaring partial effects is about to act: if the
+    /// call never finishes (its step is cancelled), rollback still undoes whatever it began.
+    /// [`record_effect`](Self::record_effect) replaces the note once the call finishes.
+    pub(crate) fn record_intent(&self, spec: &ToolSpec, call_id: &str, args: &Value) {
+        if !spec.contract.partial_effects {
+            return;
+        }
+        let effect = Effect {
+            call_id: call_id.to_owned(),
+            tool: spec.name.clone(),
+            args: args.clone(),
+            result: None,
+            compensating_tool: spec.contract.compensating_tool.clone(),
+            in_progress: true,
+        };
+        self.emit(EventKind::Effect {
+            effect: effect.clone(),
+        });
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(effect);
+    }
+
     /// Notes a finished call as an effect when it may have changed something: it succeeded and
     /// has a compensating tool or declared side effects, or it failed but declares partial effects.
     pub(crate) fn record_effect(
@@ -167,6 +195,11 @@ impl StepContext {
         args: &Value,
         outcome: &Result<Value, ToolError>,
     ) {
+        // The intent noted before the call is replaced by what actually happened.
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|e| e.call_id != call_id);
         let contract = &spec.contract;
         let result = match outcome {
             Ok(value)
@@ -185,6 +218,7 @@ impl StepContext {
             args: args.clone(),
             result,
             compensating_tool: contract.compensating_tool.clone(),
+            in_progress: false,
         };
         // On record before anything else happens, so a resumed run knows what to undo.
         self.emit(EventKind::Effect {

@@ -72,7 +72,15 @@ pub(crate) fn recover(mut plan: Plan, events: &[Event], rule: InterruptedSteps) 
     for event in events {
         match (&event.kind, at(event)) {
             (EventKind::StepStarted { .. }, Some(i)) => running[i] = true,
-            (EventKind::Effect { effect }, Some(i)) => effects[i].push(effect.clone()),
+            (EventKind::Effect { effect }, Some(i)) => {
+                // The outcome of a call replaces the intent recorded before it.
+                effects[i].retain(|e| e.call_id != effect.call_id);
+                effects[i].push(effect.clone());
+            }
+            (EventKind::ToolCall { call_id, .. }, Some(i)) => {
+                // A call that ended without recording an effect did not leave its intent behind.
+                effects[i].retain(|e| !(e.in_progress && &e.call_id == call_id));
+            }
             (
                 EventKind::StepFinished {
                     status,

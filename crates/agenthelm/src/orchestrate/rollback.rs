@@ -1,7 +1,9 @@
 //! Saga rollback: undoing the work of finished steps, newest first, with compensating tools.
 
+use futures::FutureExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use super::orchestrator::Config;
@@ -9,8 +11,8 @@ use super::report::{CompensationFailure, RollbackReport};
 use super::template::resolve_templates;
 use crate::agent::{Effect, StepContext};
 use crate::plan::{Plan, StepStatus};
-use crate::tool::invoke::invoke;
-use crate::tool::{RetryPolicy, Tool};
+use crate::tool::invoke::{invoke, panic_message};
+use crate::tool::{RetryPolicy, Tool, ToolError};
 use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
 
 /// Compensations a resumed run finds already done (with their success) or in doubt.
@@ -121,6 +123,11 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
             .and_then(|s| s.result.as_ref())
     };
     let own_args = || resolve_templates(&step.args, &results, step.result.as_ref());
+    // The step's `compensate_args` when given, else its own arguments.
+    let step_args = || match &step.compensate_args {
+        Some(args) => resolve_templates(args, &results, step.result.as_ref()),
+        None => own_args(),
+    };
     let mut job = Job {
         step: entry.step,
         step_id: step.id.clone(),
@@ -134,15 +141,17 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
         args,
     };
     if let Some(comp) = &step.compensate_tool {
-        let args = match &step.compensate_args {
-            Some(args) => resolve_templates(args, &results, step.result.as_ref()),
-            None => own_args(),
-        };
-        job.actions.push(action(comp, args));
+        job.actions.push(action(comp, step_args()));
     } else if !entry.effects.is_empty() {
         for effect in entry.effects.iter().rev() {
+            // The step's `compensate_args` are written for undoing the step's own tool.
+            let own_tool = step.tool_name.as_deref() == Some(effect.tool.as_str());
+            let args = match &step.compensate_args {
+                Some(_) if own_tool => step_args(),
+                _ => effect.args.clone(),
+            };
             match &effect.compensating_tool {
-                Some(comp) => job.actions.push(action(comp, effect.args.clone())),
+                Some(comp) => job.actions.push(action(comp, args)),
                 None => job.failures.push(CompensationFailure {
                     step: step.id.clone(),
                     tool: effect.tool.clone(),
@@ -159,7 +168,7 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
             .as_deref()
             .and_then(&find)
             .and_then(|tool| tool.spec().contract.compensating_tool.clone())?;
-        job.actions.push(action(&comp, own_args()));
+        job.actions.push(action(&comp, step_args()));
     }
     Some(job)
 }
@@ -204,9 +213,23 @@ async fn compensate_all(
                         return finished;
                     }
                     let outcome = match &action.tool {
-                        Some(tool) => invoke(tool, action.args, &ctx, CallPurpose::Compensate)
-                            .await
-                            .map_err(|e| e.to_string()),
+                        // Tool panics are caught inside `invoke`; this also contains a panicking
+                        // approval handler, so one bad call cannot end the rollback of the others.
+                        Some(tool) => AssertUnwindSafe(invoke(
+                            tool,
+                            action.args,
+                            &ctx,
+                            CallPurpose::Compensate,
+                        ))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(ToolError::Failed(format!(
+                                "compensation panicked: {}",
+                                panic_message(panic.as_ref())
+                            )))
+                        })
+                        .map_err(|e| e.to_string()),
                         None => Err(format!(
                             "compensating tool `{}` is not available",
                             action.name

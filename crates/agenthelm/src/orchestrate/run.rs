@@ -182,6 +182,9 @@ impl Run {
         self.halted = self.sink.flush().err();
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
+        // Set once, at the first failure: the grace period must not restart each time another
+        // running step finishes.
+        let mut grace_deadline = None;
         loop {
             if self.failure.is_none() && self.cancel.is_cancelled() {
                 self.failure = Some((None, "the run was cancelled".to_owned()));
@@ -201,7 +204,9 @@ impl Run {
                 break;
             }
             let next = if self.failure.is_some() {
-                self.join_within_grace(&mut tasks).await
+                let deadline = *grace_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.orch.grace);
+                self.join_within_grace(&mut tasks, deadline).await
             } else {
                 tokio::select! {
                     biased;
@@ -250,8 +255,8 @@ impl Run {
     async fn join_within_grace(
         &mut self,
         tasks: &mut JoinSet<Finished>,
+        deadline: tokio::time::Instant,
     ) -> Option<Result<Finished, tokio::task::JoinError>> {
-        let deadline = tokio::time::Instant::now() + self.orch.grace;
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(next) => next,
             Err(_) => {

@@ -50,20 +50,47 @@ fn parse_error(
     path: String,
     message: String,
 ) -> PlanError {
+    let message = strip_location(&message);
+    // The YAML parser starts its messages with the field path, which the error shows already.
+    let message = match message.strip_prefix(path.as_str()) {
+        Some(rest) if !path.is_empty() => rest.strip_prefix(": ").unwrap_or(rest).to_owned(),
+        _ => message,
+    };
     PlanError::Parse {
         format,
         line: line.filter(|&l| l > 0),
         column: column.filter(|&c| c > 0),
         path: Some(path).filter(|p| !p.is_empty() && p != "."),
-        message: strip_location(&message),
+        message,
     }
 }
 
-/// Drops the " at line N column M" the parsers append, since the error shows it separately.
+/// Drops the " at line N column M" the parsers put in their messages (at the end or in the
+/// middle), since the error shows the location separately.
 fn strip_location(message: &str) -> String {
-    let cut = message
-        .rfind(" at line ")
-        .filter(|&i| message[i..].contains("column"))
-        .unwrap_or(message.len());
-    message[..cut].trim_end().to_owned()
+    let mut out = message.to_owned();
+    while let Some((start, end)) = location_span(&out) {
+        out.replace_range(start..end, "");
+    }
+    out.trim_end().to_owned()
+}
+
+/// Where " at line N column M" (or " at line N, column M") is in `text`.
+fn location_span(text: &str) -> Option<(usize, usize)> {
+    let start = text.find(" at line ")?;
+    let mut rest = &text[start + " at line ".len()..];
+    let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let line_digits = digits(rest);
+    if line_digits == 0 {
+        return None;
+    }
+    rest = &rest[line_digits..];
+    let after_comma = rest.strip_prefix(',').unwrap_or(rest);
+    let after_column = after_comma.strip_prefix(" column ")?;
+    let column_digits = digits(after_column);
+    if column_digits == 0 {
+        return None;
+    }
+    let end = text.len() - after_column.len() + column_digits;
+    Some((start, end))
 }

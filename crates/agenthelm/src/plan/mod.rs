@@ -107,7 +107,14 @@ pub struct PlanStep {
     #[serde(default)]
     pub status: StepStatus,
     /// The step's output once completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ///
+    /// In YAML and JSON an absent `result` is no result, while `result: null` is a result that
+    /// is JSON null (a step may complete with nothing to report), so both survive a round trip.
+    #[serde(
+        default,
+        deserialize_with = "present_as_some",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Value>,
     /// The error once failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +127,10 @@ fn empty_object() -> Value {
 
 fn null_as_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
     Ok(Option::<Value>::deserialize(d)?.unwrap_or_else(empty_object))
+}
+
+fn present_as_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>

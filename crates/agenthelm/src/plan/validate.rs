@@ -47,12 +47,8 @@ pub(crate) fn analyze(plan: &Plan) -> (Vec<PlanProblem>, Graph) {
         }
     }
     let graph = Graph::build(plan, &index);
-    let cycles = cycles(plan, &graph);
-    let acyclic = cycles.is_empty();
-    problems.extend(cycles);
-    if acyclic {
-        problems.extend(bad_references(plan, &graph, &index));
-    }
+    problems.extend(cycles(plan, &graph));
+    problems.extend(bad_references(plan, &graph, &index));
     (problems, graph)
 }
 

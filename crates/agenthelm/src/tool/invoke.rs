@@ -81,7 +81,11 @@ pub(crate) async fn invoke(
                 step_id: ctx.step_id().map(str::to_owned),
                 attempt: 0,
             };
-            // What led to the call (the step's start, an approval) is on record first.
+            if purpose == CallPurpose::Execute {
+                ctx.record_intent(spec, &call_id, &final_args);
+            }
+            // What led to the call (the step's start, an approval, the intent of a call with
+            // partial effects) is on record first.
             match ctx.sink().flush() {
                 Ok(()) => attempt_all(tool, &final_args, info, ctx, &mut attempts).await,
                 Err(e) => Err(ToolError::Failed(format!(

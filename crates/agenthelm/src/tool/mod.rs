@@ -215,6 +215,26 @@ pub fn into_tool_error<E: fmt::Display + 'static>(error: E) -> ToolError {
     }
 }
 
+/// Runs the body of a sync `#[tool]` function on tokio's blocking pool, so that a slow or
+/// blocking body does not stall the other calls on its thread and cannot outlive its timeout or
+/// its step's cancellation. A panic becomes a failure. Used by the code `#[tool]` generates.
+#[doc(hidden)]
+pub async fn run_blocking<T, F>(tool: &str, body: F) -> Result<T, ToolError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(body)
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => ToolError::Failed(format!(
+                "tool `{tool}` panicked: {}",
+                invoke::panic_message(panic.as_ref())
+            )),
+            Err(e) => ToolError::Failed(format!("tool `{tool}` did not finish: {e}")),
+        })
+}
+
 /// Reads a tool's typed arguments from JSON. Used by the code `#[tool]` generates.
 #[doc(hidden)]
 pub fn parse_args<T: serde::de::DeserializeOwned>(tool: &str, args: Value) -> Result<T, ToolError> {

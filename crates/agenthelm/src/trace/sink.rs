@@ -72,6 +72,9 @@ impl EventSink {
     }
 
     /// Records an event and shows it to the observers.
+    ///
+    /// An observer that panics misses that event and nothing else happens: a bug in a progress
+    /// display must not stop a run half-way, before its rollback.
     pub fn emit(&self, event: Event) {
         if let Some(journal) = &self.inner.journal {
             lock(&journal.pending).push(event.clone());
