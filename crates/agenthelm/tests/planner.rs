@@ -283,6 +283,22 @@ async fn arguments_are_checked_against_tool_schemas() {
 }
 
 #[tokio::test]
+async fn a_reference_to_a_step_not_depended_on_is_a_problem() {
+    let mut bad = good_plan();
+    bad["steps"][2]["depends_on"] = json!(["search_b"]);
+    let (model, lm) = scripted(vec![
+        ScriptedReply::text(bad.to_string()),
+        ScriptedReply::text(good_plan().to_string()),
+    ]);
+    planner(lm).plan("goal").await.unwrap();
+    let repair = last_user_message(&model, 1);
+    assert!(
+        repair.contains("step `write` uses the result of `search_a`, but does not depend on it"),
+        "{repair}"
+    );
+}
+
+#[tokio::test]
 async fn too_many_steps_and_no_steps_are_problems() {
     let empty = json!({"goal": "g", "reasoning": "", "steps": []});
     let (model, lm) = scripted(vec![

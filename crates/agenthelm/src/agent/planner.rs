@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::llm_call::ask_model;
 use super::{Agent, AgentResult, StepContext};
 use crate::lm::{CompletionRequest, Lm, LmError, Message, ResponseFormat};
-use crate::orchestrate::AgentRegistry;
+use crate::orchestrate::{reference_problems, AgentRegistry};
 use crate::plan::{Plan, StepStatus};
 use crate::tool::{schema, ToolSet};
 use crate::trace::{Event, EventSink, Observer};
@@ -287,6 +287,7 @@ impl PlannerAgent {
         if let Err(e) = plan.validate() {
             problems.extend(e.problems().iter().map(ToString::to_string));
         }
+        problems.extend(reference_problems(plan).iter().map(ToString::to_string));
         for step in &plan.steps {
             let id = &step.id;
             let agent = self.check_agent(step, &mut problems);

@@ -13,6 +13,7 @@ mod template;
 pub use approval::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll, TerminalApproval,
 };
+pub(crate) use orchestrator::reference_problems;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use registry::{AgentRegistry, RegistryError};
 pub use report::{CompensationFailure, RollbackReport, StepOutcome};

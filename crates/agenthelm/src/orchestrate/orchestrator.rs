@@ -280,7 +280,7 @@ impl Orchestrator {
 
 /// `{{steps.<id>.result}}` must name a step that finishes before this one starts: one it depends
 /// on, directly or through others.
-fn reference_problems(plan: &Plan) -> Vec<PlanProblem> {
+pub(crate) fn reference_problems(plan: &Plan) -> Vec<PlanProblem> {
     let index: HashMap<&str, usize> = plan
         .steps
         .iter()
