@@ -1,14 +1,45 @@
 //! Language models: the [`LanguageModel`] trait, the shared [`Lm`] handle, chat messages, token
-//! usage, and [`ScriptedLm`], a model that answers from a script (for tests and demos).
+//! usage, the HTTP providers behind [`Lm::new`], and [`ScriptedLm`], a model that answers from a
+//! script (for tests and demos).
+//!
+//! `Lm::new("provider/model")` knows these providers:
+//!
+//! | provider | wire format | key variable | base URL variable |
+//! |---|---|---|---|
+//! | `openai` | OpenAI chat completions | `OPENAI_API_KEY` | `OPENAI_BASE_URL` |
+//! | `anthropic` | Anthropic messages | `ANTHROPIC_API_KEY` | `ANTHROPIC_BASE_URL` |
+//! | `mistral` | OpenAI chat completions | `MISTRAL_API_KEY` | `MISTRAL_BASE_URL` |
+//! | `groq` | OpenAI chat completions | `GROQ_API_KEY` | `GROQ_BASE_URL` |
+//! | `openrouter` | OpenAI chat completions | `OPENROUTER_API_KEY` | `OPENROUTER_BASE_URL` |
+//! | `deepseek` | OpenAI chat completions | `DEEPSEEK_API_KEY` | `DEEPSEEK_BASE_URL` |
+//! | `together` | OpenAI chat completions | `TOGETHER_API_KEY` | `TOGETHER_BASE_URL` |
+//! | `ollama` | OpenAI chat completions | none | `OLLAMA_BASE_URL` or `OLLAMA_HOST` |
+//!
+//! Any other OpenAI-compatible server (vLLM, llama.cpp, LM Studio, ...) works through
+//! [`Lm::builder`] with a [`base_url`](LmBuilder::base_url), or `OPENAI_BASE_URL`. When the base
+//! URL is the user's own, the key is optional.
+//!
+//! Every [`Lm`] prices its calls with a [`Pricing`] table ([`Pricing::builtin`] unless replaced):
+//! a completion whose model is in the table gets its [`Completion::cost_usd`]; any other keeps
+//! `None` (unknown, never 0).
 
+mod anthropic;
+mod builder;
+mod http;
 mod message;
+mod openai;
+mod pricing;
 mod scripted;
+mod secret;
 
+pub use builder::{provider_names, LmBuilder};
 pub use message::{
-    Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall,
+    Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
     ToolDefinition,
 };
+pub use pricing::{ModelPrice, Pricing, PricingError};
 pub use scripted::{ScriptedLm, ScriptedReply};
+pub use secret::ApiKey;
 
 use async_trait::async_trait;
 use std::fmt;
@@ -27,7 +58,8 @@ pub trait LanguageModel: Send + Sync {
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError>;
 }
 
-/// A shared handle to a language model. Cloning is cheap.
+/// A shared handle to a language model, with the price table its calls are costed by.
+/// Cloning is cheap.
 ///
 /// ```
 /// use agenthelm::prelude::*;
@@ -38,28 +70,76 @@ pub trait LanguageModel: Send + Sync {
 #[derive(Clone)]
 pub struct Lm {
     model: Arc<dyn LanguageModel>,
+    pricing: Arc<Pricing>,
 }
 
 impl Lm {
     /// The model named by a `provider/model` id, such as `openai/gpt-4o-mini`, with its key
-    /// and base URL from the environment.
+    /// and base URL from the environment (see the [module docs](crate::lm) for the providers).
+    ///
+    /// A missing key is an error here, naming the variable to set:
+    ///
+    /// ```
+    /// use agenthelm::{Lm, LmError};
+    ///
+    /// let error = Lm::builder("groq/llama-3.1-8b-instant")
+    ///     .env(|_| None) // as if nothing were set
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, LmError::MissingKey { .. }));
+    /// assert!(error.to_string().contains("GROQ_API_KEY"));
+    /// ```
     pub fn new(model: &str) -> Result<Lm, LmError> {
-        // Providers land with the HTTP client work; until then every id is refused clearly.
-        Err(LmError::Config(format!(
-            "model `{model}`: no HTTP providers are built into this version of agenthelm"
-        )))
+        Self::builder(model).build()
+    }
+
+    /// A builder for `model` with options: base URL, key, timeout, retries.
+    pub fn builder(model: &str) -> LmBuilder {
+        LmBuilder::new(model)
     }
 
     /// Wraps a model.
     pub fn from_model(model: impl LanguageModel + 'static) -> Self {
-        Lm {
-            model: Arc::new(model),
-        }
+        Self::from_arc(Arc::new(model))
     }
 
     /// Wraps a shared model.
     pub fn from_arc(model: Arc<dyn LanguageModel>) -> Self {
-        Lm { model }
+        Lm {
+            model,
+            pricing: Pricing::shared_builtin(),
+        }
+    }
+
+    /// Prices this handle's calls with `pricing` instead of the built-in table.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::lm::{CompletionRequest, ModelPrice, Pricing};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let model = ScriptedLm::new(vec![ScriptedReply::text("hi").with_usage(2_000, 1_000)])
+    ///     .with_model_id("acme/small");
+    /// let lm = Lm::from_model(model)
+    ///     .with_pricing(Pricing::new().with("acme/small", ModelPrice::new(1.0, 2.0)));
+    /// let completion = lm.complete(&CompletionRequest::default()).await.unwrap();
+    /// assert_eq!(completion.cost_usd, Some(0.004));
+    /// # }
+    /// ```
+    pub fn with_pricing(self, pricing: Pricing) -> Self {
+        self.with_shared_pricing(Arc::new(pricing))
+    }
+
+    /// Prices this handle's calls with a shared table.
+    pub fn with_shared_pricing(mut self, pricing: Arc<Pricing>) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// The table this handle's calls are priced with.
+    pub fn pricing(&self) -> &Pricing {
+        &self.pricing
     }
 
     /// The model's `provider/model` id.
@@ -67,9 +147,35 @@ impl Lm {
         self.model.model_id()
     }
 
-    /// Sends one request.
+    /// Sends one request. When the model did not price the answer itself, its cost comes
+    /// from the pricing table: by the `provider/model` id, else by the model that answered;
+    /// `None` when neither is priced.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError> {
-        self.model.complete(request).await
+        let mut completion = self.model.complete(request).await?;
+        if completion.cost_usd.is_none() {
+            completion.cost_usd = self
+                .pricing
+                .cost(self.model_id(), completion.usage)
+                .or_else(|| self.answered_model_cost(&completion));
+        }
+        Ok(completion)
+    }
+}
+
+impl Lm {
+    /// The price by the name of the model that answered, under this handle's provider.
+    fn answered_model_cost(&self, completion: &Completion) -> Option<f64> {
+        if completion.model.is_empty() {
+            return None;
+        }
+        let provider = self.model_id().split_once('/').map(|(p, _)| p);
+        let name = match provider {
+            Some(provider) if !completion.model.contains('/') => {
+                format!("{provider}/{}", completion.model)
+            }
+            _ => completion.model.clone(),
+        };
+        self.pricing.cost(&name, completion.usage)
     }
 }
 
@@ -128,4 +234,15 @@ pub enum LmError {
     /// The model id or its settings are not usable.
     #[error("{0}")]
     Config(String),
+    /// The provider needs an API key and none was given.
+    #[error(
+        "model `{model}` needs an API key: set the environment variable {variable}, or pass one \
+         with Lm::builder(..).api_key(..)"
+    )]
+    MissingKey {
+        /// The model id.
+        model: String,
+        /// The environment variable that should hold the key.
+        variable: String,
+    },
 }
