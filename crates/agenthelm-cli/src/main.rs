@@ -60,6 +60,6 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(render::Palette::stderr().enabled())
+        .with_ansi(false)
         .try_init();
 }

@@ -4,7 +4,7 @@ use agenthelm::plan::PlanProblem;
 use agenthelm::{Plan, PlanError};
 use std::path::{Path, PathBuf};
 
-use crate::source::{line_of, SourceError, SourceErrors};
+use crate::source::{line_of, strip_key_prefix, SourceError, SourceErrors};
 
 /// A plan read from a file, with the text kept to find lines for later errors.
 pub struct PlanFile {
@@ -114,8 +114,8 @@ fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
             SourceError {
                 file: file.to_path_buf(),
                 line: line.or_else(|| line_of(text, &key)),
+                message: strip_key_prefix(&message, &key),
                 key,
-                message,
             }
         }
         other => SourceError {
