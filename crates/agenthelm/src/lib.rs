@@ -57,7 +57,7 @@ pub mod trace;
 pub use agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
 pub use agenthelm_macros::tool;
 pub use async_trait::async_trait;
-pub use lm::{LanguageModel, Lm, LmError, ScriptedLm, ScriptedReply, TokenUsage};
+pub use lm::{LanguageModel, Lm, LmBuilder, LmError, ScriptedLm, ScriptedReply, TokenUsage};
 pub use orchestrate::{
     AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
     Orchestrator, OrchestratorError, TerminalApproval,
@@ -69,7 +69,7 @@ pub use trace::{Event, EventKind};
 /// Everything a program using AgentHelm usually needs, in one import.
 pub mod prelude {
     pub use crate::agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
-    pub use crate::lm::{LanguageModel, Lm, ScriptedLm, ScriptedReply, TokenUsage};
+    pub use crate::lm::{LanguageModel, Lm, LmError, ScriptedLm, ScriptedReply, TokenUsage};
     pub use crate::orchestrate::{
         AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
         Orchestrator, TerminalApproval,
