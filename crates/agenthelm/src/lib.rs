@@ -75,11 +75,16 @@ pub mod prelude {
         Orchestrator, TerminalApproval,
     };
     pub use crate::plan::{Plan, PlanStep, StepStatus};
-    pub use crate::tool::{FnTool, Tool, ToolError, ToolSet};
+    pub use crate::tool::{FnTool, RetryPolicy, Tool, ToolError, ToolSet};
     pub use crate::tools;
     pub use crate::trace::{Event, EventKind};
     pub use agenthelm_macros::tool;
 }
+
+// The README's examples are compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Re-exports used by the code that `#[tool]` generates. Not a public API.
 #[doc(hidden)]
