@@ -168,6 +168,18 @@ elif mode == "create":
 elif mode == "delete":
     pathlib.Path("created", args["name"]).unlink()
     print(json.dumps({"deleted": args["name"]}))
+elif mode == "gate":
+    # Waits until the test creates the file `go`, then creates its file like `create`.
+    pathlib.Path("waiting").write_text(args["name"])
+    for _ in range(4000):
+        if pathlib.Path("go").exists():
+            break
+        time.sleep(0.005)
+    else:
+        sys.exit("gate: never opened")
+    pathlib.Path("created").mkdir(exist_ok=True)
+    pathlib.Path("created", args["name"]).write_text("x")
+    print(json.dumps({"id": args["name"]}))
 elif mode == "barrier":
     # Concurrency without clocks: each call waits until `expect` calls are inside at once.
     pathlib.Path("inside").mkdir(exist_ok=True)
@@ -200,7 +212,7 @@ default_agent: worker
 agents:
   worker:
     role: does things
-    tools: [echo, create, delete, fail, barrier]
+    tools: [echo, create, delete, fail, barrier, gate]
 tools:
   echo:
     description: Echo arguments and environment
@@ -223,6 +235,10 @@ tools:
   fail:
     description: Always fails
     command: [python3, tools/t.py, fail]
+  gate:
+    description: Waits for the test, then creates a file
+    command: [python3, tools/t.py, gate]
+    compensating_tool: delete
   barrier:
     description: Waits for the others
     command: [python3, tools/t.py, barrier]
