@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: temporary workspaces and running the built binary.
 #![allow(dead_code)]
 
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -245,4 +246,90 @@ tools:
 {extra_tools}"#
         ),
     )
+}
+
+/// A loopback OpenAI-compatible server answering `/v1/chat/completions` from a script, and
+/// recording every request body.
+pub struct LlmServer {
+    pub base_url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl LlmServer {
+    pub fn start(replies: Vec<Value>) -> LlmServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            let mut replies = replies.into_iter();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock()
+                    .unwrap()
+                    .push(json!({"line": first.trim(), "body": body}));
+                let (status, answer) = match replies.next() {
+                    Some(reply) if first.contains("/v1/chat/completions") => ("200 OK", reply),
+                    _ => (
+                        "500 Internal Server Error",
+                        json!({"error": {"message": "script exhausted"}}),
+                    ),
+                };
+                let text = answer.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        LlmServer { base_url, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A chat-completions answer with text.
+pub fn text_reply(text: &str, input: u64, output: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}
+    })
+}
+
+/// A chat-completions answer asking for one tool call.
+pub fn tool_reply(tool: &str, args: Value) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls",
+                     "message": {"role": "assistant", "content": null, "tool_calls": [{
+                         "id": "call_1", "type": "function",
+                         "function": {"name": tool, "arguments": args.to_string()}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+    })
 }
