@@ -183,3 +183,102 @@ fn execute_sends_underspecified_steps_to_the_agent_model() {
     assert_eq!(json["token_usage"]["input_tokens"], 31);
     assert!(dir.path().join("created/by-agent").exists());
 }
+
+fn planned() -> serde_json::Value {
+    json!({
+        "goal": "make two files and report",
+        "reasoning": "the files are independent",
+        "steps": [
+            {"id": "one", "description": "first file", "agent_name": "worker", "tool_name": "create",
+             "args": {"name": "one"}, "depends_on": []},
+            {"id": "two", "description": "second file", "agent_name": "worker", "tool_name": "create",
+             "args": {"name": "two"}, "depends_on": []},
+            {"id": "report", "description": "report", "agent_name": "worker", "tool_name": "echo",
+             "args": {"made": "{{steps.one.result.id}}"}, "depends_on": ["one", "two"]}
+        ]
+    })
+}
+
+#[test]
+fn plan_shows_and_saves_a_plan_from_the_model() {
+    let dir = llm_workspace();
+    let server = LlmServer::start(vec![text_reply(&planned().to_string(), 100, 60)]);
+    let out = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .args(["plan", "make two files and report", "-o", "saved.yaml"])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("wave 1 (in parallel): one, two"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Saved the plan to saved.yaml"));
+    assert!(
+        run.stderr.contains("tokens: 100 in, 60 out"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !dir.path().join("created").exists(),
+        "nothing runs without --approve"
+    );
+    // The planner was told about the workspace's agents and tools.
+    let prompt = server.requests()[0]["body"]["messages"].to_string();
+    assert!(
+        prompt.contains("worker") && prompt.contains("create"),
+        "{prompt}"
+    );
+    // The saved plan is a valid plan file for `show` and `execute`.
+    let show = common::run(dir.path(), &["show", "saved.yaml", "-f", "json"]);
+    assert_eq!(show.code, 0, "{}", show.all());
+    let saved: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(saved["approved"], false);
+    assert_eq!(saved["steps"][2]["depends_on"], json!(["one", "two"]));
+    let executed = common::run(dir.path(), &["execute", "saved.yaml", "--yes"]);
+    assert_eq!(executed.code, 0, "{}", executed.all());
+}
+
+#[test]
+fn plan_approve_executes_at_once() {
+    let dir = llm_workspace();
+    let server = LlmServer::start(vec![text_reply(&planned().to_string(), 100, 60)]);
+    let out = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .args(["plan", "make two files and report", "--approve", "--json"])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["success"], true);
+    assert_eq!(json["steps"][2]["result"]["args"]["made"], "one");
+    assert!(dir.path().join("created/one").exists() && dir.path().join("created/two").exists());
+}
+
+#[test]
+fn plan_fails_with_exit_1_when_no_valid_plan_comes_back() {
+    let dir = llm_workspace();
+    let bad = json!({"goal": "g", "reasoning": "r", "steps": [
+        {"id": "x", "description": "d", "tool_name": "teleport", "args": {}, "depends_on": []}]});
+    let server = LlmServer::start(vec![
+        text_reply(&bad.to_string(), 1, 1),
+        text_reply(&bad.to_string(), 1, 1),
+        text_reply(&bad.to_string(), 1, 1),
+    ]);
+    let out = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .args(["plan", "go somewhere", "-o", "never.yaml"])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let last = run.stderr.trim_end().lines().last().unwrap();
+    assert!(
+        last.contains("got no valid plan") && last.contains("teleport"),
+        "{last}"
+    );
+    assert!(!dir.path().join("never.yaml").exists());
+}

@@ -5,6 +5,7 @@ mod completions;
 mod config;
 mod execute;
 mod init;
+mod plan;
 mod run;
 mod show;
 
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Run(args) => run::run(&session, &args).await,
+        Command::Plan(args) => plan::run(&session, &args).await,
         Command::Show(args) => show::run(&session, &args),
         Command::Execute(args) => execute::run(&session, &args).await,
         Command::Chat(args) => chat::run(&session, &args).await,
