@@ -20,7 +20,8 @@ fn run_shows_tool_calls_answer_tokens_and_cost() {
     let out = agenthelm(dir.path())
         .env("OPENAI_BASE_URL", &server.base_url)
         .env("OPENAI_API_KEY", "sk-secret-test-value")
-        .args(["run", "make a file called from-llm"])
+        // The most verbose logs must not show the key either.
+        .args(["-vvv", "run", "make a file called from-llm"])
         .output()
         .unwrap();
     let run = output(out);
