@@ -283,3 +283,43 @@ fn plan_fails_with_exit_1_when_no_valid_plan_comes_back() {
     );
     assert!(!dir.path().join("never.yaml").exists());
 }
+
+#[test]
+fn ctrl_c_during_run_stops_the_running_tool() {
+    let dir = llm_workspace();
+    let server = LlmServer::start(vec![tool_reply("gate", json!({"name": "never"}))]);
+    let mut child = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .args(["run", "wait for the gate"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = dir.path().join("waiting");
+    let mut tool_pid = String::new();
+    for _ in 0..2000 {
+        tool_pid = std::fs::read_to_string(&waiting).unwrap_or_default();
+        if !tool_pid.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!tool_pid.is_empty(), "the tool never started");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let _ = child.stdin.take();
+    let run = output(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    // The tool (which never got the Ctrl-C itself) was killed with its process group.
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", tool_pid.trim())).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+        "tool still runs: {stat}"
+    );
+    assert!(!dir.path().join("created/never").exists());
+}

@@ -24,7 +24,7 @@ pub async fn run(session: &Session, args: &PlanArgs) -> anyhow::Result<()> {
         palette.dim(&format!("Planning with {} ...", lm.model_id()))
     );
     let planner = PlannerAgent::new("planner", lm, assembly.tools.clone()).agents(&registry);
-    let (outcome, trace) = planner.plan_traced(&args.goal).await;
+    let (outcome, trace) = crate::interrupt::or_ctrl_c(planner.plan_traced(&args.goal)).await?;
     eprintln!("{}", palette.dim(&render::usage_line(&trace)));
     let mut plan = outcome.map_err(|e| Failed(e.to_string()))?;
 

@@ -15,7 +15,7 @@ pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
     let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
     let name = assembly.pick_agent(args.agent.as_deref())?;
     let agent = live_agent(&assembly, &name, args.approve_tools)?;
-    let result = agent.run(&args.task).await;
+    let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
     let palette = Palette::stderr();
     if let Some(answer) = &result.answer {
         println!("{}", answer.trim_end());

@@ -171,7 +171,7 @@ elif mode == "delete":
     print(json.dumps({"deleted": args["name"]}))
 elif mode == "gate":
     # Waits until the test creates the file `go`, then creates its file like `create`.
-    pathlib.Path("waiting").write_text(args["name"])
+    pathlib.Path("waiting").write_text(str(os.getpid()))
     for _ in range(4000):
         if pathlib.Path("go").exists():
             break
@@ -332,4 +332,22 @@ pub fn tool_reply(tool: &str, args: Value) -> Value {
                          "function": {"name": tool, "arguments": args.to_string()}}]}}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
     })
+}
+
+/// Whether process `pid` stopped running (gone, or a zombie), polling for a while: a killed
+/// process takes the kernel a moment to wind down. Never a timed assertion: it only bounds the wait.
+pub fn stops_running(pid: &str) -> bool {
+    for _ in 0..400 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        // The state follows the command name in parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if stat.is_empty() || state == Some("Z") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    false
 }
