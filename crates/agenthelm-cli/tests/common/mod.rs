@@ -196,6 +196,8 @@ elif mode == "barrier":
     else:
         sys.exit("barrier: the other calls never arrived")
     if args["expect"] == 1:
+        # Stay inside a while, so that calls running at the same time would see each other.
+        time.sleep(0.3)
         me.unlink()
     print(json.dumps({"name": args["name"]}))
 else:
