@@ -169,21 +169,14 @@ impl StepContext {
         if !spec.contract.partial_effects {
             return;
         }
-        let effect = Effect {
+        self.push_effect(Effect {
             call_id: call_id.to_owned(),
             tool: spec.name.clone(),
             args: args.clone(),
             result: None,
             compensating_tool: spec.contract.compensating_tool.clone(),
             in_progress: true,
-        };
-        self.emit(EventKind::Effect {
-            effect: effect.clone(),
         });
-        self.effects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(effect);
     }
 
     /// Notes a finished call as an effect when it may have changed something: it succeeded and
@@ -212,15 +205,18 @@ impl StepContext {
             }
             _ => return,
         };
-        let effect = Effect {
+        self.push_effect(Effect {
             call_id: call_id.to_owned(),
             tool: spec.name.clone(),
             args: args.clone(),
             result,
             compensating_tool: contract.compensating_tool.clone(),
             in_progress: false,
-        };
-        // On record before anything else happens, so a resumed run knows what to undo.
+        });
+    }
+
+    /// Keeps an effect for rollback and puts it on record (so a resumed run knows it too).
+    fn push_effect(&self, effect: Effect) {
         self.emit(EventKind::Effect {
             effect: effect.clone(),
         });
