@@ -143,6 +143,7 @@ async fn tool_agent_runs_its_loop() {
     }
     let agent = ToolAgent::new("math", lm(&url, "smollm2-fc"), tools![add]).max_iters(3);
     let result = agent.run("What is 2 + 3? Use the add tool.").await;
+    eprintln!("tool agent result: {result:?}");
     let calls = llm_calls(&result.events);
     assert!(!calls.is_empty(), "{result:?}");
     for (usage, error) in &calls {
@@ -178,6 +179,7 @@ async fn planner_gets_a_checked_plan_or_names_the_problems() {
     assert!(calls
         .iter()
         .all(|(usage, error)| error.is_none() && usage.total() > 0));
+    eprintln!("planner outcome: {outcome:?}");
     match outcome {
         Ok(plan) => {
             assert!(!plan.approved);

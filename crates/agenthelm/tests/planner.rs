@@ -382,12 +382,16 @@ async fn run_state_from_the_model_is_reset() {
     plan["steps"][0]["status"] = json!("completed");
     plan["steps"][0]["result"] = json!("made up");
     plan["goal"] = json!("");
+    plan["steps"][0]["agent_name"] = json!("");
+    plan["steps"][1]["compensate_tool"] = json!(" ");
     let (_, lm) = scripted(vec![ScriptedReply::text(plan.to_string())]);
     let plan = planner(lm).plan("the real goal").await.unwrap();
     assert!(!plan.approved);
     assert_eq!(plan.goal, "the real goal");
     assert_eq!(plan.steps[0].status, StepStatus::Pending);
     assert_eq!(plan.steps[0].result, None);
+    assert_eq!(plan.steps[0].agent_name, None);
+    assert_eq!(plan.steps[1].compensate_tool, None);
 }
 
 #[tokio::test]

@@ -259,6 +259,16 @@ impl PlannerAgent {
             step.status = StepStatus::Pending;
             step.result = None;
             step.error = None;
+            // Models often write "" for an optional name they leave out.
+            for name in [
+                &mut step.agent_name,
+                &mut step.tool_name,
+                &mut step.compensate_tool,
+            ] {
+                if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                    *name = None;
+                }
+            }
         }
         if plan.goal.trim().is_empty() {
             plan.goal = goal.to_owned();
