@@ -633,3 +633,43 @@ async fn a_panicking_observer_does_not_stop_the_run_or_its_rollback() {
         2
     );
 }
+
+#[tokio::test]
+async fn steps_the_plan_already_completed_are_undone_last() {
+    let log = Log::default();
+    let (orchestrator, _) = orchestrator_with(journal_tools(&log));
+    let mut done_before = create("earlier");
+    done_before.status = StepStatus::Completed;
+    done_before.result = Some(json!({"id": "earlier-id"}));
+    let mut plan = approved(
+        "resume by hand",
+        vec![
+            done_before,
+            create("now").depends_on(["earlier"]),
+            fail("pay").depends_on(["now"]),
+        ],
+    );
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(!result.success);
+    assert_eq!(
+        log.entries()
+            .iter()
+            .filter(|e| e.starts_with("create"))
+            .count(),
+        1,
+        "the completed step is not run again"
+    );
+    assert_eq!(undo_entries(&log).len(), 2);
+    assert!(
+        undo_entries(&log)[0].contains("now"),
+        "{:?}",
+        undo_entries(&log)
+    );
+    assert!(
+        undo_entries(&log)[1].contains("earlier"),
+        "{:?}",
+        undo_entries(&log)
+    );
+    assert_eq!(status(&plan, "earlier"), StepStatus::Compensated);
+    assert_eq!(result.rollback.unwrap().compensated, ["now", "earlier"]);
+}

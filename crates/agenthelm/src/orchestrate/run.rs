@@ -144,7 +144,21 @@ impl Run {
                 Some(r.interrupted),
                 r.carried,
             ),
-            None => Default::default(),
+            // Steps the plan already had completed belong to this saga too: undone last.
+            None => (
+                (0..n)
+                    .filter(|&i| plan.steps[i].status == StepStatus::Completed)
+                    .map(|step| Undo {
+                        step,
+                        effects: Vec::new(),
+                    })
+                    .collect(),
+                None,
+                Progress::default(),
+                AgentResult::default(),
+                None,
+                HashMap::new(),
+            ),
         };
         Run {
             sink,
