@@ -59,7 +59,7 @@ pub mod trace;
 pub use agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
 pub use agenthelm_macros::tool;
 pub use async_trait::async_trait;
-pub use lm::{LanguageModel, Lm, LmError, ScriptedLm, ScriptedReply, TokenUsage};
+pub use lm::{LanguageModel, Lm, LmBuilder, LmError, ScriptedLm, ScriptedReply, TokenUsage};
 pub use orchestrate::{
     AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
     Orchestrator, OrchestratorError, TerminalApproval,
@@ -71,17 +71,22 @@ pub use trace::{Event, EventKind};
 /// Everything a program using AgentHelm usually needs, in one import.
 pub mod prelude {
     pub use crate::agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
-    pub use crate::lm::{LanguageModel, Lm, ScriptedLm, ScriptedReply, TokenUsage};
+    pub use crate::lm::{LanguageModel, Lm, LmError, ScriptedLm, ScriptedReply, TokenUsage};
     pub use crate::orchestrate::{
         AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
         Orchestrator, TerminalApproval,
     };
     pub use crate::plan::{Plan, PlanStep, StepStatus};
-    pub use crate::tool::{FnTool, Tool, ToolError, ToolSet};
+    pub use crate::tool::{FnTool, RetryPolicy, Tool, ToolError, ToolSet};
     pub use crate::tools;
     pub use crate::trace::{Event, EventKind};
     pub use agenthelm_macros::tool;
 }
+
+// The README's examples are compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Re-exports used by the code that `#[tool]` generates. Not a public API.
 #[doc(hidden)]

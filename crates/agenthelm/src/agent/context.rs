@@ -14,9 +14,9 @@ use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
 /// The orchestrator makes one per step. For a task outside a plan, [`StepContext::new`] gives a
 /// context with no run, the [`DenyAll`] approval handler and the default [`RetryPolicy`].
 pub struct StepContext {
-    run_id: Option<String>,
-    step_id: Option<String>,
-    agent: Option<String>,
+    run_id: Option<Arc<str>>,
+    step_id: Option<Arc<str>>,
+    agent: Option<Arc<str>>,
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
@@ -62,14 +62,14 @@ impl StepContext {
     }
 
     /// Sets the run and step this context belongs to.
-    pub fn for_step(mut self, run_id: impl Into<String>, step_id: impl Into<String>) -> Self {
+    pub fn for_step(mut self, run_id: impl Into<Arc<str>>, step_id: impl Into<Arc<str>>) -> Self {
         self.run_id = Some(run_id.into());
         self.step_id = Some(step_id.into());
         self
     }
 
     /// Sets the agent doing the work.
-    pub fn with_agent(mut self, agent: impl Into<String>) -> Self {
+    pub fn with_agent(mut self, agent: impl Into<Arc<str>>) -> Self {
         self.agent = Some(agent.into());
         self
     }

@@ -35,22 +35,28 @@ impl StepTask {
     /// ```
     pub fn prompt(&self) -> String {
         let mut text = self.description.clone();
+        let has_args = self.args.as_object().is_some_and(|m| !m.is_empty());
         if let Some(tool) = &self.tool_name {
             let _ = write!(text, "\n\nUse the tool `{tool}`");
-            match &self.args {
-                Value::Object(map) if !map.is_empty() => {
-                    let _ = write!(text, " with arguments {}", self.args);
-                }
-                _ => {}
+            if has_args {
+                let _ = write!(text, " with arguments {}", self.args);
             }
             text.push('.');
-        } else if self.args.as_object().is_some_and(|m| !m.is_empty()) {
+        } else if has_args {
             let _ = write!(text, "\n\nArguments: {}", self.args);
         }
         if !self.inputs.is_empty() {
             text.push_str("\n\nResults of the steps this one depends on:");
             for (id, result) in &self.inputs {
-                let _ = write!(text, "\n- {id}: {}", value_text(result));
+                text.push_str("\n- ");
+                text.push_str(id);
+                text.push_str(": ");
+                match result {
+                    Value::String(s) => text.push_str(s),
+                    other => {
+                        let _ = write!(text, "{other}");
+                    }
+                }
             }
         }
         text

@@ -107,6 +107,20 @@ pub enum ResponseFormat {
     },
 }
 
+/// Whether the model must call a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides between answering and calling tools.
+    Auto,
+    /// The model must answer with text.
+    None,
+    /// The model must call at least one tool (not every local server supports this).
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+}
+
 /// One request to a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRequest {
@@ -115,6 +129,10 @@ pub struct CompletionRequest {
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDefinition>,
+    /// Whether (and which) tool the model must call; `None` leaves it to the service's default
+    /// (normally: the model decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
     /// Required shape of the answer, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,

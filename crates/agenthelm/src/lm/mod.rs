@@ -1,14 +1,37 @@
 //! Language models: the [`LanguageModel`] trait, the shared [`Lm`] handle, chat messages, token
-//! usage, and [`ScriptedLm`], a model that answers from a script (for tests and demos).
+//! usage, the HTTP providers behind [`Lm::new`], and [`ScriptedLm`], a model that answers from a
+//! script (for tests and demos).
+//!
+//! `Lm::new("provider/model")` knows these providers:
+//!
+//! | provider | wire format | key variable | base URL variable |
+//! |---|---|---|---|
+//! | `openai` | OpenAI chat completions | `OPENAI_API_KEY` | `OPENAI_BASE_URL` |
+//! | `mistral` | OpenAI chat completions | `MISTRAL_API_KEY` | `MISTRAL_BASE_URL` |
+//! | `groq` | OpenAI chat completions | `GROQ_API_KEY` | `GROQ_BASE_URL` |
+//! | `openrouter` | OpenAI chat completions | `OPENROUTER_API_KEY` | `OPENROUTER_BASE_URL` |
+//! | `deepseek` | OpenAI chat completions | `DEEPSEEK_API_KEY` | `DEEPSEEK_BASE_URL` |
+//! | `together` | OpenAI chat completions | `TOGETHER_API_KEY` | `TOGETHER_BASE_URL` |
+//! | `ollama` | OpenAI chat completions | none | `OLLAMA_BASE_URL` or `OLLAMA_HOST` |
+//!
+//! Any other OpenAI-compatible server (vLLM, llama.cpp, LM Studio, ...) works through
+//! [`Lm::builder`] with a [`base_url`](LmBuilder::base_url), or `OPENAI_BASE_URL`. When the base
+//! URL is the user's own, the key is optional.
 
+mod builder;
+mod http;
 mod message;
+mod openai;
 mod scripted;
+mod secret;
 
+pub use builder::{provider_names, LmBuilder};
 pub use message::{
-    Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall,
+    Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
     ToolDefinition,
 };
 pub use scripted::{ScriptedLm, ScriptedReply};
+pub use secret::ApiKey;
 
 use async_trait::async_trait;
 use std::fmt;
@@ -42,12 +65,27 @@ pub struct Lm {
 
 impl Lm {
     /// The model named by a `provider/model` id, such as `openai/gpt-4o-mini`, with its key
-    /// and base URL from the environment.
+    /// and base URL from the environment (see the [module docs](crate::lm) for the providers).
+    ///
+    /// A missing key is an error here, naming the variable to set:
+    ///
+    /// ```
+    /// use agenthelm::{Lm, LmError};
+    ///
+    /// let error = Lm::builder("groq/llama-3.1-8b-instant")
+    ///     .env(|_| None) // as if nothing were set
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, LmError::MissingKey { .. }));
+    /// assert!(error.to_string().contains("GROQ_API_KEY"));
+    /// ```
     pub fn new(model: &str) -> Result<Lm, LmError> {
-        // Providers land with the HTTP client work; until then every id is refused clearly.
-        Err(LmError::Config(format!(
-            "model `{model}`: no HTTP providers are built into this version of agenthelm"
-        )))
+        Self::builder(model).build()
+    }
+
+    /// A builder for `model` with options: base URL, key, timeout, retries.
+    pub fn builder(model: &str) -> LmBuilder {
+        LmBuilder::new(model)
     }
 
     /// Wraps a model.
@@ -128,4 +166,15 @@ pub enum LmError {
     /// The model id or its settings are not usable.
     #[error("{0}")]
     Config(String),
+    /// The provider needs an API key and none was given.
+    #[error(
+        "model `{model}` needs an API key: set the environment variable {variable}, or pass one \
+         with Lm::builder(..).api_key(..)"
+    )]
+    MissingKey {
+        /// The model id.
+        model: String,
+        /// The environment variable that should hold the key.
+        variable: String,
+    },
 }

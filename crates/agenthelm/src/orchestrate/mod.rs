@@ -3,6 +3,7 @@
 //! tool calls.
 
 mod approval;
+mod cancel;
 mod orchestrator;
 mod registry;
 mod report;
@@ -13,7 +14,9 @@ mod template;
 pub use approval::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll, TerminalApproval,
 };
+pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use registry::{AgentRegistry, RegistryError};
 pub use report::{CompensationFailure, RollbackReport, StepOutcome};
+pub(crate) use template::referenced_steps;
 pub use template::resolve_templates;

@@ -1,13 +1,14 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::approval::{ApprovalHandler, DenyAll};
+use super::cancel::CancelToken;
 use super::registry::AgentRegistry;
 use super::run::Run;
-use super::template::referenced_steps;
 use crate::agent::{Agent, AgentResult};
+use crate::plan::graph::Graph;
+use crate::plan::validate;
 use crate::plan::{Plan, PlanError, PlanProblem};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
 use crate::trace::{Event, Observer};
@@ -68,7 +69,16 @@ use crate::trace::{Event, Observer};
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct Orchestrator {
+    // Shared with the task that runs a plan, so a run goes on to its end (rollback included)
+    // even when the caller stops waiting for it.
+    config: Arc<Config>,
+}
+
+/// Everything an orchestrator is set up with.
+#[derive(Clone)]
+pub(crate) struct Config {
     pub(crate) registry: AgentRegistry,
     pub(crate) default_agent: Option<Arc<dyn Agent>>,
     pub(crate) tools: ToolSet,
@@ -99,70 +109,76 @@ impl Orchestrator {
     /// handler, no concurrency limit, the default [`RetryPolicy`] and a 30 s grace period.
     pub fn new(registry: AgentRegistry) -> Self {
         Orchestrator {
-            registry,
-            default_agent: None,
-            tools: ToolSet::new(),
-            rollback: true,
-            approval: Arc::new(DenyAll),
-            max_concurrency: None,
-            retry: RetryPolicy::default(),
-            grace: Duration::from_secs(30),
-            observers: Vec::new(),
+            config: Arc::new(Config {
+                registry,
+                default_agent: None,
+                tools: ToolSet::new(),
+                rollback: true,
+                approval: Arc::new(DenyAll),
+                max_concurrency: None,
+                retry: RetryPolicy::default(),
+                grace: Duration::from_secs(30),
+                observers: Vec::new(),
+            }),
         }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
     }
 
     /// The agent for steps that name none.
     pub fn default_agent(mut self, agent: impl Agent + 'static) -> Self {
-        self.default_agent = Some(Arc::new(agent));
+        self.config_mut().default_agent = Some(Arc::new(agent));
         self
     }
 
     /// Turns Saga rollback on failure on (the default) or off.
     pub fn enable_rollback(mut self, enabled: bool) -> Self {
-        self.rollback = enabled;
+        self.config_mut().rollback = enabled;
         self
     }
 
     /// Who approves tool calls whose contract requires approval. Default: [`DenyAll`].
     pub fn approval_handler(mut self, handler: impl ApprovalHandler + 'static) -> Self {
-        self.approval = Arc::new(handler);
+        self.config_mut().approval = Arc::new(handler);
         self
     }
 
     /// Runs at most `limit` steps at the same time (at least 1).
     pub fn max_concurrency(mut self, limit: usize) -> Self {
-        self.max_concurrency = Some(limit.max(1));
+        self.config_mut().max_concurrency = Some(limit.max(1));
         self
     }
 
     /// Backoff between attempts of failing tool calls.
     pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.config_mut().retry = retry;
         self
     }
 
     /// How long running steps may go on after another step failed before they are cancelled.
     pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.config_mut().grace = grace;
         self
     }
 
     /// Tools of the orchestrator itself: steps that name one of them run it directly even
     /// without an agent, and rollback finds compensating tools here after the agent's own.
     pub fn tools(mut self, tools: ToolSet) -> Self {
-        self.tools.extend(&tools);
+        self.config_mut().tools.extend(&tools);
         self
     }
 
     /// Calls `observer` with each event as it happens (for progress displays and journals).
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.observers.push(Arc::new(observer));
+        self.config_mut().observers.push(Arc::new(observer));
         self
     }
 
     /// The registry.
     pub fn registry(&self) -> &AgentRegistry {
-        &self.registry
+        &self.config.registry
     }
 
     /// Runs an approved plan and updates its steps' status, result and error.
@@ -170,30 +186,75 @@ impl Orchestrator {
     /// `Err` only when nothing ran: the plan is not approved or not valid. A step that fails
     /// gives `Ok` with `success == false`, after rollback. Steps already `completed` are kept
     /// (their results feed later steps); others start from `pending`.
+    ///
+    /// The run happens on a task of its own. Once started it always finishes what it started:
+    /// dropping this future does not abort steps half-way or skip the rollback (the plan's
+    /// final state is then lost to the caller). To stop a run early, use
+    /// [`execute_with_cancel`](Self::execute_with_cancel).
     pub async fn execute(&self, plan: &mut Plan) -> Result<AgentResult, OrchestratorError> {
+        self.execute_with_cancel(plan, CancelToken::new()).await
+    }
+
+    /// Like [`execute`](Self::execute), and stops the run when `cancel` is cancelled: no new
+    /// step starts, running steps get the grace period, and completed work is rolled back.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::orchestrate::CancelToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut plan = Plan::new("nothing to do");
+    /// plan.approved = true;
+    /// let cancel = CancelToken::new();
+    /// cancel.cancel(); // e.g. from a Ctrl-C handler
+    /// let result = Orchestrator::new(AgentRegistry::new())
+    ///     .execute_with_cancel(&mut plan, cancel)
+    ///     .await?;
+    /// assert!(!result.success);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn execute_with_cancel(
+        &self,
+        plan: &mut Plan,
+        cancel: CancelToken,
+    ) -> Result<AgentResult, OrchestratorError> {
         if !plan.approved {
             return Err(OrchestratorError::NotApproved {
                 goal: plan.goal.clone(),
             });
         }
-        self.check(plan)?;
-        Ok(Run::new(self, plan).execute().await)
+        let graph = self.config.check(plan)?;
+        let owned = std::mem::replace(plan, Plan::new(String::new()));
+        let run = Run::new(Arc::clone(&self.config), owned, graph, cancel);
+        match tokio::spawn(run.execute()).await {
+            Ok((finished, result)) => {
+                *plan = finished;
+                Ok(result)
+            }
+            Err(e) => Ok(AgentResult::fail(format!(
+                "the run stopped abnormally ({e}); the plan's state was lost"
+            ))),
+        }
     }
 
     /// Checks `plan` against this orchestrator's agents and tools, as [`execute`](Self::execute)
     /// does before running anything. Reports every problem at once.
     pub fn check(&self, plan: &Plan) -> Result<(), PlanError> {
-        let mut problems = match plan.validate() {
-            Ok(()) => Vec::new(),
-            Err(PlanError::Invalid(problems)) => problems,
-            Err(other) => return Err(other),
-        };
+        self.config.check(plan).map(drop)
+    }
+}
+
+impl Config {
+    /// Validates `plan` for these agents and tools and returns its dependency graph.
+    pub(crate) fn check(&self, plan: &Plan) -> Result<Graph, PlanError> {
+        let (mut problems, graph) = validate::analyze(plan);
         for step in &plan.steps {
             self.check_step(step, &mut problems);
         }
-        problems.extend(reference_problems(plan));
         if problems.is_empty() {
-            Ok(())
+            Ok(graph)
         } else {
             Err(PlanError::Invalid(problems))
         }
@@ -278,67 +339,20 @@ impl Orchestrator {
     }
 }
 
-/// `{{steps.<id>.result}}` must name a step that finishes before this one starts: one it depends
-/// on, directly or through others.
-fn reference_problems(plan: &Plan) -> Vec<PlanProblem> {
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    let mut problems = Vec::new();
-    for step in &plan.steps {
-        let mut referenced = Vec::new();
-        referenced_steps(&step.args, &mut referenced);
-        if let Some(args) = &step.compensate_args {
-            referenced_steps(args, &mut referenced);
-        }
-        for target in referenced {
-            if !is_ancestor(plan, &index, &step.id, &target) {
-                problems.push(PlanProblem::BadReference {
-                    step: step.id.clone(),
-                    reference: target,
-                });
-            }
-        }
-    }
-    problems
-}
-
-fn is_ancestor(plan: &Plan, index: &HashMap<&str, usize>, step: &str, target: &str) -> bool {
-    let mut seen = vec![false; plan.steps.len()];
-    let mut stack: Vec<&str> = vec![step];
-    while let Some(at) = stack.pop() {
-        let Some(&i) = index.get(at) else { continue };
-        for dep in &plan.steps[i].depends_on {
-            if dep == target {
-                return true;
-            }
-            if let Some(&d) = index.get(dep.as_str()) {
-                if !seen[d] {
-                    seen[d] = true;
-                    stack.push(dep);
-                }
-            }
-        }
-    }
-    false
-}
-
 impl fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.config;
         f.debug_struct("Orchestrator")
-            .field("registry", &self.registry)
+            .field("registry", &config.registry)
             .field(
                 "default_agent",
-                &self.default_agent.as_ref().map(|a| a.name().to_owned()),
+                &config.default_agent.as_ref().map(|a| a.name().to_owned()),
             )
-            .field("tools", &self.tools)
-            .field("rollback", &self.rollback)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("retry", &self.retry)
-            .field("grace", &self.grace)
+            .field("tools", &config.tools)
+            .field("rollback", &config.rollback)
+            .field("max_concurrency", &config.max_concurrency)
+            .field("retry", &config.retry)
+            .field("grace", &config.grace)
             .finish_non_exhaustive()
     }
 }

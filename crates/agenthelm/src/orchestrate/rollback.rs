@@ -3,7 +3,7 @@
 use serde_json::Value;
 use std::sync::Arc;
 
-use super::orchestrator::Orchestrator;
+use super::orchestrator::Config;
 use super::report::{CompensationFailure, RollbackReport};
 use super::template::resolve_templates;
 use crate::agent::{Effect, StepContext};
@@ -39,9 +39,9 @@ struct Action {
 /// The compensations run in a task of their own, so cancelling the caller (Ctrl-C, a dropped
 /// future) does not stop a rollback half-way.
 pub(super) async fn run(
-    orch: &Orchestrator,
+    orch: &Config,
     plan: &mut Plan,
-    run_id: &str,
+    run_id: &Arc<str>,
     sink: &EventSink,
     undo: Vec<Undo>,
 ) -> RollbackReport {
@@ -51,15 +51,18 @@ pub(super) async fn run(
         .rev()
         .filter_map(|entry| plan_job(orch, plan, entry))
         .collect();
-    for step in &plan.steps {
-        let undone_later = jobs.iter().any(|j| j.step_id == step.id);
-        if step.status == StepStatus::Completed && !undone_later {
+    let mut has_job = vec![false; plan.steps.len()];
+    for job in &jobs {
+        has_job[job.step] = true;
+    }
+    for (step, has_job) in plan.steps.iter().zip(has_job) {
+        if step.status == StepStatus::Completed && !has_job {
             report.nothing_to_undo.push(step.id.clone());
         }
     }
     sink.emit(Event {
         timestamp_ms: now_ms(),
-        run_id: Some(run_id.to_owned()),
+        run_id: Some(Arc::clone(run_id)),
         step_id: None,
         agent: None,
         kind: EventKind::RollbackStarted {
@@ -68,7 +71,7 @@ pub(super) async fn run(
     });
     let shielded = tokio::spawn(compensate_all(
         jobs,
-        run_id.to_owned(),
+        Arc::clone(run_id),
         Arc::clone(&orch.approval),
         orch.retry,
         sink.clone(),
@@ -97,7 +100,7 @@ pub(super) async fn run(
 
 /// Decides how to undo one step: the step's own `compensate_tool` first; otherwise each recorded
 /// effect's compensating tool, newest first; otherwise the compensating tool of the step's tool.
-fn plan_job(orch: &Orchestrator, plan: &Plan, entry: Undo) -> Option<Job> {
+fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
     let step = &plan.steps[entry.step];
     let agent = orch.agent_for(step);
     let find = |name: &str| orch.find_tool(agent.map(|a| &**a), name).cloned();
@@ -153,7 +156,7 @@ fn plan_job(orch: &Orchestrator, plan: &Plan, entry: Undo) -> Option<Job> {
 
 async fn compensate_all(
     jobs: Vec<Job>,
-    run_id: String,
+    run_id: Arc<str>,
     approval: Arc<dyn super::ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
@@ -161,12 +164,12 @@ async fn compensate_all(
     let mut finished = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut ctx = StepContext::new()
-            .for_step(run_id.clone(), job.step_id.clone())
+            .for_step(Arc::clone(&run_id), job.step_id.as_str())
             .with_approval(Arc::clone(&approval))
             .with_retry(retry)
             .with_sink(sink.clone());
         if let Some(agent) = &job.agent {
-            ctx = ctx.with_agent(agent.clone());
+            ctx = ctx.with_agent(agent.as_str());
         }
         let mut failures = job.failures;
         for action in job.actions {

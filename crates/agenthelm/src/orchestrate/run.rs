@@ -3,17 +3,20 @@
 use futures::FutureExt;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
 
-use super::orchestrator::Orchestrator;
-use super::report::StepOutcome;
+use super::cancel::CancelToken;
+use super::orchestrator::Config;
+use super::report::{RollbackReport, StepOutcome};
 use super::rollback::{self, Undo};
 use super::template::resolve_templates;
 use crate::agent::{Agent, AgentResult, StepContext, StepTask};
-use crate::plan::{Plan, StepStatus};
+use crate::plan::graph::Graph;
+use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::tool::invoke::{check_args, invoke, panic_message};
 use crate::tool::Tool;
 use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
@@ -35,39 +38,49 @@ struct Finished {
     duration_ms: f64,
 }
 
+/// A step in flight: its context holds the effects it has had so far.
 struct Running {
     ctx: Arc<StepContext>,
     started: Instant,
 }
 
-pub(super) struct Run<'a> {
-    orch: &'a Orchestrator,
-    plan: &'a mut Plan,
-    run_id: String,
-    sink: EventSink,
-    index: HashMap<String, usize>,
-    dependents: Vec<Vec<usize>>,
-    waiting: Vec<usize>,
-    ready: VecDeque<usize>,
-    running: HashMap<usize, Running>,
-    /// Steps with work to undo, in the order they finished.
-    undo_log: Vec<Undo>,
-    outcomes: Vec<StepOutcome>,
-    totals: AgentResult,
-    failure: Option<(String, String)>,
+/// What the report needs to know about a step beyond the plan's own state.
+#[derive(Default)]
+struct StepRecord {
+    direct_tool: Option<String>,
+    duration_ms: f64,
 }
 
-impl<'a> Run<'a> {
-    pub(super) fn new(orch: &'a Orchestrator, plan: &'a mut Plan) -> Self {
+pub(super) struct Run {
+    orch: Arc<Config>,
+    plan: Plan,
+    cancel: CancelToken,
+    graph: Graph,
+    run_id: Arc<str>,
+    sink: EventSink,
+    /// Shared copies of agent names, so events do not copy strings.
+    agent_names: HashMap<String, Arc<str>>,
+    /// Step positions by id, built on first use (only `{{steps.<id>.result}}` needs it).
+    index: Option<HashMap<String, usize>>,
+    waiting: Vec<usize>,
+    ready: VecDeque<usize>,
+    running: Vec<Option<Running>>,
+    records: Vec<StepRecord>,
+    /// Steps with work to undo, in the order they finished.
+    undo_log: Vec<Undo>,
+    totals: AgentResult,
+    /// The first failure: the step (`None` when the run was cancelled) and its error.
+    failure: Option<(Option<String>, String)>,
+}
+
+impl Run {
+    pub(super) fn new(
+        orch: Arc<Config>,
+        mut plan: Plan,
+        graph: Graph,
+        cancel: CancelToken,
+    ) -> Self {
         let n = plan.steps.len();
-        let index: HashMap<String, usize> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
-        let mut dependents = vec![Vec::new(); n];
-        let mut waiting = vec![0; n];
         for step in plan.steps.iter_mut() {
             if step.status != StepStatus::Completed {
                 step.status = StepStatus::Pending;
@@ -75,60 +88,55 @@ impl<'a> Run<'a> {
                 step.error = None;
             }
         }
-        for (i, step) in plan.steps.iter().enumerate() {
-            for dep in &step.depends_on {
-                let d = index[dep.as_str()];
-                dependents[d].push(i);
-                if plan.steps[d].status != StepStatus::Completed {
-                    waiting[i] += 1;
-                }
-            }
-        }
+        let waiting: Vec<usize> = (0..n)
+            .map(|i| {
+                let deps = graph.deps(i);
+                deps.iter()
+                    .filter(|&&d| plan.steps[d].status != StepStatus::Completed)
+                    .count()
+            })
+            .collect();
         let ready = (0..n)
             .filter(|&i| waiting[i] == 0 && plan.steps[i].status == StepStatus::Pending)
             .collect();
-        let outcomes = plan
-            .steps
-            .iter()
-            .map(|s| StepOutcome {
-                id: s.id.clone(),
-                status: s.status,
-                agent: orch.agent_for(s).map(|a| a.name().to_owned()),
-                direct_tool: None,
-                duration_ms: 0.0,
-                error: None,
-            })
+        let agent_names = orch
+            .registry
+            .agents()
+            .chain(orch.default_agent.as_ref())
+            .map(|a| (a.name().to_owned(), Arc::from(a.name())))
             .collect();
         Run {
-            orch,
-            run_id: new_run_id(),
             sink: EventSink::with_observers(orch.observers.clone()),
-            plan,
-            index,
-            dependents,
+            orch,
+            cancel,
+            graph,
+            run_id: Arc::from(new_run_id()),
+            agent_names,
+            index: None,
             waiting,
             ready,
-            running: HashMap::new(),
+            running: (0..n).map(|_| None).collect(),
+            records: (0..n).map(|_| StepRecord::default()).collect(),
+            plan,
             undo_log: Vec::new(),
-            outcomes,
             totals: AgentResult::default(),
             failure: None,
         }
     }
 
-    pub(super) async fn execute(mut self) -> AgentResult {
+    /// Runs the plan to its end and gives it back with the result.
+    pub(super) async fn execute(mut self) -> (Plan, AgentResult) {
         let started = Instant::now();
-        self.emit(
-            None,
-            None,
-            EventKind::RunStarted {
-                goal: self.plan.goal.clone(),
-                steps: self.plan.steps.len(),
-            },
-        );
+        self.emit(EventKind::RunStarted {
+            goal: self.plan.goal.clone(),
+            steps: self.plan.steps.len(),
+        });
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         loop {
+            if self.failure.is_none() && self.cancel.is_cancelled() {
+                self.failure = Some((None, "the run was cancelled".to_owned()));
+            }
             while self.failure.is_none() && tasks.len() < limit {
                 let Some(i) = self.ready.pop_front() else {
                     break;
@@ -139,7 +147,11 @@ impl<'a> Run<'a> {
             let next = if self.failure.is_some() {
                 self.join_within_grace(&mut tasks).await
             } else {
-                tasks.join_next().await
+                tokio::select! {
+                    biased;
+                    next = tasks.join_next() => next,
+                    () = self.cancel.cancelled() => continue,
+                }
             };
             match next {
                 Some(Ok(finished)) => self.finish(finished),
@@ -152,8 +164,9 @@ impl<'a> Run<'a> {
         self.skip_unstarted();
         if self.failure.is_some() && self.orch.rollback {
             let undo = std::mem::take(&mut self.undo_log);
-            self.totals.rollback =
-                Some(rollback::run(self.orch, self.plan, &self.run_id, &self.sink, undo).await);
+            let report =
+                rollback::run(&self.orch, &mut self.plan, &self.run_id, &self.sink, undo).await;
+            self.totals.rollback = Some(report);
         }
         self.report(started)
     }
@@ -176,70 +189,51 @@ impl<'a> Run<'a> {
 
     /// Starts step `i`: resolves its arguments, picks direct dispatch or its agent, and returns
     /// the future that runs it.
-    fn launch(&mut self, i: usize) -> impl std::future::Future<Output = Finished> + Send + 'static {
-        let orch = self.orch;
+    fn launch(&mut self, i: usize) -> impl Future<Output = Finished> + Send + 'static {
+        let orch = Arc::clone(&self.orch);
+        let args = self.resolved_args(i);
         let step = &self.plan.steps[i];
         let agent = orch.agent_for(step).cloned();
-        let results = |id: &str| {
-            self.index
-                .get(id)
-                .and_then(|&j| self.plan.steps[j].result.as_ref())
-        };
-        let args = resolve_templates(&step.args, &results, None);
-        let direct = step.tool_name.as_deref().and_then(|name| {
-            let tool = orch.find_tool(agent.as_deref(), name)?;
-            check_args(tool, &args).is_ok().then(|| Arc::clone(tool))
-        });
-        let direct_tool = direct.as_ref().map(|t| t.spec().name.clone());
-        let dispatch = match (direct, agent.clone()) {
-            (Some(tool), _) => Dispatch::Direct(tool),
-            (None, Some(agent)) => Dispatch::Agent(agent),
-            // Validation guarantees an agent or an orchestrator tool; with arguments that do not
-            // fit that tool, calling it reports exactly which field is wrong.
-            (None, None) => match step.tool_name.as_deref().and_then(|t| orch.tools.get(t)) {
-                Some(tool) => Dispatch::Direct(Arc::clone(tool)),
-                None => Dispatch::Agent(Arc::new(NoAgent)),
-            },
-        };
+        let (dispatch, direct_tool) = choose_dispatch(&orch, step, agent.as_ref(), &args);
         let task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
             tool_name: step.tool_name.clone(),
-            inputs: step
-                .depends_on
+            inputs: self
+                .graph
+                .deps(i)
                 .iter()
-                .map(|d| (d.clone(), results(d).cloned().unwrap_or(Value::Null)))
+                .map(|&d| {
+                    let dep = &self.plan.steps[d];
+                    (dep.id.clone(), dep.result.clone().unwrap_or(Value::Null))
+                })
                 .collect(),
             args,
         };
-        let agent_name = agent.as_ref().map(|a| a.name().to_owned());
         let mut ctx = StepContext::new()
-            .for_step(self.run_id.clone(), step.id.clone())
+            .for_step(Arc::clone(&self.run_id), step.id.as_str())
             .with_approval(Arc::clone(&orch.approval))
             .with_retry(orch.retry)
             .with_sink(self.sink.clone());
-        if let Some(name) = &agent_name {
-            ctx = ctx.with_agent(name.clone());
+        if let Some(name) = agent.as_ref().and_then(|a| self.agent_names.get(a.name())) {
+            ctx = ctx.with_agent(Arc::clone(name));
         }
         let ctx = Arc::new(ctx);
+        ctx.emit(EventKind::StepStarted {
+            direct_tool: direct_tool.clone(),
+        });
         self.plan.steps[i].status = StepStatus::Running;
-        self.outcomes[i].direct_tool = direct_tool.clone();
-        ctx.emit(EventKind::StepStarted { direct_tool });
+        self.records[i].direct_tool = direct_tool;
         let started = Instant::now();
-        self.running.insert(
-            i,
-            Running {
-                ctx: Arc::clone(&ctx),
-                started,
-            },
-        );
+        self.running[i] = Some(Running {
+            ctx: Arc::clone(&ctx),
+            started,
+        });
         async move {
             let work = AssertUnwindSafe(run_step(dispatch, task, &ctx)).catch_unwind();
             let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
-                (
-                    Err(format!("step panicked: {}", panic_message(panic.as_ref()))),
-                    None,
-                )
+                let message = format!("step panicked: {}", panic_message(panic.as_ref()));
+                (Err(message), None)
             });
             Finished {
                 index: i,
@@ -250,29 +244,44 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
+    fn resolved_args(&mut self, i: usize) -> Value {
+        let args = &self.plan.steps[i].args;
+        if !mentions_template(args) {
+            return args.clone();
+        }
+        let plan = &self.plan;
+        let index = self.index.get_or_insert_with(|| {
+            plan.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.clone(), i))
+                .collect()
+        });
+        let results = |id: &str| index.get(id).and_then(|&j| plan.steps[j].result.as_ref());
+        resolve_templates(args, &results, None)
+    }
+
     /// Records a finished step and releases the steps waiting on it.
     fn finish(&mut self, finished: Finished) {
         let i = finished.index;
-        let effects = self
-            .running
-            .remove(&i)
-            .map(|r| r.ctx.take_effects())
-            .unwrap_or_default();
+        let Some(running) = self.running[i].take() else {
+            return;
+        };
+        let effects = running.ctx.take_effects();
         if let Some(result) = &finished.agent_result {
             self.totals.add_usage(result);
             for event in &result.events {
-                self.record_agent_event(i, event.clone());
+                self.record_agent_event(&running.ctx, event.clone());
             }
         }
-        let step_id = self.plan.steps[i].id.clone();
+        let step = &mut self.plan.steps[i];
         match finished.outcome {
             Ok(value) => {
-                let step = &mut self.plan.steps[i];
                 step.status = StepStatus::Completed;
                 step.result = Some(value);
                 self.undo_log.push(Undo { step: i, effects });
-                for k in 0..self.dependents[i].len() {
-                    let d = self.dependents[i][k];
+                for &d in self.graph.dependents(i) {
                     self.waiting[d] -= 1;
                     if self.waiting[d] == 0 {
                         self.ready.push_back(d);
@@ -280,49 +289,37 @@ impl<'a> Run<'a> {
                 }
             }
             Err(error) => {
-                let step = &mut self.plan.steps[i];
                 step.status = StepStatus::Failed;
                 step.error = Some(error.clone());
                 if !effects.is_empty() {
                     self.undo_log.push(Undo { step: i, effects });
                 }
                 if self.failure.is_none() {
-                    self.failure = Some((step_id.clone(), error));
+                    self.failure = Some((Some(step.id.clone()), error));
                 }
             }
         }
-        let step = &self.plan.steps[i];
-        let outcome = &mut self.outcomes[i];
-        outcome.status = step.status;
-        outcome.duration_ms = finished.duration_ms;
-        outcome.error = step.error.clone();
-        let (status, error) = (step.status, step.error.clone());
-        self.emit_for(
-            i,
-            EventKind::StepFinished {
-                status,
-                duration_ms: finished.duration_ms,
-                error,
-            },
-        );
+        self.records[i].duration_ms = finished.duration_ms;
+        running.ctx.emit(EventKind::StepFinished {
+            status: step.status,
+            duration_ms: finished.duration_ms,
+            error: step.error.clone(),
+        });
     }
 
     /// Steps still running when the grace period ended were aborted: they failed, and whatever
     /// they had already done is kept for rollback.
     fn cancel_stragglers(&mut self) {
-        let cause = self
-            .failure
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .unwrap_or_default();
-        let mut stragglers: Vec<usize> = self.running.keys().copied().collect();
-        stragglers.sort_unstable();
-        for i in stragglers {
-            let Some(running) = self.running.remove(&i) else {
+        let cause = match &self.failure {
+            Some((Some(step), _)) => format!("step `{step}` failed"),
+            _ => "the run was cancelled".to_owned(),
+        };
+        for i in 0..self.running.len() {
+            let Some(running) = self.running[i].take() else {
                 continue;
             };
             let error = format!(
-                "cancelled: still running {:.1}s after step `{cause}` failed",
+                "cancelled: still running {:.1}s after {cause}",
                 self.orch.grace.as_secs_f64()
             );
             let effects = running.ctx.take_effects();
@@ -333,83 +330,107 @@ impl<'a> Run<'a> {
             step.status = StepStatus::Failed;
             step.error = Some(error.clone());
             let duration_ms = running.started.elapsed().as_secs_f64() * 1e3;
-            let outcome = &mut self.outcomes[i];
-            outcome.status = StepStatus::Failed;
-            outcome.duration_ms = duration_ms;
-            outcome.error = Some(error.clone());
-            self.emit_for(
-                i,
-                EventKind::StepFinished {
-                    status: StepStatus::Failed,
-                    duration_ms,
-                    error: Some(error),
-                },
-            );
+            self.records[i].duration_ms = duration_ms;
+            running.ctx.emit(EventKind::StepFinished {
+                status: StepStatus::Failed,
+                duration_ms,
+                error: Some(error),
+            });
         }
     }
 
     fn skip_unstarted(&mut self) {
-        for (i, step) in self.plan.steps.iter_mut().enumerate() {
+        for step in self.plan.steps.iter_mut() {
             if step.status == StepStatus::Pending {
                 step.status = StepStatus::Skipped;
-                self.outcomes[i].status = StepStatus::Skipped;
             }
         }
     }
 
-    fn report(mut self, started: Instant) -> AgentResult {
-        for (outcome, step) in self.outcomes.iter_mut().zip(&self.plan.steps) {
-            outcome.status = step.status;
-        }
+    fn report(self, started: Instant) -> (Plan, AgentResult) {
         let success = self.failure.is_none() && self.plan.success();
-        self.emit(
-            None,
-            None,
-            EventKind::RunFinished {
-                success,
-                duration_ms: started.elapsed().as_secs_f64() * 1e3,
-            },
-        );
+        self.emit(EventKind::RunFinished {
+            success,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+        let orch = &self.orch;
         let mut result = self.totals;
         result.success = success;
-        result.run_id = Some(self.run_id);
-        result.steps = self.outcomes;
+        result.run_id = Some(self.run_id.to_string());
+        result.steps = self
+            .plan
+            .steps
+            .iter()
+            .zip(self.records)
+            .map(|(step, record)| StepOutcome {
+                id: step.id.clone(),
+                status: step.status,
+                agent: orch.agent_for(step).map(|a| a.name().to_owned()),
+                direct_tool: record.direct_tool,
+                duration_ms: record.duration_ms,
+                error: step.error.clone(),
+            })
+            .collect();
         result.events = self.sink.take();
         if success {
-            result.answer = Some(final_answer(self.plan));
+            result.answer = Some(final_answer(&self.plan, &self.graph));
         } else {
             result.error = Some(failure_text(
                 self.failure.as_ref(),
                 result.rollback.as_ref(),
             ));
         }
-        result
+        (self.plan, result)
     }
 
-    /// An event an agent returned in its result: stamped with the run and step when it lacks them.
-    fn record_agent_event(&self, i: usize, mut event: Event) {
-        event.run_id.get_or_insert_with(|| self.run_id.clone());
-        event
-            .step_id
-            .get_or_insert_with(|| self.plan.steps[i].id.clone());
+    /// An event an agent returned in its result: stamped with the run, step and agent when it
+    /// lacks them.
+    fn record_agent_event(&self, ctx: &StepContext, mut event: Event) {
+        event.run_id.get_or_insert_with(|| Arc::clone(&self.run_id));
+        if event.step_id.is_none() {
+            event.step_id = ctx.step_id().map(Arc::from);
+        }
         if event.agent.is_none() {
-            event.agent = self.outcomes[i].agent.clone();
+            event.agent = ctx.agent().map(Arc::from);
         }
         self.sink.emit(event);
     }
 
-    fn emit_for(&self, i: usize, kind: EventKind) {
-        self.emit(Some(i), self.outcomes[i].agent.clone(), kind);
-    }
-
-    fn emit(&self, step: Option<usize>, agent: Option<String>, kind: EventKind) {
+    fn emit(&self, kind: EventKind) {
         self.sink.emit(Event {
             timestamp_ms: now_ms(),
-            run_id: Some(self.run_id.clone()),
-            step_id: step.map(|i| self.plan.steps[i].id.clone()),
-            agent,
+            run_id: Some(Arc::clone(&self.run_id)),
+            step_id: None,
+            agent: None,
             kind,
         });
+    }
+}
+
+/// Direct dispatch when the step names a tool its agent (or the orchestrator) has and the
+/// arguments fit it; otherwise the agent.
+fn choose_dispatch(
+    orch: &Config,
+    step: &PlanStep,
+    agent: Option<&Arc<dyn Agent>>,
+    args: &Value,
+) -> (Dispatch, Option<String>) {
+    let tool = step
+        .tool_name
+        .as_deref()
+        .and_then(|name| orch.find_tool(agent.map(|a| &**a), name));
+    if let Some(tool) = tool {
+        // Without an agent there is no one else to ask: calling the tool reports which
+        // argument is wrong.
+        if agent.is_none() || check_args(tool, args).is_ok() {
+            let name = tool.spec().name.clone();
+            return (Dispatch::Direct(Arc::clone(tool)), Some(name));
+        }
+    }
+    match agent {
+        Some(agent) => (Dispatch::Agent(Arc::clone(agent)), None),
+        // Validation makes this unreachable; if reached, the step fails with a clear message.
+        None => (Dispatch::Agent(Arc::new(NoAgent)), None),
     }
 }
 
@@ -420,8 +441,9 @@ async fn run_step(
 ) -> (Result<Value, String>, Option<AgentResult>) {
     match dispatch {
         Dispatch::Direct(tool) => {
-            let outcome = invoke(&tool, task.args, ctx, CallPurpose::Execute).await;
-            (outcome.map_err(|e| e.to_string()), None)
+            // Boxed so the (rarely small) tool-call state does not bloat every step's task.
+            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute));
+            (call.await.map_err(|e| e.to_string()), None)
         }
         Dispatch::Agent(agent) => {
             let result = agent.run_step(&task, ctx).await;
@@ -440,35 +462,31 @@ async fn run_step(
     }
 }
 
+/// Whether any string in `value` may hold a `{{...}}` reference.
+fn mentions_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{"),
+        Value::Array(items) => items.iter().any(mentions_template),
+        Value::Object(map) => map.values().any(mentions_template),
+        _ => false,
+    }
+}
+
 /// The output of the steps nothing depends on: one step's result as it is, several as
 /// `[id] result` paragraphs in plan order.
-fn final_answer(plan: &Plan) -> String {
-    let mut has_dependents = vec![false; plan.steps.len()];
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    for step in &plan.steps {
-        for dep in &step.depends_on {
-            if let Some(&d) = index.get(dep.as_str()) {
-                has_dependents[d] = true;
-            }
-        }
-    }
-    let finals: Vec<&crate::plan::PlanStep> = plan
-        .steps
-        .iter()
-        .zip(&has_dependents)
-        .filter(|(_, &has)| !has)
-        .map(|(s, _)| s)
-        .collect();
-    let text = |s: &crate::plan::PlanStep| match &s.result {
+fn final_answer(plan: &Plan, graph: &Graph) -> String {
+    let text = |s: &PlanStep| match &s.result {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     };
+    let finals: Vec<&PlanStep> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| graph.dependents(i).is_empty())
+        .map(|(_, s)| s)
+        .collect();
     match finals.as_slice() {
         [only] => text(only),
         many => many
@@ -480,11 +498,12 @@ fn final_answer(plan: &Plan) -> String {
 }
 
 fn failure_text(
-    failure: Option<&(String, String)>,
-    rollback: Option<&super::RollbackReport>,
+    failure: Option<&(Option<String>, String)>,
+    rollback: Option<&RollbackReport>,
 ) -> String {
     let mut text = match failure {
-        Some((step, error)) => format!("step `{step}` failed: {error}"),
+        Some((Some(step), error)) => format!("step `{step}` failed: {error}"),
+        Some((None, error)) => error.clone(),
         None => "the plan did not complete".to_owned(),
     };
     if let Some(report) = rollback {
@@ -508,8 +527,7 @@ fn new_run_id() -> String {
     format!("run-{:x}-{:08x}", now_ms(), fastrand::u32(..))
 }
 
-/// Stands in for a missing agent; validation makes this unreachable, and if it is reached the
-/// step fails with a clear message instead of the process panicking.
+/// Stands in for a missing agent so that an impossible case fails one step, not the process.
 struct NoAgent;
 
 #[async_trait::async_trait]

@@ -18,7 +18,8 @@
 
 mod error;
 mod format;
-mod validate;
+pub(crate) mod graph;
+pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
 
@@ -265,9 +266,10 @@ impl Plan {
     }
 
     /// Checks the plan's structure: non-empty unique ids, known dependencies, no cycles, object
-    /// arguments. Reports every problem at once.
+    /// arguments, and `{{steps.<id>.result}}` references only to steps this one waits for.
+    /// Reports every problem at once.
     pub fn validate(&self) -> Result<(), PlanError> {
-        let problems = validate::structure(self);
+        let (problems, _) = validate::analyze(self);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -1,10 +1,13 @@
-//! Structural checks of a plan: ids, dependencies, cycles, argument shapes.
+//! Structural checks of a plan: ids, dependencies, cycles, argument shapes, result references.
 
 use std::collections::{HashMap, HashSet};
 
+use super::graph::Graph;
 use super::{Plan, PlanProblem};
+use crate::orchestrate::referenced_steps;
 
-pub(super) fn structure(plan: &Plan) -> Vec<PlanProblem> {
+/// Every structural problem of `plan`, and its dependency graph.
+pub(crate) fn analyze(plan: &Plan) -> (Vec<PlanProblem>, Graph) {
     let mut problems = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.steps.len());
     let mut reported: HashSet<&str> = HashSet::new();
@@ -43,37 +46,26 @@ pub(super) fn structure(plan: &Plan) -> Vec<PlanProblem> {
             }
         }
     }
-    problems.extend(cycles(plan, &index));
-    problems
+    let graph = Graph::build(plan, &index);
+    let cycles = cycles(plan, &graph);
+    let acyclic = cycles.is_empty();
+    problems.extend(cycles);
+    if acyclic {
+        problems.extend(bad_references(plan, &graph, &index));
+    }
+    (problems, graph)
 }
 
 /// Finds dependency cycles: Kahn's algorithm removes every step not caught in a cycle, then each
 /// cycle is traced among what remains and reported once.
-fn cycles(plan: &Plan, index: &HashMap<&str, usize>) -> Vec<PlanProblem> {
+fn cycles(plan: &Plan, graph: &Graph) -> Vec<PlanProblem> {
     let n = plan.steps.len();
-    let deps: Vec<Vec<usize>> = plan
-        .steps
-        .iter()
-        .map(|s| {
-            s.depends_on
-                .iter()
-                .filter_map(|d| index.get(d.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut waiting: Vec<usize> = vec![0; n];
-    for (i, ds) in deps.iter().enumerate() {
-        waiting[i] = ds.len();
-        for &d in ds {
-            dependents[d].push(i);
-        }
-    }
+    let mut waiting: Vec<usize> = (0..n).map(|i| graph.deps(i).len()).collect();
     let mut queue: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
     let mut done = vec![false; n];
     while let Some(i) = queue.pop() {
         done[i] = true;
-        for &j in &dependents[i] {
+        for &j in graph.dependents(i) {
             waiting[j] -= 1;
             if waiting[j] == 0 {
                 queue.push(j);
@@ -86,9 +78,9 @@ fn cycles(plan: &Plan, index: &HashMap<&str, usize>) -> Vec<PlanProblem> {
         if done[start] || in_reported_cycle[start] {
             continue;
         }
-        // Walk dependencies among unfinished steps until a step repeats: that closes a cycle.
+        // A step left over has a dependency left over, so walking them must close a circle.
         let mut position: HashMap<usize, usize> = HashMap::new();
-        let mut walk = Vec::new();
+        let mut walk: Vec<usize> = Vec::new();
         let mut at = start;
         loop {
             if let Some(&p) = position.get(&at) {
@@ -98,19 +90,41 @@ fn cycles(plan: &Plan, index: &HashMap<&str, usize>) -> Vec<PlanProblem> {
                         in_reported_cycle[i] = true;
                     }
                     problems.push(PlanProblem::Cycle {
-                        steps: cycle
-                            .iter()
-                            .map(|&i: &usize| plan.steps[i].id.clone())
-                            .collect(),
+                        steps: cycle.iter().map(|&i| plan.steps[i].id.clone()).collect(),
                     });
                 }
                 break;
             }
             position.insert(at, walk.len());
             walk.push(at);
-            match deps[at].iter().find(|&&d| !done[d]) {
+            match graph.deps(at).iter().find(|&&d| !done[d]) {
                 Some(&next) => at = next,
                 None => break,
+            }
+        }
+    }
+    problems
+}
+
+/// `{{steps.<id>.result}}` must name a step that finishes before this one starts: one it depends
+/// on, directly or through others.
+fn bad_references(plan: &Plan, graph: &Graph, index: &HashMap<&str, usize>) -> Vec<PlanProblem> {
+    let mut problems = Vec::new();
+    let mut referenced = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        referenced.clear();
+        referenced_steps(&step.args, &mut referenced);
+        if let Some(args) = &step.compensate_args {
+            referenced_steps(args, &mut referenced);
+        }
+        for target in referenced.drain(..) {
+            let known = index.get(target.as_str()).copied();
+            let before = known.is_some_and(|t| graph.is_ancestor(i, t));
+            if !before {
+                problems.push(PlanProblem::BadReference {
+                    step: step.id.clone(),
+                    reference: target,
+                });
             }
         }
     }

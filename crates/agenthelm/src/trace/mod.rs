@@ -11,6 +11,7 @@ pub use sink::{EventSink, Observer};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::lm::TokenUsage;
@@ -32,13 +33,13 @@ pub struct Event {
     pub timestamp_ms: u64,
     /// The plan run the event belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<Arc<str>>,
     /// The plan step the event belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_id: Option<String>,
+    pub step_id: Option<Arc<str>>,
     /// The agent that acted, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
+    pub agent: Option<Arc<str>>,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,

@@ -1,0 +1,182 @@
+//! The command line's grammar.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Plan a goal with an LLM, approve the plan, and execute it with parallel steps and rollback.
+#[derive(Debug, Parser)]
+#[command(name = "agenthelm", version, propagate_version = true)]
+pub struct Cli {
+    /// The workspace file (default: agenthelm.yaml in the current folder or a parent).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log more (-v info, -vv debug, -vvv trace); RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter agenthelm.yaml and example tools that work offline.
+    Init(InitArgs),
+    /// Give one task to one agent; shows its tool calls, answer, tokens and cost.
+    Run(RunArgs),
+    /// Show a plan file, checked against the workspace, as a table or a graph.
+    Show(ShowArgs),
+    /// Check, show, confirm and execute a plan file with live progress.
+    Execute(ExecuteArgs),
+    /// Talk with one agent; the conversation is kept for the session.
+    Chat(ChatArgs),
+    /// Show or change user defaults (~/.agenthelm/config.yaml).
+    Config(ConfigArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// `agenthelm init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder for the workspace (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `agenthelm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task.
+    pub task: String,
+    /// The agent (default: the workspace's default_agent, or its only agent).
+    #[arg(long, short)]
+    pub agent: Option<String>,
+    /// Model for this run, as provider/model (overrides the workspace).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Let tools that require approval run without asking.
+    #[arg(long)]
+    pub approve_tools: bool,
+}
+
+/// How a plan is executed.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExecutionArgs {
+    /// Run at most N steps at the same time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
+    /// Do not undo finished steps when a step fails.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Let tools that require approval run without asking.
+    #[arg(long)]
+    pub approve_tools: bool,
+    /// Print the result as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agenthelm show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// How to draw it.
+    #[arg(long, short, value_enum, default_value_t = ShowFormat::Table)]
+    pub format: ShowFormat,
+}
+
+/// Formats of `agenthelm show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// A table and the dependency graph as text.
+    Table,
+    /// The plan file, normalized.
+    Yaml,
+    /// The plan as JSON.
+    Json,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
+}
+
+/// `agenthelm execute`.
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Check and show the plan, but run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Options of the execution.
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// `agenthelm chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The agent (default: the workspace's default_agent, or its only agent).
+    #[arg(long, short)]
+    pub agent: Option<String>,
+    /// Model for this session, as provider/model (overrides the workspace).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Let tools that require approval run without asking.
+    #[arg(long)]
+    pub approve_tools: bool,
+}
+
+/// `agenthelm config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with the settings.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// `agenthelm config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the user defaults and the workspace in effect.
+    Show,
+    /// Set a user default: `model` or `max_parallel`.
+    Set {
+        /// The setting.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Print the path of the user defaults file.
+    Path,
+}
+
+/// `agenthelm completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}

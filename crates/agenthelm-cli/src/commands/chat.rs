@@ -1,0 +1,86 @@
+//! `agenthelm chat`: a conversation with one agent; earlier turns are part of each new task.
+
+use agenthelm::Agent;
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::Session;
+use crate::assemble::Assembly;
+use crate::cli::ChatArgs;
+use crate::render::{self, Palette};
+
+/// Runs `agenthelm chat` until end of input or `/exit`.
+pub async fn run(session: &Session, args: &ChatArgs) -> anyhow::Result<()> {
+    let workspace = session.workspace(None)?;
+    let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
+    let name = assembly.pick_agent(args.agent.as_deref())?;
+    let agent = super::run::live_agent(&assembly, &name, args.approve_tools)?;
+    let palette = Palette::stderr();
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "{}",
+            palette.dim(&format!(
+                "Chatting with `{name}` ({}). /exit or Ctrl-D to leave.",
+                agent.lm().model_id()
+            ))
+        );
+    }
+    let mut history: Vec<(String, String)> = Vec::new();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("{} ", palette.bold("you>"));
+            std::io::stderr().flush()?;
+        }
+        let Some(line) = lines.next().transpose()? else {
+            break;
+        };
+        let message = line.trim();
+        if message.is_empty() {
+            continue;
+        }
+        if message == "/exit" || message == "/quit" {
+            break;
+        }
+        let result = agent.run(&transcript(&history, message)).await;
+        match (&result.answer, result.success) {
+            (Some(answer), true) => {
+                println!("{}", answer.trim_end());
+                history.push((message.to_owned(), answer.trim_end().to_owned()));
+            }
+            _ => eprintln!(
+                "{} {}",
+                palette.bad("error:"),
+                result.error.as_deref().unwrap_or("no answer")
+            ),
+        }
+        eprintln!("{}", palette.dim(&render::usage_line(&result)));
+    }
+    Ok(())
+}
+
+/// The task for the next turn: the conversation so far, then the new message.
+fn transcript(history: &[(String, String)], message: &str) -> String {
+    if history.is_empty() {
+        return message.to_owned();
+    }
+    let mut text = String::from("The conversation so far:\n");
+    for (user, answer) in history {
+        text.push_str(&format!("User: {user}\nYou: {answer}\n"));
+    }
+    text.push_str(&format!("\nReply to the user's new message: {message}"));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transcript;
+
+    #[test]
+    fn earlier_turns_are_part_of_the_task() {
+        assert_eq!(transcript(&[], "hi"), "hi");
+        let text = transcript(&[("hi".into(), "hello".into())], "and you?");
+        assert!(text.contains("User: hi\nYou: hello\n"));
+        assert!(text.ends_with("new message: and you?"));
+    }
+}

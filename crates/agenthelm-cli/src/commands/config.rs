@@ -1,0 +1,68 @@
+//! `agenthelm config show|set KEY VALUE|path`.
+
+use std::path::Path;
+
+use crate::cli::{ConfigAction, ConfigArgs};
+use crate::user_config::{self, UserConfig};
+use crate::workspace::Workspace;
+
+/// Runs `agenthelm config`.
+pub fn run(args: &ConfigArgs, workspace_flag: Option<&Path>) -> anyhow::Result<()> {
+    match &args.action {
+        ConfigAction::Path => println!("{}", user_config::path()?.display()),
+        ConfigAction::Set { key, value } => {
+            let mut config = UserConfig::load()?;
+            config.set(key, value)?;
+            let file = config.save()?;
+            println!("{key} = {value} (saved in {})", file.display());
+        }
+        ConfigAction::Show => show(workspace_flag)?,
+    }
+    Ok(())
+}
+
+fn show(workspace_flag: Option<&Path>) -> anyhow::Result<()> {
+    let file = user_config::path()?;
+    let config = UserConfig::load()?;
+    println!("user defaults: {}", file.display());
+    println!(
+        "  model: {}",
+        config.model.as_deref().unwrap_or("(not set)")
+    );
+    println!(
+        "  max_parallel: {}",
+        config
+            .max_parallel
+            .map_or("(not set)".to_owned(), |n| n.to_string())
+    );
+    match super::locate(workspace_flag, None) {
+        Ok(path) => {
+            let workspace = Workspace::load(&path)?;
+            let config = &workspace.config;
+            println!("workspace: {}", workspace.file.display());
+            println!(
+                "  model: {}",
+                config.model.as_deref().unwrap_or("(not set)")
+            );
+            println!(
+                "  default_agent: {}",
+                config.default_agent.as_deref().unwrap_or("(not set)")
+            );
+            let names = |keys: Vec<&String>| {
+                if keys.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    keys.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            println!("  agents: {}", names(config.agents.keys().collect()));
+            println!("  tools: {}", names(config.tools.keys().collect()));
+        }
+        Err(_) if workspace_flag.is_none() => println!("workspace: (none found)"),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! `agenthelm show plan.yaml`: a plan file, checked, as a table or a graph.
+
+use super::Session;
+use crate::assemble::Assembly;
+use crate::cli::{ExecutionArgs, ShowArgs, ShowFormat};
+use crate::commands::execute::View;
+use crate::plan_file::PlanFile;
+use crate::render;
+
+/// Runs `agenthelm show`.
+pub fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
+    let file = PlanFile::load(&args.plan)?;
+    let workspace = session.workspace(Some(&args.plan))?;
+    let assembly = Assembly::new(&workspace, session.user(), None);
+    let orchestrator =
+        super::execute::orchestrator(&assembly, &ExecutionArgs::default(), session.user())?;
+    orchestrator
+        .check(&file.plan)
+        .map_err(|e| file.problems(e))?;
+    match args.format {
+        ShowFormat::Table => View::new(false).show_plan(&file.plan),
+        ShowFormat::Yaml => print!("{}", file.plan.to_yaml()?),
+        ShowFormat::Json => println!("{}", file.plan.to_json()?),
+        ShowFormat::Mermaid => print!("{}", render::mermaid(&file.plan)),
+        ShowFormat::Dot => print!("{}", render::dot(&file.plan)),
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Exit codes, and the marker that makes an error "bad input".
+
+use std::fmt;
+
+/// Exit code: everything worked.
+pub const SUCCESS: u8 = 0;
+/// Exit code: the task or plan failed (after rollback).
+pub const FAILED: u8 = 1;
+/// Exit code: bad input (arguments, workspace file, plan file).
+pub const BAD_INPUT: u8 = 2;
+
+/// An error in what the user gave: arguments, a workspace file, a plan file. Exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// The task or plan ran and failed; the details were already printed. Exit code 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed(pub String);
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// The exit code for an error: 2 when any cause is bad input, else 1.
+pub fn code_for(error: &anyhow::Error) -> u8 {
+    let bad = error.chain().any(|cause| {
+        cause.is::<BadInput>()
+            || cause.is::<crate::source::SourceError>()
+            || cause.is::<crate::source::SourceErrors>()
+    });
+    if bad {
+        BAD_INPUT
+    } else {
+        FAILED
+    }
+}

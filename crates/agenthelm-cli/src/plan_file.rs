@@ -1,0 +1,128 @@
+//! Plan files: reading them, and turning plan problems into errors that name file, line and key.
+
+use agenthelm::plan::PlanProblem;
+use agenthelm::{Plan, PlanError};
+use std::path::{Path, PathBuf};
+
+use crate::source::{line_of, strip_key_prefix, SourceError, SourceErrors};
+
+/// A plan read from a file, with the text kept to find lines for later errors.
+pub struct PlanFile {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// The file's text.
+    pub text: String,
+    /// The plan.
+    pub plan: Plan,
+}
+
+impl PlanFile {
+    /// Reads and parses a plan file (YAML; JSON is read as YAML too).
+    pub fn load(file: &Path) -> Result<PlanFile, SourceError> {
+        let text = std::fs::read_to_string(file).map_err(|e| SourceError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the plan file: {e}"),
+        })?;
+        let plan = Plan::from_yaml(&text).map_err(|e| self_error(file, &text, e))?;
+        Ok(PlanFile {
+            file: file.to_path_buf(),
+            text,
+            plan,
+        })
+    }
+
+    /// Turns a validation error of this plan into errors naming line and key.
+    pub fn problems(&self, error: PlanError) -> SourceErrors {
+        match error {
+            PlanError::Invalid(problems) => SourceErrors(
+                problems
+                    .iter()
+                    .map(|p| {
+                        let key = self.key_of(p);
+                        SourceError::at_key(&self.file, &self.text, &key, p.to_string())
+                    })
+                    .collect(),
+            ),
+            other => SourceErrors(vec![self_error(&self.file, &self.text, other)]),
+        }
+    }
+
+    /// The key a problem is about, like `steps[2].agent`.
+    fn key_of(&self, problem: &PlanProblem) -> String {
+        let (step, field) = match problem {
+            PlanProblem::EmptyId { index } => return format!("steps[{index}].id"),
+            PlanProblem::DuplicateId { id } => (id, "id"),
+            PlanProblem::UnknownDependency { step, .. } => (step, "depends_on"),
+            PlanProblem::Cycle { steps } => match steps.first() {
+                Some(first) => (first, "depends_on"),
+                None => return "steps".to_owned(),
+            },
+            PlanProblem::ArgsNotObject { step, field } => (step, *field),
+            PlanProblem::UnknownAgent { step, .. } => (step, self.spelling(step, "agent")),
+            PlanProblem::NoAgent { step } => (step, "id"),
+            PlanProblem::UnknownTool { step, .. } => (step, self.spelling(step, "tool")),
+            PlanProblem::BadReference { step, .. } => (step, "args"),
+            PlanProblem::UnknownCompensatingTool { step, .. } => {
+                let has_own = self
+                    .plan
+                    .get_step(step)
+                    .is_some_and(|s| s.compensate_tool.is_some());
+                if has_own {
+                    (step, "compensate_tool")
+                } else {
+                    (step, self.spelling(step, "tool"))
+                }
+            }
+        };
+        match self.plan.steps.iter().rposition(|s| &s.id == step) {
+            Some(index) => format!("steps[{index}].{field}"),
+            None => "steps".to_owned(),
+        }
+    }
+
+    /// `agent` or `agent_name` (and `tool` or `tool_name`), whichever the file uses.
+    fn spelling(&self, step: &str, short: &'static str) -> &'static str {
+        let long = if short == "agent" {
+            "agent_name"
+        } else {
+            "tool_name"
+        };
+        let Some(index) = self.plan.steps.iter().position(|s| s.id == step) else {
+            return short;
+        };
+        let long_line = line_of(&self.text, &format!("steps[{index}].{long}"));
+        let item_line = line_of(&self.text, &format!("steps[{index}]"));
+        if long_line.is_some() && long_line != item_line {
+            long
+        } else {
+            short
+        }
+    }
+}
+
+fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
+    match error {
+        PlanError::Parse {
+            line,
+            path,
+            message,
+            ..
+        } => {
+            let key = path.unwrap_or_default();
+            SourceError {
+                file: file.to_path_buf(),
+                line: line.or_else(|| line_of(text, &key)),
+                message: strip_key_prefix(&message, &key),
+                key,
+            }
+        }
+        other => SourceError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,384 @@
+//! What people see: colours, plan tables and graphs, live progress lines, run summaries.
+
+use agenthelm::trace::CallPurpose;
+use agenthelm::{AgentResult, Event, EventKind, Plan, StepStatus};
+use comfy_table::{presets, ContentArrangement, Table};
+use owo_colors::OwoColorize;
+use std::io::IsTerminal;
+
+/// Whether to colour text for one output stream: never with `NO_COLOR` or off a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    on: bool,
+}
+
+impl Palette {
+    /// Colours for standard output.
+    pub fn stdout() -> Self {
+        Self::for_terminal(std::io::stdout().is_terminal())
+    }
+
+    /// Colours for standard error.
+    pub fn stderr() -> Self {
+        Self::for_terminal(std::io::stderr().is_terminal())
+    }
+
+    fn for_terminal(is_terminal: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Palette {
+            on: is_terminal && !no_color,
+        }
+    }
+
+    /// Whether colours are on.
+    pub fn enabled(self) -> bool {
+        self.on
+    }
+
+    /// Good news.
+    pub fn ok(self, text: &str) -> String {
+        self.paint(text, |t| t.green().to_string())
+    }
+
+    /// Bad news.
+    pub fn bad(self, text: &str) -> String {
+        self.paint(text, |t| t.red().to_string())
+    }
+
+    /// Needs attention.
+    pub fn warn(self, text: &str) -> String {
+        self.paint(text, |t| t.yellow().to_string())
+    }
+
+    /// Less important.
+    pub fn dim(self, text: &str) -> String {
+        self.paint(text, |t| t.dimmed().to_string())
+    }
+
+    /// More important.
+    pub fn bold(self, text: &str) -> String {
+        self.paint(text, |t| t.bold().to_string())
+    }
+
+    /// A step status in its colour.
+    pub fn status(self, status: StepStatus) -> String {
+        match status {
+            StepStatus::Completed => self.ok(status.as_str()),
+            StepStatus::Failed => self.bad(status.as_str()),
+            StepStatus::Compensated | StepStatus::Skipped => self.warn(status.as_str()),
+            _ => status.as_str().to_owned(),
+        }
+    }
+
+    fn paint(self, text: &str, colour: impl Fn(&str) -> String) -> String {
+        if self.on {
+            colour(text)
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+fn table(palette: Palette) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !palette.enabled() {
+        table.force_no_tty();
+    }
+    table
+}
+
+fn short_json(value: &serde_json::Value, limit: usize) -> String {
+    let text = match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    shorten(&text, limit)
+}
+
+fn shorten(text: &str, limit: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= limit {
+        one_line
+    } else {
+        let mut cut: String = one_line.chars().take(limit.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// A plan as a table: one row per step.
+pub fn plan_table(plan: &Plan, palette: Palette) -> String {
+    let mut table = table(palette);
+    table.set_header(["step", "agent", "tool", "args", "depends on", "description"]);
+    for step in &plan.steps {
+        table.add_row([
+            step.id.clone(),
+            step.agent_name.clone().unwrap_or_else(|| "-".into()),
+            step.tool_name.clone().unwrap_or_else(|| "-".into()),
+            short_json(&step.args, 40),
+            step.depends_on.join(", "),
+            shorten(&step.description, 50),
+        ]);
+    }
+    format!(
+        "{} {}\n{table}",
+        palette.bold("Plan:"),
+        plan.goal.replace('\n', " ")
+    )
+}
+
+/// Steps grouped in waves: each wave's steps only depend on earlier waves, so a wave's steps can
+/// run at the same time. Steps caught in a cycle are left out.
+pub fn waves(plan: &Plan) -> Vec<Vec<&str>> {
+    let mut placed: Vec<Option<usize>> = vec![None; plan.steps.len()];
+    let index = |id: &str| plan.steps.iter().position(|s| s.id == id);
+    let mut waves: Vec<Vec<&str>> = Vec::new();
+    loop {
+        let mut progress = false;
+        for (i, step) in plan.steps.iter().enumerate() {
+            if placed[i].is_some() {
+                continue;
+            }
+            let deps: Option<Vec<usize>> = step
+                .depends_on
+                .iter()
+                .map(|d| index(d).and_then(|j| placed[j]))
+                .collect();
+            if let Some(deps) = deps {
+                let wave = deps.iter().map(|w| w + 1).max().unwrap_or(0);
+                placed[i] = Some(wave);
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    for (i, wave) in placed.iter().enumerate() {
+        if let Some(w) = *wave {
+            if waves.len() <= w {
+                waves.resize(w + 1, Vec::new());
+            }
+            waves[w].push(plan.steps[i].id.as_str());
+        }
+    }
+    waves
+}
+
+/// The dependency graph as text: waves of steps that can run together, and each step's inputs.
+pub fn plan_graph(plan: &Plan, palette: Palette) -> String {
+    let mut out = format!("{}\n", palette.bold("Dependency graph:"));
+    for (n, wave) in waves(plan).iter().enumerate() {
+        let parallel = if wave.len() > 1 { " (in parallel)" } else { "" };
+        out.push_str(&format!(
+            "  wave {}{parallel}: {}\n",
+            n + 1,
+            wave.join(", ")
+        ));
+    }
+    for step in plan.steps.iter().filter(|s| !s.depends_on.is_empty()) {
+        out.push_str(&format!("  {} ← {}\n", step.id, step.depends_on.join(", ")));
+    }
+    out
+}
+
+/// The plan as a Mermaid flowchart.
+pub fn mermaid(plan: &Plan) -> String {
+    let mut out = String::from("flowchart TD\n");
+    for (i, step) in plan.steps.iter().enumerate() {
+        let label = format!(
+            "{}{}",
+            step.id,
+            step.tool_name
+                .as_deref()
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default()
+        );
+        out.push_str(&format!("    s{i}[\"{}\"]\n", label.replace('"', "#quot;")));
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            if let Some(j) = plan.steps.iter().position(|s| &s.id == dep) {
+                out.push_str(&format!("    s{j} --> s{i}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// The plan as a Graphviz digraph.
+pub fn dot(plan: &Plan) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = String::from("digraph plan {\n    rankdir=LR;\n");
+    for step in &plan.steps {
+        let label = match &step.tool_name {
+            Some(tool) => format!("{}\\n{tool}", step.id),
+            None => step.id.clone(),
+        };
+        out.push_str(&format!(
+            "    {} [label={}];\n",
+            quote(&step.id),
+            quote(&label).replace("\\\\n", "\\n")
+        ));
+    }
+    for step in &plan.steps {
+        for dep in &step.depends_on {
+            out.push_str(&format!("    {} -> {};\n", quote(dep), quote(&step.id)));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// One line of live progress for an event, or `None` for events not worth a line.
+pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
+    let step = event.step_id.as_deref().unwrap_or("-");
+    let line = match &event.kind {
+        EventKind::RunStarted { steps, .. } => format!("Running {steps} steps"),
+        EventKind::StepStarted { direct_tool } => match direct_tool {
+            Some(tool) => format!("  ▶ {step} started (tool {tool})"),
+            None => format!(
+                "  ▶ {step} started (agent {})",
+                event.agent.as_deref().unwrap_or("-")
+            ),
+        },
+        EventKind::StepFinished {
+            status,
+            duration_ms,
+            error,
+        } => {
+            let mark = match status {
+                StepStatus::Completed => palette.ok("✔"),
+                StepStatus::Failed => palette.bad("✘"),
+                _ => palette.warn("•"),
+            };
+            let error = error
+                .as_deref()
+                .map(|e| format!(": {}", shorten(e, 200)))
+                .unwrap_or_default();
+            format!(
+                "  {mark} {step} {} in {}{error}",
+                palette.status(*status),
+                millis(*duration_ms)
+            )
+        }
+        EventKind::RollbackStarted { steps } => palette
+            .warn(&format!("  ↺ rolling back: {}", steps.join(", ")))
+            .to_string(),
+        EventKind::Compensation {
+            tool,
+            success,
+            error,
+        } => match (success, error) {
+            (true, _) => format!("  ↺ {step} undone with {tool}"),
+            (false, error) => palette.bad(&format!(
+                "  ↺ {step} could NOT be undone with {tool}: {}",
+                error.as_deref().unwrap_or("failed")
+            )),
+        },
+        EventKind::ToolCall {
+            tool,
+            args,
+            error,
+            purpose: CallPurpose::Execute,
+            ..
+        } => {
+            let outcome = match error {
+                Some(e) => palette.bad(&format!(" → error: {}", shorten(e, 120))),
+                None => String::new(),
+            };
+            format!("    · {tool}({}){outcome}", short_json(args, 80))
+        }
+        EventKind::Approval {
+            tool,
+            approved: false,
+            reason,
+            ..
+        } => palette.warn(&format!(
+            "    · {tool} not approved{}",
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )),
+        _ => return None,
+    };
+    Some(line)
+}
+
+fn millis(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// Tokens and cost, for the end of a run.
+pub fn usage_line(result: &AgentResult) -> String {
+    let usage = &result.token_usage;
+    let cost = if result.unpriced_calls > 0 {
+        format!(
+            "${:.6} (+{} calls with unknown price)",
+            result.total_cost_usd, result.unpriced_calls
+        )
+    } else {
+        format!("${:.6}", result.total_cost_usd)
+    };
+    format!(
+        "tokens: {} in, {} out; cost: {cost}",
+        usage.input_tokens, usage.output_tokens
+    )
+}
+
+/// The summary after a plan run: each step, what was undone and what could not be.
+pub fn summary(plan: &Plan, result: &AgentResult, palette: Palette) -> String {
+    let mut table = table(palette);
+    table.set_header(["step", "status", "duration", "error"]);
+    for outcome in &result.steps {
+        table.add_row([
+            outcome.id.clone(),
+            palette.status(outcome.status),
+            millis(outcome.duration_ms),
+            outcome
+                .error
+                .as_deref()
+                .map(|e| shorten(e, 80))
+                .unwrap_or_default(),
+        ]);
+    }
+    let mut out = format!("{table}\n");
+    if let Some(rollback) = &result.rollback {
+        if !rollback.compensated.is_empty() {
+            out.push_str(&format!(
+                "Rolled back: {}\n",
+                rollback.compensated.join(", ")
+            ));
+        }
+        if !rollback.nothing_to_undo.is_empty() {
+            out.push_str(&format!(
+                "Nothing to undo: {}\n",
+                rollback.nothing_to_undo.join(", ")
+            ));
+        }
+        for failure in &rollback.failed {
+            out.push_str(&palette.bad(&format!(
+                "Could not undo: {} ({} failed: {})\n",
+                failure.step, failure.tool, failure.error
+            )));
+        }
+    }
+    let verdict = if result.success {
+        palette.ok(&format!("Plan succeeded: {}", plan.goal))
+    } else {
+        palette.bad(&format!(
+            "Plan failed: {}",
+            result.error.as_deref().unwrap_or("a step failed")
+        ))
+    };
+    out.push_str(&format!("{verdict}\n{}\n", usage_line(result)));
+    out
+}

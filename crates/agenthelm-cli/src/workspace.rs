@@ -1,0 +1,312 @@
+//! The workspace file `agenthelm.yaml`: where it is, what it may say, and the checks that make a
+//! mistake in it an error naming the file, line and key.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::source::{strip_key_prefix, strip_location, SourceError, SourceErrors};
+
+/// The name of the workspace file.
+pub const FILE_NAME: &str = "agenthelm.yaml";
+
+/// What `agenthelm.yaml` declares. Maps are keyed by name.
+///
+/// New top-level sections (`mcp_servers:`, `store:`) are added as new optional fields here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Default model for agents and the planner, as `provider/model`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The agent that takes steps naming no agent.
+    #[serde(default)]
+    pub default_agent: Option<String>,
+    /// Agents by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub agents: BTreeMap<String, AgentConfig>,
+    /// Command tools by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tools: BTreeMap<String, ToolConfig>,
+}
+
+/// One agent: a ToolAgent with a model and some of the workspace's tools.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// What the agent is for.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Overrides the workspace's `model`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The most model calls per task.
+    #[serde(default)]
+    pub max_iters: Option<u32>,
+    /// Names of tools under `tools:`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tools: Vec<String>,
+}
+
+/// One command tool: a program that gets its arguments as JSON on stdin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// What the tool does, for models and people.
+    #[serde(default)]
+    pub description: String,
+    /// Program and arguments, run without a shell in the workspace file's folder.
+    pub command: Vec<String>,
+    /// JSON schema of the arguments object.
+    #[serde(default = "any_object")]
+    pub parameters: Value,
+    /// The tool that undoes this one during rollback.
+    #[serde(default)]
+    pub compensating_tool: Option<String>,
+    /// Ask before every call.
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// Extra attempts after a failure.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds per attempt; the tool's whole process group is killed after it.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What the tool changes outside the process.
+    #[serde(default)]
+    pub side_effects: Vec<String>,
+    /// A failed call may still have changed something (so it is compensated too).
+    #[serde(default)]
+    pub partial_effects: bool,
+}
+
+fn any_object() -> Value {
+    serde_json::json!({"type": "object"})
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A workspace file that was read and checked.
+#[derive(Debug)]
+pub struct Workspace {
+    /// Where the file is.
+    pub file: PathBuf,
+    /// Its folder: tools run here and relative paths start here.
+    pub dir: PathBuf,
+    /// What it says.
+    pub config: WorkspaceConfig,
+}
+
+/// Finds `agenthelm.yaml` in `start` or its parents.
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|file| file.is_file())
+}
+
+impl Workspace {
+    /// Reads and checks the workspace file at `file`.
+    pub fn load(file: &Path) -> anyhow::Result<Workspace> {
+        let text = std::fs::read_to_string(file).map_err(|e| SourceError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the workspace file: {e}"),
+        })?;
+        let config = parse(file, &text)?;
+        let problems = check(file, &text, &config);
+        if !problems.is_empty() {
+            return Err(SourceErrors(problems).into());
+        }
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Workspace { file, dir, config })
+    }
+}
+
+/// Parses the text, naming the file, line and key of the first problem.
+pub fn parse(file: &Path, text: &str) -> Result<WorkspaceConfig, SourceError> {
+    if text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    }) {
+        return Ok(WorkspaceConfig::default());
+    }
+    let deserializer = yaml_serde::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." { String::new() } else { key };
+        let line = inner
+            .location()
+            .map(|l| l.line())
+            .filter(|&l| l > 0)
+            .or_else(|| crate::source::line_of(text, &key));
+        let message = strip_key_prefix(&strip_location(&inner.to_string()), &key);
+        SourceError {
+            file: file.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    })
+}
+
+/// Checks what parsing cannot: names that refer to nothing, schemas that are not schemas.
+fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> {
+    let mut problems = Vec::new();
+    let mut fail = |key: String, message: String| {
+        problems.push(SourceError::at_key(file, text, &key, message));
+    };
+    let defined = |names: &mut dyn Iterator<Item = &String>| {
+        let names: Vec<&str> = names.map(String::as_str).collect();
+        if names.is_empty() {
+            "none are defined".to_owned()
+        } else {
+            format!("defined: {}", names.join(", "))
+        }
+    };
+    if let Some(agent) = &config.default_agent {
+        if !config.agents.contains_key(agent) {
+            fail(
+                "default_agent".into(),
+                format!(
+                    "agent `{agent}` is not defined under `agents:` ({})",
+                    defined(&mut config.agents.keys())
+                ),
+            );
+        }
+    }
+    for (name, agent) in &config.agents {
+        for tool in &agent.tools {
+            if !config.tools.contains_key(tool) {
+                fail(
+                    format!("agents.{name}.tools"),
+                    format!(
+                        "tool `{tool}` is not defined under `tools:` ({})",
+                        defined(&mut config.tools.keys())
+                    ),
+                );
+            }
+        }
+        if agent.max_iters == Some(0) {
+            fail(
+                format!("agents.{name}.max_iters"),
+                "must be at least 1".into(),
+            );
+        }
+    }
+    for (name, tool) in &config.tools {
+        check_tool(name, tool, config, &mut fail);
+    }
+    problems
+}
+
+fn check_tool(
+    name: &str,
+    tool: &ToolConfig,
+    config: &WorkspaceConfig,
+    fail: &mut impl FnMut(String, String),
+) {
+    if tool.command.first().is_none_or(|p| p.trim().is_empty()) {
+        fail(
+            format!("tools.{name}.command"),
+            "must name a program, like [python3, tools/my_tool.py]".into(),
+        );
+    }
+    if let Some(comp) = &tool.compensating_tool {
+        if !config.tools.contains_key(comp) {
+            fail(
+                format!("tools.{name}.compensating_tool"),
+                format!("tool `{comp}` is not defined under `tools:`"),
+            );
+        }
+    }
+    if let Some(timeout) = tool.timeout {
+        if !(timeout.is_finite() && timeout > 0.0) {
+            fail(
+                format!("tools.{name}.timeout"),
+                format!("must be a positive number of seconds, not {timeout}"),
+            );
+        }
+    }
+    let mut schema_problems = agenthelm::tool::schema::check_schema(&tool.parameters);
+    let object_like = match tool.parameters.get("type") {
+        None => tool.parameters.is_object(),
+        Some(t) => t == "object",
+    };
+    if schema_problems.is_empty() && !object_like {
+        schema_problems.push(agenthelm::tool::schema::Problem {
+            path: "type".into(),
+            message: "tool arguments are a JSON object, so the schema's type must be \"object\""
+                .into(),
+        });
+    }
+    for problem in schema_problems {
+        let key = if problem.path.is_empty() {
+            format!("tools.{name}.parameters")
+        } else {
+            format!("tools.{name}.parameters.{}", problem.path)
+        };
+        fail(key, format!("not a JSON schema: {}", problem.message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        let file = Path::new("ws.yaml");
+        match parse(file, text) {
+            Err(e) => e.to_string(),
+            Ok(config) => SourceErrors(check(file, text, &config)).to_string(),
+        }
+    }
+
+    #[test]
+    fn accepts_the_documented_shape() {
+        let text = "model: openai/gpt-4o-mini\ndefault_agent: r\nagents:\n  r:\n    role: finds\n    \
+                    model: ollama/llama3.2\n    max_iters: 8\n    tools: [w]\ntools:\n  w:\n    \
+                    description: Write\n    command: [python3, w.py]\n    parameters:\n      type: object\n      \
+                    properties: { path: { type: string } }\n      required: [path]\n    \
+                    compensating_tool: w\n    requires_approval: false\n    retries: 0\n    timeout: 30\n";
+        assert_eq!(errors(text), "");
+        assert!(parse(Path::new("x"), "# only a comment\n").is_ok());
+    }
+
+    #[test]
+    fn names_file_line_and_key() {
+        assert_eq!(
+            errors("model: m\nagents:\n  a:\n    toolz: [x]\n"),
+            "ws.yaml:4: `agents.a.toolz`: unknown field `toolz`, expected one of `role`, `model`, `max_iters`, `tools`"
+        );
+        assert!(
+            errors("tools:\n  t:\n    command: [x]\n    retries: many\n")
+                .starts_with("ws.yaml:4: `tools.t.retries`: invalid type")
+        );
+        assert_eq!(
+            errors("default_agent: nobody\n"),
+            "ws.yaml:1: `default_agent`: agent `nobody` is not defined under `agents:` (none are defined)"
+        );
+        assert_eq!(
+            errors("agents:\n  a:\n    tools: [x]\n"),
+            "ws.yaml:3: `agents.a.tools`: tool `x` is not defined under `tools:` (none are defined)"
+        );
+        assert_eq!(
+            errors("tools:\n  t:\n    command: [x]\n    parameters:\n      type: object\n      properties:\n        p:\n          type: strin\n"),
+            "ws.yaml:8: `tools.t.parameters.properties.p.type`: not a JSON schema: \"strin\" is not a JSON schema type (use one of null, boolean, object, array, number, string, integer)"
+        );
+    }
+}

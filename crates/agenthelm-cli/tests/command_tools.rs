@@ -1,0 +1,158 @@
+//! Command tools run by `execute`: arguments on stdin, environment, folder, and every way a
+//! tool can go wrong (fails, hangs, prints garbage, is missing).
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+/// Executes a one-step plan calling `tool` with `args`; returns the run and the JSON result.
+fn one_step(extra_tools: &str, tool: &str, args: &str) -> (Run, Value, TempDir) {
+    let dir = TempDir::new();
+    workspace(&dir, extra_tools);
+    dir.write(
+        "plan.yaml",
+        &format!("goal: try a tool\nsteps:\n  - id: only\n    tool: {tool}\n    args: {args}\n"),
+    );
+    let run = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    let json = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", run.all()));
+    (run, json, dir)
+}
+
+fn step_error(json: &Value) -> String {
+    json["steps"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn arguments_arrive_on_stdin_with_ids_in_the_environment() {
+    let (run, json, dir) = one_step("", "echo", r#"{ text: "a \"quoted\" $HOME `x`" }"#);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let result = &json["steps"][0]["result"];
+    // No shell: the text arrives exactly as written.
+    assert_eq!(result["args"]["text"], r#"a "quoted" $HOME `x`"#);
+    let run_id = json["run_id"].as_str().unwrap();
+    assert_eq!(result["env"]["AGENTHELM_RUN_ID"], run_id);
+    assert_eq!(result["env"]["AGENTHELM_STEP_ID"], "only");
+    let key = result["env"]["AGENTHELM_IDEMPOTENCY_KEY"].as_str().unwrap();
+    assert!(key.starts_with(run_id), "{key}");
+    let cwd = std::fs::canonicalize(result["cwd"].as_str().unwrap()).unwrap();
+    assert_eq!(cwd, std::fs::canonicalize(dir.path()).unwrap());
+}
+
+#[test]
+fn plain_text_output_is_trimmed() {
+    let extra = "  words:\n    command: [python3, tools/t.py, text]\n";
+    let (run, json, _dir) = one_step(extra, "words", "{}");
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(json["steps"][0]["result"], "plain words");
+}
+
+#[test]
+fn a_failing_tool_fails_the_step_with_its_stderr() {
+    let (run, json, _dir) = one_step("", "fail", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_eq!(json["success"], false);
+    assert_eq!(json["steps"][0]["status"], "failed");
+    let error = step_error(&json);
+    assert!(
+        error.contains("tool `fail`: exited with status 3: boom: the disk is full"),
+        "{error}"
+    );
+    assert!(run.stderr.contains("boom: the disk is full"));
+}
+
+#[test]
+fn garbage_output_is_an_error() {
+    let extra = "  garbage:\n    command: [python3, tools/t.py, garbage]\n  badjson:\n    command: [python3, tools/t.py, badjson]\n";
+    let (run, json, _dir) = one_step(extra, "garbage", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        step_error(&json).contains("tool `garbage`: printed output that is not UTF-8"),
+        "{}",
+        step_error(&json)
+    );
+    let (run, json, _dir) = one_step(extra, "badjson", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        step_error(&json).contains("starts like JSON but is not valid JSON"),
+        "{}",
+        step_error(&json)
+    );
+}
+
+#[test]
+fn a_missing_program_is_a_clear_failure() {
+    let extra = "  ghost:\n    command: [./tools/not-there.sh]\n  ghost2:\n    command: [agenthelm-no-such-program-xyz]\n";
+    let (run, json, _dir) = one_step(extra, "ghost", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    let error = step_error(&json);
+    assert!(
+        error.contains("tool `ghost`: cannot start") && error.contains("not-there.sh"),
+        "{error}"
+    );
+    let (_, json, _dir) = one_step(extra, "ghost2", "{}");
+    assert!(step_error(&json).contains("cannot start `agenthelm-no-such-program-xyz`"));
+}
+
+#[test]
+fn a_hanging_tool_is_killed_with_its_whole_process_group() {
+    let extra = "  hang:\n    command: [python3, tools/t.py, hang]\n    timeout: 1\n";
+    let dir = TempDir::new();
+    let pidfile = dir.path().join("grandchild.pid");
+    let (run, json, _d) = one_step(
+        extra,
+        "hang",
+        &format!("{{ pidfile: {:?} }}", pidfile.to_str().unwrap()),
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        step_error(&json).contains("tool `hang` timed out after 1.000s"),
+        "{}",
+        step_error(&json)
+    );
+    // The tool's own child (`sleep 1000`) is gone too. It may take the kernel a moment to reap:
+    // poll its state, without asserting on time.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut alive = true;
+    for _ in 0..200 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for init to reap it: either way it no longer runs.
+        if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+            alive = false;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(!alive, "grandchild {pid} still runs after the timeout");
+}
+
+#[test]
+fn retries_run_the_tool_again() {
+    // Fails on the first attempt, succeeds on the second (state kept in a file).
+    let extra = "  flaky:\n    command: [sh, -c, 'if [ -e tried ]; then echo fine; else touch tried; echo first >&2; exit 1; fi']\n    retries: 2\n";
+    let (run, json, _dir) = one_step(extra, "flaky", "{}");
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(json["steps"][0]["result"], "fine");
+}
+
+#[test]
+fn arguments_that_do_not_fit_the_schema_never_reach_the_tool() {
+    // The step is not a direct call then: it goes to its agent, whose model (pointed at a
+    // closed local port) cannot answer. The tool never runs.
+    let (run, json, dir) = one_step("", "create", "{ name: 7 }");
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        step_error(&json).contains("agent `worker`"),
+        "{}",
+        step_error(&json)
+    );
+    assert_eq!(json["steps"][0]["direct_tool"], Value::Null);
+    assert!(!dir.path().join("created").exists());
+}

@@ -1,0 +1,232 @@
+//! Helpers for end-to-end tests: temporary workspaces and running the built binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A folder under the system's temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "agenthelm-cli-test-{}-{n}-{}",
+            std::process::id(),
+            std::thread::current()
+                .name()
+                .unwrap_or("t")
+                .replace("::", "-")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.0.join(name)).unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_agenthelm")
+}
+
+/// The binary in `dir`, with a private HOME, no colours forced either way, stdin empty.
+pub fn agenthelm(dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir)
+        .env("HOME", dir.join(".home"))
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        // Nothing may reach the internet: a model call goes to a closed local port.
+        .env("OPENAI_API_KEY", "test-key")
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Run {
+    output(agenthelm(dir).args(args).output().unwrap())
+}
+
+pub fn output(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs the binary at a pseudo-terminal (python3's pty module): answers each prompt that
+/// contains `prompt` with the next of `answers`. Returns the exit code and everything printed.
+pub fn run_in_pty(
+    dir: &Path,
+    args: &[&str],
+    prompt: &str,
+    answers: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    const DRIVER: &str = r#"
+import os, pty, sys, json
+binary, prompt, answers, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary] + args)
+seen, buf = 0, b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    buf += chunk
+    while answers and buf.count(prompt.encode()) > seen:
+        seen += 1
+        os.write(fd, (answers.pop(0) + "\n").encode())
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(buf.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let answers = serde_json::to_string(answers).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(dir)
+        .env("HOME", dir.join(".home"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env("OPENAI_API_KEY", "test-key")
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(bin())
+        .arg(prompt)
+        .arg(answers)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output(cmd.output().unwrap())
+}
+
+/// A command tool for tests, in python3; its first argument picks what it does.
+pub const TOOL_PY: &str = r#"
+import json, os, pathlib, subprocess, sys, time
+mode = sys.argv[1]
+args = json.load(sys.stdin)
+if mode == "echo":
+    print(json.dumps({"args": args, "cwd": os.getcwd(), "env": {k: os.environ.get(k) for k in
+        ["AGENTHELM_IDEMPOTENCY_KEY", "AGENTHELM_RUN_ID", "AGENTHELM_STEP_ID"]}}))
+elif mode == "text":
+    print("   plain words  \n")
+elif mode == "fail":
+    sys.stderr.write("boom: the disk is full\n")
+    sys.exit(3)
+elif mode == "garbage":
+    sys.stdout.buffer.write(b"ok \xff\xfe\xfd")
+elif mode == "badjson":
+    print('{"half": ')
+elif mode == "hang":
+    child = subprocess.Popen(["sleep", "1000"])
+    pathlib.Path(args["pidfile"]).write_text(str(child.pid))
+    time.sleep(1000)
+elif mode == "create":
+    pathlib.Path("created").mkdir(exist_ok=True)
+    pathlib.Path("created", args["name"]).write_text("x")
+    print(json.dumps({"id": args["name"]}))
+elif mode == "delete":
+    pathlib.Path("created", args["name"]).unlink()
+    print(json.dumps({"deleted": args["name"]}))
+elif mode == "barrier":
+    # Concurrency without clocks: each call waits until `expect` calls are inside at once.
+    pathlib.Path("inside").mkdir(exist_ok=True)
+    me = pathlib.Path("inside", args["name"])
+    me.write_text("x")
+    seen = len(list(pathlib.Path("inside").iterdir()))
+    with open("seen.log", "a") as log:
+        log.write(f"{args['name']} {seen}\n")
+    for _ in range(4000):
+        if len(list(pathlib.Path("inside").iterdir())) >= args["expect"]:
+            break
+        time.sleep(0.005)
+    else:
+        sys.exit("barrier: the other calls never arrived")
+    if args["expect"] == 1:
+        me.unlink()
+    print(json.dumps({"name": args["name"]}))
+else:
+    sys.exit("unknown mode " + mode)
+"#;
+
+/// A workspace with the test tool under several names.
+pub fn workspace(dir: &TempDir, extra_tools: &str) -> PathBuf {
+    dir.write("tools/t.py", TOOL_PY);
+    dir.write(
+        "agenthelm.yaml",
+        &format!(
+            r#"model: openai/test-model
+default_agent: worker
+agents:
+  worker:
+    role: does things
+    tools: [echo, create, delete, fail, barrier]
+tools:
+  echo:
+    description: Echo arguments and environment
+    command: [python3, tools/t.py, echo]
+  create:
+    description: Create a file
+    command: [python3, tools/t.py, create]
+    parameters:
+      type: object
+      properties: {{ name: {{ type: string }} }}
+      required: [name]
+    compensating_tool: delete
+  delete:
+    description: Delete a file
+    command: [python3, tools/t.py, delete]
+    parameters:
+      type: object
+      properties: {{ name: {{ type: string }} }}
+      required: [name]
+  fail:
+    description: Always fails
+    command: [python3, tools/t.py, fail]
+  barrier:
+    description: Waits for the others
+    command: [python3, tools/t.py, barrier]
+{extra_tools}"#
+        ),
+    )
+}

@@ -1,0 +1,97 @@
+//! Confirmation and tool approval at a real pseudo-terminal, and without one.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+const GUARDED: &str = "  guarded:\n    description: Needs a yes\n    command: [python3, tools/t.py, create]\n    parameters:\n      type: object\n      properties: { name: { type: string } }\n      required: [name]\n    requires_approval: true\n";
+
+fn setup() -> TempDir {
+    let dir = TempDir::new();
+    workspace(&dir, GUARDED);
+    dir.write(
+        "plan.yaml",
+        "goal: guarded work\nsteps:\n  - id: g\n    tool: guarded\n    args: { name: approved-file }\n",
+    );
+    dir
+}
+
+#[test]
+fn confirmation_and_approval_at_a_terminal() {
+    let dir = setup();
+    let run = run_in_pty(
+        dir.path(),
+        &["execute", "plan.yaml"],
+        "[y/N]",
+        &["y", "y"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Execute 1 steps of this plan? [y/N]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Approval needed for step `g`: run tool `guarded`"),
+        "{}",
+        run.stdout
+    );
+    assert!(dir.path().join("created/approved-file").exists());
+}
+
+#[test]
+fn denied_at_the_terminal() {
+    let dir = setup();
+    let run = run_in_pty(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes"],
+        "[y/N]",
+        &["n"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("guarded not approved: denied at the terminal"),
+        "{}",
+        run.stdout
+    );
+    assert!(!dir.path().join("created").exists());
+}
+
+#[test]
+fn declining_the_plan_runs_nothing() {
+    let dir = setup();
+    let run = run_in_pty(dir.path(), &["execute", "plan.yaml"], "[y/N]", &["no"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("not executed: the plan was not confirmed"),
+        "{}",
+        run.stdout
+    );
+    assert!(!dir.path().join("created").exists());
+}
+
+#[test]
+fn without_a_terminal_approval_is_denied_unless_approve_tools() {
+    let dir = setup();
+    let denied = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    assert_eq!(denied.code, 1, "{}", denied.all());
+    let json: Value = serde_json::from_str(&denied.stdout).unwrap();
+    let error = json["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no terminal to ask (pass --approve-tools"),
+        "{error}"
+    );
+    assert!(!dir.path().join("created").exists());
+
+    let allowed = run(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes", "--approve-tools"],
+    );
+    assert_eq!(allowed.code, 0, "{}", allowed.all());
+    assert!(dir.path().join("created/approved-file").exists());
+}

@@ -1,0 +1,127 @@
+//! A trip booking that fails at payment and is undone: the Saga pattern in one run.
+//!
+//! Flight and hotel are booked at the same time (they do not depend on each other); the payment
+//! waits for both and fails; the orchestrator then cancels the hotel and the flight, newest
+//! first, with their compensating tools. No model or network is needed: every step names its
+//! tool and arguments, so the orchestrator calls the tools directly.
+//!
+//! Run it with `cargo run -p agenthelm --example trip_saga`.
+
+use agenthelm::prelude::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// Book a seat on a flight; returns the booking reference.
+#[tool(compensating_tool = "cancel_flight", side_effects = ["booking"])]
+async fn book_flight(flight: String) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("FL-{flight}")
+}
+
+/// Cancel a flight booking.
+#[tool]
+async fn cancel_flight(flight: String) -> String {
+    format!("cancelled flight {flight}")
+}
+
+/// Book a hotel room; returns the booking reference.
+#[tool(compensating_tool = "cancel_hotel", side_effects = ["booking"])]
+async fn book_hotel(hotel: String, nights: u32) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("HT-{hotel}-{nights}")
+}
+
+/// Cancel a hotel booking.
+#[tool]
+async fn cancel_hotel(hotel: String, nights: u32) -> String {
+    format!("cancelled {nights} nights at {hotel}")
+}
+
+/// Charge the traveller's card.
+#[tool(retries = 1)]
+async fn charge_card(amount_eur: u32) -> Result<String, ToolError> {
+    Err(ToolError::new(format!(
+        "card declined for {amount_eur} EUR"
+    )))
+}
+
+fn print_event(event: &Event) {
+    let step = event.step_id.as_deref().unwrap_or("-");
+    match &event.kind {
+        EventKind::StepStarted { direct_tool } => {
+            let how = direct_tool
+                .as_deref()
+                .map(|t| format!("calls `{t}`"))
+                .unwrap_or_default();
+            println!("  start   {step:<8} {how}");
+        }
+        EventKind::StepFinished {
+            status,
+            duration_ms,
+            error,
+        } => {
+            let error = error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            println!("  {status:<9} {step:<8} {duration_ms:>6.0} ms{error}");
+        }
+        EventKind::RollbackStarted { steps } => println!("  rollback of {}", steps.join(", ")),
+        EventKind::Compensation { tool, success, .. } => {
+            println!(
+                "  undo    {step:<8} `{tool}` {}",
+                if *success { "ok" } else { "FAILED" }
+            );
+        }
+        _ => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The steps name their tools, so the agent's model is never asked.
+    let lm = Lm::from_model(ScriptedLm::new(vec![]));
+    let mut registry = AgentRegistry::new();
+    registry.register(ToolAgent::new(
+        "travel",
+        lm.clone(),
+        tools![book_flight, cancel_flight, book_hotel, cancel_hotel],
+    ))?;
+    registry.register(ToolAgent::new("billing", lm, tools![charge_card]))?;
+
+    let mut plan = Plan::new("Book a trip to Lisbon");
+    plan.steps = vec![
+        PlanStep::new("flight", "Book the flight")
+            .agent("travel")
+            .tool("book_flight")
+            .args(json!({"flight": "TP123"})),
+        PlanStep::new("hotel", "Book the hotel")
+            .agent("travel")
+            .tool("book_hotel")
+            .args(json!({"hotel": "Alfama", "nights": 3})),
+        PlanStep::new("pay", "Pay for everything")
+            .agent("billing")
+            .tool("charge_card")
+            .args(json!({"amount_eur": 840}))
+            .depends_on(["flight", "hotel"]),
+    ];
+    println!("{}", plan.to_yaml()?);
+    plan.approved = true;
+
+    let orchestrator = Orchestrator::new(registry)
+        .retry_policy(RetryPolicy {
+            initial: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        })
+        .on_event(print_event);
+    let result = orchestrator.execute(&mut plan).await?;
+
+    println!("\nsuccess: {}", result.success);
+    if let Some(error) = &result.error {
+        println!("error:   {error}");
+    }
+    for step in &plan.steps {
+        println!("  {:<8} {}", step.id, step.status);
+    }
+    Ok(())
+}

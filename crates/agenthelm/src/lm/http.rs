@@ -1,0 +1,358 @@
+//! The HTTP side shared by the providers: one JSON POST with a timeout per attempt, retries with
+//! exponential backoff and jitter on 408/409/429/5xx and connection errors (honouring
+//! `Retry-After`), and errors that never carry the API key.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+
+use super::{ApiKey, LmError};
+use crate::tool::RetryPolicy;
+
+/// How a provider talks HTTP: client, limits and retry rules.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    pub client: reqwest::Client,
+    /// The `provider/model` id, for error messages.
+    pub model: String,
+    pub key: Option<ApiKey>,
+    pub settings: HttpSettings,
+}
+
+/// Limits and retry rules of the HTTP providers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HttpSettings {
+    /// Limit on each attempt, from sending the request to the end of the answer.
+    pub timeout: Duration,
+    /// Attempts after the first one.
+    pub max_retries: u32,
+    /// Backoff between attempts when the service says nothing.
+    pub backoff: RetryPolicy,
+    /// The longest `Retry-After` to wait for; a longer one ends the call at once.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(120),
+            max_retries: 3,
+            backoff: RetryPolicy {
+                initial: Duration::from_millis(500),
+                multiplier: 2.0,
+                max: Duration::from_secs(20),
+                jitter: 0.5,
+            },
+            max_retry_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Longest piece of an error body kept in an error message.
+const MAX_ERROR_BODY: usize = 600;
+
+/// What a failed attempt means for the next one.
+enum Attempt {
+    /// Try again, after the wait the service asked for if it did.
+    Retry(Option<Duration>, LmError),
+    /// Stop with this error.
+    Stop(LmError),
+}
+
+impl Transport {
+    /// POSTs `body` to `url` with `headers` and returns the parsed JSON answer.
+    ///
+    /// `permanent(status, body)` may declare an error status final even where it would usually
+    /// be retried (a server that reports bad requests as 500, say).
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: &Value,
+        permanent: &(dyn Fn(u16, &str) -> bool + Sync),
+    ) -> Result<Value, LmError> {
+        let mut retry = 0;
+        loop {
+            let outcome = self.attempt(url, headers.clone(), body, permanent).await;
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Stop(error)) => return Err(error),
+                Err(Attempt::Retry(asked, error)) => {
+                    if retry >= self.settings.max_retries {
+                        return Err(gave_up(error, retry + 1));
+                    }
+                    retry += 1;
+                    let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(retry));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: &Value,
+        permanent: &(dyn Fn(u16, &str) -> bool + Sync),
+    ) -> Result<Value, Attempt> {
+        let request = self
+            .client
+            .post(url)
+            .headers(headers)
+            .timeout(self.settings.timeout)
+            .json(body);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => return Err(Attempt::Retry(None, self.timeout())),
+            Err(e) if e.is_connect() || e.is_request() => {
+                return Err(Attempt::Retry(
+                    None,
+                    self.failed(format!("could not reach {url}: {}", source_chain(&e))),
+                ))
+            }
+            Err(e) => return Err(Attempt::Stop(self.failed(source_chain(&e)))),
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_timeout() => return Err(Attempt::Stop(self.timeout())),
+            Err(e) => {
+                return Err(Attempt::Stop(self.malformed(format!(
+                    "the answer's body was cut short ({})",
+                    source_chain(&e)
+                ))))
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if !status.is_success() {
+            let error = self.http_error(status, &text);
+            if !is_transient(status) || permanent(status.as_u16(), &text) {
+                return Err(Attempt::Stop(error));
+            }
+            return match retry_after {
+                Some(wait) if wait > self.settings.max_retry_wait => Err(Attempt::Stop(
+                    self.http_error(
+                        status,
+                        &format!(
+                            "{} (the service asked to retry after {:.1}s, more than the {:.1}s allowed)",
+                            text.trim(),
+                            wait.as_secs_f64(),
+                            self.settings.max_retry_wait.as_secs_f64()
+                        ),
+                    ),
+                )),
+                wait => Err(Attempt::Retry(wait, error)),
+            };
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Attempt::Stop(self.malformed(format!(
+                "the answer is not valid JSON ({e}); it starts with: {}",
+                excerpt(&text, 200)
+            )))
+        })
+    }
+
+    /// `message` with the key removed.
+    pub fn scrub(&self, message: &str) -> String {
+        match &self.key {
+            Some(key) => key.scrub(message),
+            None => message.to_owned(),
+        }
+    }
+
+    fn timeout(&self) -> LmError {
+        LmError::Timeout {
+            model: self.model.clone(),
+            after: self.settings.timeout,
+        }
+    }
+
+    fn failed(&self, message: String) -> LmError {
+        LmError::Failed {
+            model: self.model.clone(),
+            message: self.scrub(&message),
+        }
+    }
+
+    pub fn malformed(&self, message: String) -> LmError {
+        LmError::Malformed {
+            model: self.model.clone(),
+            message: self.scrub(&message),
+        }
+    }
+
+    fn http_error(&self, status: StatusCode, body: &str) -> LmError {
+        LmError::Http {
+            model: self.model.clone(),
+            status: status.as_u16(),
+            message: self.scrub(&error_message(body)),
+        }
+    }
+}
+
+/// Adds how many attempts were made to the final error.
+fn gave_up(error: LmError, attempts: u32) -> LmError {
+    match error {
+        LmError::Http {
+            model,
+            status,
+            message,
+        } => LmError::Http {
+            model,
+            status,
+            message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+        LmError::Failed { model, message } => LmError::Failed {
+            model,
+            message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+        other => other,
+    }
+}
+
+/// Rate limits, overload and server errors pass; client errors (bad request, bad key) do not.
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
+}
+
+/// The wait a service asks for: `retry-after-ms` (OpenAI) or `Retry-After` in seconds.
+/// The HTTP-date form of `Retry-After` is not read; the normal backoff applies then.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    number("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1e3))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+}
+
+/// The service's own error message when the body is the usual `{"error": {"message": ..}}`,
+/// else the start of the body.
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        let error = v.get("error").unwrap_or(v);
+        error
+            .get("message")
+            .and_then(Value::as_str)
+            .or_else(|| error.as_str())
+            .map(str::to_owned)
+    });
+    match message {
+        Some(message) => excerpt(&message, MAX_ERROR_BODY),
+        None if body.trim().is_empty() => "(empty body)".to_owned(),
+        None => excerpt(body.trim(), MAX_ERROR_BODY),
+    }
+}
+
+/// At most `max` characters of `text`, marked when cut.
+fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error with its causes, which reqwest keeps apart.
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A header whose name and value are known to be valid (constant names, checked values).
+pub(crate) fn header(
+    headers: &mut HeaderMap,
+    name: &'static str,
+    value: &str,
+) -> Result<(), LmError> {
+    let value = HeaderValue::from_str(value).map_err(|_| {
+        LmError::Config(format!(
+            "the value for the HTTP header `{name}` has characters a header cannot carry"
+        ))
+    })?;
+    headers.insert(HeaderName::from_static(name), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            header(&mut map, name, value).unwrap();
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_milliseconds() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "0.25")])),
+            Some(Duration::from_millis(250))
+        );
+        // OpenAI's millisecond header wins over the coarse one.
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1"), ("retry-after-ms", "20")])),
+            Some(Duration::from_millis(20))
+        );
+    }
+
+    #[test]
+    fn retry_after_ignores_dates_and_nonsense() {
+        assert_eq!(
+            retry_after(&headers(&[(
+                "retry-after",
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )])),
+            None
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "-5")])), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn transient_statuses() {
+        for status in [408, 409, 429, 500, 502, 503, 529] {
+            assert!(
+                is_transient(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+        for status in [400, 401, 403, 404, 422] {
+            assert!(
+                !is_transient(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_message_prefers_the_services_message() {
+        assert_eq!(
+            error_message(r#"{"error": {"message": "bad model", "type": "x"}}"#),
+            "bad model"
+        );
+        assert_eq!(error_message(r#"{"error": "overloaded"}"#), "overloaded");
+        assert_eq!(error_message(""), "(empty body)");
+        assert_eq!(error_message(&"x".repeat(700)).chars().count(), 601);
+    }
+}
