@@ -665,6 +665,35 @@ fn ending_the_runtime_leaves_no_server_behind() {
 }
 
 #[tokio::test]
+async fn servers_get_only_a_safe_environment_unless_told_otherwise() {
+    // Cargo sets CARGO_PKG_NAME for test binaries: it stands in for a secret such as an API key.
+    assert!(std::env::var("CARGO_PKG_NAME").is_ok());
+    let env_of = |config: McpServerConfig| async move {
+        let server = McpServer::new("env", config);
+        let env = server.call_tool("env", json!({})).await.unwrap();
+        server.shutdown().await;
+        env
+    };
+    let plain =
+        env_of(McpServerConfig::command(lifecycle_server(&[])).env("SERVER_SETTING", "on")).await;
+    assert_eq!(plain["SERVER_SETTING"], "on");
+    // (A python launcher such as pyenv may put its own folders in front.)
+    let path = std::env::var("PATH").unwrap();
+    assert!(
+        plain["PATH"].as_str().is_some_and(|p| p.ends_with(&path)),
+        "{plain}"
+    );
+    assert!(plain.get("CARGO_PKG_NAME").is_none(), "leaked: {plain}");
+
+    let passed =
+        env_of(McpServerConfig::command(lifecycle_server(&[])).pass_env("CARGO_PKG_NAME")).await;
+    assert_eq!(passed["CARGO_PKG_NAME"], "agenthelm");
+
+    let inherited = env_of(McpServerConfig::command(lifecycle_server(&[])).inherit_env(true)).await;
+    assert_eq!(inherited["CARGO_PKG_NAME"], "agenthelm");
+}
+
+#[tokio::test]
 async fn concurrent_first_calls_start_one_server() {
     let server = McpServer::new("shared", McpServerConfig::command(lifecycle_server(&[])));
     let calls: Vec<_> = (0..4)

@@ -98,9 +98,11 @@ fn server(args: &McpServerArgs, workspace: Option<&Workspace>) -> anyhow::Result
             }
             ("remote".to_owned(), McpServerConfig::url(url))
         }
+        // Run as if from the user's shell, so with the user's environment (tokens included):
+        // the user named this very program. Workspace servers get only what their entry says.
         (None, None, argv @ [_, ..]) => (
             server_name(argv),
-            McpServerConfig::command(argv.iter().cloned()),
+            McpServerConfig::command(argv.iter().cloned()).inherit_env(true),
         ),
         (None, None, []) => {
             return Err(BadInput(

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use crate::tool::ToolContract;
 
+/// The environment variables every command server gets from this process (when set): what
+/// programs need to run, and nothing that is usually a secret. The official MCP SDKs use a
+/// similar list.
+pub const BASE_ENV: [&str; 10] = [
+    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ",
+];
+
 /// How long a server may take to start and answer `initialize` unless configured otherwise.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -22,6 +29,7 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// files:
 ///   command: [npx, -y, "@modelcontextprotocol/server-filesystem", /tmp/work]
 ///   env: { NODE_ENV: production }
+///   pass_env: [GITHUB_TOKEN]
 ///   startup_timeout: 20
 ///   tools:
 ///     write_file: { compensating_tool: delete_file, requires_approval: true, retries: 1, timeout: 10 }
@@ -30,7 +38,10 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// "#;
 /// let servers: BTreeMap<String, McpServerConfig> = yaml_serde::from_str(yaml)?;
 /// let files = &servers["files"];
-/// assert!(matches!(&files.transport, McpTransport::Command { command, .. } if command[0] == "npx"));
+/// assert!(matches!(
+///     &files.transport,
+///     McpTransport::Command { command, pass_env, .. } if command[0] == "npx" && pass_env == &["GITHUB_TOKEN"]
+/// ));
 /// assert_eq!(files.startup_timeout.as_secs(), 20);
 /// assert_eq!(files.tools["write_file"].compensating_tool.as_deref(), Some("delete_file"));
 /// assert!(matches!(servers["remote"].transport, McpTransport::Url { .. }));
@@ -53,11 +64,20 @@ pub struct McpServerConfig {
 #[derive(Clone, PartialEq)]
 pub enum McpTransport {
     /// A program started as a child process that speaks MCP on its stdin and stdout.
+    ///
+    /// The program does not get this process's whole environment (it may hold API keys meant
+    /// for other services): only [`BASE_ENV`], the variables named in `pass_env`, and `env` —
+    /// unless `inherit_env` is set.
     Command {
         /// Program and arguments (no shell is involved).
         command: Vec<String>,
-        /// Extra environment variables for the program.
+        /// Environment variables set for the program.
         env: BTreeMap<String, String>,
+        /// Names of this process's environment variables passed on to the program (for
+        /// example a token the server needs), in addition to [`BASE_ENV`].
+        pass_env: Vec<String>,
+        /// Pass this process's whole environment to the program.
+        inherit_env: bool,
     },
     /// A server reached over MCP's streamable HTTP transport.
     Url {
@@ -125,6 +145,8 @@ impl McpServerConfig {
             transport: McpTransport::Command {
                 command: argv.into_iter().map(Into::into).collect(),
                 env: BTreeMap::new(),
+                pass_env: Vec::new(),
+                inherit_env: false,
             },
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             tools: BTreeMap::new(),
@@ -147,6 +169,23 @@ impl McpServerConfig {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         if let McpTransport::Command { env, .. } = &mut self.transport {
             env.insert(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Passes this process's variable `name` on to a command server (ignored for URL servers).
+    pub fn pass_env(mut self, name: impl Into<String>) -> Self {
+        if let McpTransport::Command { pass_env, .. } = &mut self.transport {
+            pass_env.push(name.into());
+        }
+        self
+    }
+
+    /// Passes this process's whole environment to a command server (ignored for URL servers).
+    /// Off by default: the environment may hold keys meant for other services.
+    pub fn inherit_env(mut self, inherit: bool) -> Self {
+        if let McpTransport::Command { inherit_env, .. } = &mut self.transport {
+            *inherit_env = inherit;
         }
         self
     }
@@ -198,6 +237,10 @@ struct RawConfig {
     command: Option<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+    #[serde(default)]
+    inherit_env: bool,
     url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -228,6 +271,8 @@ impl TryFrom<RawConfig> for McpServerConfig {
                 McpTransport::Command {
                     command,
                     env: raw.env,
+                    pass_env: raw.pass_env,
+                    inherit_env: raw.inherit_env,
                 }
             }
             (None, Some(url)) => {
@@ -236,8 +281,11 @@ impl TryFrom<RawConfig> for McpServerConfig {
                         "`url` must start with http:// or https://, got `{url}`"
                     ));
                 }
-                if !raw.env.is_empty() {
-                    return Err("`env` only applies to `command` servers".into());
+                if !raw.env.is_empty() || !raw.pass_env.is_empty() || raw.inherit_env {
+                    return Err(
+                        "`env`, `pass_env` and `inherit_env` only apply to `command` servers"
+                            .into(),
+                    );
                 }
                 McpTransport::Url {
                     url,
@@ -294,10 +342,17 @@ impl fmt::Debug for Redacted<'_> {
 impl fmt::Debug for McpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            McpTransport::Command { command, env } => f
+            McpTransport::Command {
+                command,
+                env,
+                pass_env,
+                inherit_env,
+            } => f
                 .debug_struct("Command")
                 .field("command", command)
                 .field("env", &Redacted(env))
+                .field("pass_env", pass_env)
+                .field("inherit_env", inherit_env)
                 .finish(),
             McpTransport::Url { url, headers } => f
                 .debug_struct("Url")

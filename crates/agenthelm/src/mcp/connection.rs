@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
 use tokio::task::JoinHandle;
 
-use super::config::{McpServerConfig, McpTransport};
+use super::config::{McpServerConfig, McpTransport, BASE_ENV};
 use super::error::McpError;
 
 /// How long a closing server gets to exit by itself before its process group is killed.
@@ -38,8 +38,14 @@ impl Connection {
     /// configured start-up timeout.
     pub(super) async fn open(name: &str, config: &McpServerConfig) -> Result<Connection, McpError> {
         match &config.transport {
-            McpTransport::Command { command, env } => {
-                open_child(name, command, env, config.startup_timeout).await
+            McpTransport::Command {
+                command,
+                env,
+                pass_env,
+                inherit_env,
+            } => {
+                let env = child_env(env, pass_env, *inherit_env);
+                open_child(name, command, &env, config.startup_timeout).await
             }
             McpTransport::Url { url, headers } => {
                 open_http(name, url, headers, config.startup_timeout).await
@@ -87,7 +93,7 @@ fn client_config() -> ClientConfig {
 async fn open_child(
     name: &str,
     argv: &[String],
-    env: &BTreeMap<String, String>,
+    env: &ChildEnv,
     startup_timeout: Duration,
 ) -> Result<Connection, McpError> {
     let spawn_error = |source| McpError::Spawn {
@@ -102,7 +108,11 @@ async fn open_child(
         )));
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(args).envs(env);
+    command.args(args);
+    match env {
+        ChildEnv::Inherit(extra) => command.envs(extra),
+        ChildEnv::Only(vars) => command.env_clear().envs(vars),
+    };
     let mut wrapped = process_wrap::tokio::CommandWrap::from(command);
     // Its own process group: a terminal's Ctrl-C does not reach the server (so a rollback
     // after Ctrl-C can still use it), and shutdown can kill everything it started.
@@ -185,6 +195,29 @@ async fn open_http(
             stderr: Vec::new(),
         }),
     }
+}
+
+/// The environment a command server starts with.
+enum ChildEnv {
+    /// This process's environment plus these variables.
+    Inherit(BTreeMap<String, String>),
+    /// Only these variables.
+    Only(BTreeMap<String, String>),
+}
+
+/// [`BASE_ENV`] and `pass_env` from this process, then `env`; or everything with `inherit`.
+fn child_env(env: &BTreeMap<String, String>, pass_env: &[String], inherit: bool) -> ChildEnv {
+    if inherit {
+        return ChildEnv::Inherit(env.clone());
+    }
+    let mut vars: BTreeMap<String, String> = BASE_ENV
+        .iter()
+        .copied()
+        .chain(pass_env.iter().map(String::as_str))
+        .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
+        .collect();
+    vars.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    ChildEnv::Only(vars)
 }
 
 /// Kills a server's process group when dropped, so nothing it started outlives the session,

@@ -6,7 +6,8 @@
 //!   its tools (`compensating_tool`, `requires_approval`, `retries`, `timeout`), since MCP has
 //!   no way to state them. It deserializes from a workspace file's `mcp_servers:` entries.
 //! - [`McpServer`]: one server, started on first use, restarted after a crash, shut down
-//!   (process group included) when dropped.
+//!   (process group included) when dropped. A command server gets a minimal environment
+//!   ([`BASE_ENV`], `pass_env`, `env`), not this process's API keys, unless `inherit_env` is set.
 //! - [`McpServers`]: servers by name; [`resolve`](McpServers::resolve) turns `server.tool` /
 //!   `server.*` references into a [`ToolSet`](crate::ToolSet).
 //! - [`McpTool`]: one server tool as a [`Tool`].
@@ -55,7 +56,7 @@ mod server;
 mod servers;
 mod tool;
 
-pub use config::{McpServerConfig, McpTransport, ToolOverride, DEFAULT_STARTUP_TIMEOUT};
+pub use config::{McpServerConfig, McpTransport, ToolOverride, BASE_ENV, DEFAULT_STARTUP_TIMEOUT};
 pub use error::McpError;
 pub use server::McpServer;
 pub use servers::McpServers;
