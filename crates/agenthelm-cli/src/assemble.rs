@@ -77,6 +77,12 @@ impl<'w> Assembly<'w> {
                 self.workspace.file.display()
             )),
         };
+        tracing::info!(
+            agent = agent.unwrap_or("planner"),
+            model = id.as_deref().unwrap_or("none"),
+            ok = built.is_ok(),
+            "model"
+        );
         match (built, need) {
             (Ok(lm), _) => Ok(lm),
             (Err(message), ModelNeed::Required) => Err(BadInput(message).into()),

@@ -27,6 +27,8 @@ pub enum Command {
     Init(InitArgs),
     /// Give one task to one agent; shows its tool calls, answer, tokens and cost.
     Run(RunArgs),
+    /// Let the planner write a plan for a goal; show it, save it, or execute it.
+    Plan(PlanArgs),
     /// Show a plan file, checked against the workspace, as a table or a graph.
     Show(ShowArgs),
     /// Check, show, confirm and execute a plan file with live progress.
@@ -66,6 +68,25 @@ pub struct RunArgs {
     /// Let tools that require approval run without asking.
     #[arg(long)]
     pub approve_tools: bool,
+}
+
+/// `agenthelm plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What the plan should achieve.
+    pub goal: String,
+    /// Save the plan to this file (YAML).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Execute the plan right away (counts as the approval).
+    #[arg(long)]
+    pub approve: bool,
+    /// Model for the planner and agents, as provider/model (overrides the workspace).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// With --approve: options of the execution.
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
 }
 
 /// How a plan is executed.

@@ -79,6 +79,7 @@ impl Tool for CommandTool {
 
     async fn call(&self, args: Value, call: &ToolCallInfo) -> Result<Value, ToolError> {
         let program = self.program();
+        tracing::debug!(tool = %self.spec.name, program = %program.display(), dir = %self.dir.display(), "starting command tool");
         let mut child = tokio::process::Command::new(&program)
             .args(self.argv.iter().skip(1))
             .current_dir(&self.dir)
@@ -114,8 +115,10 @@ impl Tool for CommandTool {
         };
         let (_, output) = tokio::join!(feed, child.wait_with_output());
         let output = output.map_err(|e| self.fail(format!("lost track of the process: {e}")))?;
+        tracing::debug!(tool = %self.spec.name, status = %output.status, stdout_bytes = output.stdout.len(), "command tool finished");
         // Background processes the tool left in its group are killed too: a tool that returned
-        // leaves nothing running.
+        // leaves nothing running. (While any of them lives the group id cannot be reused, so the
+        // signal cannot reach an unrelated process.)
         drop(guard);
         if !output.status.success() {
             return Err(self.fail(failure_message(&output)));

@@ -7,6 +7,7 @@ mod cli;
 mod command_tool;
 mod commands;
 mod exit;
+mod interrupt;
 mod plan_file;
 mod render;
 mod source;

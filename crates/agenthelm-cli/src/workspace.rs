@@ -135,6 +135,12 @@ impl Workspace {
         }
         let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        tracing::info!(
+            file = %file.display(),
+            agents = config.agents.len(),
+            tools = config.tools.len(),
+            "workspace loaded"
+        );
         Ok(Workspace { file, dir, config })
     }
 }

@@ -248,3 +248,63 @@ fn the_example_runs_and_rolls_back() {
         0
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_rolls_back() {
+    let dir = TempDir::new();
+    workspace(&dir, "");
+    dir.write(
+        "plan.yaml",
+        "goal: g\nsteps:\n  - id: a\n    tool: create\n    args: { name: a }\n  - id: b\n    tool: gate\n    args: { name: b }\n    depends_on: [a]\n  - id: c\n    tool: create\n    args: { name: c }\n    depends_on: [b]\n",
+    );
+    let mut child = agenthelm(dir.path())
+        .args(["execute", "plan.yaml", "--yes", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr is read on a thread, so the test can wait for the CLI to acknowledge Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    // Wait until `a` is done and `b` is running, then press Ctrl-C.
+    let waiting = dir.path().join("waiting");
+    for _ in 0..2000 {
+        if waiting.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(waiting.exists(), "step b never started");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Only once the run is cancelled may `b` finish: then `c` must never start.
+    let acknowledged = lines.iter().any(|line| line.starts_with("Interrupted"));
+    assert!(acknowledged, "the CLI never acknowledged Ctrl-C");
+    dir.write("go", "");
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: reader.join().unwrap(),
+    };
+    assert_eq!(run.code, 1, "{}", run.all());
+    let json = json_of(&run);
+    assert_eq!(status_of(&json, "a"), "compensated");
+    assert_eq!(status_of(&json, "c"), "skipped");
+    assert!(!dir.path().join("created/c").exists());
+    assert!(!dir.path().join("created/a").exists());
+}

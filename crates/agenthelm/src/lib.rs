@@ -56,7 +56,7 @@ pub mod plan;
 pub mod tool;
 pub mod trace;
 
-pub use agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
+pub use agent::{Agent, AgentResult, PlannerAgent, PlannerError, StepContext, StepTask, ToolAgent};
 pub use agenthelm_macros::tool;
 pub use async_trait::async_trait;
 pub use lm::{LanguageModel, Lm, LmBuilder, LmError, ScriptedLm, ScriptedReply, TokenUsage};
@@ -70,7 +70,9 @@ pub use trace::{Event, EventKind};
 
 /// Everything a program using AgentHelm usually needs, in one import.
 pub mod prelude {
-    pub use crate::agent::{Agent, AgentResult, StepContext, StepTask, ToolAgent};
+    pub use crate::agent::{
+        Agent, AgentResult, PlannerAgent, PlannerError, StepContext, StepTask, ToolAgent,
+    };
     pub use crate::lm::{LanguageModel, Lm, LmError, ScriptedLm, ScriptedReply, TokenUsage};
     pub use crate::orchestrate::{
         AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,

@@ -48,7 +48,7 @@ async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
         if message == "/exit" || message == "/quit" {
             break;
         }
-        let result = agent.run(&transcript(&history, message)).await;
+        let result = crate::interrupt::or_ctrl_c(agent.run(&transcript(&history, message))).await?;
         match (&result.answer, result.success) {
             (Some(answer), true) => {
                 println!("{}", answer.trim_end());

@@ -1,6 +1,7 @@
 //! `agenthelm execute plan.yaml`: check, show, confirm, execute with live progress, summarize.
 
-use agenthelm::{AgentResult, Orchestrator, OrchestratorError, Plan, StepStatus};
+use agenthelm::orchestrate::CancelToken;
+use agenthelm::{AgentResult, Orchestrator, Plan};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -93,16 +94,11 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     plan.approved = true;
     let view = View::new(options.json);
-    let outcome = tokio::select! {
-        outcome = orchestrator.execute(plan) => Some(outcome),
-        _ = tokio::signal::ctrl_c() => None,
-    };
-    let result = match outcome {
-        Some(Ok(result)) => result,
-        Some(Err(OrchestratorError::InvalidPlan(e))) => return Err(BadInput(e.to_string()).into()),
-        Some(Err(e)) => return Err(BadInput(e.to_string()).into()),
-        None => return Err(interrupted(plan).into()),
-    };
+    let cancel = CancelToken::new();
+    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let outcome = orchestrator.execute_with_cancel(plan, cancel).await;
+    stop_on_ctrl_c.abort();
+    let result = outcome.map_err(|e| BadInput(e.to_string()))?;
     if options.json {
         println!(
             "{}",
@@ -121,22 +117,20 @@ pub async fn execute(
     }
 }
 
-/// Ctrl-C: the running steps were cancelled (their tools' process groups killed).
-fn interrupted(plan: &Plan) -> Failed {
-    let done: Vec<&str> = plan
-        .steps
-        .iter()
-        .filter(|s| s.status == StepStatus::Completed)
-        .map(|s| s.id.as_str())
-        .collect();
-    if done.is_empty() {
-        Failed("interrupted: no step had completed".into())
-    } else {
-        Failed(format!(
-            "interrupted: steps {} had completed and were not undone",
-            done.join(", ")
-        ))
-    }
+/// Ctrl-C cancels the run: no new step starts, running steps get their grace period, and
+/// completed work is rolled back. The rollback itself is not interrupted by further Ctrl-Cs.
+fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before the run starts, so an early Ctrl-C is not lost.
+    let mut interrupts = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        if interrupts.recv().await.is_some() {
+            eprintln!("Interrupted: no new steps start; finished work is being rolled back");
+            cancel.cancel();
+            // Later interrupts are received and ignored, so the rollback can finish.
+            while interrupts.recv().await.is_some() {}
+        }
+    }))
 }
 
 /// The machine-readable result of `--json`.

@@ -1,7 +1,7 @@
 //! `agenthelm mcp list-tools` and `agenthelm mcp run`: one MCP server's tools from the terminal.
 
 use agenthelm::mcp::{McpError, McpServer, McpServerConfig};
-use agenthelm::{Lm, ToolAgent, ToolSet};
+use agenthelm::{Agent, Lm, ToolAgent, ToolSet};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -56,7 +56,7 @@ async fn run_task(session: &Session, args: &McpRunArgs) -> anyhow::Result<()> {
     let outcome = async {
         let tools: ToolSet = server.tools().await.map_err(mcp_error)?;
         let agent = super::run::live(ToolAgent::new(server.name(), lm, tools), args.approve_tools);
-        let result = super::run::run_until_ctrl_c(&agent, &args.task).await?;
+        let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
         super::run::report(server.name(), &result)
     }
     .await;

@@ -6,6 +6,7 @@ mod config;
 mod execute;
 mod init;
 mod mcp;
+mod plan;
 mod run;
 mod show;
 
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Run(args) => run::run(&session, &args).await,
+        Command::Plan(args) => plan::run(&session, &args).await,
         Command::Show(args) => show::run(&session, &args).await,
         Command::Execute(args) => execute::run(&session, &args).await,
         Command::Chat(args) => chat::run(&session, &args).await,

@@ -21,16 +21,8 @@ pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
 async fn run_agent(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()> {
     let name = assembly.pick_agent(args.agent.as_deref())?;
     let agent = live_agent(assembly, &name, args.approve_tools).await?;
-    let result = run_until_ctrl_c(&agent, &args.task).await?;
+    let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
     report(&name, &result)
-}
-
-/// Runs the task; Ctrl-C stops it (so the caller can shut MCP servers down) and fails.
-pub async fn run_until_ctrl_c(agent: &ToolAgent, task: &str) -> anyhow::Result<AgentResult> {
-    tokio::select! {
-        result = agent.run(task) => Ok(result),
-        _ = tokio::signal::ctrl_c() => Err(Failed("interrupted".into()).into()),
-    }
 }
 
 /// Prints the answer (stdout) and usage (stderr); a failed run becomes exit code 1.

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: temporary workspaces and running the built binary.
 #![allow(dead_code)]
 
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -168,6 +169,18 @@ elif mode == "create":
 elif mode == "delete":
     pathlib.Path("created", args["name"]).unlink()
     print(json.dumps({"deleted": args["name"]}))
+elif mode == "gate":
+    # Waits until the test creates the file `go`, then creates its file like `create`.
+    pathlib.Path("waiting").write_text(str(os.getpid()))
+    for _ in range(4000):
+        if pathlib.Path("go").exists():
+            break
+        time.sleep(0.005)
+    else:
+        sys.exit("gate: never opened")
+    pathlib.Path("created").mkdir(exist_ok=True)
+    pathlib.Path("created", args["name"]).write_text("x")
+    print(json.dumps({"id": args["name"]}))
 elif mode == "barrier":
     # Concurrency without clocks: each call waits until `expect` calls are inside at once.
     pathlib.Path("inside").mkdir(exist_ok=True)
@@ -183,6 +196,8 @@ elif mode == "barrier":
     else:
         sys.exit("barrier: the other calls never arrived")
     if args["expect"] == 1:
+        # Stay inside a while, so that calls running at the same time would see each other.
+        time.sleep(0.3)
         me.unlink()
     print(json.dumps({"name": args["name"]}))
 else:
@@ -200,7 +215,7 @@ default_agent: worker
 agents:
   worker:
     role: does things
-    tools: [echo, create, delete, fail, barrier]
+    tools: [echo, create, delete, fail, barrier, gate]
 tools:
   echo:
     description: Echo arguments and environment
@@ -223,10 +238,118 @@ tools:
   fail:
     description: Always fails
     command: [python3, tools/t.py, fail]
+  gate:
+    description: Waits for the test, then creates a file
+    command: [python3, tools/t.py, gate]
+    compensating_tool: delete
   barrier:
     description: Waits for the others
     command: [python3, tools/t.py, barrier]
 {extra_tools}"#
         ),
     )
+}
+
+/// A loopback OpenAI-compatible server answering `/v1/chat/completions` from a script, and
+/// recording every request body.
+pub struct LlmServer {
+    pub base_url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl LlmServer {
+    pub fn start(replies: Vec<Value>) -> LlmServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            let mut replies = replies.into_iter();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock()
+                    .unwrap()
+                    .push(json!({"line": first.trim(), "body": body}));
+                let (status, answer) = match replies.next() {
+                    Some(reply) if first.contains("/v1/chat/completions") => ("200 OK", reply),
+                    _ => (
+                        "500 Internal Server Error",
+                        json!({"error": {"message": "script exhausted"}}),
+                    ),
+                };
+                let text = answer.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        LlmServer { base_url, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A chat-completions answer with text.
+pub fn text_reply(text: &str, input: u64, output: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}
+    })
+}
+
+/// A chat-completions answer asking for one tool call.
+pub fn tool_reply(tool: &str, args: Value) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls",
+                     "message": {"role": "assistant", "content": null, "tool_calls": [{
+                         "id": "call_1", "type": "function",
+                         "function": {"name": tool, "arguments": args.to_string()}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+    })
+}
+
+/// Whether process `pid` stopped running (gone, or a zombie), polling for a while: a killed
+/// process takes the kernel a moment to wind down. Never a timed assertion: it only bounds the wait.
+pub fn stops_running(pid: &str) -> bool {
+    for _ in 0..400 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        // The state follows the command name in parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if stat.is_empty() || state == Some("Z") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    false
 }

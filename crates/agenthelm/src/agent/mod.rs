@@ -22,11 +22,14 @@
 //! ```
 
 mod context;
+mod llm_call;
+mod planner;
 mod result;
 mod task;
 mod tool_agent;
 
 pub use context::{Effect, StepContext};
+pub use planner::{PlannerAgent, PlannerError};
 pub use result::AgentResult;
 pub use task::StepTask;
 pub use tool_agent::ToolAgent;

@@ -3,14 +3,14 @@ use futures::future::join_all;
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
+use super::llm_call::ask_model;
 use super::task::value_text;
 use super::{Agent, AgentResult, StepContext, StepTask};
 use crate::lm::{Completion, CompletionRequest, Lm, Message, ToolCall, ToolDefinition};
 use crate::orchestrate::{ApprovalHandler, DenyAll};
 use crate::tool::{RetryPolicy, ToolSet};
-use crate::trace::{Event, EventKind, EventSink, Observer};
+use crate::trace::{Event, EventSink, Observer};
 
 /// An agent that reasons with a language model and acts with tools (a ReAct loop).
 ///
@@ -183,32 +183,9 @@ impl ToolAgent {
         ctx: &StepContext,
         result: &mut AgentResult,
     ) -> Result<Completion, String> {
-        let started = Instant::now();
-        let outcome = self.lm.complete(request).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let (usage, cost_usd, tool_calls, model) = match &outcome {
-            Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
-            Err(_) => (Default::default(), None, 0, self.lm.model_id().to_owned()),
-        };
-        result.token_usage += usage;
-        match cost_usd {
-            Some(cost) => result.total_cost_usd += cost,
-            None if outcome.is_ok() => result.unpriced_calls += 1,
-            None => {}
-        }
-        ctx.emit(EventKind::LlmCall {
-            model: if model.is_empty() {
-                self.lm.model_id().to_owned()
-            } else {
-                model
-            },
-            usage,
-            cost_usd,
-            latency_ms,
-            tool_calls,
-            error: outcome.as_ref().err().map(ToString::to_string),
-        });
-        outcome.map_err(|e| format!("agent `{}`: {e}", self.name))
+        ask_model(&self.lm, request, ctx, result)
+            .await
+            .map_err(|e| format!("agent `{}`: {e}", self.name))
     }
 
     /// Runs one tool call the model asked for; the text goes back to the model.

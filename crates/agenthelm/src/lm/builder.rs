@@ -4,15 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::anthropic::AnthropicModel;
 use super::http::{HttpSettings, Transport};
 use super::openai::OpenAiModel;
-use super::{ApiKey, Lm, LmError};
+use super::{ApiKey, Lm, LmError, Pricing};
 use crate::tool::RetryPolicy;
 
 /// Which wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     OpenAi,
+    Anthropic,
 }
 
 /// A known provider: where it is and where its key comes from.
@@ -33,6 +35,13 @@ const PROVIDERS: &[Provider] = &[
         base_url: "https://api.openai.com/v1",
         key_var: Some("OPENAI_API_KEY"),
         base_var: "OPENAI_BASE_URL",
+    },
+    Provider {
+        name: "anthropic",
+        wire: Wire::Anthropic,
+        base_url: "https://api.anthropic.com/v1",
+        key_var: Some("ANTHROPIC_API_KEY"),
+        base_var: "ANTHROPIC_BASE_URL",
     },
     Provider {
         name: "mistral",
@@ -87,7 +96,7 @@ pub fn provider_names() -> impl Iterator<Item = &'static str> {
 type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Builds an [`Lm`] for a `provider/model` id with options: base URL, key, timeout, retries,
-/// and more. Anything not set comes from the environment or a default.
+/// pricing. Anything not set comes from the environment or a default.
 ///
 /// ```
 /// use agenthelm::prelude::*;
@@ -112,6 +121,8 @@ pub struct LmBuilder {
     base_url: Option<String>,
     api_key: Option<ApiKey>,
     settings: HttpSettings,
+    pricing: Option<Arc<Pricing>>,
+    max_tokens: Option<u32>,
     env: EnvLookup,
 }
 
@@ -122,6 +133,8 @@ impl LmBuilder {
             base_url: None,
             api_key: None,
             settings: HttpSettings::default(),
+            pricing: None,
+            max_tokens: None,
             env: Arc::new(|name| std::env::var(name).ok()),
         }
     }
@@ -164,6 +177,19 @@ impl LmBuilder {
     /// ends the call at once with its error.
     pub fn max_retry_wait(mut self, wait: Duration) -> Self {
         self.settings.max_retry_wait = wait;
+        self
+    }
+
+    /// Prices calls with this table instead of [`Pricing::builtin`].
+    pub fn pricing(mut self, pricing: Pricing) -> Self {
+        self.pricing = Some(Arc::new(pricing));
+        self
+    }
+
+    /// Answer length limit sent with every request that sets none (Anthropic requires one;
+    /// default 4096 there, and the service's own default elsewhere).
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
         self
     }
 
@@ -229,9 +255,19 @@ impl LmBuilder {
                 wire_model,
                 &base_url,
                 provider_name == "openai" && !custom_server,
+                self.max_tokens,
+            )),
+            Wire::Anthropic => Lm::from_model(AnthropicModel::new(
+                transport,
+                wire_model,
+                &base_url,
+                self.max_tokens.unwrap_or(4096),
             )),
         };
-        Ok(lm)
+        Ok(match self.pricing {
+            Some(pricing) => lm.with_shared_pricing(pricing),
+            None => lm,
+        })
     }
 
     fn split_id(&self) -> Result<(String, String), LmError> {
@@ -240,7 +276,8 @@ impl LmBuilder {
                 Ok((provider.to_ascii_lowercase(), model.trim().to_owned()))
             }
             _ => Err(LmError::Config(format!(
-                "model `{}`: expected `provider/model`, such as `openai/gpt-4o-mini`",
+                "model `{}`: expected `provider/model`, such as `openai/gpt-4o-mini` or \
+                 `anthropic/claude-sonnet-4-5`",
                 self.model
             ))),
         }

@@ -7,6 +7,7 @@
 //! | provider | wire format | key variable | base URL variable |
 //! |---|---|---|---|
 //! | `openai` | OpenAI chat completions | `OPENAI_API_KEY` | `OPENAI_BASE_URL` |
+//! | `anthropic` | Anthropic messages | `ANTHROPIC_API_KEY` | `ANTHROPIC_BASE_URL` |
 //! | `mistral` | OpenAI chat completions | `MISTRAL_API_KEY` | `MISTRAL_BASE_URL` |
 //! | `groq` | OpenAI chat completions | `GROQ_API_KEY` | `GROQ_BASE_URL` |
 //! | `openrouter` | OpenAI chat completions | `OPENROUTER_API_KEY` | `OPENROUTER_BASE_URL` |
@@ -17,11 +18,17 @@
 //! Any other OpenAI-compatible server (vLLM, llama.cpp, LM Studio, ...) works through
 //! [`Lm::builder`] with a [`base_url`](LmBuilder::base_url), or `OPENAI_BASE_URL`. When the base
 //! URL is the user's own, the key is optional.
+//!
+//! Every [`Lm`] prices its calls with a [`Pricing`] table ([`Pricing::builtin`] unless replaced):
+//! a completion whose model is in the table gets its [`Completion::cost_usd`]; any other keeps
+//! `None` (unknown, never 0).
 
+mod anthropic;
 mod builder;
 mod http;
 mod message;
 mod openai;
+mod pricing;
 mod scripted;
 mod secret;
 
@@ -30,6 +37,7 @@ pub use message::{
     Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
     ToolDefinition,
 };
+pub use pricing::{ModelPrice, Pricing, PricingError};
 pub use scripted::{ScriptedLm, ScriptedReply};
 pub use secret::ApiKey;
 
@@ -50,7 +58,8 @@ pub trait LanguageModel: Send + Sync {
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError>;
 }
 
-/// A shared handle to a language model. Cloning is cheap.
+/// A shared handle to a language model, with the price table its calls are costed by.
+/// Cloning is cheap.
 ///
 /// ```
 /// use agenthelm::prelude::*;
@@ -61,6 +70,7 @@ pub trait LanguageModel: Send + Sync {
 #[derive(Clone)]
 pub struct Lm {
     model: Arc<dyn LanguageModel>,
+    pricing: Arc<Pricing>,
 }
 
 impl Lm {
@@ -90,14 +100,46 @@ impl Lm {
 
     /// Wraps a model.
     pub fn from_model(model: impl LanguageModel + 'static) -> Self {
-        Lm {
-            model: Arc::new(model),
-        }
+        Self::from_arc(Arc::new(model))
     }
 
     /// Wraps a shared model.
     pub fn from_arc(model: Arc<dyn LanguageModel>) -> Self {
-        Lm { model }
+        Lm {
+            model,
+            pricing: Pricing::shared_builtin(),
+        }
+    }
+
+    /// Prices this handle's calls with `pricing` instead of the built-in table.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::lm::{CompletionRequest, ModelPrice, Pricing};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let model = ScriptedLm::new(vec![ScriptedReply::text("hi").with_usage(2_000, 1_000)])
+    ///     .with_model_id("acme/small");
+    /// let lm = Lm::from_model(model)
+    ///     .with_pricing(Pricing::new().with("acme/small", ModelPrice::new(1.0, 2.0)));
+    /// let completion = lm.complete(&CompletionRequest::default()).await.unwrap();
+    /// assert_eq!(completion.cost_usd, Some(0.004));
+    /// # }
+    /// ```
+    pub fn with_pricing(self, pricing: Pricing) -> Self {
+        self.with_shared_pricing(Arc::new(pricing))
+    }
+
+    /// Prices this handle's calls with a shared table.
+    pub fn with_shared_pricing(mut self, pricing: Arc<Pricing>) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// The table this handle's calls are priced with.
+    pub fn pricing(&self) -> &Pricing {
+        &self.pricing
     }
 
     /// The model's `provider/model` id.
@@ -105,9 +147,35 @@ impl Lm {
         self.model.model_id()
     }
 
-    /// Sends one request.
+    /// Sends one request. When the model did not price the answer itself, its cost comes
+    /// from the pricing table: by the `provider/model` id, else by the model that answered;
+    /// `None` when neither is priced.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError> {
-        self.model.complete(request).await
+        let mut completion = self.model.complete(request).await?;
+        if completion.cost_usd.is_none() {
+            completion.cost_usd = self
+                .pricing
+                .cost(self.model_id(), completion.usage)
+                .or_else(|| self.answered_model_cost(&completion));
+        }
+        Ok(completion)
+    }
+}
+
+impl Lm {
+    /// The price by the name of the model that answered, under this handle's provider.
+    fn answered_model_cost(&self, completion: &Completion) -> Option<f64> {
+        if completion.model.is_empty() {
+            return None;
+        }
+        let provider = self.model_id().split_once('/').map(|(p, _)| p);
+        let name = match provider {
+            Some(provider) if !completion.model.contains('/') => {
+                format!("{provider}/{}", completion.model)
+            }
+            _ => completion.model.clone(),
+        };
+        self.pricing.cost(&name, completion.usage)
     }
 }
 

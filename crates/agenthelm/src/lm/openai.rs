@@ -23,6 +23,8 @@ pub(crate) struct OpenAiModel {
     url: String,
     /// OpenAI's own API wants `max_completion_tokens`; others still read `max_tokens`.
     hosted_openai: bool,
+    /// Answer length limit for requests that set none.
+    max_tokens: Option<u32>,
     /// Set once the server refused a `json_schema` response format: from then on the schema is
     /// sent as `{"type": "json_object", "schema": ..}`, which llama.cpp-style servers enforce.
     json_object_only: AtomicBool,
@@ -34,12 +36,14 @@ impl OpenAiModel {
         wire_model: String,
         base_url: &str,
         hosted_openai: bool,
+        max_tokens: Option<u32>,
     ) -> Self {
         OpenAiModel {
             transport,
             wire_model,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
             hosted_openai,
+            max_tokens,
             json_object_only: AtomicBool::new(false),
         }
     }
@@ -107,7 +111,7 @@ impl OpenAiModel {
         if let Some(t) = request.temperature {
             body.insert("temperature".into(), json!(t));
         }
-        if let Some(max) = request.max_tokens {
+        if let Some(max) = request.max_tokens.or(self.max_tokens) {
             let field = if self.hosted_openai {
                 "max_completion_tokens"
             } else {

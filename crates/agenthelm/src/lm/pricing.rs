@@ -168,22 +168,19 @@ impl Pricing {
         self.prices.is_empty()
     }
 
-    /// The price that applies to `model` (a `provider/model` id or a bare model name).
+    /// The price that applies to `model`: a `provider/model` id, or a bare model name (which
+    /// also finds entries stored under `provider/name`).
     pub fn lookup(&self, model: &str) -> Option<ModelPrice> {
-        let bare = model.split_once('/').map(|(_, m)| m);
-        let candidates = [Some(model), bare].into_iter().flatten();
-        for name in candidates.clone() {
-            if let Some(price) = self.get(name) {
-                return Some(price);
-            }
+        let full = |key: &str| key.to_owned();
+        match model.split_once('/') {
+            Some((provider, bare)) => self
+                .find(model, full)
+                .or_else(|| self.find(bare, full))
+                .or_else(|| self.get(&format!("{provider}/*"))),
+            None => self
+                .find(model, full)
+                .or_else(|| self.find(model, |key| bare_name(key).to_owned())),
         }
-        for name in candidates {
-            if let Some(price) = self.longest_prefix(name) {
-                return Some(price);
-            }
-        }
-        let provider = model.split_once('/').map(|(p, _)| p)?;
-        self.get(&format!("{provider}/*"))
     }
 
     /// The cost of `usage` on `model`, or `None` when its price is unknown.
@@ -191,17 +188,26 @@ impl Pricing {
         self.lookup(model).map(|price| price.cost(usage))
     }
 
-    /// The entry whose key `name` starts with, followed by `-`, `@` or `:` (a date or version
-    /// suffix); the longest wins.
-    fn longest_prefix(&self, name: &str) -> Option<ModelPrice> {
-        self.prices
-            .iter()
-            .filter(|(key, _)| {
-                name.strip_prefix(key.as_str())
-                    .is_some_and(|rest| rest.starts_with(['-', '@', ':']))
-            })
-            .max_by_key(|(key, _)| key.len())
-            .map(|(_, price)| *price)
+    /// The entry whose key (seen through `form`) is `name`, else the longest one that `name`
+    /// starts with followed by `-`, `@` or `:` (a date or version suffix).
+    fn find(&self, name: &str, form: impl Fn(&str) -> String) -> Option<ModelPrice> {
+        let mut best: Option<(usize, ModelPrice)> = None;
+        for (key, price) in &self.prices {
+            if key.ends_with("/*") {
+                continue;
+            }
+            let key = form(key);
+            if key == name {
+                return Some(*price);
+            }
+            let extends = name
+                .strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.starts_with(['-', '@', ':']));
+            if extends && best.is_none_or(|(len, _)| key.len() > len) {
+                best = Some((key.len(), *price));
+            }
+        }
+        best.map(|(_, price)| price)
     }
 
     /// Reads a table from YAML: a mapping from model id to `{input, output}`.
@@ -301,4 +307,9 @@ fn with_field(path: &str, message: &str) -> String {
     } else {
         format!("field `{path}`: {message}")
     }
+}
+
+/// `model` of `provider/model`.
+fn bare_name(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, model)| model)
 }

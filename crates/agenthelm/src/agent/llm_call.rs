@@ -1,0 +1,44 @@
+//! One model call made on an agent's behalf: timed, priced, added to the result's totals and
+//! recorded as an [`EventKind::LlmCall`] event.
+
+use std::time::Instant;
+
+use super::{AgentResult, StepContext};
+use crate::lm::{Completion, CompletionRequest, Lm, LmError};
+use crate::trace::EventKind;
+
+/// Sends `request` to `lm`, adds the call's tokens and cost (or one unpriced call) to `result`,
+/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx`.
+pub(crate) async fn ask_model(
+    lm: &Lm,
+    request: &CompletionRequest,
+    ctx: &StepContext,
+    result: &mut AgentResult,
+) -> Result<Completion, LmError> {
+    let started = Instant::now();
+    let outcome = lm.complete(request).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (usage, cost_usd, tool_calls, model) = match &outcome {
+        Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
+        Err(_) => (Default::default(), None, 0, String::new()),
+    };
+    result.token_usage += usage;
+    match cost_usd {
+        Some(cost) => result.total_cost_usd += cost,
+        None if outcome.is_ok() => result.unpriced_calls += 1,
+        None => {}
+    }
+    ctx.emit(EventKind::LlmCall {
+        model: if model.is_empty() {
+            lm.model_id().to_owned()
+        } else {
+            model
+        },
+        usage,
+        cost_usd,
+        latency_ms,
+        tool_calls,
+        error: outcome.as_ref().err().map(ToString::to_string),
+    });
+    outcome
+}
