@@ -220,12 +220,26 @@ impl McpServerConfig {
         self
     }
 
-    /// A short description of where the server is, safe to show (no env values or headers).
+    /// A short description of where the server is: the command line, or the URL without
+    /// credentials or query. Never env values or headers.
     pub fn describe(&self) -> String {
         match &self.transport {
             McpTransport::Command { command, .. } => command.join(" "),
-            McpTransport::Url { url, .. } => url.clone(),
+            McpTransport::Url { url, .. } => shown_url(url),
         }
+    }
+}
+
+/// `url` without user info (`user:token@`) and query (`?key=...`), which may hold secrets.
+pub(super) fn shown_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}{path}")
+        }
+        None => without_query.to_owned(),
     }
 }
 
@@ -278,7 +292,8 @@ impl TryFrom<RawConfig> for McpServerConfig {
             (None, Some(url)) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(format!(
-                        "`url` must start with http:// or https://, got `{url}`"
+                        "`url` must start with http:// or https://, got `{}`",
+                        shown_url(&url)
                     ));
                 }
                 if !raw.env.is_empty() || !raw.pass_env.is_empty() || raw.inherit_env {
@@ -356,7 +371,7 @@ impl fmt::Debug for McpTransport {
                 .finish(),
             McpTransport::Url { url, headers } => f
                 .debug_struct("Url")
-                .field("url", url)
+                .field("url", &shown_url(url))
                 .field("headers", &Redacted(headers))
                 .finish(),
         }
@@ -428,6 +443,19 @@ mod tests {
         assert_eq!(contract.retries, 2);
         assert_eq!(contract.timeout, Some(Duration::from_millis(1500)));
         assert!(contract.requires_approval, "unset fields keep their value");
+    }
+
+    #[test]
+    fn shown_urls_lose_credentials_and_queries() {
+        assert_eq!(
+            shown_url("https://user:tok@example.com:8443/mcp?key=sk-1#x"),
+            "https://example.com:8443/mcp"
+        );
+        assert_eq!(
+            shown_url("http://127.0.0.1:3001/mcp"),
+            "http://127.0.0.1:3001/mcp"
+        );
+        assert_eq!(shown_url("http://host"), "http://host");
     }
 
     #[test]

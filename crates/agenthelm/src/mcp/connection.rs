@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
 use tokio::task::JoinHandle;
 
-use super::config::{McpServerConfig, McpTransport, BASE_ENV};
+use super::config::{shown_url, McpServerConfig, McpTransport, BASE_ENV};
 use super::error::McpError;
 
 /// How long a closing server gets to exit by itself before its process group is killed.
@@ -186,7 +186,7 @@ async fn open_http(
         }),
         Ok(Err(e)) => Err(McpError::Initialize {
             server: name.to_owned(),
-            message: format!("{url}: {e}"),
+            message: format!("{}: {e}", shown_url(url)),
             stderr: Vec::new(),
         }),
         Err(_) => Err(McpError::StartupTimeout {
