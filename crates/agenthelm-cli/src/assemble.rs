@@ -1,13 +1,15 @@
 //! Turning a workspace into the library's pieces: command tools, models, agents, orchestrator.
 
 use agenthelm::lm::{Completion, CompletionRequest};
+use agenthelm::mcp::{McpError, McpServers};
 use agenthelm::tool::ToolSpec;
 use agenthelm::{AgentRegistry, LanguageModel, Lm, LmError, ToolAgent, ToolSet};
 use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::command_tool::CommandTool;
-use crate::exit::BadInput;
+use crate::exit::{BadInput, Failed};
 use crate::user_config::UserConfig;
 use crate::workspace::{ToolConfig, Workspace};
 
@@ -27,6 +29,10 @@ pub struct Assembly<'w> {
     pub workspace: &'w Workspace,
     /// Every command tool of the workspace.
     pub tools: ToolSet,
+    /// The workspace's MCP servers; each starts when an agent that uses it is built.
+    pub mcp: McpServers,
+    /// Compensating tools of the MCP tools given to agents, for rollback to find.
+    mcp_compensations: Mutex<ToolSet>,
     /// `--model`: overrides every model of the workspace.
     forced_model: Option<String>,
     user_model: Option<String>,
@@ -42,6 +48,8 @@ impl<'w> Assembly<'w> {
         Assembly {
             workspace,
             tools,
+            mcp: McpServers::from_configs(workspace.config.mcp_servers.clone()),
+            mcp_compensations: Mutex::new(ToolSet::new()),
             forced_model: forced_model.map(str::to_owned),
             user_model: user.model.clone(),
         }
@@ -85,21 +93,97 @@ impl<'w> Assembly<'w> {
         }
     }
 
-    /// The tools an agent lists.
-    pub fn agent_tools(&self, agent: &str) -> ToolSet {
+    /// The tools an agent lists: command tools, and MCP tools (`server.tool`, `server.*`),
+    /// starting the MCP servers they come from.
+    pub async fn agent_tools(&self, agent: &str) -> anyhow::Result<ToolSet> {
         let mut set = ToolSet::new();
-        if let Some(config) = self.workspace.config.agents.get(agent) {
-            for name in &config.tools {
-                if let Some(tool) = self.tools.get(name) {
-                    set.insert(std::sync::Arc::clone(tool));
+        let Some(config) = self.workspace.config.agents.get(agent) else {
+            return Ok(set);
+        };
+        let mut references = Vec::new();
+        for name in &config.tools {
+            match self.tools.get(name) {
+                Some(tool) => {
+                    set.insert(Arc::clone(tool));
+                }
+                None if self.mcp.is_reference(name) => references.push(name.as_str()),
+                None => {}
+            }
+        }
+        if references.is_empty() {
+            return Ok(set);
+        }
+        let context = |e: McpError| self.mcp_error(agent, e);
+        let mcp_tools = self.mcp.resolve(&references).await.map_err(context)?;
+        self.keep_compensations(&references, &mcp_tools)
+            .await
+            .map_err(context)?;
+        set.extend(&mcp_tools);
+        Ok(set)
+    }
+
+    /// Finds, on the same servers, the compensating tools that `tools` name, so that rollback
+    /// can call them even when the agent does not list them.
+    async fn keep_compensations(
+        &self,
+        references: &[&str],
+        tools: &ToolSet,
+    ) -> Result<(), McpError> {
+        let mut servers: Vec<&str> = references
+            .iter()
+            .filter_map(|r| r.split_once('.').map(|(server, _)| server))
+            .collect();
+        servers.dedup();
+        for server in servers.into_iter().filter_map(|s| self.mcp.get(s)) {
+            let offered = server.tools().await?;
+            for tool in tools.iter().filter(|t| offered.contains(&t.spec().name)) {
+                let Some(compensation) = &tool.spec().contract.compensating_tool else {
+                    continue;
+                };
+                if let (Some(found), Ok(mut kept)) =
+                    (offered.get(compensation), self.mcp_compensations.lock())
+                {
+                    if !kept.contains(compensation) && !self.tools.contains(compensation) {
+                        kept.insert(Arc::clone(found));
+                    }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The orchestrator's own tools: every command tool, and the compensating tools of the
+    /// MCP tools that agents built so far use.
+    pub fn orchestrator_tools(&self) -> ToolSet {
+        let mut set = self.tools.clone();
+        if let Ok(kept) = self.mcp_compensations.lock() {
+            set.extend(&kept);
         }
         set
     }
 
+    /// Stops the MCP servers that were started (closing stdin, then killing process groups).
+    pub async fn shutdown(&self) {
+        self.mcp.shutdown().await;
+    }
+
+    /// An MCP problem while building `agent`: a wrong name or a missing program is bad input;
+    /// a server that fails at run time is a failure.
+    fn mcp_error(&self, agent: &str, error: McpError) -> anyhow::Error {
+        let message = format!(
+            "{}: agent `{agent}`: {error}",
+            self.workspace.file.display()
+        );
+        match error {
+            McpError::StartupTimeout { .. }
+            | McpError::Initialize { .. }
+            | McpError::Request { .. } => Failed(message).into(),
+            _ => BadInput(message).into(),
+        }
+    }
+
     /// The agent called `name`, as the workspace declares it.
-    pub fn agent(&self, name: &str, need: ModelNeed) -> anyhow::Result<ToolAgent> {
+    pub async fn agent(&self, name: &str, need: ModelNeed) -> anyhow::Result<ToolAgent> {
         let Some(config) = self.workspace.config.agents.get(name) else {
             let defined: Vec<&str> = self
                 .workspace
@@ -119,7 +203,8 @@ impl<'w> Assembly<'w> {
             ))
             .into());
         };
-        let mut agent = ToolAgent::new(name, self.lm(Some(name), need)?, self.agent_tools(name));
+        let lm = self.lm(Some(name), need)?;
+        let mut agent = ToolAgent::new(name, lm, self.agent_tools(name).await?);
         if let Some(role) = &config.role {
             agent = agent.role(role);
         }
@@ -130,11 +215,11 @@ impl<'w> Assembly<'w> {
     }
 
     /// Every agent of the workspace, registered by name.
-    pub fn registry(&self, need: ModelNeed) -> anyhow::Result<AgentRegistry> {
+    pub async fn registry(&self, need: ModelNeed) -> anyhow::Result<AgentRegistry> {
         let mut registry = AgentRegistry::new();
         for name in self.workspace.config.agents.keys() {
             registry
-                .register(self.agent(name, need)?)
+                .register(self.agent(name, need).await?)
                 .map_err(|e| BadInput(e.to_string()))?;
         }
         Ok(registry)

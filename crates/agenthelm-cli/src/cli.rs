@@ -35,6 +35,8 @@ pub enum Command {
     Execute(ExecuteArgs),
     /// Talk with one agent; the conversation is kept for the session.
     Chat(ChatArgs),
+    /// Use an MCP server's tools: list them, or give a task to an agent that has them.
+    Mcp(McpArgs),
     /// Show or change user defaults (~/.agenthelm/config.yaml).
     Config(ConfigArgs),
     /// Print a shell completion script.
@@ -200,4 +202,70 @@ pub enum Shell {
     Zsh,
     /// Fish.
     Fish,
+}
+
+/// `agenthelm mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// What to do with the server.
+    #[command(subcommand)]
+    pub action: McpAction,
+}
+
+/// `agenthelm mcp` actions.
+#[derive(Debug, Subcommand)]
+pub enum McpAction {
+    /// Start the server and list its tools: names, descriptions and parameters.
+    ///
+    /// Example: agenthelm mcp list-tools -- npx -y @modelcontextprotocol/server-everything
+    ListTools(McpListArgs),
+    /// Give a task to an agent whose tools are the server's tools.
+    ///
+    /// Example: agenthelm mcp run -t "What time is it in Tokyo?" -- uvx mcp-server-time
+    Run(McpRunArgs),
+}
+
+/// Which MCP server: a command after `--`, a URL, or a server of the workspace file.
+#[derive(Debug, Args)]
+pub struct McpServerArgs {
+    /// A server under `mcp_servers:` in the workspace file.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["url", "command"])]
+    pub server: Option<String>,
+    /// A server reached over streamable HTTP, e.g. http://127.0.0.1:3001/mcp.
+    #[arg(long, conflicts_with = "command")]
+    pub url: Option<String>,
+    /// Seconds the server may take to start and answer `initialize` (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub startup_timeout: Option<f64>,
+    /// The server's program and its arguments, after `--` (run without a shell).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `agenthelm mcp list-tools`.
+#[derive(Debug, Args)]
+pub struct McpListArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: McpServerArgs,
+    /// Print the tools as JSON (name, description, parameters schema).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agenthelm mcp run`.
+#[derive(Debug, Args)]
+pub struct McpRunArgs {
+    /// The task.
+    #[arg(long, short)]
+    pub task: String,
+    /// Model, as provider/model (default: the workspace's or the user's model).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Let tools that require approval run without asking.
+    #[arg(long)]
+    pub approve_tools: bool,
+    /// The server.
+    #[command(flatten)]
+    pub server: McpServerArgs,
 }

@@ -109,6 +109,58 @@ fn shorten(text: &str, limit: usize) -> String {
     }
 }
 
+/// Tools as a table: name, description (first line) and parameters, `[name]` when optional.
+pub fn tool_table(tools: &agenthelm::ToolSet, palette: Palette) -> String {
+    let mut table = table(palette);
+    table.set_header(["tool", "description", "parameters"]);
+    for spec in tools.specs() {
+        let description = spec.description.lines().next().unwrap_or_default();
+        table.add_row([
+            spec.name.clone(),
+            shorten(description, 70),
+            parameters(&spec.parameters),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `a: integer, [b: string]` from an object schema.
+fn parameters(schema: &serde_json::Value) -> String {
+    let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return "-".into();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let described: Vec<String> = properties
+        .iter()
+        .map(|(name, property)| {
+            let kind = match property.get("type") {
+                Some(serde_json::Value::String(t)) => t.clone(),
+                Some(serde_json::Value::Array(types)) => types
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                _ if property.get("enum").is_some() => "enum".into(),
+                _ => "any".into(),
+            };
+            if required.contains(&name.as_str()) {
+                format!("{name}: {kind}")
+            } else {
+                format!("[{name}: {kind}]")
+            }
+        })
+        .collect();
+    if described.is_empty() {
+        "-".into()
+    } else {
+        described.join(", ")
+    }
+}
+
 /// A plan as a table: one row per step.
 pub fn plan_table(plan: &Plan, palette: Palette) -> String {
     let mut table = table(palette);

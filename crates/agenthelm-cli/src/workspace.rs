@@ -1,6 +1,7 @@
 //! The workspace file `agenthelm.yaml`: where it is, what it may say, and the checks that make a
 //! mistake in it an error naming the file, line and key.
 
+use agenthelm::mcp::McpServerConfig;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct WorkspaceConfig {
     /// Command tools by name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub tools: BTreeMap<String, ToolConfig>,
+    /// MCP servers by name; agents list their tools as `server.tool` or `server.*`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
 }
 
 /// One agent: a ToolAgent with a model and some of the workspace's tools.
@@ -44,7 +48,7 @@ pub struct AgentConfig {
     /// The most model calls per task.
     #[serde(default)]
     pub max_iters: Option<u32>,
-    /// Names of tools under `tools:`.
+    /// Names of tools under `tools:`, and MCP tools as `server.tool` or `server.*`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub tools: Vec<String>,
 }
@@ -196,15 +200,23 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
     }
     for (name, agent) in &config.agents {
         for tool in &agent.tools {
-            if !config.tools.contains_key(tool) {
-                fail(
-                    format!("agents.{name}.tools"),
-                    format!(
-                        "tool `{tool}` is not defined under `tools:` ({})",
-                        defined(&mut config.tools.keys())
-                    ),
-                );
+            if config.tools.contains_key(tool) {
+                continue;
             }
+            // `server.tool`: the server must be configured; its tools are known once it runs.
+            let message = match tool.split_once('.') {
+                Some((server, _)) if config.mcp_servers.contains_key(server) => continue,
+                Some((server, _)) => format!(
+                    "`{tool}` is neither a tool under `tools:` nor a tool of an MCP server: \
+                     `{server}` is not defined under `mcp_servers:` ({})",
+                    defined(&mut config.mcp_servers.keys())
+                ),
+                _ => format!(
+                    "tool `{tool}` is not defined under `tools:` ({})",
+                    defined(&mut config.tools.keys())
+                ),
+            };
+            fail(format!("agents.{name}.tools"), message);
         }
         if agent.max_iters == Some(0) {
             fail(
@@ -215,6 +227,17 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
     }
     for (name, tool) in &config.tools {
         check_tool(name, tool, config, &mut fail);
+    }
+    for name in config.mcp_servers.keys() {
+        if name.contains('.') || name.trim().is_empty() {
+            fail(
+                "mcp_servers".into(),
+                format!(
+                    "server name `{name}` must be non-empty and have no `.` (tools are named \
+                     `server.tool`)"
+                ),
+            );
+        }
     }
     problems
 }
@@ -305,6 +328,21 @@ mod tests {
         assert_eq!(
             errors("default_agent: nobody\n"),
             "ws.yaml:1: `default_agent`: agent `nobody` is not defined under `agents:` (none are defined)"
+        );
+        assert_eq!(
+            errors("agents:\n  a:\n    tools: [m.t, m.*, x.t]\nmcp_servers:\n  m:\n    command: [s]\n"),
+            "ws.yaml:3: `agents.a.tools`: `x.t` is neither a tool under `tools:` nor a tool of an MCP server: `x` is not defined under `mcp_servers:` (defined: m)"
+        );
+        assert_eq!(
+            errors("mcp_servers:\n  a.b:\n    command: [s]\n"),
+            "ws.yaml:1: `mcp_servers`: server name `a.b` must be non-empty and have no `.` (tools are named `server.tool`)"
+        );
+        let timeout = errors("mcp_servers:\n  m:\n    command: [s]\n    startup_timeout: 0\n");
+        assert!(
+            timeout.contains(
+                "`mcp_servers.m.startup_timeout`: expected a positive number of seconds, got 0"
+            ),
+            "{timeout}"
         );
         assert_eq!(
             errors("agents:\n  a:\n    tools: [x]\n"),

@@ -49,6 +49,8 @@ extern crate self as agenthelm;
 
 pub mod agent;
 pub mod lm;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod orchestrate;
 pub mod plan;
 pub mod store;

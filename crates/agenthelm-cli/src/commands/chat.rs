@@ -12,8 +12,14 @@ use crate::render::{self, Palette};
 pub async fn run(session: &Session, args: &ChatArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
     let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
+    let outcome = chat(&assembly, args).await;
+    assembly.shutdown().await;
+    outcome
+}
+
+async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
     let name = assembly.pick_agent(args.agent.as_deref())?;
-    let agent = super::run::live_agent(&assembly, &name, args.approve_tools)?;
+    let agent = super::run::live_agent(assembly, &name, args.approve_tools).await?;
     let palette = Palette::stderr();
     let interactive = std::io::stdin().is_terminal();
     if interactive {

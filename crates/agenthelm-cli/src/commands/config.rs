@@ -60,6 +60,10 @@ fn show(workspace_flag: Option<&Path>) -> anyhow::Result<()> {
             };
             println!("  agents: {}", names(config.agents.keys().collect()));
             println!("  tools: {}", names(config.tools.keys().collect()));
+            println!(
+                "  mcp_servers: {}",
+                names(config.mcp_servers.keys().collect())
+            );
         }
         Err(_) if workspace_flag.is_none() => println!("workspace: (none found)"),
         Err(e) => return Err(e),

@@ -19,7 +19,19 @@ pub async fn run(session: &Session, args: &ExecuteArgs) -> anyhow::Result<()> {
     let mut file = PlanFile::load(&args.plan)?;
     let workspace = session.workspace(Some(&args.plan))?;
     let assembly = Assembly::new(&workspace, session.user(), None);
-    let orchestrator = orchestrator(&assembly, &args.execution, session.user())?;
+    let outcome = check_and_execute(&assembly, &mut file, args, session.user()).await;
+    // MCP servers are stopped also when the plan failed or was interrupted.
+    assembly.shutdown().await;
+    outcome
+}
+
+async fn check_and_execute(
+    assembly: &Assembly<'_>,
+    file: &mut PlanFile,
+    args: &ExecuteArgs,
+    user: &UserConfig,
+) -> anyhow::Result<()> {
+    let orchestrator = orchestrator(assembly, &args.execution, user).await?;
     orchestrator
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
@@ -44,17 +56,19 @@ pub async fn run(session: &Session, args: &ExecuteArgs) -> anyhow::Result<()> {
 
 /// The orchestrator for a workspace, with the execution options applied and live progress on
 /// standard error.
-pub fn orchestrator(
+pub async fn orchestrator(
     assembly: &Assembly<'_>,
     options: &ExecutionArgs,
     user: &UserConfig,
 ) -> anyhow::Result<Orchestrator> {
-    let mut orchestrator = Orchestrator::new(assembly.registry(ModelNeed::OnDemand)?)
-        .tools(assembly.tools.clone())
+    let registry = assembly.registry(ModelNeed::OnDemand).await?;
+    let mut orchestrator = Orchestrator::new(registry)
+        // After the registry: it includes the compensations of the agents' MCP tools.
+        .tools(assembly.orchestrator_tools())
         .enable_rollback(!options.no_rollback)
         .approval_handler(CliApproval::new(options.approve_tools));
     if let Some(name) = &assembly.workspace.config.default_agent {
-        orchestrator = orchestrator.default_agent(assembly.agent(name, ModelNeed::OnDemand)?);
+        orchestrator = orchestrator.default_agent(assembly.agent(name, ModelNeed::OnDemand).await?);
     }
     let limit = options
         .max_parallel

@@ -5,6 +5,7 @@ mod completions;
 mod config;
 mod execute;
 mod init;
+mod mcp;
 mod plan;
 mod run;
 mod show;
@@ -38,9 +39,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&session, &args).await,
         Command::Plan(args) => plan::run(&session, &args).await,
-        Command::Show(args) => show::run(&session, &args),
+        Command::Show(args) => show::run(&session, &args).await,
         Command::Execute(args) => execute::run(&session, &args).await,
         Command::Chat(args) => chat::run(&session, &args).await,
+        Command::Mcp(args) => mcp::run(&session, &args).await,
         Command::Init(_) | Command::Completions(_) | Command::Config(_) => Ok(()),
     }
 }

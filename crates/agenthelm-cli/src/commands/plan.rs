@@ -15,9 +15,16 @@ use crate::render::{self, Palette};
 pub async fn run(session: &Session, args: &PlanArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
     let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
+    let outcome = plan(&assembly, args, session).await;
+    // MCP servers the agents use are stopped also after a failure or Ctrl-C.
+    assembly.shutdown().await;
+    outcome
+}
+
+async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> anyhow::Result<()> {
     let lm = assembly.lm(None, ModelNeed::Required)?;
     // The planner sees the agents' names, roles and tools; their models are not needed for that.
-    let registry = assembly.registry(ModelNeed::OnDemand)?;
+    let registry = assembly.registry(ModelNeed::OnDemand).await?;
     let palette = Palette::stderr();
     eprintln!(
         "{}",
@@ -44,7 +51,7 @@ pub async fn run(session: &Session, args: &PlanArgs) -> anyhow::Result<()> {
         view.say(&palette.dim(&format!("Not executed. Next: {next}")));
         return Ok(());
     }
-    let orchestrator = execute::orchestrator(&assembly, &args.execution, session.user())?;
+    let orchestrator = execute::orchestrator(assembly, &args.execution, session.user()).await?;
     orchestrator.check(&plan).map_err(|e| {
         BadInput(format!(
             "the planner's plan does not fit the workspace: {e}"

@@ -8,15 +8,16 @@ use crate::plan_file::PlanFile;
 use crate::render;
 
 /// Runs `agenthelm show`.
-pub fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
+pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     let file = PlanFile::load(&args.plan)?;
     let workspace = session.workspace(Some(&args.plan))?;
     let assembly = Assembly::new(&workspace, session.user(), None);
+    // Checking the plan needs the agents' tools, so MCP servers they use are started.
     let orchestrator =
-        super::execute::orchestrator(&assembly, &ExecutionArgs::default(), session.user())?;
-    orchestrator
-        .check(&file.plan)
-        .map_err(|e| file.problems(e))?;
+        super::execute::orchestrator(&assembly, &ExecutionArgs::default(), session.user()).await;
+    let checked = orchestrator.map(|o| o.check(&file.plan));
+    assembly.shutdown().await;
+    checked?.map_err(|e| file.problems(e))?;
     match args.format {
         ShowFormat::Table => View::new(false).show_plan(&file.plan),
         ShowFormat::Yaml => print!("{}", file.plan.to_yaml()?),
