@@ -235,3 +235,71 @@ async fn the_page_renders_in_headless_chromium() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_plan_of_hundreds_of_steps_stays_legible_in_chromium() {
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED: chromium is not installed (scripts/test installs it with apt-get where apt is usable)");
+        return;
+    };
+    let dir = temp_dir("report-wide");
+    let run = run_fixture::wide_run(&dir.join("store"), 12, 20, true).await;
+    assert_eq!(run.plan.steps.len(), 240);
+    let html = render_html(&run);
+    let page = dir.join("wide.html");
+    std::fs::write(&page, &html).unwrap();
+
+    let dom = run_chromium(&chromium, &page, &dir.join("profile-dom"), &["--dump-dom"]);
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "chromium --dump-dom failed: {log}");
+    assert_eq!(
+        dom_text.matches(r#"<g class="node""#).count(),
+        240,
+        "every step in the graph"
+    );
+    assert_eq!(
+        dom_text.matches(r#"<tr data-step="l"#).count(),
+        240 + run
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, agenthelm::EventKind::Compensation { .. }))
+            .count()
+    );
+    assert!(dom_text.contains(r#"data-status="failed""#));
+    assert!(dom_text.contains(r#"data-status="compensated""#));
+    assert!(dom_text.contains(r#"data-status="skipped""#));
+    assert_eq!(
+        page_errors(&log),
+        Vec::<&str>::new(),
+        "chromium reported errors"
+    );
+
+    let png = dir.join("wide.png");
+    let shot = run_chromium(
+        &chromium,
+        &page,
+        &dir.join("profile-shot"),
+        &[
+            "--window-size=1360,3000",
+            "--hide-scrollbars",
+            &format!("--screenshot={}", png.display()),
+        ],
+    );
+    assert!(
+        shot.status.success(),
+        "chromium --screenshot failed: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+    assert!(
+        bytes.len() > 100_000,
+        "screenshot is only {} bytes",
+        bytes.len()
+    );
+    if let Ok(keep) = std::env::var("AGENTHELM_REPORT_SCREENSHOT") {
+        std::fs::copy(&png, format!("{keep}.wide.png")).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

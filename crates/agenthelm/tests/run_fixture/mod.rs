@@ -116,3 +116,71 @@ pub async fn trip_run(dir: &Path, fail: bool) -> StoredRun {
     let run_id = result.run_id.expect("a stored run has an id");
     JsonlStore::open(dir).unwrap().load_run(&run_id).unwrap()
 }
+
+/// A plan of `layers` × `width` steps, each depending on one or two steps of the layer before,
+/// every step a direct tool call of a few milliseconds; with `fail`, one step in the middle
+/// fails, which rolls back what completed and skips the rest.
+pub async fn wide_run(dir: &Path, layers: usize, width: usize, fail: bool) -> StoredRun {
+    let schema =
+        json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+    let failing = (layers / 2, width / 2);
+    let work = FnTool::new(
+        "work",
+        "Do a little work",
+        schema.clone(),
+        move |args: Value, _call| async move {
+            let n = args["n"].as_u64().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(1 + n % 7)).await;
+            if fail && n == (failing.0 * 1000 + failing.1) as u64 {
+                Err(ToolError::new("the disk <is> full"))
+            } else {
+                Ok(json!(n))
+            }
+        },
+    )
+    .unwrap()
+    .compensating_tool("unwork");
+    let unwork = FnTool::new(
+        "unwork",
+        "Undo the work",
+        schema,
+        |_args: Value, _call| async { Ok(json!("undone")) },
+    )
+    .unwrap();
+    let mut registry = AgentRegistry::new();
+    registry
+        .register(ToolAgent::new(
+            "worker",
+            Lm::from_model(ScriptedLm::new(vec![])),
+            ToolSet::new().with(work).with(unwork),
+        ))
+        .unwrap();
+    let orchestrator = Orchestrator::new(registry)
+        .max_concurrency(16)
+        .store(JsonlStore::open(dir).unwrap());
+    let id = |layer: usize, i: usize| format!("l{layer:02}-s{i:02}");
+    let mut plan = Plan::new(format!("{} steps in {layers} layers", layers * width));
+    for layer in 0..layers {
+        for i in 0..width {
+            let mut step = PlanStep::new(id(layer, i), format!("work item {layer}/{i}"))
+                .agent("worker")
+                .tool("work")
+                .args(json!({ "n": layer * 1000 + i }));
+            if layer > 0 {
+                let mut deps = vec![id(layer - 1, i)];
+                if i % 3 == 0 {
+                    deps.push(id(layer - 1, (i + 7) % width));
+                }
+                step = step.depends_on(deps);
+            }
+            plan.steps.push(step);
+        }
+    }
+    plan.approved = true;
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert_eq!(result.success, !fail);
+    JsonlStore::open(dir)
+        .unwrap()
+        .load_run(&result.run_id.unwrap())
+        .unwrap()
+}
