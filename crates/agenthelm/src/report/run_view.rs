@@ -6,10 +6,12 @@
 
 use std::collections::HashMap;
 
+use super::escape::truncate;
+use super::time_format::duration;
 use crate::lm::TokenUsage;
 use crate::plan::{PlanStep, StepStatus};
 use crate::store::StoredRun;
-use crate::trace::{CallPurpose, EventKind};
+use crate::trace::{CallPurpose, Event, EventKind};
 
 /// How the run as a whole ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,298 +113,35 @@ impl<'a> RunView<'a> {
             .map(|e| e.timestamp_ms)
             .min()
             .map_or(run.summary.started_ms, |t| t.min(run.summary.started_ms));
-        let rel = |t: u64| t.saturating_sub(origin_ms) as f64;
-        let index: HashMap<&str, usize> = run
-            .plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
-        let mut steps: Vec<StepView<'a>> = run
-            .plan
-            .steps
-            .iter()
-            .map(|step| StepView {
-                step,
-                status: step.status,
-                agent: step.agent_name.clone(),
-                start_ms: None,
-                end_ms: None,
-                duration_ms: None,
-                error: step.error.clone(),
-            })
-            .collect();
-        let mut view = RunView {
-            run,
-            steps: Vec::new(),
-            bars: Vec::new(),
-            outcome: RunOutcome::Unfinished,
-            span_ms: 0.0,
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
-            cost_incomplete: false,
-            llm_calls: 0,
-            tool_calls: 0,
-            rollback: None,
+        let mut reader = Reader {
+            index: run
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.as_str(), i))
+                .collect(),
+            view: RunView {
+                run,
+                steps: run.plan.steps.iter().map(StepView::planned).collect(),
+                bars: Vec::new(),
+                outcome: RunOutcome::Unfinished,
+                span_ms: 0.0,
+                usage: TokenUsage::default(),
+                cost_usd: 0.0,
+                cost_incomplete: false,
+                llm_calls: 0,
+                tool_calls: 0,
+                rollback: None,
+            },
+            compensating: HashMap::new(),
+            origin_ms,
+            last_ms: 0.0,
         };
-        // Compensation start times by (step, action), to give each compensation its bar.
-        let mut compensating: HashMap<(usize, usize), f64> = HashMap::new();
-        let mut last_ms = 0.0_f64;
         for event in &run.events {
-            let at = rel(event.timestamp_ms);
-            last_ms = last_ms.max(at);
-            let step = event
-                .step_id
-                .as_deref()
-                .and_then(|id| index.get(id).copied());
-            if let (Some(i), Some(agent)) = (step, event.agent.as_deref()) {
-                steps[i].agent = Some(agent.to_owned());
-            }
-            match &event.kind {
-                EventKind::StepStarted { .. } => {
-                    if let Some(i) = step {
-                        steps[i].status = StepStatus::Running;
-                        steps[i].start_ms = Some(at);
-                        steps[i].end_ms = None;
-                        steps[i].error = None;
-                    }
-                }
-                EventKind::StepFinished {
-                    status,
-                    duration_ms,
-                    error,
-                    ..
-                } => {
-                    if let Some(i) = step {
-                        let s = &mut steps[i];
-                        s.status = *status;
-                        let start = s.start_ms.unwrap_or((at - duration_ms).max(0.0));
-                        s.start_ms = Some(start);
-                        s.end_ms = Some(at.max(start + duration_ms));
-                        s.duration_ms = Some(*duration_ms);
-                        s.error = error.clone();
-                    }
-                }
-                EventKind::LlmCall {
-                    model,
-                    usage,
-                    cost_usd,
-                    latency_ms,
-                    tool_calls,
-                    error,
-                } => {
-                    view.llm_calls += 1;
-                    view.usage.input_tokens += usage.input_tokens;
-                    view.usage.output_tokens += usage.output_tokens;
-                    match cost_usd {
-                        Some(cost) => view.cost_usd += cost,
-                        None => view.cost_incomplete = true,
-                    }
-                    let mut title = format!(
-                        "LLM call · {model}\n{} in / {} out tokens · {}\n{}",
-                        usage.input_tokens,
-                        usage.output_tokens,
-                        cost_usd.map_or("price unknown".to_owned(), |c| format!("${c:.6}")),
-                        super::time_format::duration(*latency_ms),
-                    );
-                    if *tool_calls > 0 {
-                        title.push_str(&format!(" · asked for {tool_calls} tool call(s)"));
-                    }
-                    if let Some(error) = error {
-                        title.push_str(&format!("\nerror: {error}"));
-                    }
-                    view.bars.push(Bar {
-                        step,
-                        kind: BarKind::Llm {
-                            ok: error.is_none(),
-                        },
-                        start_ms: (at - latency_ms).max(0.0),
-                        end_ms: at,
-                        title,
-                    });
-                }
-                EventKind::ToolCall {
-                    call_id,
-                    tool,
-                    output,
-                    error,
-                    attempts,
-                    duration_ms,
-                    purpose,
-                    ..
-                } => {
-                    view.tool_calls += 1;
-                    // A compensating call is drawn as its compensation's bar.
-                    if *purpose == CallPurpose::Compensate {
-                        continue;
-                    }
-                    let detail = match (error, output) {
-                        (Some(error), _) => {
-                            format!("error: {}", super::escape::truncate(error, 400))
-                        }
-                        (None, Some(output)) => {
-                            format!(
-                                "output: {}",
-                                super::escape::truncate(&output.to_string(), 400)
-                            )
-                        }
-                        (None, None) => String::new(),
-                    };
-                    view.bars.push(Bar {
-                        step,
-                        kind: BarKind::Tool {
-                            ok: error.is_none(),
-                        },
-                        start_ms: (at - duration_ms).max(0.0),
-                        end_ms: at,
-                        title: format!(
-                            "tool call · {tool} ({call_id})\n{} · {attempts} attempt(s)\n{detail}",
-                            super::time_format::duration(*duration_ms)
-                        ),
-                    });
-                }
-                EventKind::RollbackStarted { steps: order } => {
-                    view.rollback.get_or_insert_with(Rollback::default).order = order.clone();
-                }
-                EventKind::CompensationStarted { action, tool, .. } => {
-                    if let Some(i) = step {
-                        compensating.insert((i, *action), at);
-                        view.rollback
-                            .get_or_insert_with(Rollback::default)
-                            .actions
-                            .push(CompensationOutcome {
-                                step: steps[i].step.id.clone(),
-                                tool: tool.clone(),
-                                success: None,
-                                error: None,
-                            });
-                    }
-                }
-                EventKind::Compensation {
-                    action,
-                    tool,
-                    success,
-                    error,
-                } => {
-                    let Some(i) = step else { continue };
-                    let rollback = view.rollback.get_or_insert_with(Rollback::default);
-                    let id = &steps[i].step.id;
-                    match rollback
-                        .actions
-                        .iter_mut()
-                        .rev()
-                        .find(|a| &a.step == id && &a.tool == tool && a.success.is_none())
-                    {
-                        Some(outcome) => {
-                            outcome.success = Some(*success);
-                            outcome.error = error.clone();
-                        }
-                        None => rollback.actions.push(CompensationOutcome {
-                            step: id.clone(),
-                            tool: tool.clone(),
-                            success: Some(*success),
-                            error: error.clone(),
-                        }),
-                    }
-                    let start = compensating.remove(&(i, *action)).unwrap_or(at);
-                    let mut title = format!(
-                        "compensation of {id} · {tool}\n{}",
-                        if *success {
-                            "undone"
-                        } else {
-                            "FAILED: effect remains"
-                        }
-                    );
-                    if let Some(error) = error {
-                        title.push_str(&format!("\nerror: {error}"));
-                    }
-                    view.bars.push(Bar {
-                        step: Some(i),
-                        kind: BarKind::Compensation { ok: *success },
-                        start_ms: start,
-                        end_ms: at,
-                        title,
-                    });
-                }
-                EventKind::RunFinished { success, .. } => {
-                    view.outcome = if *success {
-                        RunOutcome::Succeeded
-                    } else {
-                        RunOutcome::Failed
-                    };
-                }
-                EventKind::RunStarted { .. }
-                | EventKind::RunResumed { .. }
-                | EventKind::Approval { .. }
-                | EventKind::Effect { .. }
-                | EventKind::Note { .. } => {}
-            }
+            reader.read(event);
         }
-        if view.outcome == RunOutcome::Unfinished {
-            if let Some(success) = run.summary.success {
-                view.outcome = if success {
-                    RunOutcome::Succeeded
-                } else {
-                    RunOutcome::Failed
-                };
-            }
-        }
-        if let Some(finished) = run.summary.finished_ms {
-            last_ms = last_ms.max(rel(finished));
-        }
-        finish_statuses(&mut steps, view.rollback.as_ref(), view.outcome);
-        // Compensations still open when the record ends: drawn up to the end, marked unfinished.
-        for ((i, _), start) in compensating {
-            view.bars.push(Bar {
-                step: Some(i),
-                kind: BarKind::Compensation { ok: false },
-                start_ms: start,
-                end_ms: last_ms,
-                title: format!(
-                    "compensation of {} · started, no end on record",
-                    steps[i].step.id
-                ),
-            });
-        }
-        for s in &steps {
-            let (Some(start), status) = (s.start_ms, s.status) else {
-                continue;
-            };
-            let end = s.end_ms.unwrap_or(last_ms);
-            last_ms = last_ms.max(end);
-            let mut title = format!(
-                "step {} · {}\nagent: {}",
-                s.step.id,
-                status,
-                s.agent.as_deref().unwrap_or("default")
-            );
-            if let Some(d) = s.duration_ms {
-                title.push_str(&format!("\n{}", super::time_format::duration(d)));
-            }
-            if !s.step.description.is_empty() {
-                title.push_str(&format!(
-                    "\n{}",
-                    super::escape::truncate(&s.step.description, 300)
-                ));
-            }
-            if let Some(error) = &s.error {
-                title.push_str(&format!("\nerror: {}", super::escape::truncate(error, 400)));
-            }
-            view.bars.push(Bar {
-                step: index.get(s.step.id.as_str()).copied(),
-                kind: BarKind::Step(status),
-                start_ms: start,
-                end_ms: end,
-                title,
-            });
-        }
-        for bar in &view.bars {
-            last_ms = last_ms.max(bar.end_ms);
-        }
-        view.span_ms = last_ms;
-        view.steps = steps;
-        view
+        reader.finish()
     }
 
     /// End of the run (ms since the epoch), when it ended.
@@ -412,6 +151,318 @@ impl<'a> RunView<'a> {
                 .then(|| self.run.events.last().map(|e| e.timestamp_ms))
                 .flatten()
         })
+    }
+}
+
+impl<'a> StepView<'a> {
+    /// The step as the plan has it, before any event.
+    fn planned(step: &'a PlanStep) -> Self {
+        StepView {
+            step,
+            status: step.status,
+            agent: step.agent_name.clone(),
+            start_ms: None,
+            end_ms: None,
+            duration_ms: None,
+            error: step.error.clone(),
+        }
+    }
+
+    /// Hover text of the step's bar.
+    fn title(&self) -> String {
+        let mut title = format!(
+            "step {} · {}\nagent: {}",
+            self.step.id,
+            self.status,
+            self.agent.as_deref().unwrap_or("default")
+        );
+        if let Some(d) = self.duration_ms {
+            title.push_str(&format!("\n{}", duration(d)));
+        }
+        if !self.step.description.is_empty() {
+            title.push_str(&format!("\n{}", truncate(&self.step.description, 300)));
+        }
+        if let Some(error) = &self.error {
+            title.push_str(&format!("\nerror: {}", truncate(error, 400)));
+        }
+        title
+    }
+}
+
+/// Reads the events in order into a [`RunView`].
+struct Reader<'a> {
+    index: HashMap<&'a str, usize>,
+    view: RunView<'a>,
+    /// Start of each compensation still running, by (step, action).
+    compensating: HashMap<(usize, usize), f64>,
+    origin_ms: u64,
+    /// Latest time seen, relative to the origin.
+    last_ms: f64,
+}
+
+impl<'a> Reader<'a> {
+    fn read(&mut self, event: &Event) {
+        let at = event.timestamp_ms.saturating_sub(self.origin_ms) as f64;
+        self.last_ms = self.last_ms.max(at);
+        let step = event
+            .step_id
+            .as_deref()
+            .and_then(|id| self.index.get(id).copied());
+        if let (Some(i), Some(agent)) = (step, event.agent.as_deref()) {
+            self.view.steps[i].agent = Some(agent.to_owned());
+        }
+        match &event.kind {
+            EventKind::StepStarted { .. } => {
+                if let Some(i) = step {
+                    let s = &mut self.view.steps[i];
+                    s.status = StepStatus::Running;
+                    s.start_ms = Some(at);
+                    s.end_ms = None;
+                    s.error = None;
+                }
+            }
+            EventKind::StepFinished {
+                status,
+                duration_ms,
+                error,
+                ..
+            } => {
+                if let Some(i) = step {
+                    let s = &mut self.view.steps[i];
+                    let start = s.start_ms.unwrap_or((at - duration_ms).max(0.0));
+                    s.status = *status;
+                    s.start_ms = Some(start);
+                    s.end_ms = Some(at.max(start + duration_ms));
+                    s.duration_ms = Some(*duration_ms);
+                    s.error = error.clone();
+                }
+            }
+            EventKind::LlmCall { .. } => self.llm_call(&event.kind, step, at),
+            EventKind::ToolCall { .. } => self.tool_call(&event.kind, step, at),
+            EventKind::RollbackStarted { steps: order } => {
+                self.rollback().order = order.clone();
+            }
+            EventKind::CompensationStarted { action, tool, .. } => {
+                if let Some(i) = step {
+                    self.compensating.insert((i, *action), at);
+                    let step = self.view.steps[i].step.id.clone();
+                    self.rollback().actions.push(CompensationOutcome {
+                        step,
+                        tool: tool.clone(),
+                        success: None,
+                        error: None,
+                    });
+                }
+            }
+            EventKind::Compensation {
+                action,
+                tool,
+                success,
+                error,
+            } => {
+                if let Some(i) = step {
+                    self.compensation(i, *action, tool, *success, error.as_deref(), at);
+                }
+            }
+            EventKind::RunFinished { success, .. } => {
+                self.view.outcome = outcome(*success);
+            }
+            EventKind::RunStarted { .. }
+            | EventKind::RunResumed { .. }
+            | EventKind::Approval { .. }
+            | EventKind::Effect { .. }
+            | EventKind::Note { .. } => {}
+        }
+    }
+
+    fn rollback(&mut self) -> &mut Rollback {
+        self.view.rollback.get_or_insert_with(Rollback::default)
+    }
+
+    fn llm_call(&mut self, kind: &EventKind, step: Option<usize>, at: f64) {
+        let EventKind::LlmCall {
+            model,
+            usage,
+            cost_usd,
+            latency_ms,
+            tool_calls,
+            error,
+        } = kind
+        else {
+            return;
+        };
+        let view = &mut self.view;
+        view.llm_calls += 1;
+        view.usage.input_tokens += usage.input_tokens;
+        view.usage.output_tokens += usage.output_tokens;
+        match cost_usd {
+            Some(cost) => view.cost_usd += cost,
+            None => view.cost_incomplete = true,
+        }
+        let price = cost_usd.map_or("price unknown".to_owned(), |c| format!("${c:.6}"));
+        let mut title = format!(
+            "LLM call · {model}\n{} in / {} out tokens · {price}\n{}",
+            usage.input_tokens,
+            usage.output_tokens,
+            duration(*latency_ms),
+        );
+        if *tool_calls > 0 {
+            title.push_str(&format!(" · asked for {tool_calls} tool call(s)"));
+        }
+        if let Some(error) = error {
+            title.push_str(&format!("\nerror: {}", truncate(error, 400)));
+        }
+        view.bars.push(Bar {
+            step,
+            kind: BarKind::Llm {
+                ok: error.is_none(),
+            },
+            start_ms: (at - latency_ms).max(0.0),
+            end_ms: at,
+            title,
+        });
+    }
+
+    fn tool_call(&mut self, kind: &EventKind, step: Option<usize>, at: f64) {
+        let EventKind::ToolCall {
+            call_id,
+            tool,
+            output,
+            error,
+            attempts,
+            duration_ms,
+            purpose,
+            ..
+        } = kind
+        else {
+            return;
+        };
+        self.view.tool_calls += 1;
+        // A compensating call is drawn as its compensation's bar.
+        if *purpose == CallPurpose::Compensate {
+            return;
+        }
+        let detail = match (error, output) {
+            (Some(error), _) => format!("error: {}", truncate(error, 400)),
+            (None, Some(output)) => format!("output: {}", truncate(&output.to_string(), 400)),
+            (None, None) => String::new(),
+        };
+        self.view.bars.push(Bar {
+            step,
+            kind: BarKind::Tool {
+                ok: error.is_none(),
+            },
+            start_ms: (at - duration_ms).max(0.0),
+            end_ms: at,
+            title: format!(
+                "tool call · {tool} ({call_id})\n{} · {attempts} attempt(s)\n{detail}",
+                duration(*duration_ms)
+            ),
+        });
+    }
+
+    fn compensation(
+        &mut self,
+        i: usize,
+        action: usize,
+        tool: &str,
+        success: bool,
+        error: Option<&str>,
+        at: f64,
+    ) {
+        let id = self.view.steps[i].step.id.clone();
+        let rollback = self.rollback();
+        let open = rollback
+            .actions
+            .iter_mut()
+            .rev()
+            .find(|a| a.step == id && a.tool == tool && a.success.is_none());
+        match open {
+            Some(outcome) => {
+                outcome.success = Some(success);
+                outcome.error = error.map(str::to_owned);
+            }
+            // The end of a compensation whose start is not on record (a resumed run's).
+            None => rollback.actions.push(CompensationOutcome {
+                step: id.clone(),
+                tool: tool.to_owned(),
+                success: Some(success),
+                error: error.map(str::to_owned),
+            }),
+        }
+        let start = self.compensating.remove(&(i, action)).unwrap_or(at);
+        let mut title = format!(
+            "compensation of {id} · {tool}\n{}",
+            if success {
+                "undone"
+            } else {
+                "FAILED: the effect remains"
+            }
+        );
+        if let Some(error) = error {
+            title.push_str(&format!("\nerror: {}", truncate(error, 400)));
+        }
+        self.view.bars.push(Bar {
+            step: Some(i),
+            kind: BarKind::Compensation { ok: success },
+            start_ms: start,
+            end_ms: at,
+            title,
+        });
+    }
+
+    fn finish(mut self) -> RunView<'a> {
+        let run = self.view.run;
+        if self.view.outcome == RunOutcome::Unfinished {
+            if let Some(success) = run.summary.success {
+                self.view.outcome = outcome(success);
+            }
+        }
+        if let Some(finished) = run.summary.finished_ms {
+            self.last_ms = self
+                .last_ms
+                .max(finished.saturating_sub(self.origin_ms) as f64);
+        }
+        let view = &mut self.view;
+        finish_statuses(&mut view.steps, view.rollback.as_ref(), view.outcome);
+        // Compensations still open when the record ends: drawn up to the end, as not undone.
+        for ((i, _), start) in self.compensating {
+            view.bars.push(Bar {
+                step: Some(i),
+                kind: BarKind::Compensation { ok: false },
+                start_ms: start,
+                end_ms: self.last_ms,
+                title: format!(
+                    "compensation of {} · started, no end on record",
+                    view.steps[i].step.id
+                ),
+            });
+        }
+        for (i, s) in view.steps.iter().enumerate() {
+            let Some(start) = s.start_ms else { continue };
+            view.bars.push(Bar {
+                step: Some(i),
+                kind: BarKind::Step(s.status),
+                start_ms: start,
+                // A step still running when the record ends runs to the end of the axis.
+                end_ms: s.end_ms.unwrap_or(self.last_ms),
+                title: s.title(),
+            });
+        }
+        view.span_ms = view
+            .bars
+            .iter()
+            .map(|b| b.end_ms)
+            .fold(self.last_ms, f64::max);
+        self.view
+    }
+}
+
+fn outcome(success: bool) -> RunOutcome {
+    if success {
+        RunOutcome::Succeeded
+    } else {
+        RunOutcome::Failed
     }
 }
 
