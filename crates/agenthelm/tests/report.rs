@@ -60,7 +60,13 @@ async fn a_run_with_rollback_shows_every_step_with_its_final_status() {
     for class in ["bar step", "bar llm", "bar tool", "bar compensation"] {
         assert!(html.contains(class), "timeline lacks {class}");
     }
-    assert!(html.contains("Every completed step was undone (2 compensating action(s))"));
+    assert!(
+        html.contains("All 2 compensating action(s) succeeded; undone: book_hotel, book_flight.")
+            || html.contains(
+                "All 2 compensating action(s) succeeded; undone: book_flight, book_hotel."
+            )
+    );
+    assert!(html.contains("Completed and kept, with nothing to undo: find_flight, find_hotel"));
     assert!(
         html.contains("Undo order: book_hotel → book_flight")
             || html.contains("Undo order: book_flight → book_hotel")

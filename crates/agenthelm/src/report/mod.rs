@@ -266,16 +266,38 @@ fn rollback_section(view: &RunView<'_>, out: &mut String) {
     };
     let not_undone = rollback.not_undone();
     if not_undone.is_empty() {
+        let mut undone: Vec<&str> = Vec::new();
+        for action in &rollback.actions {
+            if !undone.contains(&action.step.as_str()) {
+                undone.push(&action.step);
+            }
+        }
         let _ = write!(
             out,
-            r#"<p class="ok" id="rollback-outcome">Every completed step was undone ({} compensating action(s)).</p>"#,
-            rollback.actions.len()
+            r#"<p class="ok" id="rollback-outcome">All {} compensating action(s) succeeded; undone: {}.</p>"#,
+            rollback.actions.len(),
+            escape(&undone.join(", "))
         );
     } else {
         let _ = write!(
             out,
             r#"<p class="bad" id="rollback-outcome">Effects that could not be undone remain from: {}.</p>"#,
             escape(&not_undone.join(", "))
+        );
+    }
+    // Completed steps the rollback left alone had nothing to undo (no compensating tool).
+    let kept: Vec<&str> = view
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Completed)
+        .map(|s| s.step.id.as_str())
+        .filter(|id| !rollback.actions.iter().any(|a| a.step == *id))
+        .collect();
+    if !kept.is_empty() {
+        let _ = write!(
+            out,
+            r#"<p class="note" id="rollback-kept">Completed and kept, with nothing to undo: {}</p>"#,
+            escape(&kept.join(", "))
         );
     }
     if !rollback.order.is_empty() {

@@ -165,7 +165,7 @@ fn every_status_gets_its_colour() {
             r#"<tr data-step="{step}" data-status="{status}">"#
         )));
     }
-    assert!(html.contains(r#"<p class="ok" id="rollback-outcome">Every completed step was undone (1 compensating action(s)).</p>"#));
+    assert!(html.contains(r#"<p class="ok" id="rollback-outcome">All 1 compensating action(s) succeeded; undone: k.</p>"#));
 
     // A run whose process stopped: one step was running, one had not started.
     let mut plan = Plan::new("interrupted");
@@ -212,6 +212,8 @@ fn a_failed_compensation_leaves_the_step_completed_and_is_named() {
         super::style::status_colour(StepStatus::Completed)
     );
     assert!(html.contains("Effects that could not be undone remain from: k."));
+    // `c` completed and had nothing to undo; `k` did and is not "kept".
+    assert!(html.contains("Completed and kept, with nothing to undo: c<"));
     assert!(html.contains(r#"<span class="bad">failed</span>"#));
 
     // A compensation that started and has no end (the process died during rollback).
