@@ -41,7 +41,8 @@
 //! plan.approved = true;
 //! let result = orchestrator.execute(&mut plan).await?;
 //!
-//! let run = JsonlStore::open(&dir)?.load_run(result.run_id.as_deref().unwrap())?;
+//! let run_id = result.run_id.ok_or("a run with a store has an id")?;
+//! let run = JsonlStore::open(&dir)?.load_run(&run_id)?;
 //! let html = agenthelm::report::render_html(&run);
 //! assert!(html.starts_with("<!DOCTYPE html>"));
 //! assert!(html.contains("greet &lt;everyone&gt;"));

@@ -107,10 +107,12 @@ pub(crate) struct RunView<'a> {
 
 impl<'a> RunView<'a> {
     pub fn new(run: &'a StoredRun) -> Self {
+        // The axis starts at the earliest moment on record: a call's event is written when it
+        // ends, so a planner's call before the run's first event starts earlier than it.
         let origin_ms = run
             .events
             .iter()
-            .map(|e| e.timestamp_ms)
+            .map(began_ms)
             .min()
             .map_or(run.summary.started_ms, |t| t.min(run.summary.started_ms));
         let mut reader = Reader {
@@ -456,6 +458,24 @@ impl<'a> Reader<'a> {
             .fold(self.last_ms, f64::max);
         self.view
     }
+}
+
+/// When what `event` records began (ms since the epoch): its time, less its duration for the
+/// kinds written at their end.
+fn began_ms(event: &Event) -> u64 {
+    let took = match &event.kind {
+        EventKind::LlmCall { latency_ms, .. } => *latency_ms,
+        EventKind::ToolCall { duration_ms, .. } | EventKind::StepFinished { duration_ms, .. } => {
+            *duration_ms
+        }
+        _ => 0.0,
+    };
+    let took = if took.is_finite() && took > 0.0 {
+        took.ceil() as u64
+    } else {
+        0
+    };
+    event.timestamp_ms.saturating_sub(took)
 }
 
 fn outcome(success: bool) -> RunOutcome {

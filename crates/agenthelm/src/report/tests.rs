@@ -376,3 +376,38 @@ fn layers_follow_the_longest_chain_and_survive_cycles() {
         Some(&19_999)
     );
 }
+
+#[test]
+fn a_call_before_the_first_event_starts_the_axis() {
+    // A planner's LLM call, written when it ended 900 ms after it began, is the first event.
+    let mut plan = Plan::new("planned");
+    plan.steps = vec![PlanStep::new("a", "")];
+    let events = vec![
+        at(
+            900,
+            None,
+            EventKind::LlmCall {
+                model: "m".into(),
+                usage: TokenUsage::new(10, 5),
+                cost_usd: Some(0.5),
+                latency_ms: 900.0,
+                tool_calls: 0,
+                error: None,
+            },
+        ),
+        started(1000, "a"),
+        finished(1100, "a", StepStatus::Completed, 100.0, None),
+    ];
+    let mut run = stored(plan, events, Some(true));
+    run.summary.started_ms = T0 + 900;
+    let view = RunView::new(&run);
+    let llm = view.bars.iter().find(|b| b.step.is_none()).unwrap();
+    assert_eq!((llm.start_ms, llm.end_ms), (0.0, 900.0));
+    let step = view.bars.iter().find(|b| b.step == Some(0)).unwrap();
+    assert_eq!((step.start_ms, step.end_ms), (1000.0, 1100.0));
+    assert_eq!(view.span_ms, 1100.0);
+    assert!(
+        render_html(&run).contains(">run</text>"),
+        "the run's own row"
+    );
+}
