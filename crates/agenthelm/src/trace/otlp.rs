@@ -51,6 +51,9 @@ use crate::plan::StepStatus;
 
 /// The environment variable naming the collector's base URL.
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The environment variable naming the exact URL for traces (takes precedence over
+/// [`ENDPOINT_ENV`]; nothing is appended to it).
+pub const TRACES_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The environment variable with extra request headers, `key=value,key2=value2`.
 pub const HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 /// How long one export may take unless [`OtlpExporter::timeout`] says otherwise (the
@@ -155,45 +158,38 @@ impl OtlpExporter {
     /// to `{endpoint}/v1/traces`. Errors when the endpoint is not an `http`/`https` URL with a
     /// host.
     pub fn new(endpoint: &str) -> Result<Self, OtlpError> {
-        let invalid = |reason: String| OtlpError::InvalidEndpoint {
-            endpoint: Url::parse(endpoint.trim())
-                .map(|u| masked(&u))
-                .unwrap_or_else(|_| endpoint.trim().to_owned()),
-            reason,
-        };
-        if !endpoint.contains("://") {
-            return Err(invalid(format!(
-                "it has no scheme (did you mean `http://{}`?)",
-                endpoint.trim()
-            )));
-        }
-        let base = Url::parse(endpoint.trim()).map_err(|e| invalid(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid(format!(
-                "the scheme must be http or https, not `{}`",
-                base.scheme()
-            )));
-        }
-        if base.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("it has no host".to_owned()));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(invalid("it must not have a query or fragment".to_owned()));
-        }
-        let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
-        let mut url = base;
+        let mut url = validated(endpoint)?;
+        let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        Ok(OtlpExporter {
+        Ok(Self::to(url))
+    }
+
+    /// An exporter that posts to `url` exactly as given, like
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (no `/v1/traces` is added).
+    ///
+    /// ```
+    /// use agenthelm::trace::otlp::OtlpExporter;
+    /// let exporter = OtlpExporter::with_traces_url("https://otel.example/ingest/traces")?;
+    /// assert_eq!(exporter.traces_url(), "https://otel.example/ingest/traces");
+    /// # Ok::<(), agenthelm::trace::otlp::OtlpError>(())
+    /// ```
+    pub fn with_traces_url(url: &str) -> Result<Self, OtlpError> {
+        validated(url).map(Self::to)
+    }
+
+    fn to(url: Url) -> Self {
+        OtlpExporter {
             url,
             headers: HeaderMap::new(),
             timeout: DEFAULT_TIMEOUT,
             client: reqwest::Client::new(),
-        })
+        }
     }
 
-    /// The exporter `OTEL_EXPORTER_OTLP_ENDPOINT` asks for, with the headers of
-    /// `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key2=value2`, values percent-decoded); `None`
-    /// when the endpoint is not set (or empty).
+    /// The exporter the environment asks for: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as
+    /// it is) or else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, as in [`new`](Self::new)), with
+    /// the headers of `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key2=value2`, values
+    /// percent-decoded). `None` when neither endpoint is set (or both are empty).
     pub fn from_env() -> Option<Result<Self, OtlpError>> {
         from_lookup(|name| std::env::var(name).ok())
     }
@@ -301,15 +297,49 @@ impl OtlpExporter {
 
 /// [`OtlpExporter::from_env`] over any source of variables (tests use a map).
 fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<Result<OtlpExporter, OtlpError>> {
-    let endpoint = lookup(ENDPOINT_ENV).filter(|e| !e.trim().is_empty())?;
-    let build = || {
-        let mut exporter = OtlpExporter::new(&endpoint)?;
+    let set = |name| lookup(name).filter(|v: &String| !v.trim().is_empty());
+    let exporter = match (set(TRACES_ENDPOINT_ENV), set(ENDPOINT_ENV)) {
+        (Some(url), _) => OtlpExporter::with_traces_url(&url),
+        (None, Some(endpoint)) => OtlpExporter::new(&endpoint),
+        (None, None) => return None,
+    };
+    let with_headers = |mut exporter: OtlpExporter| {
         for (name, value) in parse_headers(&lookup(HEADERS_ENV).unwrap_or_default())? {
             exporter = exporter.header(&name, &value)?;
         }
         Ok(exporter)
     };
-    Some(build())
+    Some(exporter.and_then(with_headers))
+}
+
+/// `endpoint` as a URL, if it is an `http`/`https` URL with a host and no query.
+fn validated(endpoint: &str) -> Result<Url, OtlpError> {
+    let endpoint = endpoint.trim();
+    let invalid = |reason: String| OtlpError::InvalidEndpoint {
+        endpoint: Url::parse(endpoint)
+            .map(|u| masked(&u))
+            .unwrap_or_else(|_| endpoint.to_owned()),
+        reason,
+    };
+    if !endpoint.contains("://") {
+        return Err(invalid(format!(
+            "it has no scheme (did you mean `http://{endpoint}`?)"
+        )));
+    }
+    let url = Url::parse(endpoint).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme must be http or https, not `{}`",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host".to_owned()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or fragment".to_owned()));
+    }
+    Ok(url)
 }
 
 /// `key=value,key2=value2` as pairs, values percent-decoded (the OTLP exporter spec's format).
@@ -1200,6 +1230,15 @@ mod tests {
             debug.contains("api-key") && !debug.contains("s3cr"),
             "{debug}"
         );
+
+        // The signal-specific URL wins and is used as it is.
+        let exporter = from_lookup(env(&[
+            (ENDPOINT_ENV, "http://127.0.0.1:4318"),
+            (TRACES_ENDPOINT_ENV, "http://127.0.0.1:9999/custom/traces"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(exporter.traces_url(), "http://127.0.0.1:9999/custom/traces");
 
         let error = from_lookup(env(&[(ENDPOINT_ENV, "localhost:4318")]))
             .unwrap()
