@@ -53,6 +53,7 @@ pub mod lm;
 pub mod mcp;
 pub mod orchestrate;
 pub mod plan;
+pub mod report;
 pub mod store;
 pub mod tool;
 pub mod trace;
