@@ -10,7 +10,9 @@ mod exit;
 mod interrupt;
 mod plan_file;
 mod render;
+mod run_store;
 mod source;
+mod timestamp;
 mod user_config;
 mod workspace;
 

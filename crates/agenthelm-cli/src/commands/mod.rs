@@ -6,8 +6,11 @@ mod config;
 mod execute;
 mod init;
 mod plan;
+mod resume;
 mod run;
+mod runs;
 mod show;
+mod traces;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +43,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(&session, &args).await,
         Command::Show(args) => show::run(&session, &args),
         Command::Execute(args) => execute::run(&session, &args).await,
+        Command::Resume(args) => resume::run(&session, &args).await,
+        Command::Runs(args) => runs::run(&session, &args),
+        Command::Traces(args) => traces::run(&session, &args),
         Command::Chat(args) => chat::run(&session, &args).await,
         Command::Init(_) | Command::Completions(_) | Command::Config(_) => Ok(()),
     }

@@ -44,11 +44,12 @@ pub async fn run(session: &Session, args: &PlanArgs) -> anyhow::Result<()> {
         view.say(&palette.dim(&format!("Not executed. Next: {next}")));
         return Ok(());
     }
-    let orchestrator = execute::orchestrator(&assembly, &args.execution, session.user())?;
-    orchestrator.check(&plan).map_err(|e| {
+    let store = crate::run_store::open(&workspace)?;
+    let journaled = execute::orchestrator(&assembly, &args.execution, session.user(), &store)?;
+    journaled.orchestrator.check(&plan).map_err(|e| {
         BadInput(format!(
             "the planner's plan does not fit the workspace: {e}"
         ))
     })?;
-    execute::execute(&orchestrator, &mut plan, &args.execution).await
+    execute::execute(&journaled, &mut plan, &args.execution).await
 }

@@ -13,7 +13,7 @@ pub fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(Some(&args.plan))?;
     let assembly = Assembly::new(&workspace, session.user(), None);
     let orchestrator =
-        super::execute::orchestrator(&assembly, &ExecutionArgs::default(), session.user())?;
+        super::execute::configured(&assembly, &ExecutionArgs::default(), session.user())?;
     orchestrator
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
