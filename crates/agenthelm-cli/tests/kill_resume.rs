@@ -30,58 +30,6 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const TOOL: &str = r#"
-import json, os, sys, time, signal
-mode = sys.argv[1]
-args = json.load(sys.stdin)
-name = args["name"]
-key = os.environ.get("AGENTHELM_IDEMPOTENCY_KEY", "")
-log = os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.log")
-def note(line):
-    with open(log, "a") as f:
-        f.write(line + "\n")
-def kill_point(when):
-    if os.environ.get("KILL_AT") == f"{mode}:{name}:{when}":
-        os.kill(os.getppid(), signal.SIGKILL)
-pid = os.getpid()
-note(f"begin {mode} {name} {key} {pid}")
-kill_point("before")
-time.sleep(0.15)
-if mode == "do" and args.get("fail"):
-    kill_point("after")
-    note(f"end {mode} {name} {key} {pid}")
-    print("failed on purpose", file=sys.stderr)
-    sys.exit(1)
-word = "effect" if mode == "do" else "undone"
-with open(log) as f:
-    done = any(l.split()[:3] == [word, name, key] for l in f)
-if not done:
-    note(f"{word} {name} {key}")
-kill_point("after")
-note(f"end {mode} {name} {key} {pid}")
-try:
-    print(json.dumps({"name": name, "mode": mode}))
-except BrokenPipeError:
-    pass
-"#;
-
-const WORKSPACE: &str = r#"
-tools:
-  make:
-    command: [python3, tool.py, do]
-    parameters:
-      type: object
-      properties: {name: {type: string}, fail: {type: boolean}}
-      required: [name]
-    compensating_tool: unmake
-  unmake:
-    command: [python3, tool.py, undo]
-    parameters:
-      type: object
-      properties: {name: {type: string}}
-      required: [name]
-"#;
-
 /// A chain whose last step fails: a → b → c → d(fails), then c, b, a are undone.
 const FAILING: &str = r#"goal: make a chain, then fail
 steps:
@@ -155,8 +103,8 @@ struct Bench {
 impl Bench {
     fn new(plan: &str) -> Bench {
         let dir = TempDir::new();
-        dir.write("agenthelm.yaml", WORKSPACE);
-        dir.write("tool.py", TOOL);
+        dir.write("agenthelm.yaml", LOGGING_WORKSPACE);
+        dir.write("tool.py", LOGGING_TOOL);
         dir.write("plan.yaml", plan);
         Bench { dir }
     }
