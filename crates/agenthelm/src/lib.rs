@@ -51,6 +51,7 @@ pub mod agent;
 pub mod lm;
 pub mod orchestrate;
 pub mod plan;
+pub mod report;
 pub mod store;
 pub mod tool;
 pub mod trace;

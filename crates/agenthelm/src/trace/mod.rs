@@ -5,6 +5,7 @@
 //! streamed live to observers registered with
 //! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
 
+pub mod otlp;
 mod sink;
 
 pub use sink::{EventSink, Observer};
