@@ -108,6 +108,10 @@ pub struct ExecutionArgs {
     /// Print the result as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Send the run's spans to this OTLP/HTTP collector when it ends (default:
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, if set).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `agenthelm show`.
@@ -201,6 +205,14 @@ pub enum RunsAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write one self-contained HTML page with the run's dependency graph and timeline.
+    Report {
+        /// The run's id.
+        run_id: String,
+        /// The page to write.
+        #[arg(short, long, value_name = "FILE", default_value = "run.html")]
+        output: PathBuf,
     },
 }
 

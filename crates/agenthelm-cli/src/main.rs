@@ -12,6 +12,7 @@ mod plan_file;
 mod render;
 mod run_store;
 mod source;
+mod telemetry;
 mod timestamp;
 mod user_config;
 mod workspace;

@@ -1,6 +1,8 @@
 //! `agenthelm execute plan.yaml`: check, show, confirm, execute with live progress, summarize.
 
 use agenthelm::orchestrate::CancelToken;
+use agenthelm::store::RunStore;
+use agenthelm::trace::otlp::OtlpExporter;
 use agenthelm::{AgentResult, EventKind, Orchestrator, OrchestratorError, Plan};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
@@ -14,6 +16,7 @@ use crate::exit::{BadInput, Failed};
 use crate::plan_file::PlanFile;
 use crate::render::{self, Palette};
 use crate::run_store::{self, OpenStore};
+use crate::telemetry;
 use crate::user_config::UserConfig;
 
 /// Runs `agenthelm execute`.
@@ -53,6 +56,19 @@ pub struct Journaled {
     pub orchestrator: Orchestrator,
     /// The run's id, set when the run is recorded as started or resumed.
     pub run_id: Arc<OnceLock<String>>,
+    /// The store it journals to.
+    pub store: Arc<dyn RunStore>,
+    /// Where the run's spans go when it ends, if anywhere.
+    pub exporter: Option<OtlpExporter>,
+}
+
+impl Journaled {
+    /// Exports the spans of the run that just ended, when an OTLP endpoint is set.
+    pub async fn export(&self, run_id: Option<&str>) {
+        if let (Some(exporter), Some(run_id)) = (&self.exporter, run_id) {
+            telemetry::export(exporter, self.store.as_ref(), run_id).await;
+        }
+    }
 }
 
 /// The orchestrator for a workspace, with the execution options applied (for checking plans).
@@ -116,6 +132,8 @@ pub fn orchestrator(
     Ok(Journaled {
         orchestrator,
         run_id,
+        store: Arc::clone(&store.store),
+        exporter: telemetry::exporter(options.otlp_endpoint.as_deref())?,
     })
 }
 
@@ -135,6 +153,7 @@ pub async fn execute(
         .await;
     stop_on_ctrl_c.abort();
     let result = outcome.map_err(|e| run_error(e, journaled))?;
+    journaled.export(result.run_id.as_deref()).await;
     report(plan, &result, options)
 }
 

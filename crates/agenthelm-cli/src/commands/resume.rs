@@ -46,6 +46,7 @@ pub async fn run(session: &Session, args: &ResumeArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(execute::run_error(e, &journaled)),
     };
+    journaled.export(result.run_id.as_deref()).await;
     execute::report(&plan, &result, &args.execution)
 }
 

@@ -1,7 +1,8 @@
-//! `agenthelm runs list|show`: past runs from the workspace's store.
+//! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
 use agenthelm::store::{RunSummary, StoredRun};
 use agenthelm::{EventKind, StepStatus, TokenUsage};
+use anyhow::Context;
 use serde::Serialize;
 
 use super::Session;
@@ -31,6 +32,12 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
             } else {
                 println!("{}", digest.render(Palette::stdout()));
             }
+        }
+        RunsAction::Report { run_id, output } => {
+            let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+            std::fs::write(output, agenthelm::report::render_html(&stored))
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("Wrote the report of {run_id} to {}", output.display());
         }
     }
     Ok(())
