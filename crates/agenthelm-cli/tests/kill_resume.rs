@@ -337,7 +337,25 @@ fn kill_and_resume(plan: &str, base: &Baseline, trigger: &Trigger) -> Option<Str
         );
         return None;
     }
-    let phase = phase(&at_kill, &log_at_kill);
+    let phase = match trigger {
+        // The tool knows exactly where it was; the log may already show more (orphans go on).
+        Trigger::Tool(at) if phase(&at_kill, &log_at_kill) != ENDED => {
+            let (work, when) = match at.split(':').collect::<Vec<_>>()[..] {
+                [mode, _, when] => (mode, when),
+                _ => panic!("bad trigger {at}"),
+            };
+            let state = if when == "before" {
+                "tool running"
+            } else {
+                "tool's work done, not yet recorded"
+            };
+            match work {
+                "do" => format!("step: {state}"),
+                _ => format!("rollback: compensation {state}"),
+            }
+        }
+        _ => phase(&at_kill, &log_at_kill),
+    };
     let (running_at_kill, uncertain) = open_work(&at_kill);
     bench.wait_for_orphans();
 
@@ -473,8 +491,7 @@ fn kill_and_resume(plan: &str, base: &Baseline, trigger: &Trigger) -> Option<Str
 
 /// Runs every trigger (three at a time: the tools mostly sleep) and returns how often each
 /// phase was hit.
-fn sweep(plan: &'static str, triggers: Vec<Trigger>) -> BTreeMap<String, usize> {
-    let base = baseline(plan);
+fn sweep(plan: &'static str, base: &Baseline, triggers: Vec<Trigger>) -> BTreeMap<String, usize> {
     let phases = std::sync::Mutex::new(BTreeMap::new());
     let queue = std::sync::Mutex::new(triggers);
     std::thread::scope(|scope| {
@@ -483,7 +500,7 @@ fn sweep(plan: &'static str, triggers: Vec<Trigger>) -> BTreeMap<String, usize> 
                 let Some(trigger) = queue.lock().unwrap().pop() else {
                     return;
                 };
-                if let Some(phase) = kill_and_resume(plan, &base, &trigger) {
+                if let Some(phase) = kill_and_resume(plan, base, &trigger) {
                     *phases.lock().unwrap().entry(phase).or_insert(0) += 1;
                 }
             });
@@ -507,8 +524,8 @@ fn tool_triggers(steps: &[&str], undos: &[&str]) -> Vec<Trigger> {
     triggers
 }
 
-fn journal_triggers(plan: &str) -> Vec<Trigger> {
-    let base = baseline(plan);
+/// A kill once the journal holds N events, for every N an uninterrupted run reaches.
+fn journal_triggers(base: &Baseline) -> Vec<Trigger> {
     (1..base.events).map(Trigger::Journal).collect()
 }
 
@@ -521,8 +538,9 @@ fn covered(phases: &BTreeMap<String, usize>, prefix: &str) -> bool {
 #[test]
 fn a_failing_plan_killed_anywhere_resumes_to_the_same_end() {
     let mut triggers = tool_triggers(&["a", "b", "c", "d"], &["c", "b", "a"]);
-    triggers.extend(journal_triggers(FAILING));
-    let phases = sweep(FAILING, triggers);
+    let base = baseline(FAILING);
+    triggers.extend(journal_triggers(&base));
+    let phases = sweep(FAILING, &base, triggers);
     for phase in [
         "step: tool running",
         "step: tool's work done, not yet recorded",
@@ -536,8 +554,9 @@ fn a_failing_plan_killed_anywhere_resumes_to_the_same_end() {
 #[test]
 fn a_succeeding_plan_killed_anywhere_resumes_to_the_same_end() {
     let mut triggers = tool_triggers(&["a", "b", "c", "d"], &[]);
-    triggers.extend(journal_triggers(SUCCEEDING));
-    let phases = sweep(SUCCEEDING, triggers);
+    let base = baseline(SUCCEEDING);
+    triggers.extend(journal_triggers(&base));
+    let phases = sweep(SUCCEEDING, &base, triggers);
     for phase in [
         "step: tool running",
         "step: tool's work done, not yet recorded",
