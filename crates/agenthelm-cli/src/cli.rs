@@ -33,6 +33,12 @@ pub enum Command {
     Show(ShowArgs),
     /// Check, show, confirm and execute a plan file with live progress.
     Execute(ExecuteArgs),
+    /// Continue a run that was interrupted (killed, crashed, or stopped by its store).
+    Resume(ResumeArgs),
+    /// Past runs kept in the workspace's store.
+    Runs(RunsArgs),
+    /// Tool calls and LLM calls kept in the workspace's store.
+    Traces(TracesArgs),
     /// Talk with one agent; the conversation is kept for the session.
     Chat(ChatArgs),
     /// Use an MCP server's tools: list them, or give a task to an agent that has them.
@@ -104,6 +110,10 @@ pub struct ExecutionArgs {
     /// Print the result as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Send the run's spans to this OTLP/HTTP collector when it ends (default:
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, if set).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `agenthelm show`.
@@ -145,6 +155,170 @@ pub struct ExecuteArgs {
     /// Options of the execution.
     #[command(flatten)]
     pub execution: ExecutionArgs,
+}
+
+/// `agenthelm resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (see `agenthelm runs list`).
+    pub run_id: String,
+    /// What to do with steps that were running when the run stopped: run them again (their
+    /// tools see the same idempotency key) or mark them failed (which rolls the run back).
+    #[arg(long, value_enum, default_value_t = Interrupted::Rerun)]
+    pub interrupted: Interrupted,
+    /// Options of the execution.
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// The rule for interrupted steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Interrupted {
+    /// Run them again.
+    Rerun,
+    /// Mark them failed.
+    Fail,
+}
+
+/// `agenthelm runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub action: RunsAction,
+}
+
+/// `agenthelm runs` actions.
+#[derive(Debug, Subcommand)]
+pub enum RunsAction {
+    /// The most recent runs first.
+    List {
+        /// Show at most N runs.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its steps, statuses, durations, errors, rollback, tokens and cost.
+    Show {
+        /// The run's id.
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one self-contained HTML page with the run's dependency graph and timeline.
+    Report {
+        /// The run's id.
+        run_id: String,
+        /// The page to write.
+        #[arg(short, long, value_name = "FILE", default_value = "run.html")]
+        output: PathBuf,
+    },
+}
+
+/// `agenthelm traces`.
+#[derive(Debug, Args)]
+pub struct TracesArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub action: TracesAction,
+}
+
+/// `agenthelm traces` actions.
+#[derive(Debug, Subcommand)]
+pub enum TracesAction {
+    /// The most recent traces (tool calls and LLM calls), newest first.
+    List {
+        /// Show at most N traces.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One trace in full, by the id `traces list` shows.
+    Show {
+        /// The trace id, `RUN_ID/N`.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Traces that match every given condition, newest first.
+    Filter {
+        /// Which traces.
+        #[command(flatten)]
+        filter: TraceFilterArgs,
+        /// Show at most N traces.
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write traces to a file (all of them, or those matching the conditions).
+    Export {
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Its format.
+        #[arg(short, long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Which traces.
+        #[command(flatten)]
+        filter: TraceFilterArgs,
+    },
+}
+
+/// Conditions on traces.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TraceFilterArgs {
+    /// Only calls of this tool (or LLM calls of this model).
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Only calls made by this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only calls of this run.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Only successful or only failed calls.
+    #[arg(long, value_enum)]
+    pub status: Option<TraceStatus>,
+    /// Not before this time: RFC 3339 (2026-11-27T10:00:00Z) or an age like 30s, 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Not after this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At least this long, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub min_time: Option<f64>,
+    /// At most this long, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_time: Option<f64>,
+}
+
+/// Outcome of a traced call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceStatus {
+    /// It succeeded.
+    Success,
+    /// It failed.
+    Failed,
+}
+
+/// Formats of `traces export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// A JSON array.
+    Json,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// A Markdown table.
+    Md,
 }
 
 /// `agenthelm chat`.

@@ -1,6 +1,7 @@
 //! `agenthelm`: plan a goal with an LLM, approve the plan, execute it with parallel steps and
 //! Saga rollback, from a terminal. A thin layer over the `agenthelm` library.
 
+mod agent_journal;
 mod approval;
 mod assemble;
 mod cli;
@@ -10,7 +11,10 @@ mod exit;
 mod interrupt;
 mod plan_file;
 mod render;
+mod run_store;
 mod source;
+mod telemetry;
+mod timestamp;
 mod user_config;
 mod workspace;
 

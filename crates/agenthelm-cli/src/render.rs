@@ -79,7 +79,8 @@ impl Palette {
     }
 }
 
-fn table(palette: Palette) -> Table {
+/// An empty table in the house style.
+pub fn table(palette: Palette) -> Table {
     let mut table = Table::new();
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -90,7 +91,8 @@ fn table(palette: Palette) -> Table {
     table
 }
 
-fn short_json(value: &serde_json::Value, limit: usize) -> String {
+/// A JSON value on one short line (strings without quotes).
+pub fn short_json(value: &serde_json::Value, limit: usize) -> String {
     let text = match value {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -98,7 +100,8 @@ fn short_json(value: &serde_json::Value, limit: usize) -> String {
     shorten(&text, limit)
 }
 
-fn shorten(text: &str, limit: usize) -> String {
+/// `text` on one line, cut to `limit` characters.
+pub fn shorten(text: &str, limit: usize) -> String {
     let one_line = text.replace('\n', " ");
     if one_line.chars().count() <= limit {
         one_line
@@ -363,7 +366,8 @@ pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
     Some(line)
 }
 
-fn millis(ms: f64) -> String {
+/// A duration for people: `850ms`, `2.35s`.
+pub fn millis(ms: f64) -> String {
     if ms < 1000.0 {
         format!("{ms:.0}ms")
     } else {

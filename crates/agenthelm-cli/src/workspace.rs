@@ -33,6 +33,69 @@ pub struct WorkspaceConfig {
     /// MCP servers by name; agents list their tools as `server.tool` or `server.*`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// Where runs are kept (default: SQLite at `.agenthelm/agenthelm.db`).
+    #[serde(default, deserialize_with = "store_setting")]
+    pub store: Option<StoreConfig>,
+}
+
+/// The run store: `store: path/to/runs.db` (SQLite), or `store: {backend: sqlite|jsonl, path: ...}`.
+/// Paths are relative to the workspace file's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Which kind of store.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The database file (sqlite) or folder (jsonl); default under `.agenthelm/`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The kinds of run store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One SQLite database file (the default).
+    #[default]
+    Sqlite,
+    /// A folder with one JSON-lines file per run.
+    Jsonl,
+}
+
+impl StoreConfig {
+    /// Where the store is, for a workspace in `dir`.
+    pub fn location(&self, dir: &Path) -> PathBuf {
+        match (&self.path, self.backend) {
+            (Some(path), _) => dir.join(path),
+            (None, StoreBackend::Sqlite) => dir.join(".agenthelm").join("agenthelm.db"),
+            (None, StoreBackend::Jsonl) => dir.join(".agenthelm").join("runs"),
+        }
+    }
+}
+
+/// `store:` is either a path string (SQLite) or a map; a map keeps serde's own errors, which name
+/// the key and line.
+fn store_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreConfig>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Option<StoreConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a path, or a map with `backend` (sqlite or jsonl) and `path`")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: serde::de::Error>(self, path: &str) -> Result<Self::Value, E> {
+            Ok(Some(StoreConfig {
+                backend: StoreBackend::Sqlite,
+                path: Some(path.to_owned()),
+            }))
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            StoreConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(Visit)
 }
 
 /// One agent: a ToolAgent with a model and some of the workspace's tools.
@@ -239,6 +302,19 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
             );
         }
     }
+    if let Some(store) = &config.store {
+        if store.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            let key = if text.contains("path:") {
+                "store.path"
+            } else {
+                "store"
+            };
+            fail(
+                key.into(),
+                "must not be empty (leave it out for the default)".into(),
+            );
+        }
+    }
     problems
 }
 
@@ -313,6 +389,48 @@ mod tests {
                     compensating_tool: w\n    requires_approval: false\n    retries: 0\n    timeout: 30\n";
         assert_eq!(errors(text), "");
         assert!(parse(Path::new("x"), "# only a comment\n").is_ok());
+    }
+
+    #[test]
+    fn store_is_a_path_or_a_backend_and_path() {
+        let dir = Path::new("/ws");
+        let store = |text: &str| parse(Path::new("ws.yaml"), text).unwrap().store;
+        assert_eq!(store("model: m\n"), None);
+        assert_eq!(
+            store("store: runs.db\n").unwrap().location(dir),
+            Path::new("/ws/runs.db")
+        );
+        let jsonl = store("store:\n  backend: jsonl\n").unwrap();
+        assert_eq!(jsonl.backend, StoreBackend::Jsonl);
+        assert_eq!(jsonl.location(dir), Path::new("/ws/.agenthelm/runs"));
+        let sqlite = store("store: {backend: sqlite, path: /tmp/x.db}\n").unwrap();
+        assert_eq!(sqlite.location(dir), Path::new("/tmp/x.db"));
+        assert_eq!(
+            StoreConfig {
+                backend: StoreBackend::Sqlite,
+                path: None
+            }
+            .location(dir),
+            Path::new("/ws/.agenthelm/agenthelm.db")
+        );
+    }
+
+    #[test]
+    fn bad_store_settings_name_line_and_key() {
+        assert_eq!(
+            errors("model: m\nstore:\n  backend: postgres\n"),
+            "ws.yaml:3: `store.backend`: unknown variant `postgres`, expected `sqlite` or `jsonl`"
+        );
+        assert_eq!(
+            errors("store:\n  backend: jsonl\n  file: x\n"),
+            "ws.yaml:3: `store.file`: unknown field `file`, expected `backend` or `path`"
+        );
+        assert!(errors("store: [a, b]\n")
+            .starts_with("ws.yaml:1: `store`: invalid type: sequence, expected a path"));
+        assert_eq!(
+            errors("store:\n  path: ''\n"),
+            "ws.yaml:2: `store.path`: must not be empty (leave it out for the default)"
+        );
     }
 
     #[test]

@@ -257,6 +257,11 @@ fn plan_approve_executes_at_once() {
     assert_eq!(json["success"], true);
     assert_eq!(json["steps"][2]["result"]["args"]["made"], "one");
     assert!(dir.path().join("created/one").exists() && dir.path().join("created/two").exists());
+    // The run is journaled like one of `execute`.
+    let runs = common::run(dir.path(), &["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["run_id"], json["run_id"]);
+    assert_eq!(runs[0]["success"], true);
 }
 
 #[test]

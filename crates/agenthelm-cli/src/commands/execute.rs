@@ -1,9 +1,12 @@
 //! `agenthelm execute plan.yaml`: check, show, confirm, execute with live progress, summarize.
 
 use agenthelm::orchestrate::CancelToken;
-use agenthelm::{AgentResult, Orchestrator, Plan};
+use agenthelm::store::RunStore;
+use agenthelm::trace::otlp::OtlpExporter;
+use agenthelm::{AgentResult, EventKind, Orchestrator, OrchestratorError, Plan};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, OnceLock};
 
 use super::Session;
 use crate::approval::CliApproval;
@@ -12,6 +15,8 @@ use crate::cli::{ExecuteArgs, ExecutionArgs};
 use crate::exit::{BadInput, Failed};
 use crate::plan_file::PlanFile;
 use crate::render::{self, Palette};
+use crate::run_store::{self, OpenStore};
+use crate::telemetry;
 use crate::user_config::UserConfig;
 
 /// Runs `agenthelm execute`.
@@ -19,7 +24,8 @@ pub async fn run(session: &Session, args: &ExecuteArgs) -> anyhow::Result<()> {
     let mut file = PlanFile::load(&args.plan)?;
     let workspace = session.workspace(Some(&args.plan))?;
     let assembly = Assembly::new(&workspace, session.user(), None);
-    let outcome = check_and_execute(&assembly, &mut file, args, session.user()).await;
+    let store = run_store::open(&workspace)?;
+    let outcome = check_and_execute(&assembly, &mut file, args, session.user(), &store).await;
     // MCP servers are stopped also when the plan failed or was interrupted.
     assembly.shutdown().await;
     outcome
@@ -30,9 +36,11 @@ async fn check_and_execute(
     file: &mut PlanFile,
     args: &ExecuteArgs,
     user: &UserConfig,
+    store: &OpenStore,
 ) -> anyhow::Result<()> {
-    let orchestrator = orchestrator(assembly, &args.execution, user).await?;
-    orchestrator
+    let journaled = orchestrator(assembly, &args.execution, user, store).await?;
+    journaled
+        .orchestrator
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
     let view = View::new(args.execution.json);
@@ -51,12 +59,33 @@ async fn check_and_execute(
             file.plan.steps.len()
         ))?;
     }
-    execute(&orchestrator, &mut file.plan, &args.execution).await
+    execute(&journaled, &mut file.plan, &args.execution).await
 }
 
-/// The orchestrator for a workspace, with the execution options applied and live progress on
-/// standard error.
-pub async fn orchestrator(
+/// An orchestrator that journals to the workspace's store, and the id of the run it carries out
+/// (known once the run is on record).
+pub struct Journaled {
+    /// The orchestrator.
+    pub orchestrator: Orchestrator,
+    /// The run's id, set when the run is recorded as started or resumed.
+    pub run_id: Arc<OnceLock<String>>,
+    /// The store it journals to.
+    pub store: Arc<dyn RunStore>,
+    /// Where the run's spans go when it ends, if anywhere.
+    pub exporter: Option<OtlpExporter>,
+}
+
+impl Journaled {
+    /// Exports the spans of the run that just ended, when an OTLP endpoint is set.
+    pub async fn export(&self, run_id: Option<&str>) {
+        if let (Some(exporter), Some(run_id)) = (&self.exporter, run_id) {
+            telemetry::export(exporter, self.store.as_ref(), run_id).await;
+        }
+    }
+}
+
+/// The orchestrator for a workspace, with the execution options applied (for checking plans).
+pub async fn configured(
     assembly: &Assembly<'_>,
     options: &ExecutionArgs,
     user: &UserConfig,
@@ -77,35 +106,105 @@ pub async fn orchestrator(
     if let Some(limit) = limit {
         orchestrator = orchestrator.max_concurrency(limit);
     }
+    Ok(orchestrator)
+}
+
+/// The orchestrator for a workspace, with the execution options applied, every run journaled
+/// to `store`, and live progress on standard error (starting with the run's id).
+pub async fn orchestrator(
+    assembly: &Assembly<'_>,
+    options: &ExecutionArgs,
+    user: &UserConfig,
+    store: &OpenStore,
+) -> anyhow::Result<Journaled> {
+    let orchestrator = configured(assembly, options, user).await?;
     let palette = Palette::stderr();
-    Ok(orchestrator.on_event(move |event| {
-        if let Some(line) = render::progress_line(event, palette) {
-            eprintln!("{line}");
-        }
-    }))
+    let run_id = Arc::new(OnceLock::new());
+    let seen = Arc::clone(&run_id);
+    let location = store.location.display().to_string();
+    let orchestrator = orchestrator
+        .store_shared(Arc::clone(&store.store))
+        .on_event(move |event| {
+            if let (Some(id), EventKind::RunStarted { .. } | EventKind::RunResumed { .. }) =
+                (&event.run_id, &event.kind)
+            {
+                if seen.set(id.to_string()).is_ok() {
+                    eprintln!("{}", palette.dim(&format!("Run {id} (kept in {location})")));
+                }
+            }
+            if let EventKind::RunResumed { interrupted } = &event.kind {
+                let what = if interrupted.is_empty() {
+                    "no step was running".to_owned()
+                } else {
+                    format!("interrupted steps: {}", interrupted.join(", "))
+                };
+                eprintln!("Resuming ({what})");
+            }
+            if let Some(line) = render::progress_line(event, palette) {
+                eprintln!("{line}");
+            }
+        });
+    Ok(Journaled {
+        orchestrator,
+        run_id,
+        store: Arc::clone(&store.store),
+        exporter: telemetry::exporter(options.otlp_endpoint.as_deref())?,
+    })
 }
 
 /// Executes a checked plan (the caller had it confirmed), prints the summary, and turns a failed
 /// run into exit code 1.
 pub async fn execute(
-    orchestrator: &Orchestrator,
+    journaled: &Journaled,
     plan: &mut Plan,
     options: &ExecutionArgs,
 ) -> anyhow::Result<()> {
     plan.approved = true;
-    let view = View::new(options.json);
     let cancel = CancelToken::new();
     let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
-    let outcome = orchestrator.execute_with_cancel(plan, cancel).await;
+    let outcome = journaled
+        .orchestrator
+        .execute_with_cancel(plan, cancel)
+        .await;
     stop_on_ctrl_c.abort();
-    let result = outcome.map_err(|e| BadInput(e.to_string()))?;
+    let result = outcome.map_err(|e| run_error(e, journaled))?;
+    journaled.export(result.run_id.as_deref()).await;
+    report(plan, &result, options)
+}
+
+/// Why a run did not start or did not finish, as the error the command ends with.
+///
+/// A store that fails once the run is under way ends the command with exit code 1: the run
+/// began, stopped where it was without rollback, and can be continued with `agenthelm resume`
+/// once the store works. Every other reason means nothing ran (bad input, exit code 2).
+pub fn run_error(error: OrchestratorError, journaled: &Journaled) -> anyhow::Error {
+    match (error, journaled.run_id.get()) {
+        (OrchestratorError::Store(e), Some(id)) => Failed(format!(
+            "run {id} stopped: {e}. No further step was started and nothing was rolled back; \
+             when the store works again, continue with `agenthelm resume {id}`"
+        ))
+        .into(),
+        (OrchestratorError::Store(e), None) => BadInput(format!(
+            "the run was not started because the run store cannot record it: {e}"
+        ))
+        .into(),
+        (e, _) => BadInput(e.to_string()).into(),
+    }
+}
+
+/// Prints a finished run's summary (or JSON) and turns a failed run into exit code 1.
+pub fn report(plan: &Plan, result: &AgentResult, options: &ExecutionArgs) -> anyhow::Result<()> {
+    let view = View::new(options.json);
     if options.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&result_json(plan, &result))?
+            serde_json::to_string_pretty(&result_json(plan, result))?
         );
     }
-    view.say(&render::summary(plan, &result, view.palette));
+    view.say(&render::summary(plan, result, view.palette));
+    if let Some(id) = &result.run_id {
+        view.say(&view.palette.dim(&format!("Run id: {id}")));
+    }
     if result.success {
         Ok(())
     } else {
@@ -119,7 +218,7 @@ pub async fn execute(
 
 /// Ctrl-C cancels the run: no new step starts, running steps get their grace period, and
 /// completed work is rolled back. The rollback itself is not interrupted by further Ctrl-Cs.
-fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     // Registered before the run starts, so an early Ctrl-C is not lost.
     let mut interrupts = signal(SignalKind::interrupt())?;

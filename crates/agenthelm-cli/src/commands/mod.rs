@@ -7,8 +7,11 @@ mod execute;
 mod init;
 mod mcp;
 mod plan;
+mod resume;
 mod run;
+mod runs;
 mod show;
+mod traces;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +44,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(&session, &args).await,
         Command::Show(args) => show::run(&session, &args).await,
         Command::Execute(args) => execute::run(&session, &args).await,
+        Command::Resume(args) => resume::run(&session, &args).await,
+        Command::Runs(args) => runs::run(&session, &args),
+        Command::Traces(args) => traces::run(&session, &args),
         Command::Chat(args) => chat::run(&session, &args).await,
         Command::Mcp(args) => mcp::run(&session, &args).await,
         Command::Init(_) | Command::Completions(_) | Command::Config(_) => Ok(()),

@@ -51,11 +51,13 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
         view.say(&palette.dim(&format!("Not executed. Next: {next}")));
         return Ok(());
     }
-    let orchestrator = execute::orchestrator(assembly, &args.execution, session.user()).await?;
-    orchestrator.check(&plan).map_err(|e| {
+    let store = crate::run_store::open(assembly.workspace)?;
+    let journaled =
+        execute::orchestrator(assembly, &args.execution, session.user(), &store).await?;
+    journaled.orchestrator.check(&plan).map_err(|e| {
         BadInput(format!(
             "the planner's plan does not fit the workspace: {e}"
         ))
     })?;
-    execute::execute(&orchestrator, &mut plan, &args.execution).await
+    execute::execute(&journaled, &mut plan, &args.execution).await
 }

@@ -1,27 +1,70 @@
 //! `agenthelm run "task"`: one agent, one task, live tool calls, answer, tokens and cost.
 
 use agenthelm::{Agent, AgentResult, ToolAgent};
+use std::sync::Arc;
 
 use super::Session;
+use crate::agent_journal::AgentJournal;
 use crate::approval::CliApproval;
 use crate::assemble::{Assembly, ModelNeed};
 use crate::cli::RunArgs;
 use crate::exit::Failed;
 use crate::render::{self, Palette};
+use crate::run_store;
 
 /// Runs `agenthelm run`.
 pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
     let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
     let outcome = run_agent(&assembly, args).await;
+    // MCP servers are stopped also when the task failed or was interrupted.
     assembly.shutdown().await;
     outcome
 }
 
 async fn run_agent(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()> {
     let name = assembly.pick_agent(args.agent.as_deref())?;
+    let store = run_store::open(assembly.workspace)?;
     let agent = live_agent(assembly, &name, args.approve_tools).await?;
-    let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
+    let journal = AgentJournal::begin(Arc::clone(&store.store), &name, &args.task)?;
+    let palette = Palette::stderr();
+    eprintln!(
+        "{}",
+        palette.dim(&format!(
+            "Run {} (kept in {})",
+            journal.run_id(),
+            store.location.display()
+        ))
+    );
+    let agent = agent.on_event(journal.observer());
+    // A failed write stops the agent at once: dropping its future kills its running tools.
+    let traced = async {
+        tokio::select! {
+            result = agent.run(&args.task) => Ok(result),
+            error = journal.failed() => Err(error),
+        }
+    };
+    let result = match crate::interrupt::or_ctrl_c(traced).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(error)) => {
+            return Err(Failed(format!(
+                "run {} stopped: {error}; the agent was stopped so nothing runs untraced",
+                journal.run_id()
+            ))
+            .into())
+        }
+        Err(interrupted) => {
+            // Best effort: the run is on record as failed rather than left unfinished.
+            let _ = journal.finish(&AgentResult::fail("interrupted"));
+            return Err(interrupted);
+        }
+    };
+    journal.finish(&result).map_err(|e| {
+        Failed(format!(
+            "run {}: the end of the task could not be recorded: {e}",
+            journal.run_id()
+        ))
+    })?;
     report(&name, &result)
 }
 

@@ -14,7 +14,7 @@ pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     let assembly = Assembly::new(&workspace, session.user(), None);
     // Checking the plan needs the agents' tools, so MCP servers they use are started.
     let orchestrator =
-        super::execute::orchestrator(&assembly, &ExecutionArgs::default(), session.user()).await;
+        super::execute::configured(&assembly, &ExecutionArgs::default(), session.user()).await;
     let checked = orchestrator.map(|o| o.check(&file.plan));
     assembly.shutdown().await;
     checked?.map_err(|e| file.problems(e))?;

@@ -353,3 +353,59 @@ pub fn stops_running(pid: &str) -> bool {
     }
     false
 }
+
+/// A slow command tool that logs each call with its idempotency key (see kill_resume.rs):
+/// `python3 tool.py do|undo` with `{"name": .., "fail": ..}` on stdin. `KILL_AT=mode:name:when`
+/// makes it SIGKILL its parent before or after its work; `TOOL_SLEEP` sets its pause (s).
+pub const LOGGING_TOOL: &str = r#"
+import json, os, sys, time, signal
+mode = sys.argv[1]
+args = json.load(sys.stdin)
+name = args["name"]
+key = os.environ.get("AGENTHELM_IDEMPOTENCY_KEY", "")
+log = os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.log")
+def note(line):
+    with open(log, "a") as f:
+        f.write(line + "\n")
+def kill_point(when):
+    if os.environ.get("KILL_AT") == f"{mode}:{name}:{when}":
+        os.kill(os.getppid(), signal.SIGKILL)
+pid = os.getpid()
+note(f"begin {mode} {name} {key} {pid}")
+kill_point("before")
+time.sleep(float(os.environ.get("TOOL_SLEEP", "0.15")))
+if mode == "do" and args.get("fail"):
+    kill_point("after")
+    note(f"end {mode} {name} {key} {pid}")
+    print("failed on purpose", file=sys.stderr)
+    sys.exit(1)
+word = "effect" if mode == "do" else "undone"
+with open(log) as f:
+    done = any(l.split()[:3] == [word, name, key] for l in f)
+if not done:
+    note(f"{word} {name} {key}")
+kill_point("after")
+note(f"end {mode} {name} {key} {pid}")
+try:
+    print(json.dumps({"name": name, "mode": mode}))
+except BrokenPipeError:
+    pass
+"#;
+
+/// A workspace with `make` (compensated by `unmake`), both [`LOGGING_TOOL`].
+pub const LOGGING_WORKSPACE: &str = r#"
+tools:
+  make:
+    command: [python3, tool.py, do]
+    parameters:
+      type: object
+      properties: {name: {type: string}, fail: {type: boolean}}
+      required: [name]
+    compensating_tool: unmake
+  unmake:
+    command: [python3, tool.py, undo]
+    parameters:
+      type: object
+      properties: {name: {type: string}}
+      required: [name]
+"#;

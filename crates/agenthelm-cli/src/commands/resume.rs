@@ -1,0 +1,83 @@
+//! `agenthelm resume RUN_ID`: continue an interrupted run from its journal, with the same live
+//! progress, summary and exit codes as `execute`.
+
+use agenthelm::orchestrate::{CancelToken, InterruptedSteps};
+use agenthelm::OrchestratorError;
+
+use super::execute::{self, watch_ctrl_c};
+use super::Session;
+use crate::assemble::Assembly;
+use crate::cli::{Interrupted, ResumeArgs};
+use crate::exit::Failed;
+use crate::run_store::{self, OpenStore};
+
+/// Runs `agenthelm resume`.
+///
+/// No confirmation is asked: the run was confirmed when it started.
+pub async fn run(session: &Session, args: &ResumeArgs) -> anyhow::Result<()> {
+    let workspace = session.workspace(None)?;
+    let assembly = Assembly::new(&workspace, session.user(), None);
+    let outcome = resume(&assembly, session, args).await;
+    // MCP servers are stopped also when the run failed or was interrupted.
+    assembly.shutdown().await;
+    outcome
+}
+
+async fn resume(
+    assembly: &Assembly<'_>,
+    session: &Session,
+    args: &ResumeArgs,
+) -> anyhow::Result<()> {
+    let store = run_store::open(assembly.workspace)?;
+    let mut journaled =
+        execute::orchestrator(assembly, &args.execution, session.user(), &store).await?;
+    let rule = match args.interrupted {
+        Interrupted::Rerun => InterruptedSteps::Rerun,
+        Interrupted::Fail => InterruptedSteps::Fail,
+    };
+    journaled.orchestrator = journaled.orchestrator.on_interrupted_steps(rule);
+    // Checked up front so an unknown run is reported before anything is set up to run.
+    let unfinished = store
+        .store
+        .load_run(&args.run_id)
+        .map_err(run_store::read_error)?
+        .summary
+        .success
+        .is_none();
+    let cancel = CancelToken::new();
+    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let outcome = journaled
+        .orchestrator
+        .resume_with_cancel(&args.run_id, cancel)
+        .await;
+    stop_on_ctrl_c.abort();
+    let (plan, result) = match outcome {
+        Ok(finished) => finished,
+        Err(OrchestratorError::AlreadyFinished { run_id, success }) if unfinished => {
+            return record_end(&store, &run_id, success);
+        }
+        Err(e) => return Err(execute::run_error(e, &journaled)),
+    };
+    journaled.export(result.run_id.as_deref()).await;
+    execute::report(&plan, &result, &args.execution)
+}
+
+/// The run's journal ends with its last event, but the process stopped before the run's end
+/// was written to the run list: record it, and exit as the run ended.
+fn record_end(store: &OpenStore, run_id: &str, success: bool) -> anyhow::Result<()> {
+    let error = (!success).then_some("the plan failed (its end was recorded on resume)");
+    store
+        .store
+        .finish_run(run_id, success, error)
+        .map_err(run_store::read_error)?;
+    let message = format!(
+        "run {run_id} had already {} before its process stopped; its end is now recorded",
+        if success { "succeeded" } else { "failed" }
+    );
+    if success {
+        eprintln!("{message}");
+        Ok(())
+    } else {
+        Err(Failed(message).into())
+    }
+}

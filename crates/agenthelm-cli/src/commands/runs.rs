@@ -1,0 +1,308 @@
+//! `agenthelm runs list|show|report`: past runs from the workspace's store.
+
+use agenthelm::store::{RunSummary, StoredRun};
+use agenthelm::{EventKind, StepStatus, TokenUsage};
+use anyhow::Context;
+use serde::Serialize;
+
+use super::Session;
+use crate::cli::{RunsAction, RunsArgs};
+use crate::render::{self, Palette};
+use crate::run_store;
+use crate::timestamp::format_ms;
+
+/// Runs `agenthelm runs`.
+pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
+    let workspace = session.workspace(None)?;
+    let store = run_store::open(&workspace)?.store;
+    match &args.action {
+        RunsAction::List { limit, json } => {
+            let runs = store.list_runs(*limit).map_err(run_store::read_error)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                println!("{}", list_table(&runs, Palette::stdout()));
+            }
+        }
+        RunsAction::Show { run_id, json } => {
+            let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+            let digest = Digest::of(&stored);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&digest)?);
+            } else {
+                println!("{}", digest.render(Palette::stdout()));
+            }
+        }
+        RunsAction::Report { run_id, output } => {
+            let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+            std::fs::write(output, agenthelm::report::render_html(&stored))
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("Wrote the report of {run_id} to {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// How a run ended, in one word.
+fn state(summary: &RunSummary) -> &'static str {
+    match summary.success {
+        Some(true) => "succeeded",
+        Some(false) => "failed",
+        None => "unfinished",
+    }
+}
+
+fn list_table(runs: &[RunSummary], palette: Palette) -> String {
+    if runs.is_empty() {
+        return "No runs yet.".to_owned();
+    }
+    let mut table = render::table(palette);
+    table.set_header(["run", "started", "state", "steps", "goal"]);
+    for run in runs {
+        let state = match run.success {
+            Some(true) => palette.ok(state(run)),
+            Some(false) => palette.bad(state(run)),
+            None => palette.warn(state(run)),
+        };
+        table.add_row([
+            run.run_id.clone(),
+            format_ms(run.started_ms),
+            state,
+            run.steps.to_string(),
+            render::shorten(&run.goal, 60),
+        ]);
+    }
+    table.to_string()
+}
+
+/// What `runs show` tells about a run, rebuilt from its events.
+#[derive(Debug, Serialize)]
+struct Digest {
+    run_id: String,
+    goal: String,
+    state: &'static str,
+    started: String,
+    finished: Option<String>,
+    error: Option<String>,
+    /// How many times the run was resumed.
+    resumes: usize,
+    steps: Vec<StepLine>,
+    rollback: Vec<UndoLine>,
+    token_usage: TokenUsage,
+    total_cost_usd: f64,
+    unpriced_calls: u32,
+    events: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct StepLine {
+    id: String,
+    /// Last status on record; `running` for a step whose end is not on record.
+    status: String,
+    agent: Option<String>,
+    tool: Option<String>,
+    /// Times the step was started (more than 1 when it was re-run after a crash).
+    attempts: usize,
+    duration_ms: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct UndoLine {
+    step: String,
+    tool: String,
+    success: Option<bool>,
+    error: Option<String>,
+}
+
+impl Digest {
+    fn of(stored: &StoredRun) -> Digest {
+        let summary = &stored.summary;
+        let mut steps: Vec<StepLine> = stored
+            .plan
+            .steps
+            .iter()
+            .map(|s| StepLine {
+                id: s.id.clone(),
+                status: StepStatus::Pending.to_string(),
+                agent: s.agent_name.clone(),
+                tool: s.tool_name.clone(),
+                attempts: 0,
+                duration_ms: None,
+                error: None,
+            })
+            .collect();
+        let mut digest = Digest {
+            run_id: summary.run_id.clone(),
+            goal: summary.goal.clone(),
+            state: state(summary),
+            started: format_ms(summary.started_ms),
+            finished: summary.finished_ms.map(format_ms),
+            error: summary.error.clone(),
+            resumes: 0,
+            steps: Vec::new(),
+            rollback: Vec::new(),
+            token_usage: TokenUsage::default(),
+            total_cost_usd: 0.0,
+            unpriced_calls: 0,
+            events: stored.events.len(),
+        };
+        for event in &stored.events {
+            let step = event
+                .step_id
+                .as_deref()
+                .and_then(|id| steps.iter_mut().find(|s| s.id == id));
+            match (&event.kind, step) {
+                (EventKind::RunResumed { .. }, _) => digest.resumes += 1,
+                (EventKind::StepStarted { direct_tool }, Some(step)) => {
+                    step.status = StepStatus::Running.to_string();
+                    step.attempts += 1;
+                    if let Some(agent) = &event.agent {
+                        step.agent = Some(agent.to_string());
+                    }
+                    step.tool = direct_tool.clone().or(step.tool.take());
+                }
+                (
+                    EventKind::StepFinished {
+                        status,
+                        duration_ms,
+                        error,
+                        ..
+                    },
+                    Some(step),
+                ) => {
+                    step.status = status.to_string();
+                    step.duration_ms = Some(*duration_ms);
+                    step.error = error.clone();
+                }
+                (EventKind::CompensationStarted { tool, .. }, Some(step)) => {
+                    digest.rollback.push(UndoLine {
+                        step: step.id.clone(),
+                        tool: tool.clone(),
+                        success: None,
+                        error: None,
+                    });
+                }
+                (
+                    EventKind::Compensation {
+                        tool,
+                        success,
+                        error,
+                        ..
+                    },
+                    Some(step),
+                ) => {
+                    let open = digest
+                        .rollback
+                        .iter()
+                        .rposition(|u| u.step == step.id && u.tool == *tool && u.success.is_none());
+                    let line = UndoLine {
+                        step: step.id.clone(),
+                        tool: tool.clone(),
+                        success: Some(*success),
+                        error: error.clone(),
+                    };
+                    match open {
+                        Some(i) => digest.rollback[i] = line,
+                        None => digest.rollback.push(line),
+                    }
+                    if *success {
+                        step.status = StepStatus::Compensated.to_string();
+                    }
+                }
+                (
+                    EventKind::LlmCall {
+                        usage,
+                        cost_usd,
+                        error,
+                        ..
+                    },
+                    _,
+                ) => {
+                    digest.token_usage += *usage;
+                    match cost_usd {
+                        Some(cost) => digest.total_cost_usd += cost,
+                        None if error.is_none() => digest.unpriced_calls += 1,
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        digest.steps = steps;
+        digest
+    }
+
+    fn render(&self, palette: Palette) -> String {
+        let mut out = format!(
+            "Run {}  ({})\nGoal: {}\nStarted {}{}\n",
+            self.run_id,
+            match self.state {
+                "succeeded" => palette.ok(self.state),
+                "failed" => palette.bad(self.state),
+                other => palette.warn(other),
+            },
+            self.goal,
+            self.started,
+            self.finished
+                .as_deref()
+                .map(|f| format!(", finished {f}"))
+                .unwrap_or_default()
+        );
+        if self.resumes > 0 {
+            out.push_str(&format!("Resumed {} time(s)\n", self.resumes));
+        }
+        let mut table = render::table(palette);
+        table.set_header(["step", "status", "by", "runs", "duration", "error"]);
+        for step in &self.steps {
+            let by = match (&step.tool, &step.agent) {
+                (Some(tool), _) => format!("tool {tool}"),
+                (None, Some(agent)) => format!("agent {agent}"),
+                (None, None) => "-".to_owned(),
+            };
+            table.add_row([
+                step.id.clone(),
+                step.status.clone(),
+                by,
+                step.attempts.to_string(),
+                step.duration_ms.map(render::millis).unwrap_or_default(),
+                step.error
+                    .as_deref()
+                    .map(|e| render::shorten(e, 60))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+        for undo in &self.rollback {
+            let line = match (undo.success, &undo.error) {
+                (Some(true), _) => format!("Undone: {} with {}\n", undo.step, undo.tool),
+                (Some(false), error) => palette.bad(&format!(
+                    "Could not undo: {} with {}: {}\n",
+                    undo.step,
+                    undo.tool,
+                    error.as_deref().unwrap_or("failed")
+                )),
+                (None, _) => palette.warn(&format!(
+                    "Undo started, outcome unknown: {} with {}\n",
+                    undo.step, undo.tool
+                )),
+            };
+            out.push_str(&line);
+        }
+        if let Some(error) = &self.error {
+            out.push_str(&palette.bad(&format!("Error: {error}\n")));
+        }
+        let result = agenthelm::AgentResult {
+            token_usage: self.token_usage,
+            total_cost_usd: self.total_cost_usd,
+            unpriced_calls: self.unpriced_calls,
+            ..Default::default()
+        };
+        out.push_str(&format!(
+            "{}; {} events\n",
+            render::usage_line(&result),
+            self.events
+        ));
+        out
+    }
+}

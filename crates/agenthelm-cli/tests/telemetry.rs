@@ -1,0 +1,217 @@
+//! `--otlp-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT` against a loopback OTLP/HTTP receiver, and
+//! `agenthelm runs report`.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+const FAILING: &str = r#"goal: make a chain, then fail
+steps:
+  - {id: a, tool: make, args: {name: a}}
+  - {id: b, tool: make, args: {name: b}, depends_on: [a]}
+  - {id: c, tool: make, args: {name: c, fail: true}, depends_on: [b]}
+"#;
+
+fn bench() -> TempDir {
+    let dir = TempDir::new();
+    dir.write("agenthelm.yaml", LOGGING_WORKSPACE);
+    dir.write("tool.py", LOGGING_TOOL);
+    dir.write("plan.yaml", FAILING);
+    dir
+}
+
+/// A loopback OTLP/HTTP receiver: answers every POST with 200 `{}` and hands over (path, body).
+fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                let lower = header.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            // Handed over before the answer, so the test sees it once the command has ended.
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let gone = tx.send((path, body)).is_err();
+            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+            stream.write_all(answer.as_bytes()).unwrap();
+            if gone {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+fn span_names(body: &Value) -> Vec<String> {
+    body["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap().iter())
+        .flat_map(|s| s["spans"].as_array().unwrap().iter())
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_run_is_exported_to_the_endpoint_of_the_flag_or_the_environment() {
+    let (url, requests) = receiver();
+    let dir = bench();
+    let run = run(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes", "--otlp-endpoint", &url],
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("Exported "), "{}", run.stderr);
+    let (path, body) = requests.try_recv().expect("nothing was exported");
+    assert_eq!(path, "/v1/traces");
+    let names = span_names(&body);
+    for expected in [
+        "agenthelm.run",
+        "step a",
+        "step c",
+        "execute_tool make",
+        "compensate unmake",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+
+    // The environment variable does the same, for a resumed run too (exported whole).
+    let killed = agenthelm(dir.path())
+        .args(["execute", "plan.yaml", "--yes"])
+        .env("KILL_AT", "do:b:after")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None);
+    let listed: Value =
+        serde_json::from_str(&common::run(dir.path(), &["runs", "list", "--json"]).stdout).unwrap();
+    let id = listed[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        requests.try_recv().is_err(),
+        "a killed run exported nothing"
+    );
+    let resumed = output(
+        agenthelm(dir.path())
+            .args(["resume", &id])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(resumed.code, 1, "{}", resumed.all());
+    let (_, body) = requests
+        .try_recv()
+        .expect("the resumed run was not exported");
+    let names = span_names(&body);
+    // b ran twice (killed, then re-run): both attempts are on record.
+    assert_eq!(
+        names.iter().filter(|n| *n == "step b").count(),
+        2,
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_bad_endpoint_is_refused_before_anything_runs_and_an_unreachable_one_is_a_warning() {
+    let dir = bench();
+    let bad = run(
+        dir.path(),
+        &[
+            "execute",
+            "plan.yaml",
+            "--yes",
+            "--otlp-endpoint",
+            "localhost:4318",
+        ],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("--otlp-endpoint"), "{}", bad.stderr);
+    assert!(!dir.path().join("calls.log").exists());
+    let bad_env = output(
+        agenthelm(dir.path())
+            .args(["execute", "plan.yaml", "--yes"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://127.0.0.1:9")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(bad_env.code, 2, "{}", bad_env.all());
+    assert!(
+        bad_env.stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{}",
+        bad_env.stderr
+    );
+
+    // Port 9 on loopback is closed: the run keeps its own exit code.
+    let unreachable = run(
+        dir.path(),
+        &[
+            "execute",
+            "plan.yaml",
+            "--yes",
+            "--otlp-endpoint",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert_eq!(unreachable.code, 1, "{}", unreachable.all());
+    assert!(
+        unreachable.stderr.contains("warning: spans not exported"),
+        "{}",
+        unreachable.stderr
+    );
+}
+
+#[test]
+fn runs_report_writes_one_self_contained_page() {
+    let dir = bench();
+    let run = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    let id = serde_json::from_str::<Value>(&run.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made = common::run(dir.path(), &["runs", "report", &id, "-o", "page.html"]);
+    assert_eq!(made.code, 0, "{}", made.all());
+    let page = dir.read("page.html");
+    assert!(
+        page.to_ascii_lowercase().starts_with("<!doctype html"),
+        "{}",
+        &page[..80]
+    );
+    assert!(page.contains(&id));
+    assert!(page.contains("make a chain, then fail"));
+    // Self-contained: nothing is fetched from elsewhere.
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+    let missing = common::run(dir.path(), &["runs", "report", "run-nope", "-o", "x.html"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("no run `run-nope`"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!dir.path().join("x.html").exists());
+}
