@@ -510,3 +510,54 @@ async fn both_backends_keep_runs_list_them_and_answer_queries() {
         assert_eq!(last_two[1].kind.name(), "run_finished");
     }
 }
+
+/// Records everything but the run's end in the run list, like a process killed in its last
+/// instant.
+struct NoEndStore(Arc<dyn RunStore>);
+
+impl RunStore for NoEndStore {
+    fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        self.0.begin_run(run_id, plan)
+    }
+    fn append(&self, event: &Event) -> Result<(), StoreError> {
+        self.0.append(event)
+    }
+    fn finish_run(&self, _: &str, _: bool, _: Option<&str>) -> Result<(), StoreError> {
+        Err(StoreError::Backend(
+            "injected: the process died here".into(),
+        ))
+    }
+    fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        self.0.load_run(run_id)
+    }
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.0.list_runs(limit)
+    }
+    fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        self.0.query(filter)
+    }
+}
+
+#[tokio::test]
+async fn a_run_killed_after_its_last_event_is_recorded_as_ended_on_resume() {
+    let calls = Calls::default();
+    let durable: Arc<dyn RunStore> =
+        Arc::new(SqliteStore::open(temp_dir("last-instant").join("runs.db")).unwrap());
+    let mut plan = plan(true);
+    let outcome = orchestrator(&calls, Arc::new(NoEndStore(durable.clone())))
+        .execute(&mut plan)
+        .await;
+    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
+    assert_eq!(durable.list_runs(1).unwrap()[0].success, None);
+    let resumed = orchestrator(&calls, durable.clone()).resume(&run_id).await;
+    assert!(
+        matches!(
+            resumed,
+            Err(OrchestratorError::AlreadyFinished { success: false, .. })
+        ),
+        "{resumed:?}"
+    );
+    assert_eq!(durable.list_runs(1).unwrap()[0].success, Some(false));
+    assert_eq!(count(&calls, "remove", "a"), 1, "nothing was undone twice");
+}

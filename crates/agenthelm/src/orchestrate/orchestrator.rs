@@ -307,10 +307,13 @@ impl Orchestrator {
         }
         let graph = self.config.check(&stored.plan)?;
         let recovered = recover(stored.plan, &stored.events, self.config.interrupted);
-        if recovered.finished {
+        if let Some(success) = recovered.finished {
+            // The journal has the end, but the process stopped before the run list did: record it.
+            let error = (!success).then_some("the run failed (its end was recorded on resume)");
+            store.finish_run(run_id, success, error)?;
             return Err(OrchestratorError::AlreadyFinished {
                 run_id: run_id.to_owned(),
-                success: recovered.plan.success(),
+                success,
             });
         }
         let start = Start::Resumed(Box::new(recovered));

@@ -35,7 +35,8 @@ pub(crate) struct Recovered {
     pub carried: HashMap<usize, Vec<Effect>>,
     /// What happened to the steps that were running, for the record.
     pub interrupted: Vec<String>,
-    pub finished: bool,
+    /// Whether the journal records the run's end, and how it ended.
+    pub finished: Option<bool>,
     /// Usage and cost of the model calls made before the restart.
     pub totals: AgentResult,
 }
@@ -64,7 +65,7 @@ pub(crate) fn recover(mut plan: Plan, events: &[Event], rule: InterruptedSteps) 
         actions_uncertain: HashSet::new(),
         carried: HashMap::new(),
         interrupted: Vec::new(),
-        finished: false,
+        finished: None,
         totals: AgentResult::default(),
     };
     let mut actions_started = HashSet::new();
@@ -119,7 +120,7 @@ pub(crate) fn recover(mut plan: Plan, events: &[Event], rule: InterruptedSteps) 
             ) => {
                 recovered.actions_done.insert((i, *action), *success);
             }
-            (EventKind::RunFinished { .. }, _) => recovered.finished = true,
+            (EventKind::RunFinished { success, .. }, _) => recovered.finished = Some(*success),
             (
                 EventKind::LlmCall {
                     usage,
