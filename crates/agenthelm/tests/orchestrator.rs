@@ -1124,3 +1124,15 @@ async fn one_orchestrator_runs_several_plans_at_once_without_mixing_them() {
     assert_eq!(one.get_step("a").unwrap().result, Some(json!("one")));
     assert_eq!(two.get_step("a").unwrap().result, Some(json!("two")));
 }
+
+#[test]
+fn outside_a_tokio_runtime_execute_is_an_error_not_a_panic() {
+    let mut plan = Plan::new("no runtime");
+    plan.approved = true;
+    let orchestrator = Orchestrator::new(AgentRegistry::new());
+    let outcome = futures::executor::block_on(orchestrator.execute(&mut plan));
+    assert!(
+        matches!(outcome, Err(agenthelm::OrchestratorError::NoRuntime)),
+        "{outcome:?}"
+    );
+}

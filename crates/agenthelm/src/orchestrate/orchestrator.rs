@@ -113,6 +113,9 @@ pub enum OrchestratorError {
     /// Resuming needs a run store.
     #[error("resuming a run needs a run store: set one with Orchestrator::store")]
     NoStore,
+    /// Called outside a Tokio runtime: steps run on Tokio tasks.
+    #[error("plans run on Tokio tasks: call this from within a Tokio runtime (for example under #[tokio::main])")]
+    NoRuntime,
     /// The run to resume had already finished.
     #[error("run `{run_id}` already finished ({})", if *success { "succeeded" } else { "failed" })]
     AlreadyFinished {
@@ -260,6 +263,7 @@ impl Orchestrator {
         plan: &mut Plan,
         cancel: CancelToken,
     ) -> Result<AgentResult, OrchestratorError> {
+        ensure_runtime()?;
         if !plan.approved {
             return Err(OrchestratorError::NotApproved {
                 goal: plan.goal.clone(),
@@ -293,6 +297,7 @@ impl Orchestrator {
         run_id: &str,
         cancel: CancelToken,
     ) -> Result<(Plan, AgentResult), OrchestratorError> {
+        ensure_runtime()?;
         let store = self
             .config
             .store
@@ -364,6 +369,12 @@ impl Orchestrator {
     pub fn check(&self, plan: &Plan) -> Result<(), PlanError> {
         self.config.check(plan).map(drop)
     }
+}
+
+fn ensure_runtime() -> Result<(), OrchestratorError> {
+    tokio::runtime::Handle::try_current()
+        .map(drop)
+        .map_err(|_| OrchestratorError::NoRuntime)
 }
 
 impl Config {
