@@ -103,15 +103,9 @@ impl AnthropicModel {
     }
 
     fn parse(&self, answer: Value) -> Result<Completion, LmError> {
-        let answer: MessagesAnswer = serde_json::from_value(answer).map_err(|e| {
-            self.transport
-                .malformed(format!("unexpected JSON shape: {e}"))
-        })?;
+        let answer: MessagesAnswer = self.transport.decode(answer)?;
         if let Some(error) = answer.error {
-            return Err(LmError::Failed {
-                model: self.transport.model.clone(),
-                message: self.transport.scrub(&error.to_string()),
-            });
+            return Err(self.transport.failed(error.to_string()));
         }
         let Some(blocks) = answer.content else {
             return Err(self

@@ -170,7 +170,14 @@ impl Transport {
         }
     }
 
-    fn failed(&self, message: String) -> LmError {
+    /// A typed answer from its JSON, or a `Malformed` error saying what did not fit.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, answer: Value) -> Result<T, LmError> {
+        serde_json::from_value(answer)
+            .map_err(|e| self.malformed(format!("unexpected JSON shape: {e}")))
+    }
+
+    /// An error the service reported, with the key removed.
+    pub fn failed(&self, message: String) -> LmError {
         LmError::Failed {
             model: self.model.clone(),
             message: self.scrub(&message),

@@ -123,15 +123,9 @@ impl OpenAiModel {
     }
 
     fn parse(&self, answer: Value) -> Result<Completion, LmError> {
-        let answer: ChatAnswer = serde_json::from_value(answer).map_err(|e| {
-            self.transport
-                .malformed(format!("unexpected JSON shape: {e}"))
-        })?;
+        let answer: ChatAnswer = self.transport.decode(answer)?;
         if let Some(error) = answer.error {
-            return Err(LmError::Failed {
-                model: self.transport.model.clone(),
-                message: self.transport.scrub(&error.to_string()),
-            });
+            return Err(self.transport.failed(error.to_string()));
         }
         let Some(choice) = answer.choices.into_iter().next() else {
             return Err(self
