@@ -328,6 +328,24 @@ async fn compensations_that_require_approval_ask_during_rollback() {
         "{:?}",
         rollback.failed
     );
+    // A compensation is on record as started only once it is approved: a denied one never
+    // started (so a resumed run cannot mistake it for one that may have run), and an approved
+    // one is recorded after its approval, right before the call.
+    let kinds_for = |step: &str| -> Vec<String> {
+        result
+            .events
+            .iter()
+            .filter(|e| e.step_id.as_deref() == Some(step))
+            .map(|e| e.kind.name().to_owned())
+            .collect()
+    };
+    let b = kinds_for("b");
+    assert!(!b.contains(&"compensation_started".to_owned()), "{b:?}");
+    let a = kinds_for("a");
+    let approval = a.iter().rposition(|k| k == "approval").unwrap();
+    let started = a.iter().position(|k| k == "compensation_started").unwrap();
+    let call = a.iter().rposition(|k| k == "tool_call").unwrap();
+    assert!(approval < started && started < call, "{a:?}");
 }
 
 #[test]

@@ -202,16 +202,13 @@ async fn compensate_all(
                         .to_owned(),
                 ),
                 None => {
-                    ctx.emit(EventKind::CompensationStarted {
+                    // On record once approved, right before the tool is called (not before
+                    // the approval, which may wait for a person).
+                    let started = EventKind::CompensationStarted {
                         action: n,
                         tool: action.name.clone(),
                         args: action.args.clone(),
-                    });
-                    if sink.flush().is_err() {
-                        // Not on record, so not done: stop here as a crash would.
-                        finished.push((job.step, job.step_id, failures));
-                        return finished;
-                    }
+                    };
                     let outcome = match &action.tool {
                         // Tool panics are caught inside `invoke`; this also contains a panicking
                         // approval handler, so one bad call cannot end the rollback of the others.
@@ -220,6 +217,7 @@ async fn compensate_all(
                             action.args,
                             &ctx,
                             CallPurpose::Compensate,
+                            Some(started),
                         ))
                         .catch_unwind()
                         .await
@@ -235,6 +233,11 @@ async fn compensate_all(
                             action.name
                         )),
                     };
+                    if sink.journal_error().is_some() {
+                        // What was not on record was not done: stop here as a crash would.
+                        finished.push((job.step, job.step_id, failures));
+                        return finished;
+                    }
                     ctx.emit(EventKind::Compensation {
                         action: n,
                         tool: action.name.clone(),

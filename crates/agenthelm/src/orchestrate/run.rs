@@ -566,7 +566,7 @@ async fn run_step(
     match dispatch {
         Dispatch::Direct(tool) => {
             // Boxed so the (rarely small) tool-call state does not bloat every step's task.
-            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute));
+            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute, None));
             (call.await.map_err(|e| e.to_string()), None)
         }
         Dispatch::Agent(agent) => {

@@ -61,11 +61,16 @@ impl RetryPolicy {
 }
 
 /// Calls `tool` with `args` under its contract and records what happened in `ctx`.
+///
+/// `on_record` is emitted once the call is admitted (arguments valid, approval given) and flushed
+/// with everything before it, just before the first attempt: the latest moment a journal can
+/// note that the call is about to happen.
 pub(crate) async fn invoke(
     tool: &Arc<dyn Tool>,
     args: Value,
     ctx: &StepContext,
     purpose: CallPurpose,
+    on_record: Option<EventKind>,
 ) -> Result<Value, ToolError> {
     let spec = tool.spec();
     let call_id = ctx.next_call_id(purpose);
@@ -83,6 +88,9 @@ pub(crate) async fn invoke(
             };
             if purpose == CallPurpose::Execute {
                 ctx.record_intent(spec, &call_id, &final_args);
+            }
+            if let Some(event) = on_record {
+                ctx.emit(event);
             }
             // What led to the call (the step's start, an approval, the intent of a call with
             // partial effects) is on record first.
