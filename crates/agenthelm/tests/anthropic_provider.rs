@@ -6,10 +6,10 @@ use agenthelm::lm::{
     CompletionRequest, Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition,
 };
 use agenthelm::prelude::*;
-use agenthelm::{LmError, RetryPolicy};
+use agenthelm::LmError;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{MockServer, Reply};
+use support::{ask, fast_retries, MockServer, Reply};
 
 const KEY: &str = "sk-ant-test-0a1b2c3d4e5f-secret";
 
@@ -32,19 +32,7 @@ fn builder(server: &MockServer) -> agenthelm::lm::LmBuilder {
     Lm::builder("anthropic/claude-sonnet-4-5")
         .base_url(&server.base_url)
         .api_key(KEY)
-        .retry_policy(RetryPolicy {
-            initial: Duration::from_millis(5),
-            multiplier: 2.0,
-            max: Duration::from_millis(20),
-            jitter: 0.5,
-        })
-}
-
-fn ask(text: &str) -> CompletionRequest {
-    CompletionRequest {
-        messages: vec![Message::system("be brief"), Message::user(text)],
-        ..CompletionRequest::default()
-    }
+        .retry_policy(fast_retries())
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use agenthelm::prelude::*;
 use agenthelm::{EventKind, LmError, RetryPolicy};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{MockServer, Reply};
+use support::{ask, fast_retries, MockServer, Reply};
 
 const KEY: &str = "sk-test-9f8e7d6c5b4a-secret";
 
@@ -46,19 +46,7 @@ fn builder(server: &MockServer) -> agenthelm::lm::LmBuilder {
         .base_url(&server.base_url)
         .api_key(KEY)
         .timeout(Duration::from_secs(10))
-        .retry_policy(RetryPolicy {
-            initial: Duration::from_millis(5),
-            multiplier: 2.0,
-            max: Duration::from_millis(20),
-            jitter: 0.5,
-        })
-}
-
-fn ask(text: &str) -> CompletionRequest {
-    CompletionRequest {
-        messages: vec![Message::system("be brief"), Message::user(text)],
-        ..CompletionRequest::default()
-    }
+        .retry_policy(fast_retries())
 }
 
 #[tokio::test]

@@ -181,3 +181,24 @@ async fn serve(
     stream.flush().await?;
     stream.shutdown().await
 }
+
+/// Retries fast enough for tests: 5 ms, doubling, at most 20 ms.
+pub fn fast_retries() -> agenthelm::RetryPolicy {
+    agenthelm::RetryPolicy {
+        initial: Duration::from_millis(5),
+        multiplier: 2.0,
+        max: Duration::from_millis(20),
+        jitter: 0.5,
+    }
+}
+
+/// A short conversation asking `text`.
+pub fn ask(text: &str) -> agenthelm::lm::CompletionRequest {
+    agenthelm::lm::CompletionRequest {
+        messages: vec![
+            agenthelm::lm::Message::system("be brief"),
+            agenthelm::lm::Message::user(text),
+        ],
+        ..Default::default()
+    }
+}
