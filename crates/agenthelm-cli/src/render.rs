@@ -1,7 +1,7 @@
 //! What people see: colours, plan tables and graphs, live progress lines, run summaries.
 
 use agenthelm::trace::CallPurpose;
-use agenthelm::{AgentResult, Event, EventKind, Plan, StepStatus};
+use agenthelm::{Event, EventKind, Plan, RunResult, StepStatus, TokenUsage};
 use comfy_table::{presets, ContentArrangement, Table};
 use owo_colors::OwoColorize;
 use std::io::IsTerminal;
@@ -324,7 +324,7 @@ pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
         EventKind::RollbackStarted { steps } => palette
             .warn(&format!("  ↺ rolling back: {}", steps.join(", ")))
             .to_string(),
-        EventKind::Compensation {
+        EventKind::CompensationFinished {
             tool,
             success,
             error,
@@ -376,15 +376,11 @@ pub fn millis(ms: f64) -> String {
 }
 
 /// Tokens and cost, for the end of a run.
-pub fn usage_line(result: &AgentResult) -> String {
-    let usage = &result.token_usage;
-    let cost = if result.unpriced_calls > 0 {
-        format!(
-            "${:.6} (+{} calls with unknown price)",
-            result.total_cost_usd, result.unpriced_calls
-        )
+pub fn usage_line(usage: &TokenUsage, cost_usd: f64, unpriced_calls: u32) -> String {
+    let cost = if unpriced_calls > 0 {
+        format!("${cost_usd:.6} (+{unpriced_calls} calls with unknown price)")
     } else {
-        format!("${:.6}", result.total_cost_usd)
+        format!("${cost_usd:.6}")
     };
     format!(
         "tokens: {} in, {} out; cost: {cost}",
@@ -393,7 +389,7 @@ pub fn usage_line(result: &AgentResult) -> String {
 }
 
 /// The summary after a plan run: each step, what was undone and what could not be.
-pub fn summary(plan: &Plan, result: &AgentResult, palette: Palette) -> String {
+pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
     let mut table = table(palette);
     table.set_header(["step", "status", "duration", "error"]);
     for outcome in &result.steps {
@@ -437,6 +433,13 @@ pub fn summary(plan: &Plan, result: &AgentResult, palette: Palette) -> String {
             result.error.as_deref().unwrap_or("a step failed")
         ))
     };
-    out.push_str(&format!("{verdict}\n{}\n", usage_line(result)));
+    out.push_str(&format!(
+        "{verdict}\n{}\n",
+        usage_line(
+            &result.token_usage,
+            result.total_cost_usd,
+            result.unpriced_calls
+        )
+    ));
     out
 }

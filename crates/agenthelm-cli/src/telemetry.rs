@@ -6,8 +6,8 @@
 //! before the restart included). A collector that cannot be reached is a warning: the run's
 //! outcome and exit code stay what they were.
 
+use agenthelm::otlp::OtlpExporter;
 use agenthelm::store::RunStore;
-use agenthelm::trace::otlp::OtlpExporter;
 
 use crate::exit::BadInput;
 use crate::render::Palette;

@@ -283,7 +283,7 @@ fn open_work(journal: &StoredRun) -> (Vec<String>, Vec<String>) {
             EventKind::CompensationStarted { .. } => {
                 compensating.insert(step);
             }
-            EventKind::Compensation { .. } => {
+            EventKind::CompensationFinished { .. } => {
                 compensating.remove(&step);
             }
             _ => {}
@@ -470,7 +470,7 @@ fn kill_and_resume(plan: &str, base: &Baseline, trigger: &Trigger) -> Option<Str
             matches!(k, EventKind::CompensationStarted { .. })
         });
         let outcomes = journal_count(&finished, name, |k| {
-            matches!(k, EventKind::Compensation { .. })
+            matches!(k, EventKind::CompensationFinished { .. })
         });
         let begun = count(&log, "begin", "undo", name);
         let unknown = usize::from(uncertain.iter().any(|u| u == name));

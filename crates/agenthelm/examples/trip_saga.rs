@@ -68,7 +68,7 @@ fn print_event(event: &Event) {
             println!("  {status:<9} {step:<8} {duration_ms:>6.0} ms{error}");
         }
         EventKind::RollbackStarted { steps } => println!("  rollback of {}", steps.join(", ")),
-        EventKind::Compensation { tool, success, .. } => {
+        EventKind::CompensationFinished { tool, success, .. } => {
             println!(
                 "  undo    {step:<8} `{tool}` {}",
                 if *success { "ok" } else { "FAILED" }

@@ -46,7 +46,7 @@ fn pay(id: &str, amount: u32) -> PlanStep {
         .args(json!({"amount": amount, "to": id}))
 }
 
-fn approvals(result: &AgentResult) -> Vec<(String, bool, Option<String>)> {
+fn approvals(result: &RunResult) -> Vec<(String, bool, Option<String>)> {
     result
         .events
         .iter()

@@ -3,8 +3,8 @@
 
 mod run_fixture;
 
+use agenthelm::otlp::{spans_of, trace_id_of, OtlpError, OtlpExporter};
 use agenthelm::store::StoredRun;
-use agenthelm::trace::otlp::{spans_of, trace_id_of, OtlpError, OtlpExporter};
 use agenthelm::{Event, EventKind, StepStatus};
 use run_fixture::{temp_dir, trip_run, PAYMENT_ERROR};
 use serde_json::Value;

@@ -285,7 +285,7 @@ async fn a_plan_of_hundreds_of_steps_stays_legible_in_chromium() {
         240 + run
             .events
             .iter()
-            .filter(|e| matches!(e.kind, agenthelm::EventKind::Compensation { .. }))
+            .filter(|e| matches!(e.kind, agenthelm::EventKind::CompensationFinished { .. }))
             .count()
     );
     assert!(dom_text.contains(r#"data-status="failed""#));

@@ -122,7 +122,7 @@ async fn completed_steps_are_undone_in_reverse_completion_order() {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Compensation { tool, success, .. } => Some((
+            EventKind::CompensationFinished { tool, success, .. } => Some((
                 e.step_id.as_deref().unwrap().to_owned(),
                 tool.clone(),
                 *success,
@@ -273,7 +273,7 @@ async fn a_failing_compensation_is_recorded_and_the_rollback_goes_on() {
     let error = result.error.unwrap();
     assert!(error.contains("could NOT undo: `b` (stuck)"), "{error}");
     let failed_event = result.events.iter().any(|e| {
-        matches!(&e.kind, EventKind::Compensation { success: false, error: Some(err), .. } if err == "resource locked")
+        matches!(&e.kind, EventKind::CompensationFinished { success: false, error: Some(err), .. } if err == "resource locked")
     });
     assert!(failed_event);
 }
@@ -291,7 +291,7 @@ async fn rollback_can_be_turned_off() {
     assert_eq!(status(&plan, "a"), StepStatus::Completed);
     assert!(!kinds(&result.events)
         .iter()
-        .any(|k| k == "rollback_started" || k == "compensation"));
+        .any(|k| k == "rollback_started" || k == "compensation_finished"));
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! `agenthelm execute plan.yaml`: check, show, confirm, execute with live progress, summarize.
 
 use agenthelm::orchestrate::CancelToken;
+use agenthelm::otlp::OtlpExporter;
 use agenthelm::store::RunStore;
-use agenthelm::trace::otlp::OtlpExporter;
-use agenthelm::{AgentResult, EventKind, Orchestrator, OrchestratorError, Plan};
+use agenthelm::{EventKind, Orchestrator, OrchestratorError, Plan, RunResult};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, OnceLock};
@@ -193,7 +193,7 @@ pub fn run_error(error: OrchestratorError, journaled: &Journaled) -> anyhow::Err
 }
 
 /// Prints a finished run's summary (or JSON) and turns a failed run into exit code 1.
-pub fn report(plan: &Plan, result: &AgentResult, options: &ExecutionArgs) -> anyhow::Result<()> {
+pub fn report(plan: &Plan, result: &RunResult, options: &ExecutionArgs) -> anyhow::Result<()> {
     let view = View::new(options.json);
     if options.json {
         println!(
@@ -233,7 +233,7 @@ pub fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHand
 }
 
 /// The machine-readable result of `--json`.
-fn result_json(plan: &Plan, result: &AgentResult) -> Value {
+fn result_json(plan: &Plan, result: &RunResult) -> Value {
     let steps: Vec<Value> = result
         .steps
         .iter()

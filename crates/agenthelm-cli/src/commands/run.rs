@@ -74,7 +74,14 @@ pub fn report(name: &str, result: &AgentResult) -> anyhow::Result<()> {
     if let Some(answer) = &result.answer {
         println!("{}", answer.trim_end());
     }
-    eprintln!("{}", palette.dim(&render::usage_line(result)));
+    eprintln!(
+        "{}",
+        palette.dim(&render::usage_line(
+            &result.token_usage,
+            result.total_cost_usd,
+            result.unpriced_calls
+        ))
+    );
     if result.success {
         Ok(())
     } else {

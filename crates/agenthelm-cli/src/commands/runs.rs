@@ -184,7 +184,7 @@ impl Digest {
                     });
                 }
                 (
-                    EventKind::Compensation {
+                    EventKind::CompensationFinished {
                         tool,
                         success,
                         error,
@@ -300,7 +300,11 @@ impl Digest {
         };
         out.push_str(&format!(
             "{}; {} events\n",
-            render::usage_line(&result),
+            render::usage_line(
+                &result.token_usage,
+                result.total_cost_usd,
+                result.unpriced_calls
+            ),
             self.events
         ));
         out

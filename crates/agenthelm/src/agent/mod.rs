@@ -21,15 +21,17 @@
 //! # }
 //! ```
 
-mod context;
 mod llm_call;
 mod planner;
+mod registry;
 mod result;
 mod task;
 mod tool_agent;
 
-pub use context::{Effect, StepContext};
+pub use crate::exec::StepContext;
+pub use crate::trace::Effect;
 pub use planner::{PlannerAgent, PlannerError};
+pub use registry::{AgentRegistry, RegistryError};
 pub use result::AgentResult;
 pub use task::StepTask;
 pub use tool_agent::ToolAgent;

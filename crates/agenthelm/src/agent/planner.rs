@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use super::llm_call::ask_model;
 use super::{Agent, AgentResult, StepContext};
+use crate::agent::AgentRegistry;
+use crate::exec::{EventSink, Observer};
 use crate::lm::{CompletionRequest, Lm, LmError, Message, ResponseFormat};
-use crate::orchestrate::AgentRegistry;
 use crate::plan::{Plan, StepStatus};
 use crate::tool::{schema, ToolSet};
-use crate::trace::{Event, EventSink, Observer};
+use crate::trace::Event;
 
 /// An agent that writes plans: it asks its model for a plan of a goal, checks the plan, and when
 /// something is wrong asks again, listing the exact problems.

@@ -1,10 +1,12 @@
 use serde::Serialize;
 
 use crate::lm::TokenUsage;
-use crate::orchestrate::{RollbackReport, StepOutcome};
 use crate::trace::Event;
 
-/// The outcome of an agent's task or of a whole plan run.
+/// The outcome of an agent's task (or of one plan step given to an agent).
+///
+/// A whole plan run ends in an `orchestrate::RunResult`, which has the same fields plus the run
+/// id, the per-step outcomes and the rollback record.
 ///
 /// ```
 /// use agenthelm::AgentResult;
@@ -16,9 +18,9 @@ use crate::trace::Event;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentResult {
-    /// Whether the task (or every step of the plan) succeeded.
+    /// Whether the task succeeded.
     pub success: bool,
-    /// The answer: for a plan, the output of its final step(s).
+    /// The answer.
     pub answer: Option<String>,
     /// What went wrong, when it did.
     pub error: Option<String>,
@@ -30,14 +32,8 @@ pub struct AgentResult {
     pub total_cost_usd: f64,
     /// Model calls whose price is unknown (so `total_cost_usd` is a lower bound when this is not 0).
     pub unpriced_calls: u32,
-    /// Model calls made (for a plan: summed over its steps).
+    /// Model calls made.
     pub iterations: u32,
-    /// The plan run's id.
-    pub run_id: Option<String>,
-    /// Per-step outcomes of a plan run, in plan order.
-    pub steps: Vec<StepOutcome>,
-    /// What the rollback did, when a plan run failed and rollback was on.
-    pub rollback: Option<RollbackReport>,
 }
 
 impl AgentResult {

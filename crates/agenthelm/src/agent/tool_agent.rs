@@ -7,10 +7,11 @@ use std::sync::Arc;
 use super::llm_call::ask_model;
 use super::task::value_text;
 use super::{Agent, AgentResult, StepContext, StepTask};
+use crate::approval::{ApprovalHandler, DenyAll};
+use crate::exec::{EventSink, Observer};
 use crate::lm::{Completion, CompletionRequest, Lm, Message, ToolCall, ToolDefinition};
-use crate::orchestrate::{ApprovalHandler, DenyAll};
 use crate::tool::{RetryPolicy, ToolSet};
-use crate::trace::{Event, EventSink, Observer};
+use crate::trace::Event;
 
 /// An agent that reasons with a language model and acts with tools (a ReAct loop).
 ///

@@ -8,7 +8,7 @@ use super::anthropic::AnthropicModel;
 use super::http::{HttpSettings, Transport};
 use super::openai::OpenAiModel;
 use super::{ApiKey, Lm, LmError, Pricing};
-use crate::tool::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// Which wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

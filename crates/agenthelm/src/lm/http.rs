@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use super::{ApiKey, LmError};
-use crate::tool::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// How a provider talks HTTP: client, limits and retry rules.
 #[derive(Debug, Clone)]

@@ -2,23 +2,20 @@
 //! steps by their dependencies and rolls back on failure, and [approval](ApprovalHandler) of
 //! tool calls.
 
-mod approval;
 mod cancel;
 mod orchestrator;
-mod registry;
-mod report;
+mod outcome;
 mod resume;
 mod rollback;
 mod run;
-mod template;
 
-pub use approval::{
+// Re-exported here, where they were before the layers were split, so older code keeps compiling.
+pub use crate::agent::{AgentRegistry, RegistryError};
+pub use crate::approval::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll, TerminalApproval,
 };
+pub use crate::plan::resolve_templates;
 pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
-pub use registry::{AgentRegistry, RegistryError};
-pub use report::{CompensationFailure, RollbackReport, StepOutcome};
+pub use outcome::{CompensationFailure, RollbackReport, RunResult, StepOutcome};
 pub use resume::InterruptedSteps;
-pub(crate) use template::referenced_steps;
-pub use template::resolve_templates;

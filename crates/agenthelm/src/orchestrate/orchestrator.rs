@@ -2,18 +2,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::approval::{ApprovalHandler, DenyAll};
 use super::cancel::CancelToken;
-use super::registry::AgentRegistry;
 use super::resume::{recover, InterruptedSteps};
 use super::run::{new_run_id, Run, Start};
-use crate::agent::{Agent, AgentResult};
+use super::RunResult;
+use crate::agent::Agent;
+use crate::agent::AgentRegistry;
+use crate::approval::{ApprovalHandler, DenyAll};
+use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
 use crate::plan::validate;
 use crate::plan::{Plan, PlanError, PlanProblem};
 use crate::store::{RunStore, StoreError};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
-use crate::trace::{Event, EventSink, Observer};
+use crate::trace::Event;
 
 /// Runs approved plans: routes each step to its agent, runs independent steps at the same time,
 /// and undoes completed work with compensating tools when a step fails.
@@ -234,7 +236,7 @@ impl Orchestrator {
     /// dropping this future does not abort steps half-way or skip the rollback (the plan's
     /// final state is then lost to the caller). To stop a run early, use
     /// [`execute_with_cancel`](Self::execute_with_cancel).
-    pub async fn execute(&self, plan: &mut Plan) -> Result<AgentResult, OrchestratorError> {
+    pub async fn execute(&self, plan: &mut Plan) -> Result<RunResult, OrchestratorError> {
         self.execute_with_cancel(plan, CancelToken::new()).await
     }
 
@@ -262,7 +264,7 @@ impl Orchestrator {
         &self,
         plan: &mut Plan,
         cancel: CancelToken,
-    ) -> Result<AgentResult, OrchestratorError> {
+    ) -> Result<RunResult, OrchestratorError> {
         ensure_runtime()?;
         if !plan.approved {
             return Err(OrchestratorError::NotApproved {
@@ -287,7 +289,7 @@ impl Orchestrator {
     /// [`InterruptedSteps`] rule; a rollback that was under way goes on where it stopped; a
     /// compensation that was started is never run a second time (one whose outcome is unknown
     /// is reported in the rollback's failures).
-    pub async fn resume(&self, run_id: &str) -> Result<(Plan, AgentResult), OrchestratorError> {
+    pub async fn resume(&self, run_id: &str) -> Result<(Plan, RunResult), OrchestratorError> {
         self.resume_with_cancel(run_id, CancelToken::new()).await
     }
 
@@ -296,7 +298,7 @@ impl Orchestrator {
         &self,
         run_id: &str,
         cancel: CancelToken,
-    ) -> Result<(Plan, AgentResult), OrchestratorError> {
+    ) -> Result<(Plan, RunResult), OrchestratorError> {
         ensure_runtime()?;
         let store = self
             .config
@@ -334,7 +336,7 @@ impl Orchestrator {
         graph: Graph,
         cancel: CancelToken,
         start: Start,
-    ) -> (Plan, Result<AgentResult, OrchestratorError>) {
+    ) -> (Plan, Result<RunResult, OrchestratorError>) {
         let config = &self.config;
         let sink = EventSink::journaled(config.observers.clone(), config.store.clone());
         let run = Run::new(
@@ -349,7 +351,13 @@ impl Orchestrator {
             Ok(finished) => finished,
             Err(e) => {
                 let error = format!("the run stopped abnormally ({e}); the plan's state was lost");
-                return (Plan::new(String::new()), Ok(AgentResult::fail(error)));
+                return (
+                    Plan::new(String::new()),
+                    Ok(RunResult {
+                        error: Some(error),
+                        ..RunResult::default()
+                    }),
+                );
             }
         };
         if let Some(e) = halted {

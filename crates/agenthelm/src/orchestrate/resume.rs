@@ -3,8 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::rollback::Undo;
-use crate::agent::{AgentResult, Effect};
+use super::RunResult;
 use crate::plan::{Plan, StepStatus};
+use crate::trace::Effect;
 use crate::trace::{Event, EventKind};
 
 /// What to do with a step that was running when the process stopped. Whether its work happened
@@ -38,7 +39,7 @@ pub(crate) struct Recovered {
     /// Whether the journal records the run's end, and how it ended.
     pub finished: Option<bool>,
     /// Usage and cost of the model calls made before the restart.
-    pub totals: AgentResult,
+    pub totals: RunResult,
 }
 
 /// Replays `events` over `plan` (as it was when the run began).
@@ -66,7 +67,7 @@ pub(crate) fn recover(mut plan: Plan, events: &[Event], rule: InterruptedSteps) 
         carried: HashMap::new(),
         interrupted: Vec::new(),
         finished: None,
-        totals: AgentResult::default(),
+        totals: RunResult::default(),
     };
     let mut actions_started = HashSet::new();
     let mut rollback_started = false;
@@ -113,7 +114,7 @@ pub(crate) fn recover(mut plan: Plan, events: &[Event], rule: InterruptedSteps) 
                 actions_started.insert((i, *action));
             }
             (
-                EventKind::Compensation {
+                EventKind::CompensationFinished {
                     action, success, ..
                 },
                 Some(i),

@@ -7,13 +7,16 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use super::orchestrator::Config;
-use super::report::{CompensationFailure, RollbackReport};
-use super::template::resolve_templates;
-use crate::agent::{Effect, StepContext};
+use super::outcome::{CompensationFailure, RollbackReport};
+use crate::exec::invoke::invoke;
+use crate::exec::EventSink;
+use crate::exec::StepContext;
+use crate::plan::resolve_templates;
 use crate::plan::{Plan, StepStatus};
-use crate::tool::invoke::{invoke, panic_message};
+use crate::tool::panic_message;
 use crate::tool::{RetryPolicy, Tool, ToolError};
-use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
+use crate::trace::Effect;
+use crate::trace::{now_ms, CallPurpose, Event, EventKind};
 
 /// Compensations a resumed run finds already done (with their success) or in doubt.
 #[derive(Debug, Default)]
@@ -238,7 +241,7 @@ async fn compensate_all(
                         finished.push((job.step, job.step_id, failures));
                         return finished;
                     }
-                    ctx.emit(EventKind::Compensation {
+                    ctx.emit(EventKind::CompensationFinished {
                         action: n,
                         tool: action.name.clone(),
                         success: outcome.is_ok(),

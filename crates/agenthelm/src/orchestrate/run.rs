@@ -11,17 +11,21 @@ use tokio::task::JoinSet;
 
 use super::cancel::CancelToken;
 use super::orchestrator::Config;
-use super::report::{RollbackReport, StepOutcome};
+use super::outcome::{RollbackReport, RunResult, StepOutcome};
 use super::resume::Recovered;
 use super::rollback::{self, Progress, Undo};
-use super::template::resolve_templates;
-use crate::agent::{Agent, AgentResult, Effect, StepContext, StepTask};
+use crate::agent::{Agent, AgentResult, StepTask};
+use crate::exec::invoke::invoke;
+use crate::exec::EventSink;
+use crate::exec::StepContext;
 use crate::plan::graph::Graph;
+use crate::plan::resolve_templates;
 use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::store::StoreError;
-use crate::tool::invoke::{check_args, invoke, panic_message};
 use crate::tool::Tool;
-use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
+use crate::tool::{check_args, panic_message};
+use crate::trace::Effect;
+use crate::trace::{now_ms, CallPurpose, Event, EventKind};
 
 /// How a step is carried out.
 enum Dispatch {
@@ -70,7 +74,7 @@ pub(super) struct Run {
     records: Vec<StepRecord>,
     /// Steps with work to undo, in the order they finished.
     undo_log: Vec<Undo>,
-    totals: AgentResult,
+    totals: RunResult,
     /// The first failure: the step (`None` when the run was cancelled) and its error.
     failure: Option<(Option<String>, String)>,
     /// Compensations already done or in doubt, for a resumed run.
@@ -155,7 +159,7 @@ impl Run {
                     .collect(),
                 None,
                 Progress::default(),
-                AgentResult::default(),
+                RunResult::default(),
                 None,
                 HashMap::new(),
             ),
@@ -184,7 +188,7 @@ impl Run {
     }
 
     /// Runs the plan to its end (or until its journal fails) and gives it back with the result.
-    pub(super) async fn execute(mut self) -> (Plan, AgentResult, Option<StoreError>) {
+    pub(super) async fn execute(mut self) -> (Plan, RunResult, Option<StoreError>) {
         let started = Instant::now();
         match self.resumed.take() {
             Some(interrupted) => self.emit(EventKind::RunResumed { interrupted }),
@@ -464,7 +468,7 @@ impl Run {
         }
     }
 
-    fn report(mut self, started: Instant) -> (Plan, AgentResult, Option<StoreError>) {
+    fn report(mut self, started: Instant) -> (Plan, RunResult, Option<StoreError>) {
         let success = self.failure.is_none() && self.halted.is_none() && self.plan.success();
         if self.halted.is_none() {
             self.emit(EventKind::RunFinished {

@@ -19,9 +19,12 @@
 mod error;
 mod format;
 pub(crate) mod graph;
+mod template;
 pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
+pub(crate) use template::referenced_steps;
+pub use template::resolve_templates;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::graph::Graph;
+use super::referenced_steps;
 use super::{Plan, PlanProblem};
-use crate::orchestrate::referenced_steps;
 
 /// Every structural problem of `plan`, and its dependency graph.
 pub(crate) fn analyze(plan: &Plan) -> (Vec<PlanProblem>, Graph) {

@@ -256,7 +256,7 @@ impl<'a> Reader<'a> {
                     });
                 }
             }
-            EventKind::Compensation {
+            EventKind::CompensationFinished {
                 action,
                 tool,
                 success,

@@ -128,7 +128,7 @@ fn finished_run() -> StoredRun {
         at(
             30,
             Some("k"),
-            EventKind::Compensation {
+            EventKind::CompensationFinished {
                 action: 0,
                 tool: "undo".into(),
                 success: true,
@@ -201,7 +201,7 @@ fn the_six_colours_differ() {
 fn a_failed_compensation_leaves_the_step_completed_and_is_named() {
     let mut run = finished_run();
     for event in &mut run.events {
-        if let EventKind::Compensation { success, error, .. } = &mut event.kind {
+        if let EventKind::CompensationFinished { success, error, .. } = &mut event.kind {
             *success = false;
             *error = Some("still there".into());
         }
@@ -220,7 +220,7 @@ fn a_failed_compensation_leaves_the_step_completed_and_is_named() {
     run.events.retain(|e| {
         !matches!(
             e.kind,
-            EventKind::Compensation { .. } | EventKind::RunFinished { .. }
+            EventKind::CompensationFinished { .. } | EventKind::RunFinished { .. }
         )
     });
     run.summary.finished_ms = None;

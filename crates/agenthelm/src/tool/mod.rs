@@ -12,12 +12,11 @@
 //! from `#[tool]` functions (or any `Tool + Default` type).
 
 mod fn_tool;
-pub(crate) mod invoke;
 pub mod schema;
 mod set;
 
+pub use crate::retry::RetryPolicy;
 pub use fn_tool::{FnTool, InvalidSchema};
-pub use invoke::RetryPolicy;
 pub use set::{IntoTool, ToolFactory, ToolSet};
 
 use async_trait::async_trait;
@@ -229,7 +228,7 @@ where
         .map_err(|e| match e.try_into_panic() {
             Ok(panic) => ToolError::Failed(format!(
                 "tool `{tool}` panicked: {}",
-                invoke::panic_message(panic.as_ref())
+                panic_message(panic.as_ref())
             )),
             Err(e) => ToolError::Failed(format!("tool `{tool}` did not finish: {e}")),
         })
@@ -255,4 +254,29 @@ pub fn to_output<T: Serialize + ?Sized>(tool: &str, output: &T) -> Result<Value,
             "tool `{tool}` returned a value that is not JSON: {e}"
         ))
     })
+}
+
+/// Checks `args` against the tool's schema.
+pub(crate) fn check_args(tool: &std::sync::Arc<dyn Tool>, args: &Value) -> Result<(), ToolError> {
+    let spec = tool.spec();
+    let problems = schema::validate(&spec.parameters, args);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ToolError::InvalidArguments {
+            tool: spec.name.clone(),
+            problems,
+        })
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
 }

@@ -5,17 +5,15 @@
 //! streamed live to observers registered with
 //! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
 
-pub mod otlp;
-mod sink;
+mod effect;
 
-pub use sink::{EventSink, Observer};
+pub use effect::Effect;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::agent::Effect;
 use crate::lm::TokenUsage;
 use crate::plan::StepStatus;
 
@@ -174,8 +172,10 @@ pub enum EventKind {
         /// Its arguments.
         args: Value,
     },
-    /// One compensating action for a step, during rollback.
-    Compensation {
+    /// One compensating action for a step ended, during rollback. Journals written before this
+    /// kind was renamed call it `compensation`; they still read.
+    #[serde(alias = "compensation")]
+    CompensationFinished {
         /// Position of the action among the step's compensations.
         #[serde(default)]
         action: usize,
@@ -220,7 +220,7 @@ impl EventKind {
             EventKind::StepFinished { .. } => "step_finished",
             EventKind::RollbackStarted { .. } => "rollback_started",
             EventKind::CompensationStarted { .. } => "compensation_started",
-            EventKind::Compensation { .. } => "compensation",
+            EventKind::CompensationFinished { .. } => "compensation_finished",
             EventKind::Effect { .. } => "effect",
             EventKind::Note { .. } => "note",
         }
@@ -232,7 +232,7 @@ impl EventKind {
             EventKind::ToolCall { tool, .. }
             | EventKind::Approval { tool, .. }
             | EventKind::CompensationStarted { tool, .. }
-            | EventKind::Compensation { tool, .. } => Some(tool),
+            | EventKind::CompensationFinished { tool, .. } => Some(tool),
             EventKind::Effect { effect } => Some(&effect.tool),
             _ => None,
         }
@@ -241,9 +241,8 @@ impl EventKind {
     /// Whether what happened succeeded, for kinds that can fail.
     pub fn succeeded(&self) -> Option<bool> {
         match self {
-            EventKind::RunFinished { success, .. } | EventKind::Compensation { success, .. } => {
-                Some(*success)
-            }
+            EventKind::RunFinished { success, .. }
+            | EventKind::CompensationFinished { success, .. } => Some(*success),
             EventKind::LlmCall { error, .. } | EventKind::ToolCall { error, .. } => {
                 Some(error.is_none())
             }
@@ -269,4 +268,23 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_written_before_the_rename_still_read() {
+        let old =
+            r#"{"timestamp_ms":1,"type":"compensation","action":0,"tool":"undo","success":true}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            event.kind,
+            EventKind::CompensationFinished { success: true, .. }
+        ));
+        let written = serde_json::to_value(&event).unwrap();
+        assert_eq!(written["type"], "compensation_finished");
+        assert_eq!(event.kind.name(), "compensation_finished");
+    }
 }

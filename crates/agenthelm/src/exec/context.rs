@@ -1,12 +1,13 @@
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::orchestrate::{ApprovalHandler, DenyAll};
-use crate::tool::{invoke, RetryPolicy, Tool, ToolError, ToolSpec};
-use crate::trace::{now_ms, CallPurpose, Event, EventKind, EventSink};
+use super::{invoke, EventSink};
+use crate::approval::{ApprovalHandler, DenyAll};
+use crate::retry::RetryPolicy;
+use crate::tool::{Tool, ToolError, ToolSpec};
+use crate::trace::{now_ms, CallPurpose, Effect, Event, EventKind};
 
 /// Where an agent's work happens: which run and step, who approves tool calls, how failed calls
 /// are retried, and where events go.
@@ -22,26 +23,6 @@ pub struct StepContext {
     sink: EventSink,
     calls: AtomicU32,
     effects: Mutex<Vec<Effect>>,
-}
-
-/// A tool call that changed (or may have changed) something outside the process: what rollback
-/// has to undo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Effect {
-    /// The call's id.
-    pub call_id: String,
-    /// The tool that was called.
-    pub tool: String,
-    /// Its arguments.
-    pub args: Value,
-    /// Its result (`None` when it failed but declares partial effects).
-    pub result: Option<Value>,
-    /// The tool that undoes it, if it has one.
-    pub compensating_tool: Option<String>,
-    /// Recorded before the call finished (a tool with partial effects): the call may or may not
-    /// have done its work. Replaced by the outcome when the call ends.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub in_progress: bool,
 }
 
 impl Default for StepContext {

@@ -3,8 +3,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::Event;
 use crate::store::{RunStore, StoreError};
+use crate::trace::Event;
 
 /// A function that sees each event as it is recorded.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;

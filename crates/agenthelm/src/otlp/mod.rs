@@ -25,8 +25,8 @@
 //! [`spans_of`], and sent with one request.
 //!
 //! ```no_run
-//! use agenthelm::trace::otlp::OtlpExporter;
-//! # async fn demo(events: Vec<agenthelm::Event>) -> Result<(), agenthelm::trace::otlp::OtlpError> {
+//! use agenthelm::otlp::OtlpExporter;
+//! # async fn demo(events: Vec<agenthelm::Event>) -> Result<(), agenthelm::otlp::OtlpError> {
 //! // OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318, or explicitly:
 //! let exporter = match OtlpExporter::from_env() {
 //!     Some(exporter) => exporter?,
@@ -46,8 +46,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::{CallPurpose, Event, EventKind};
 use crate::plan::StepStatus;
+use crate::trace::{CallPurpose, Event, EventKind};
 
 /// The environment variable naming the collector's base URL.
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -125,13 +125,13 @@ pub enum OtlpError {
 /// Sends spans to an OpenTelemetry collector over OTLP/HTTP with JSON.
 ///
 /// ```
-/// use agenthelm::trace::otlp::OtlpExporter;
+/// use agenthelm::otlp::OtlpExporter;
 /// let exporter = OtlpExporter::new("http://127.0.0.1:4318")?
 ///     .header("x-tenant", "team-a")?
 ///     .timeout(std::time::Duration::from_secs(5));
 /// assert_eq!(exporter.traces_url(), "http://127.0.0.1:4318/v1/traces");
 /// assert!(OtlpExporter::new("127.0.0.1:4318").is_err()); // no scheme
-/// # Ok::<(), agenthelm::trace::otlp::OtlpError>(())
+/// # Ok::<(), agenthelm::otlp::OtlpError>(())
 /// ```
 #[derive(Clone)]
 pub struct OtlpExporter {
@@ -168,10 +168,10 @@ impl OtlpExporter {
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (no `/v1/traces` is added).
     ///
     /// ```
-    /// use agenthelm::trace::otlp::OtlpExporter;
+    /// use agenthelm::otlp::OtlpExporter;
     /// let exporter = OtlpExporter::with_traces_url("https://otel.example/ingest/traces")?;
     /// assert_eq!(exporter.traces_url(), "https://otel.example/ingest/traces");
-    /// # Ok::<(), agenthelm::trace::otlp::OtlpError>(())
+    /// # Ok::<(), agenthelm::otlp::OtlpError>(())
     /// ```
     pub fn with_traces_url(url: &str) -> Result<Self, OtlpError> {
         validated(url).map(Self::to)
@@ -657,7 +657,7 @@ pub fn export_request(spans: &[Span]) -> Value {
 /// The trace id of run `run_id`: 32 hex digits, always the same for the same run.
 ///
 /// ```
-/// use agenthelm::trace::otlp::trace_id_of;
+/// use agenthelm::otlp::trace_id_of;
 /// assert_eq!(trace_id_of("run-1"), trace_id_of("run-1"));
 /// assert_ne!(trace_id_of("run-1"), trace_id_of("run-2"));
 /// assert_eq!(trace_id_of("run-1").len(), 32);
@@ -705,7 +705,7 @@ fn nanos_before(end_ms: u64, duration_ms: f64) -> u64 {
 ///
 /// ```
 /// use agenthelm::{Event, EventKind, StepStatus};
-/// use agenthelm::trace::otlp::spans_of;
+/// use agenthelm::otlp::spans_of;
 /// use std::sync::Arc;
 ///
 /// let event = |step: Option<&str>, kind| Event {
@@ -858,7 +858,7 @@ impl<'e> TraceBuilder<'e> {
                     self.compensations.insert(id.to_owned(), index);
                 }
             }
-            EventKind::Compensation {
+            EventKind::CompensationFinished {
                 action,
                 tool,
                 success,

@@ -1,0 +1,13 @@
+//! Where actions happen: the [`StepContext`] an agent works in, the tool invoker that applies a
+//! tool's contract, and the [`EventSink`] that records events and writes them to the journal.
+//!
+//! This layer owns the crate's central promise, "journal before acting": every action (starting
+//! a step, calling a tool, compensating) passes through [`EventSink::flush`] first, so a run
+//! killed at any moment can be resumed from its record.
+
+mod context;
+pub(crate) mod invoke;
+mod sink;
+
+pub use context::StepContext;
+pub use sink::{EventSink, Observer};
