@@ -9,10 +9,10 @@
 use agenthelm::mcp::{McpError, McpServer, McpServerConfig, McpServers, ToolOverride};
 use agenthelm::prelude::*;
 use agenthelm::tool::ToolCallInfo;
+use agenthelm_test_support::{is_running, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -95,36 +95,13 @@ fn lifecycle_server(mode: &[&str]) -> Vec<String> {
     argv
 }
 
-/// A fresh directory under the system temp dir.
-fn scratch_dir(label: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "agenthelm-mcp-{label}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-    }
-}
 
 /// Waits (up to a generous limit, for a loaded machine) until `pid` is gone.
 async fn gone(pid: u32) -> bool {
     for _ in 0..600 {
-        if !alive(pid) {
+        if !is_running(pid) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,8 +129,9 @@ fn info() -> ToolCallInfo {
 
 #[tokio::test]
 async fn lists_the_tools_of_the_reference_servers() {
-    let files = scratch_dir("fs");
-    let memory_file = scratch_dir("memory-list").join("memory.jsonl");
+    let files = TempDir::new("mcp-fs");
+    let memory_dir = TempDir::new("mcp-memory-list");
+    let memory_file = memory_dir.join("memory.jsonl");
     let mut expected: Vec<(&str, McpServerConfig, Vec<&str>)> = Vec::new();
     if let Some(argv) = npm_server("mcp-server-everything", &[]) {
         expected.push((
@@ -507,7 +485,7 @@ async fn a_server_that_exits_at_once_is_a_start_error_with_its_stderr() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_initialize_times_out_and_is_killed() {
-    let dir = scratch_dir("silent");
+    let dir = TempDir::new("mcp-silent");
     let pid_file = dir.join("pid");
     let config = McpServerConfig::command(lifecycle_server(&["--silent"]))
         .env("FIXTURE_PID_FILE", pid_file.display().to_string())
@@ -561,7 +539,7 @@ async fn a_server_that_exits_mid_call_fails_the_call_and_restarts_on_the_next() 
 
 #[tokio::test]
 async fn a_killed_server_fails_calls_in_flight() {
-    let dir = scratch_dir("killed");
+    let dir = TempDir::new("mcp-killed");
     let marker = dir.join("hanging");
     let config = McpServerConfig::command(lifecycle_server(&[]))
         .env("FIXTURE_MARKER", marker.display().to_string());
@@ -605,7 +583,7 @@ async fn shutdown_kills_a_stubborn_server_and_its_children() {
     let grandchild = server.call_tool("spawn_child", json!({})).await.unwrap();
     let grandchild = grandchild.as_u64().unwrap() as u32;
     let pid = server.pid().await.unwrap();
-    assert!(alive(pid) && alive(grandchild));
+    assert!(is_running(pid) && is_running(grandchild));
     server.shutdown().await;
     assert!(gone(pid).await, "server {pid} survived shutdown");
     assert!(
@@ -625,7 +603,7 @@ async fn dropping_the_last_handle_stops_the_server() {
     let pid = server.pid().await.unwrap();
     let tools = server.tools().await.unwrap();
     drop(server);
-    assert!(alive(pid), "tools still hold the server");
+    assert!(is_running(pid), "tools still hold the server");
     drop(tools);
     assert!(gone(pid).await, "server {pid} survived its last handle");
     assert!(gone(grandchild).await, "grandchild {grandchild} survived");
@@ -775,7 +753,8 @@ async fn a_failed_plan_is_rolled_back_through_mcp_compensations() {
     let (Some(memory), Some(demo)) = (npm_server("mcp-server-memory", &[]), demo_server()) else {
         return;
     };
-    let memory_file = scratch_dir("memory-saga").join("memory.jsonl");
+    let memory_dir = TempDir::new("mcp-memory-saga");
+    let memory_file = memory_dir.join("memory.jsonl");
     // `create_relations` is undone by `delete_relations` with the same arguments: a rule in
     // the server config, as a workspace file would set it.
     let memory = McpServerConfig::command(memory)

@@ -1,0 +1,17 @@
+//! Helpers shared by the test suites of the AgentHelm crates (a dev-dependency only).
+//!
+//! - [`TempDir`]: a fresh folder under the system's temp dir, removed when dropped.
+//! - [`MockServer`]: a loopback HTTP server answering from a script and recording requests; it
+//!   runs on its own threads, so sync tests, async tests and child processes can all talk to it.
+//! - [`stops_running`] / [`is_running`]: process checks by pid, for "no process left behind".
+//!
+//! Helpers panic on setup failures: they only ever run inside tests, where a panic is the failure
+//! report.
+
+mod http;
+mod process;
+mod temp;
+
+pub use http::{MockServer, Received, Reply};
+pub use process::{is_running, stops_running};
+pub use temp::TempDir;
