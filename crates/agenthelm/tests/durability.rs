@@ -192,11 +192,11 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
         });
         let mut plan = plan(d_fails);
         let outcome = orchestrator(&calls, dying).execute(&mut plan).await;
-        assert!(
-            matches!(outcome, Err(OrchestratorError::Store(_))),
-            "crash at write {fail_at}: the run must stop with a store error, got {outcome:?}"
-        );
-        let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
+        let run_id = match outcome {
+            Err(OrchestratorError::Halted { run_id, .. }) => run_id,
+            other => panic!("crash at write {fail_at}: the run must halt, got {other:?}"),
+        };
+        assert_eq!(durable.list_runs(1).unwrap()[0].run_id, run_id);
         let finished = finished_before_crash(&*durable, &run_id);
 
         // The process restarts: same store file, new orchestrator, resume.
@@ -345,7 +345,7 @@ async fn resuming_needs_a_store_and_an_unfinished_run() {
     );
     let unknown = orchestrator.resume("run-nope").await;
     assert!(
-        matches!(&unknown, Err(OrchestratorError::Store(StoreError::UnknownRun(id))) if id == "run-nope")
+        matches!(&unknown, Err(OrchestratorError::NotRecorded(StoreError::UnknownRun(id))) if id == "run-nope")
     );
     let no_store = Orchestrator::new(AgentRegistry::new())
         .resume(&run_id)
@@ -365,7 +365,11 @@ async fn a_store_that_cannot_record_the_run_means_nothing_runs() {
     });
     let mut plan = plan(false);
     let outcome = orchestrator(&calls, dead).execute(&mut plan).await;
-    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    // Recorded as begun (its plan is in the store), so it can be resumed once the store works.
+    assert!(
+        matches!(outcome, Err(OrchestratorError::Halted { .. })),
+        "{outcome:?}"
+    );
     assert!(calls.lock().unwrap().is_empty(), "no tool may run untraced");
     assert_eq!(plan.steps.len(), 4, "the caller keeps the plan");
 }
@@ -547,7 +551,10 @@ async fn a_run_killed_after_its_last_event_is_recorded_as_ended_on_resume() {
     let outcome = orchestrator(&calls, Arc::new(NoEndStore(durable.clone())))
         .execute(&mut plan)
         .await;
-    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    assert!(
+        matches!(outcome, Err(OrchestratorError::Halted { .. })),
+        "{outcome:?}"
+    );
     let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
     assert_eq!(durable.list_runs(1).unwrap()[0].success, None);
     let resumed = orchestrator(&calls, durable.clone()).resume(&run_id).await;
