@@ -81,12 +81,18 @@ fn plan(d_fails: bool) -> Plan {
 }
 
 fn orchestrator(calls: &Calls, store: Arc<dyn RunStore>) -> Orchestrator {
+    orchestrator_in(calls, store, RollbackMode::Sequential)
+}
+
+fn orchestrator_in(calls: &Calls, store: Arc<dyn RunStore>, mode: RollbackMode) -> Orchestrator {
     let mut registry = AgentRegistry::new();
     let lm = Lm::from_model(ScriptedLm::new(vec![]));
     registry
         .register(ToolAgent::new("worker", lm, tools(calls)))
         .unwrap();
-    Orchestrator::new(registry).store_shared(store)
+    Orchestrator::new(registry)
+        .store_shared(store)
+        .rollback_mode(mode)
 }
 
 /// A store that works until its `fail_at`-th append, then fails that and every later write,
@@ -160,12 +166,12 @@ fn finished_before_crash(store: &dyn RunStore, run_id: &str) -> Vec<String> {
         .collect()
 }
 
-async fn uninterrupted(d_fails: bool) -> (Plan, usize) {
+async fn uninterrupted(d_fails: bool, mode: RollbackMode) -> (Plan, usize) {
     let calls = Calls::default();
     let store: Arc<dyn RunStore> =
         Arc::new(SqliteStore::open(temp_dir("clean").join("runs.db")).unwrap());
     let mut plan = plan(d_fails);
-    let result = orchestrator(&calls, store.clone())
+    let result = orchestrator_in(&calls, store.clone(), mode)
         .execute(&mut plan)
         .await
         .unwrap();
@@ -174,8 +180,8 @@ async fn uninterrupted(d_fails: bool) -> (Plan, usize) {
     (plan, writes)
 }
 
-async fn crash_at_every_write_then_resume(d_fails: bool) {
-    let (expected, writes) = uninterrupted(d_fails).await;
+async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
+    let (expected, writes) = uninterrupted(d_fails, mode).await;
     assert!(
         writes > 10,
         "a run of 4 steps journals more than 10 events, got {writes}"
@@ -191,7 +197,9 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
             fail_at,
         });
         let mut plan = plan(d_fails);
-        let outcome = orchestrator(&calls, dying).execute(&mut plan).await;
+        let outcome = orchestrator_in(&calls, dying, mode)
+            .execute(&mut plan)
+            .await;
         let run_id = match outcome {
             Err(OrchestratorError::Halted { run_id, .. }) => run_id,
             other => panic!("crash at write {fail_at}: the run must halt, got {other:?}"),
@@ -201,7 +209,7 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
 
         // The process restarts: same store file, new orchestrator, resume.
         let reopened: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
-        let (resumed, result) = orchestrator(&calls, reopened.clone())
+        let (resumed, result) = orchestrator_in(&calls, reopened.clone(), mode)
             .resume(&run_id)
             .await
             .unwrap_or_else(|e| panic!("crash at write {fail_at}: resume failed: {e}"));
@@ -281,12 +289,18 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_succeeds_survives_a_crash_at_every_journal_write() {
-    crash_at_every_write_then_resume(false).await;
+    crash_at_every_write_then_resume(false, RollbackMode::Sequential).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_rolls_back_survives_a_crash_at_every_journal_write() {
-    crash_at_every_write_then_resume(true).await;
+    crash_at_every_write_then_resume(true, RollbackMode::Sequential).await;
+}
+
+/// a and b are undone at the same time once c is: a crash can leave both in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_rollback_survives_a_crash_at_every_journal_write() {
+    crash_at_every_write_then_resume(true, RollbackMode::Parallel).await;
 }
 
 #[tokio::test]
