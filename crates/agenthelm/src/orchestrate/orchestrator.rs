@@ -32,8 +32,10 @@ use crate::trace::Event;
 ///    directly: no model call.
 /// 5. When a step fails no new step starts; running steps get a grace period to finish; steps
 ///    never started are `skipped`.
-/// 6. With rollback on (the default), the work of completed steps is undone in reverse order of
-///    completion by calling compensating tools directly; failures to undo are reported.
+/// 6. With rollback on (the default), the work of completed steps is undone by calling
+///    compensating tools directly: in reverse order of completion, or with
+///    [`RollbackMode::Parallel`] independent steps at the same time; either way a step only
+///    after every step that depends on it. Failures to undo are reported.
 /// 7. Tool contracts (approval, retries with backoff, timeouts) hold for every call, also in
 ///    parallel steps and during rollback.
 /// 8. Every model call, tool call, approval, step and compensation is an [`Event`].
