@@ -113,10 +113,9 @@ pub(super) async fn run(
             return report;
         }
     };
-    for done in finished {
-        if done.halted {
-            // Stopped half-way by the journal: a resumed run finishes it.
-        } else if done.failures.is_empty() {
+    // A job the journal stopped half-way is neither undone nor failed: a resumed run finishes it.
+    for done in finished.into_iter().filter(|done| !done.halted) {
+        if done.failures.is_empty() {
             plan.steps[done.step].status = StepStatus::Compensated;
             report.compensated.push(done.step_id);
         } else {
@@ -317,10 +316,9 @@ async fn compensate_all(
     let mut halted = false;
     loop {
         while !halted && tasks.len() < limit {
-            let Some(job) = ready.pop_front().and_then(|j| Some((j, slots[j].take()?))) else {
+            let Some((j, job)) = ready.pop_front().and_then(|j| Some((j, slots[j].take()?))) else {
                 break;
             };
-            let (j, job) = job;
             let key = (j, job.step, job.step_id.clone());
             let handle = tasks.spawn(compensate_job(job, Arc::clone(&shared)));
             running.insert(handle.id(), key);
