@@ -1,11 +1,13 @@
 //! A trip booking that fails at payment and is undone: the Saga pattern in one run.
 //!
-//! Flight and hotel are booked at the same time (they do not depend on each other); the payment
-//! waits for both and fails; the orchestrator then cancels the hotel and the flight, newest
-//! first, with their compensating tools. No model or network is needed: every step names its
-//! tool and arguments, so the orchestrator calls the tools directly.
+//! Flight, hotel and car are booked at the same time (they do not depend on each other); the
+//! payment waits for all three and fails; the orchestrator then cancels the bookings with their
+//! compensating tools (each cancellation takes 100-300 ms, like a real booking service): newest
+//! first one at a time by default, or all at once with `parallel`, which the printed rollback
+//! makespan shows. No model or network is needed: every step names its tool and arguments, so
+//! the orchestrator calls the tools directly.
 //!
-//! Run it with `cargo run -p agenthelm --example trip_saga`.
+//! Run it with `cargo run -p agenthelm --example trip_saga [sequential|parallel]`.
 
 use agenthelm::prelude::*;
 use serde_json::json;
@@ -21,6 +23,7 @@ async fn book_flight(flight: String) -> String {
 /// Cancel a flight booking.
 #[tool]
 async fn cancel_flight(flight: String) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
     format!("cancelled flight {flight}")
 }
 
@@ -34,7 +37,22 @@ async fn book_hotel(hotel: String, nights: u32) -> String {
 /// Cancel a hotel booking.
 #[tool]
 async fn cancel_hotel(hotel: String, nights: u32) -> String {
+    tokio::time::sleep(Duration::from_millis(200)).await;
     format!("cancelled {nights} nights at {hotel}")
+}
+
+/// Rent a car; returns the rental reference.
+#[tool(compensating_tool = "cancel_car", side_effects = ["booking"])]
+async fn rent_car(city: String) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("CR-{city}")
+}
+
+/// Cancel a car rental.
+#[tool]
+async fn cancel_car(city: String) -> String {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    format!("cancelled car in {city}")
 }
 
 /// Charge the traveller's card.
@@ -86,7 +104,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     registry.register(ToolAgent::new(
         "travel",
         lm.clone(),
-        tools![book_flight, cancel_flight, book_hotel, cancel_hotel],
+        tools![
+            book_flight,
+            cancel_flight,
+            book_hotel,
+            cancel_hotel,
+            rent_car,
+            cancel_car
+        ],
     ))?;
     registry.register(ToolAgent::new("billing", lm, tools![charge_card]))?;
 
@@ -100,16 +125,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .agent("travel")
             .tool("book_hotel")
             .args(json!({"hotel": "Alfama", "nights": 3})),
+        PlanStep::new("car", "Rent a car")
+            .agent("travel")
+            .tool("rent_car")
+            .args(json!({"city": "Lisbon"})),
         PlanStep::new("pay", "Pay for everything")
             .agent("billing")
             .tool("charge_card")
             .args(json!({"amount_eur": 840}))
-            .depends_on(["flight", "hotel"]),
+            .depends_on(["flight", "hotel", "car"]),
     ];
     println!("{}", plan.to_yaml()?);
     plan.approved = true;
 
+    let mode = match std::env::args().nth(1).as_deref() {
+        Some("parallel") => RollbackMode::Parallel,
+        _ => RollbackMode::Sequential,
+    };
     let orchestrator = Orchestrator::new(registry)
+        .rollback_mode(mode)
         .retry_policy(RetryPolicy {
             initial: Duration::from_millis(50),
             ..RetryPolicy::default()
@@ -124,5 +158,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for step in &plan.steps {
         println!("  {:<8} {}", step.id, step.status);
     }
+    if let Some(ms) = rollback_makespan(&result.events) {
+        println!("rollback makespan ({mode:?}): {ms} ms");
+    }
     Ok(())
+}
+
+/// From the rollback's start to the end of its last compensation.
+fn rollback_makespan(events: &[Event]) -> Option<u64> {
+    let start = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::RollbackStarted { .. }))?
+        .timestamp_ms;
+    let end = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::CompensationFinished { .. }))
+        .map(|e| e.timestamp_ms)
+        .max()?;
+    Some(end.saturating_sub(start))
 }

@@ -71,7 +71,7 @@ pub use orchestrate::{
     AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
     Orchestrator, OrchestratorError, RunResult, TerminalApproval,
 };
-pub use plan::{Plan, PlanError, PlanStep, StepStatus};
+pub use plan::{Plan, PlanError, PlanStep, RollbackMode, StepStatus};
 pub use tool::{FnTool, RetryPolicy, Tool, ToolContract, ToolError, ToolSet, ToolSpec};
 pub use trace::{Event, EventKind};
 
@@ -85,7 +85,7 @@ pub mod prelude {
         AgentRegistry, ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll,
         Orchestrator, RunResult, TerminalApproval,
     };
-    pub use crate::plan::{Plan, PlanStep, StepStatus};
+    pub use crate::plan::{Plan, PlanStep, RollbackMode, StepStatus};
     pub use crate::tool::{FnTool, RetryPolicy, Tool, ToolError, ToolSet};
     pub use crate::tools;
     pub use crate::trace::{Event, EventKind};

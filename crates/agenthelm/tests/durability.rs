@@ -81,12 +81,18 @@ fn plan(d_fails: bool) -> Plan {
 }
 
 fn orchestrator(calls: &Calls, store: Arc<dyn RunStore>) -> Orchestrator {
+    orchestrator_in(calls, store, RollbackMode::Sequential)
+}
+
+fn orchestrator_in(calls: &Calls, store: Arc<dyn RunStore>, mode: RollbackMode) -> Orchestrator {
     let mut registry = AgentRegistry::new();
     let lm = Lm::from_model(ScriptedLm::new(vec![]));
     registry
         .register(ToolAgent::new("worker", lm, tools(calls)))
         .unwrap();
-    Orchestrator::new(registry).store_shared(store)
+    Orchestrator::new(registry)
+        .store_shared(store)
+        .rollback_mode(mode)
 }
 
 /// A store that works until its `fail_at`-th append, then fails that and every later write,
@@ -160,12 +166,12 @@ fn finished_before_crash(store: &dyn RunStore, run_id: &str) -> Vec<String> {
         .collect()
 }
 
-async fn uninterrupted(d_fails: bool) -> (Plan, usize) {
+async fn uninterrupted(d_fails: bool, mode: RollbackMode) -> (Plan, usize) {
     let calls = Calls::default();
     let store: Arc<dyn RunStore> =
         Arc::new(SqliteStore::open(temp_dir("clean").join("runs.db")).unwrap());
     let mut plan = plan(d_fails);
-    let result = orchestrator(&calls, store.clone())
+    let result = orchestrator_in(&calls, store.clone(), mode)
         .execute(&mut plan)
         .await
         .unwrap();
@@ -174,8 +180,8 @@ async fn uninterrupted(d_fails: bool) -> (Plan, usize) {
     (plan, writes)
 }
 
-async fn crash_at_every_write_then_resume(d_fails: bool) {
-    let (expected, writes) = uninterrupted(d_fails).await;
+async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
+    let (expected, writes) = uninterrupted(d_fails, mode).await;
     assert!(
         writes > 10,
         "a run of 4 steps journals more than 10 events, got {writes}"
@@ -191,17 +197,19 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
             fail_at,
         });
         let mut plan = plan(d_fails);
-        let outcome = orchestrator(&calls, dying).execute(&mut plan).await;
-        assert!(
-            matches!(outcome, Err(OrchestratorError::Store(_))),
-            "crash at write {fail_at}: the run must stop with a store error, got {outcome:?}"
-        );
-        let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
+        let outcome = orchestrator_in(&calls, dying, mode)
+            .execute(&mut plan)
+            .await;
+        let run_id = match outcome {
+            Err(OrchestratorError::Halted { run_id, .. }) => run_id,
+            other => panic!("crash at write {fail_at}: the run must halt, got {other:?}"),
+        };
+        assert_eq!(durable.list_runs(1).unwrap()[0].run_id, run_id);
         let finished = finished_before_crash(&*durable, &run_id);
 
         // The process restarts: same store file, new orchestrator, resume.
         let reopened: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
-        let (resumed, result) = orchestrator(&calls, reopened.clone())
+        let (resumed, result) = orchestrator_in(&calls, reopened.clone(), mode)
             .resume(&run_id)
             .await
             .unwrap_or_else(|e| panic!("crash at write {fail_at}: resume failed: {e}"));
@@ -281,12 +289,18 @@ async fn crash_at_every_write_then_resume(d_fails: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_succeeds_survives_a_crash_at_every_journal_write() {
-    crash_at_every_write_then_resume(false).await;
+    crash_at_every_write_then_resume(false, RollbackMode::Sequential).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_rolls_back_survives_a_crash_at_every_journal_write() {
-    crash_at_every_write_then_resume(true).await;
+    crash_at_every_write_then_resume(true, RollbackMode::Sequential).await;
+}
+
+/// a and b are undone at the same time once c is: a crash can leave both in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_rollback_survives_a_crash_at_every_journal_write() {
+    crash_at_every_write_then_resume(true, RollbackMode::Parallel).await;
 }
 
 #[tokio::test]
@@ -345,7 +359,7 @@ async fn resuming_needs_a_store_and_an_unfinished_run() {
     );
     let unknown = orchestrator.resume("run-nope").await;
     assert!(
-        matches!(&unknown, Err(OrchestratorError::Store(StoreError::UnknownRun(id))) if id == "run-nope")
+        matches!(&unknown, Err(OrchestratorError::NotRecorded(StoreError::UnknownRun(id))) if id == "run-nope")
     );
     let no_store = Orchestrator::new(AgentRegistry::new())
         .resume(&run_id)
@@ -365,7 +379,11 @@ async fn a_store_that_cannot_record_the_run_means_nothing_runs() {
     });
     let mut plan = plan(false);
     let outcome = orchestrator(&calls, dead).execute(&mut plan).await;
-    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    // Recorded as begun (its plan is in the store), so it can be resumed once the store works.
+    assert!(
+        matches!(outcome, Err(OrchestratorError::Halted { .. })),
+        "{outcome:?}"
+    );
     assert!(calls.lock().unwrap().is_empty(), "no tool may run untraced");
     assert_eq!(plan.steps.len(), 4, "the caller keeps the plan");
 }
@@ -547,7 +565,10 @@ async fn a_run_killed_after_its_last_event_is_recorded_as_ended_on_resume() {
     let outcome = orchestrator(&calls, Arc::new(NoEndStore(durable.clone())))
         .execute(&mut plan)
         .await;
-    assert!(matches!(outcome, Err(OrchestratorError::Store(_))));
+    assert!(
+        matches!(outcome, Err(OrchestratorError::Halted { .. })),
+        "{outcome:?}"
+    );
     let run_id = durable.list_runs(1).unwrap()[0].run_id.clone();
     assert_eq!(durable.list_runs(1).unwrap()[0].success, None);
     let resumed = orchestrator(&calls, durable.clone()).resume(&run_id).await;

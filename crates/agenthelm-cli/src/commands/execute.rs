@@ -62,13 +62,10 @@ async fn check_and_execute(
     execute(&journaled, &mut file.plan, &args.execution).await
 }
 
-/// An orchestrator that journals to the workspace's store, and the id of the run it carries out
-/// (known once the run is on record).
+/// An orchestrator that journals to the workspace's store.
 pub struct Journaled {
     /// The orchestrator.
     pub orchestrator: Orchestrator,
-    /// The run's id, set when the run is recorded as started or resumed.
-    pub run_id: Arc<OnceLock<String>>,
     /// The store it journals to.
     pub store: Arc<dyn RunStore>,
     /// Where the run's spans go when it ends, if anywhere.
@@ -119,8 +116,8 @@ pub async fn orchestrator(
 ) -> anyhow::Result<Journaled> {
     let orchestrator = configured(assembly, options, user).await?;
     let palette = Palette::stderr();
-    let run_id = Arc::new(OnceLock::new());
-    let seen = Arc::clone(&run_id);
+    // The run's id is announced once, when the run is recorded as started or resumed.
+    let seen = OnceLock::new();
     let location = store.location.display().to_string();
     let orchestrator = orchestrator
         .store_shared(Arc::clone(&store.store))
@@ -146,7 +143,6 @@ pub async fn orchestrator(
         });
     Ok(Journaled {
         orchestrator,
-        run_id,
         store: Arc::clone(&store.store),
         exporter: telemetry::exporter(options.otlp_endpoint.as_deref())?,
     })
@@ -167,7 +163,7 @@ pub async fn execute(
         .execute_with_cancel(plan, cancel)
         .await;
     stop_on_ctrl_c.abort();
-    let result = outcome.map_err(|e| run_error(e, journaled))?;
+    let result = outcome.map_err(run_error)?;
     journaled.export(result.run_id.as_deref()).await;
     report(plan, &result, options)
 }
@@ -177,18 +173,21 @@ pub async fn execute(
 /// A store that fails once the run is under way ends the command with exit code 1: the run
 /// began, stopped where it was without rollback, and can be continued with `agenthelm resume`
 /// once the store works. Every other reason means nothing ran (bad input, exit code 2).
-pub fn run_error(error: OrchestratorError, journaled: &Journaled) -> anyhow::Error {
-    match (error, journaled.run_id.get()) {
-        (OrchestratorError::Store(e), Some(id)) => Failed(format!(
+pub fn run_error(error: OrchestratorError) -> anyhow::Error {
+    match error {
+        OrchestratorError::Halted {
+            run_id: id,
+            source: e,
+        } => Failed(format!(
             "run {id} stopped: {e}. No further step was started and nothing was rolled back; \
              when the store works again, continue with `agenthelm resume {id}`"
         ))
         .into(),
-        (OrchestratorError::Store(e), None) => BadInput(format!(
+        OrchestratorError::NotRecorded(e) => BadInput(format!(
             "the run was not started because the run store cannot record it: {e}"
         ))
         .into(),
-        (e, _) => BadInput(e.to_string()).into(),
+        e => BadInput(e.to_string()).into(),
     }
 }
 

@@ -56,7 +56,7 @@ async fn resume(
         Err(OrchestratorError::AlreadyFinished { run_id, success }) if unfinished => {
             return record_end(&store, &run_id, success);
         }
-        Err(e) => return Err(execute::run_error(e, &journaled)),
+        Err(e) => return Err(execute::run_error(e)),
     };
     journaled.export(result.run_id.as_deref()).await;
     execute::report(&plan, &result, &args.execution)

@@ -122,7 +122,7 @@ impl StepContext {
     /// required, retries with backoff, applies the timeout, records the call as an event and,
     /// when it changed something, as an [`Effect`] for rollback.
     pub async fn call_tool(&self, tool: &Arc<dyn Tool>, args: Value) -> Result<Value, ToolError> {
-        invoke::invoke(tool, args, self, CallPurpose::Execute, None).await
+        invoke::invoke(tool, args, self, CallPurpose::Execute).await
     }
 
     /// The effects recorded so far, in the order they happened, leaving none.

@@ -7,78 +7,140 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::StepContext;
+use super::{ActionPermit, JournalError, StepContext};
 use crate::approval::{ApprovalDecision, ApprovalRequest};
 use crate::tool::{check_args, panic_message, Tool, ToolCallInfo, ToolError};
 use crate::trace::{CallPurpose, EventKind};
 
-/// Calls `tool` with `args` under its contract and records what happened in `ctx`.
-///
-/// `on_record` is emitted once the call is admitted (arguments valid, approval given) and flushed
-/// with everything before it, just before the first attempt: the latest moment a journal can
-/// note that the call is about to happen.
+/// Calls `tool` with `args` under its contract and records what happened in `ctx`: admission,
+/// then the gate, then the call.
 pub(crate) async fn invoke(
     tool: &Arc<dyn Tool>,
     args: Value,
     ctx: &StepContext,
     purpose: CallPurpose,
-    on_record: Option<EventKind>,
 ) -> Result<Value, ToolError> {
-    let spec = tool.spec();
+    let admitted = admit(tool, args, ctx, purpose).await?;
+    match ctx.sink().before_action() {
+        Ok(permit) => admitted.call(ctx, permit).await,
+        Err(e) => Err(admitted.not_called(ctx, &e)),
+    }
+}
+
+/// A call whose arguments are valid and that was approved where its contract asks for it: all
+/// that is left is to pass the gate and call.
+pub(crate) struct Admitted<'t> {
+    tool: &'t Arc<dyn Tool>,
+    args: Value,
+    call_id: String,
+    purpose: CallPurpose,
+    started: Instant,
+}
+
+/// Validates `args` and asks for approval when the contract requires it. A call refused here is
+/// recorded as a tool call that made no attempt.
+///
+/// For a call with partial effects the intent is recorded too, so that it reaches the journal
+/// at the gate, before the call.
+pub(crate) async fn admit<'t>(
+    tool: &'t Arc<dyn Tool>,
+    mut args: Value,
+    ctx: &StepContext,
+    purpose: CallPurpose,
+) -> Result<Admitted<'t>, ToolError> {
     let call_id = ctx.next_call_id(purpose);
     let started = Instant::now();
-    let mut attempts = 0;
-    let mut final_args = args;
-    let outcome = match admit(tool, &mut final_args, &call_id, ctx, purpose).await {
+    match approve(tool, &mut args, &call_id, ctx, purpose).await {
         Ok(()) => {
-            let info = ToolCallInfo {
-                idempotency_key: format!("{}:{call_id}", ctx.run_id().unwrap_or("-")),
-                call_id: call_id.clone(),
-                run_id: ctx.run_id().map(str::to_owned),
-                step_id: ctx.step_id().map(str::to_owned),
-                attempt: 0,
-            };
             if purpose == CallPurpose::Execute {
-                ctx.record_intent(spec, &call_id, &final_args);
+                ctx.record_intent(tool.spec(), &call_id, &args);
             }
-            if let Some(event) = on_record {
-                ctx.emit(event);
-            }
-            // What led to the call (the step's start, an approval, the intent of a call with
-            // partial effects) is on record first.
-            match ctx.sink().flush() {
-                Ok(()) => attempt_all(tool, &final_args, info, ctx, &mut attempts).await,
-                Err(e) => Err(ToolError::Failed(format!(
-                    "not called: the run's journal could not be written ({e})"
-                ))),
-            }
+            Ok(Admitted {
+                tool,
+                args,
+                call_id,
+                purpose,
+                started,
+            })
         }
-        Err(e) => Err(e),
-    };
-    if purpose == CallPurpose::Execute && attempts > 0 {
-        ctx.record_effect(spec, &call_id, &final_args, &outcome);
-        // A failed write stops the run at its next step; the call itself is done either way.
-        let _ = ctx.sink().flush();
+        Err(e) => {
+            let refused = Admitted {
+                tool,
+                args,
+                call_id,
+                purpose,
+                started,
+            };
+            refused.record(ctx, &Err(e.clone()), 0);
+            Err(e)
+        }
     }
-    let (output, error) = match &outcome {
-        Ok(value) => (Some(value.clone()), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    ctx.emit(EventKind::ToolCall {
-        call_id,
-        tool: spec.name.clone(),
-        args: final_args,
-        output,
-        error,
-        attempts,
-        duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        purpose,
-    });
-    outcome
+}
+
+impl Admitted<'_> {
+    /// The tool's name.
+    pub(crate) fn tool_name(&self) -> &str {
+        &self.tool.spec().name
+    }
+
+    /// The arguments the call will get (after any edit by the approver).
+    pub(crate) fn args(&self) -> &Value {
+        &self.args
+    }
+
+    /// Makes the attempts (with backoff and per-attempt timeouts) and records the call and its
+    /// effect. The permit proves that what led here is on record.
+    pub(crate) async fn call(
+        self,
+        ctx: &StepContext,
+        _permit: ActionPermit,
+    ) -> Result<Value, ToolError> {
+        let info = ToolCallInfo {
+            idempotency_key: format!("{}:{}", ctx.run_id().unwrap_or("-"), self.call_id),
+            call_id: self.call_id.clone(),
+            run_id: ctx.run_id().map(str::to_owned),
+            step_id: ctx.step_id().map(str::to_owned),
+            attempt: 0,
+        };
+        let mut attempts = 0;
+        let outcome = attempt_all(self.tool, &self.args, info, ctx, &mut attempts).await;
+        if self.purpose == CallPurpose::Execute {
+            ctx.record_effect(self.tool.spec(), &self.call_id, &self.args, &outcome);
+            // A failed write stops the run at its next gate; the call itself is done either way.
+            let _ = ctx.sink().flush();
+        }
+        self.record(ctx, &outcome, attempts);
+        outcome
+    }
+
+    /// Records that the call was not made because the gate refused it, and says why.
+    pub(crate) fn not_called(self, ctx: &StepContext, error: &JournalError) -> ToolError {
+        let error = ToolError::Failed(format!("not called: {error}"));
+        let outcome = Err(error.clone());
+        self.record(ctx, &outcome, 0);
+        error
+    }
+
+    fn record(&self, ctx: &StepContext, outcome: &Result<Value, ToolError>, attempts: u32) {
+        let (output, error) = match outcome {
+            Ok(value) => (Some(value.clone()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        ctx.emit(EventKind::ToolCall {
+            call_id: self.call_id.clone(),
+            tool: self.tool.spec().name.clone(),
+            args: self.args.clone(),
+            output,
+            error,
+            attempts,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            purpose: self.purpose,
+        });
+    }
 }
 
 /// Validates the arguments and asks for approval when the contract requires it.
-async fn admit(
+async fn approve(
     tool: &Arc<dyn Tool>,
     args: &mut Value,
     call_id: &str,

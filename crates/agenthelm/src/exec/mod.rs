@@ -2,12 +2,13 @@
 //! tool's contract, and the [`EventSink`] that records events and writes them to the journal.
 //!
 //! This layer owns the crate's central promise, "journal before acting": every action (starting
-//! a step, calling a tool, compensating) passes through [`EventSink::flush`] first, so a run
-//! killed at any moment can be resumed from its record.
+//! a step, calling a tool, compensating) needs an [`ActionPermit`], which only
+//! [`EventSink::before_action`] hands out, after the journal has everything recorded so far: a
+//! run killed at any moment can be resumed from its record.
 
 mod context;
 pub(crate) mod invoke;
 mod sink;
 
 pub use context::StepContext;
-pub use sink::{EventSink, Observer};
+pub use sink::{ActionPermit, EventSink, JournalError, Observer};

@@ -12,9 +12,10 @@ pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 /// Where events go: a shared list, observers that see each event as it happens, and optionally
 /// a journal (a [`RunStore`]).
 ///
-/// Journal writes are batched: events wait in a buffer until [`flush`](Self::flush), which the
-/// orchestrator calls before every action (starting a step, calling a tool, compensating), so
-/// everything that led to an action is on record before the action happens.
+/// Journal writes are batched: events wait in a buffer until [`flush`](Self::flush). Every action
+/// (starting a step, calling a tool, compensating) needs an [`ActionPermit`], and the only way to
+/// get one is [`before_action`](Self::before_action), which flushes first: so everything that led
+/// to an action is on record before the action happens.
 ///
 /// Cloning is cheap; clones share everything.
 #[derive(Clone, Default)]
@@ -111,6 +112,16 @@ impl EventSink {
         }
     }
 
+    /// The gate every action passes: puts everything recorded so far in the journal and, when
+    /// that worked, hands out the permit that acting requires.
+    ///
+    /// Once a journal write has failed no permit is given again: what is not on record must not
+    /// happen, so the run stops where it is, as a crash would stop it, and can be resumed.
+    pub fn before_action(&self) -> Result<ActionPermit, JournalError> {
+        self.flush()?;
+        Ok(ActionPermit { _private: () })
+    }
+
     /// The first journal write that failed, if any.
     pub fn journal_error(&self) -> Option<StoreError> {
         let journal = self.inner.journal.as_ref()?;
@@ -134,6 +145,38 @@ impl EventSink {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Proof that the journal held everything recorded when an action was about to happen.
+///
+/// Functions that act (start a step, call a tool, run a compensation) take one by value, and
+/// only [`EventSink::before_action`] makes one, so no code path can act without passing the
+/// gate. It cannot be built outside this module:
+///
+/// ```compile_fail
+/// let permit = agenthelm::exec::ActionPermit { _private: () };
+/// ```
+///
+/// Nor copied, so one gate admits one action:
+///
+/// ```compile_fail
+/// fn twice(permit: agenthelm::exec::ActionPermit) -> (agenthelm::exec::ActionPermit, agenthelm::exec::ActionPermit) {
+///     (permit, permit)
+/// }
+/// ```
+#[derive(Debug)]
+#[must_use = "a permit is for acting: pass it to the action it was asked for"]
+pub struct ActionPermit {
+    _private: (),
+}
+
+/// The journal could not record what led to an action, so the action must not happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the run's journal could not be written ({source})")]
+pub struct JournalError {
+    /// Why the store refused the write.
+    #[from]
+    pub source: StoreError,
 }
 
 impl fmt::Debug for EventSink {

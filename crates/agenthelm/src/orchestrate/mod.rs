@@ -14,7 +14,7 @@ pub use crate::agent::{AgentRegistry, RegistryError};
 pub use crate::approval::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll, TerminalApproval,
 };
-pub use crate::plan::resolve_templates;
+pub use crate::plan::{resolve_templates, RollbackMode};
 pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use outcome::{CompensationFailure, RollbackReport, RunResult, StepOutcome};

@@ -12,7 +12,7 @@ use crate::approval::{ApprovalHandler, DenyAll};
 use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
 use crate::plan::validate;
-use crate::plan::{Plan, PlanError, PlanProblem};
+use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
 use crate::store::{RunStore, StoreError};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
 use crate::trace::Event;
@@ -32,8 +32,10 @@ use crate::trace::Event;
 ///    directly: no model call.
 /// 5. When a step fails no new step starts; running steps get a grace period to finish; steps
 ///    never started are `skipped`.
-/// 6. With rollback on (the default), the work of completed steps is undone in reverse order of
-///    completion by calling compensating tools directly; failures to undo are reported.
+/// 6. With rollback on (the default), the work of completed steps is undone by calling
+///    compensating tools directly: in reverse order of completion, or with
+///    [`RollbackMode::Parallel`] independent steps at the same time; either way a step only
+///    after every step that depends on it. Failures to undo are reported.
 /// 7. Tool contracts (approval, retries with backoff, timeouts) hold for every call, also in
 ///    parallel steps and during rollback.
 /// 8. Every model call, tool call, approval, step and compensation is an [`Event`].
@@ -87,6 +89,7 @@ pub(crate) struct Config {
     pub(crate) default_agent: Option<Arc<dyn Agent>>,
     pub(crate) tools: ToolSet,
     pub(crate) rollback: bool,
+    pub(crate) rollback_mode: RollbackMode,
     pub(crate) approval: Arc<dyn ApprovalHandler>,
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) retry: RetryPolicy,
@@ -108,10 +111,19 @@ pub enum OrchestratorError {
     /// The plan is not valid for this orchestrator's agents and tools; nothing ran.
     #[error(transparent)]
     InvalidPlan(#[from] PlanError),
-    /// The run store failed: a run that cannot be recorded does not start, and one whose journal
-    /// fails stops where it is (resume it once the store works).
+    /// The run store could not record the run (or, for a resume, read it): nothing ran.
     #[error("{0}")]
-    Store(#[from] StoreError),
+    NotRecorded(StoreError),
+    /// The run began and stopped where it was because its journal could not be written: no
+    /// step started and no compensation ran after the failed write, and nothing was rolled back
+    /// for it. Resume it once the store works.
+    #[error("run `{run_id}` stopped: {source}")]
+    Halted {
+        /// The run, to resume.
+        run_id: String,
+        /// The store's error.
+        source: StoreError,
+    },
     /// Resuming needs a run store.
     #[error("resuming a run needs a run store: set one with Orchestrator::store")]
     NoStore,
@@ -138,6 +150,7 @@ impl Orchestrator {
                 default_agent: None,
                 tools: ToolSet::new(),
                 rollback: true,
+                rollback_mode: RollbackMode::Sequential,
                 approval: Arc::new(DenyAll),
                 max_concurrency: None,
                 retry: RetryPolicy::default(),
@@ -165,13 +178,22 @@ impl Orchestrator {
         self
     }
 
+    /// How rollback orders compensations (default: [`RollbackMode::Sequential`]); a plan's own
+    /// `rollback` setting takes precedence. In parallel mode steps that do not depend on each
+    /// other are undone at the same time, up to [`max_concurrency`](Self::max_concurrency).
+    pub fn rollback_mode(mut self, mode: RollbackMode) -> Self {
+        self.config_mut().rollback_mode = mode;
+        self
+    }
+
     /// Who approves tool calls whose contract requires approval. Default: [`DenyAll`].
     pub fn approval_handler(mut self, handler: impl ApprovalHandler + 'static) -> Self {
         self.config_mut().approval = Arc::new(handler);
         self
     }
 
-    /// Runs at most `limit` steps at the same time (at least 1).
+    /// Runs at most `limit` steps (and, in a parallel rollback, compensations) at the same time
+    /// (at least 1).
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.config_mut().max_concurrency = Some(limit.max(1));
         self
@@ -274,7 +296,9 @@ impl Orchestrator {
         let graph = self.config.check(plan)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         if let Some(store) = &self.config.store {
-            store.begin_run(&run_id, plan)?;
+            store
+                .begin_run(&run_id, plan)
+                .map_err(OrchestratorError::NotRecorded)?;
         }
         let owned = std::mem::replace(plan, Plan::new(String::new()));
         let (finished, result) = self.run(run_id, graph, cancel, Start::Fresh(owned)).await;
@@ -305,7 +329,9 @@ impl Orchestrator {
             .store
             .as_ref()
             .ok_or(OrchestratorError::NoStore)?;
-        let stored = store.load_run(run_id)?;
+        let stored = store
+            .load_run(run_id)
+            .map_err(OrchestratorError::NotRecorded)?;
         if let Some(success) = stored.summary.success {
             return Err(OrchestratorError::AlreadyFinished {
                 run_id: run_id.to_owned(),
@@ -317,7 +343,9 @@ impl Orchestrator {
         if let Some(success) = recovered.finished {
             // The journal has the end, but the process stopped before the run list did: record it.
             let error = (!success).then_some("the run failed (its end was recorded on resume)");
-            store.finish_run(run_id, success, error)?;
+            store
+                .finish_run(run_id, success, error)
+                .map_err(OrchestratorError::NotRecorded)?;
             return Err(OrchestratorError::AlreadyFinished {
                 run_id: run_id.to_owned(),
                 success,
@@ -347,7 +375,7 @@ impl Orchestrator {
             cancel,
             start,
         );
-        let (plan, result, halted) = match tokio::spawn(run.execute()).await {
+        let (plan, result, halted_by) = match tokio::spawn(run.execute()).await {
             Ok(finished) => finished,
             Err(e) => {
                 let error = format!("the run stopped abnormally ({e}); the plan's state was lost");
@@ -360,13 +388,18 @@ impl Orchestrator {
                 );
             }
         };
-        if let Some(e) = halted {
-            return (plan, Err(OrchestratorError::Store(e)));
+        let halted = |source| OrchestratorError::Halted {
+            run_id: run_id.to_string(),
+            source,
+        };
+        if let Some(e) = halted_by {
+            return (plan, Err(halted(e)));
         }
         if let Some(store) = &config.store {
             let recorded = store.finish_run(&run_id, result.success, result.error.as_deref());
             if let Err(e) = recorded {
-                return (plan, Err(OrchestratorError::Store(e)));
+                // The journal has the end; a resume records it in the run list.
+                return (plan, Err(halted(e)));
             }
         }
         (plan, Ok(result))
@@ -489,6 +522,7 @@ impl fmt::Debug for Orchestrator {
             )
             .field("tools", &config.tools)
             .field("rollback", &config.rollback)
+            .field("rollback_mode", &config.rollback_mode)
             .field("max_concurrency", &config.max_concurrency)
             .field("retry", &config.retry)
             .field("grace", &config.grace)

@@ -1,18 +1,24 @@
-//! Saga rollback: undoing the work of finished steps, newest first, with compensating tools.
+//! Saga rollback: undoing the work of finished steps with compensating tools, newest first one
+//! at a time ([`RollbackMode::Sequential`]) or independent steps at the same time
+//! ([`RollbackMode::Parallel`]); either way a step only after the steps that depend on it.
 
 use futures::FutureExt;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use tokio::task::JoinSet;
 
 use super::orchestrator::Config;
 use super::outcome::{CompensationFailure, RollbackReport};
-use crate::exec::invoke::invoke;
+use crate::approval::ApprovalHandler;
+use crate::exec::invoke::admit;
 use crate::exec::EventSink;
 use crate::exec::StepContext;
+use crate::plan::graph::Graph;
 use crate::plan::resolve_templates;
-use crate::plan::{Plan, StepStatus};
+use crate::plan::{Plan, RollbackMode, StepStatus};
 use crate::tool::panic_message;
 use crate::tool::{RetryPolicy, Tool, ToolError};
 use crate::trace::Effect;
@@ -47,7 +53,8 @@ struct Action {
     args: Value,
 }
 
-/// Undoes the steps of `undo` in reverse order and marks the undone ones `compensated`.
+/// Undoes the steps of `undo` (newest last) in the plan's rollback mode (else the orchestrator's)
+/// and marks the undone ones `compensated`.
 ///
 /// The compensations run in a task of their own, so cancelling the caller (Ctrl-C, a dropped
 /// future) does not stop a rollback half-way.
@@ -83,34 +90,133 @@ pub(super) async fn run(
             steps: jobs.iter().map(|j| j.step_id.clone()).collect(),
         },
     });
-    let shielded = tokio::spawn(compensate_all(
-        jobs,
+    let mode = plan.rollback.unwrap_or(orch.rollback_mode);
+    let (order, limit) = match mode {
+        RollbackMode::Sequential => (Order::chain(jobs.len()), 1),
+        RollbackMode::Parallel => (
+            Order::by_dependencies(plan, &jobs),
+            orch.max_concurrency.unwrap_or(usize::MAX),
+        ),
+    };
+    let shared = Arc::new(Shared {
         progress,
-        Arc::clone(run_id),
-        Arc::clone(&orch.approval),
-        orch.retry,
-        sink.clone(),
-    ));
+        run_id: Arc::clone(run_id),
+        approval: Arc::clone(&orch.approval),
+        retry: orch.retry,
+        sink: sink.clone(),
+    });
+    let shielded = tokio::spawn(compensate_all(jobs, order, limit, shared));
     let finished = match shielded.await {
         Ok(finished) => finished,
         Err(e) => {
-            report.failed.push(CompensationFailure {
-                step: "(rollback)".into(),
-                tool: "(rollback)".into(),
-                error: format!("rollback task ended abnormally: {e}"),
-            });
+            report.failed.push(abnormal_end(&e));
             return report;
         }
     };
-    for (step, step_id, failures) in finished {
-        if failures.is_empty() {
-            plan.steps[step].status = StepStatus::Compensated;
-            report.compensated.push(step_id);
+    // A job the journal stopped half-way is neither undone nor failed: a resumed run finishes it.
+    for done in finished.into_iter().filter(|done| !done.halted) {
+        if done.failures.is_empty() {
+            plan.steps[done.step].status = StepStatus::Compensated;
+            report.compensated.push(done.step_id);
         } else {
-            report.failed.extend(failures);
+            report.failed.extend(done.failures);
         }
     }
     report
+}
+
+fn abnormal_end(error: &tokio::task::JoinError) -> CompensationFailure {
+    CompensationFailure {
+        step: "(rollback)".into(),
+        tool: "(rollback)".into(),
+        error: format!("rollback task ended abnormally: {error}"),
+    }
+}
+
+/// Which jobs must wait for which: `waiting[j]` jobs have to finish before job `j` starts, and
+/// `next[j]` are the jobs that wait for `j`.
+struct Order {
+    waiting: Vec<usize>,
+    next: Vec<Vec<usize>>,
+}
+
+impl Order {
+    /// Each job after the one before it: the order of the list.
+    fn chain(jobs: usize) -> Order {
+        Order {
+            waiting: (0..jobs).map(|j| usize::from(j > 0)).collect(),
+            next: (0..jobs)
+                .map(|j| {
+                    if j + 1 < jobs {
+                        vec![j + 1]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A step's jobs after every job of the steps that depend on it, directly or through steps
+    /// with nothing to undo; jobs of one step in list order.
+    fn by_dependencies(plan: &Plan, jobs: &[Job]) -> Order {
+        let index: HashMap<&str, usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let graph = Graph::build(plan, &index);
+        let mut of_step: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (j, job) in jobs.iter().enumerate() {
+            of_step.entry(job.step).or_default().push(j);
+        }
+        let mut order = Order {
+            waiting: vec![0; jobs.len()],
+            next: vec![Vec::new(); jobs.len()],
+        };
+        for (&step, own) in &of_step {
+            for pair in own.windows(2) {
+                order.edge(pair[0], pair[1]);
+            }
+            for dependent in nearest_undone_dependents(&graph, step, &of_step) {
+                if let Some(&last) = of_step[&dependent].last() {
+                    order.edge(last, own[0]);
+                }
+            }
+        }
+        order
+    }
+
+    fn edge(&mut self, first: usize, then: usize) {
+        self.next[first].push(then);
+        self.waiting[then] += 1;
+    }
+}
+
+/// The steps with jobs that depend on `step`, found through steps without jobs, not beyond
+/// (a step further down waits for them already).
+fn nearest_undone_dependents(
+    graph: &Graph,
+    step: usize,
+    of_step: &HashMap<usize, Vec<usize>>,
+) -> Vec<usize> {
+    let mut seen = vec![false; graph.len()];
+    let mut stack = vec![step];
+    let mut found = Vec::new();
+    while let Some(at) = stack.pop() {
+        for &d in graph.dependents(at) {
+            if std::mem::replace(&mut seen[d], true) {
+                continue;
+            }
+            if of_step.contains_key(&d) {
+                found.push(d);
+            } else {
+                stack.push(d);
+            }
+        }
+    }
+    found
 }
 
 /// Decides how to undo one step: the step's own `compensate_tool` first; otherwise each recorded
@@ -176,89 +282,184 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
     Some(job)
 }
 
-async fn compensate_all(
-    jobs: Vec<Job>,
+/// What the compensations need besides the jobs, shared by the tasks that run them.
+struct Shared {
     progress: Progress,
     run_id: Arc<str>,
-    approval: Arc<dyn super::ApprovalHandler>,
+    approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
-) -> Vec<(usize, String, Vec<CompensationFailure>)> {
-    let mut finished = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let mut ctx = StepContext::new()
-            .for_step(Arc::clone(&run_id), job.step_id.as_str())
-            .with_approval(Arc::clone(&approval))
-            .with_retry(retry)
-            .with_sink(sink.clone());
-        if let Some(agent) = &job.agent {
-            ctx = ctx.with_agent(agent.as_str());
-        }
-        let mut failures = job.failures;
-        for (n, action) in job.actions.into_iter().enumerate() {
-            let outcome = match progress.done.get(&(job.step, n)) {
-                Some(true) => continue,
-                Some(false) => Err("it failed before the run was resumed".to_owned()),
-                None if progress.uncertain.contains(&(job.step, n)) => Err(
-                    "it was running when the process stopped; it is not run again (a \
-                     compensation never runs twice): check by hand whether it took effect"
-                        .to_owned(),
-                ),
-                None => {
-                    // On record once approved, right before the tool is called (not before
-                    // the approval, which may wait for a person).
-                    let started = EventKind::CompensationStarted {
-                        action: n,
-                        tool: action.name.clone(),
-                        args: action.args.clone(),
-                    };
-                    let outcome = match &action.tool {
-                        // Tool panics are caught inside `invoke`; this also contains a panicking
-                        // approval handler, so one bad call cannot end the rollback of the others.
-                        Some(tool) => AssertUnwindSafe(invoke(
-                            tool,
-                            action.args,
-                            &ctx,
-                            CallPurpose::Compensate,
-                            Some(started),
-                        ))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|panic| {
-                            Err(ToolError::Failed(format!(
-                                "compensation panicked: {}",
-                                panic_message(panic.as_ref())
-                            )))
-                        })
-                        .map_err(|e| e.to_string()),
-                        None => Err(format!(
-                            "compensating tool `{}` is not available",
-                            action.name
-                        )),
-                    };
-                    if sink.journal_error().is_some() {
-                        // What was not on record was not done: stop here as a crash would.
-                        finished.push((job.step, job.step_id, failures));
-                        return finished;
-                    }
-                    ctx.emit(EventKind::CompensationFinished {
-                        action: n,
-                        tool: action.name.clone(),
-                        success: outcome.is_ok(),
-                        error: outcome.as_ref().err().cloned(),
-                    });
-                    outcome
-                }
+}
+
+/// How one step's job ended.
+struct JobDone {
+    step: usize,
+    step_id: String,
+    failures: Vec<CompensationFailure>,
+    /// The journal failed: the job stopped before its next compensation.
+    halted: bool,
+}
+
+/// Runs the jobs in `order`, at most `limit` at a time, each on a task of its own; returns them
+/// in the order they ended. After a journal failure no further job starts.
+async fn compensate_all(
+    jobs: Vec<Job>,
+    mut order: Order,
+    limit: usize,
+    shared: Arc<Shared>,
+) -> Vec<JobDone> {
+    let mut ready: VecDeque<usize> = (0..jobs.len()).filter(|&j| order.waiting[j] == 0).collect();
+    let mut slots: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
+    let mut tasks = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (usize, usize, String)> = HashMap::new();
+    let mut finished = Vec::with_capacity(slots.len());
+    let mut halted = false;
+    loop {
+        while !halted && tasks.len() < limit {
+            let Some((j, job)) = ready.pop_front().and_then(|j| Some((j, slots[j].take()?))) else {
+                break;
             };
-            if let Err(error) = outcome {
-                failures.push(CompensationFailure {
-                    step: job.step_id.clone(),
-                    tool: action.name,
-                    error,
-                });
+            let key = (j, job.step, job.step_id.clone());
+            let handle = tasks.spawn(compensate_job(job, Arc::clone(&shared)));
+            running.insert(handle.id(), key);
+        }
+        let Some(joined) = tasks.join_next_with_id().await else {
+            break;
+        };
+        let (id, done) = match joined {
+            Ok((id, done)) => (id, Some(done)),
+            Err(e) => (e.id(), None),
+        };
+        let Some((j, step, step_id)) = running.remove(&id) else {
+            continue;
+        };
+        // Contained panics never get here; this is a task that ended some other way.
+        let done = done.unwrap_or_else(|| JobDone {
+            failures: vec![CompensationFailure {
+                step: step_id.clone(),
+                tool: "(rollback)".into(),
+                error: "the compensation task ended abnormally".into(),
+            }],
+            step,
+            step_id,
+            halted: false,
+        });
+        halted |= done.halted;
+        finished.push(done);
+        for &n in &order.next[j] {
+            order.waiting[n] -= 1;
+            if order.waiting[n] == 0 {
+                ready.push_back(n);
             }
         }
-        finished.push((job.step, job.step_id, failures));
     }
     finished
+}
+
+/// Runs one step's compensating actions in their order, skipping those a resumed run finds
+/// done and reporting (not repeating) those in doubt.
+async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
+    let mut ctx = StepContext::new()
+        .for_step(Arc::clone(&shared.run_id), job.step_id.as_str())
+        .with_approval(Arc::clone(&shared.approval))
+        .with_retry(shared.retry)
+        .with_sink(shared.sink.clone());
+    if let Some(agent) = &job.agent {
+        ctx = ctx.with_agent(agent.as_str());
+    }
+    let mut done = JobDone {
+        step: job.step,
+        step_id: job.step_id,
+        failures: job.failures,
+        halted: false,
+    };
+    for (n, action) in job.actions.into_iter().enumerate() {
+        let outcome = match shared.progress.done.get(&(job.step, n)) {
+            Some(true) => continue,
+            Some(false) => Err("it failed before the run was resumed".to_owned()),
+            None if shared.progress.uncertain.contains(&(job.step, n)) => Err(
+                "it was running when the process stopped; it is not run again (a \
+                 compensation never runs twice): check by hand whether it took effect"
+                    .to_owned(),
+            ),
+            None => match compensate(&ctx, n, &action).await {
+                Some(outcome) => outcome,
+                None => {
+                    done.halted = true;
+                    return done;
+                }
+            },
+        };
+        if let Err(error) = outcome {
+            done.failures.push(CompensationFailure {
+                step: done.step_id.clone(),
+                tool: action.name,
+                error,
+            });
+        }
+    }
+    done
+}
+
+/// Runs compensating action `n`: admission (approval may wait for a person), then
+/// `CompensationStarted`, the gate and the call. `None` when the journal failed: what is not on
+/// record must not happen, so the rollback stops here as a crash would.
+async fn compensate(ctx: &StepContext, n: usize, action: &Action) -> Option<Result<(), String>> {
+    let outcome = match &action.tool {
+        Some(tool) => {
+            match contained(admit(
+                tool,
+                action.args.clone(),
+                ctx,
+                CallPurpose::Compensate,
+            ))
+            .await
+            {
+                Ok(admitted) => {
+                    ctx.emit(EventKind::CompensationStarted {
+                        action: n,
+                        tool: admitted.tool_name().to_owned(),
+                        args: admitted.args().clone(),
+                    });
+                    match ctx.sink().before_action() {
+                        Ok(permit) => contained(admitted.call(ctx, permit)).await.map(drop),
+                        Err(e) => {
+                            admitted.not_called(ctx, &e);
+                            return None;
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        None => Err(ToolError::Failed(format!(
+            "compensating tool `{}` is not available",
+            action.name
+        ))),
+    };
+    if ctx.sink().journal_error().is_some() {
+        return None;
+    }
+    let outcome = outcome.map_err(|e| e.to_string());
+    ctx.emit(EventKind::CompensationFinished {
+        action: n,
+        tool: action.name.clone(),
+        success: outcome.is_ok(),
+        error: outcome.as_ref().err().cloned(),
+    });
+    Some(outcome)
+}
+
+/// Tool panics are caught inside the call; this also contains a panicking approval handler, so
+/// one bad compensation cannot end the rollback of the others.
+async fn contained<T>(work: impl Future<Output = Result<T, ToolError>>) -> Result<T, ToolError> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(ToolError::Failed(format!(
+                "compensation panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        })
 }

@@ -16,8 +16,8 @@ use super::resume::Recovered;
 use super::rollback::{self, Progress, Undo};
 use crate::agent::{Agent, AgentResult, StepTask};
 use crate::exec::invoke::invoke;
-use crate::exec::EventSink;
 use crate::exec::StepContext;
+use crate::exec::{ActionPermit, EventSink};
 use crate::plan::graph::Graph;
 use crate::plan::resolve_templates;
 use crate::plan::{Plan, PlanStep, StepStatus};
@@ -321,11 +321,13 @@ impl Run {
         ctx.emit(EventKind::StepStarted {
             direct_tool: direct_tool.clone(),
         });
-        // The start (and everything before it) is on record before the step runs.
-        if let Err(e) = self.sink.flush() {
-            self.halted = Some(e);
-            return None;
-        }
+        let permit = match self.sink.before_action() {
+            Ok(permit) => permit,
+            Err(e) => {
+                self.halted = Some(e.source);
+                return None;
+            }
+        };
         self.plan.steps[i].status = StepStatus::Running;
         self.records[i].direct_tool = direct_tool;
         let started = Instant::now();
@@ -334,7 +336,7 @@ impl Run {
             started,
         });
         Some(async move {
-            let work = AssertUnwindSafe(run_step(dispatch, task, &ctx)).catch_unwind();
+            let work = AssertUnwindSafe(run_step(dispatch, task, &ctx, permit)).catch_unwind();
             let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
                 let message = format!("step panicked: {}", panic_message(panic.as_ref()));
                 (Err(message), None)
@@ -562,15 +564,17 @@ fn choose_dispatch(
     }
 }
 
+/// Carries out a started step; the permit proves its start is on record.
 async fn run_step(
     dispatch: Dispatch,
     task: StepTask,
     ctx: &StepContext,
+    _permit: ActionPermit,
 ) -> (Result<Value, String>, Option<AgentResult>) {
     match dispatch {
         Dispatch::Direct(tool) => {
             // Boxed so the (rarely small) tool-call state does not bloat every step's task.
-            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute, None));
+            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute));
             (call.await.map_err(|e| e.to_string()), None)
         }
         Dispatch::Agent(agent) => {

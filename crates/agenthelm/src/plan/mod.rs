@@ -74,6 +74,21 @@ impl fmt::Display for StepStatus {
     }
 }
 
+/// How rollback orders the compensations of the steps it undoes.
+///
+/// Either way a step is undone only after every step that depends on it (directly or through
+/// other steps) is undone, and a step's own compensating actions run one after the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackMode {
+    /// One compensation at a time, newest completion first (the default).
+    #[default]
+    Sequential,
+    /// Steps that do not depend on each other are undone at the same time, up to the
+    /// orchestrator's concurrency limit.
+    Parallel,
+}
+
 /// One step of a plan.
 ///
 /// Plan files written by the Python library read as they are: `agent` and `tool` are accepted
@@ -209,6 +224,10 @@ pub struct Plan {
     /// Whether the plan may run. The orchestrator refuses a plan that is not approved.
     #[serde(default)]
     pub approved: bool,
+    /// How a rollback of this plan is ordered; `None` leaves it to whoever runs the plan (the
+    /// orchestrator's own setting). Written `rollback: sequential` or `rollback: parallel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackMode>,
 }
 
 impl Plan {
@@ -219,6 +238,7 @@ impl Plan {
             reasoning: String::new(),
             steps: Vec::new(),
             approved: false,
+            rollback: None,
         }
     }
 
