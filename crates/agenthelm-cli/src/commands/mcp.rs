@@ -10,7 +10,7 @@ use super::Session;
 use crate::cli::{McpAction, McpArgs, McpListArgs, McpRunArgs, McpServerArgs};
 use crate::exit::{BadInput, Failed};
 use crate::render::{self, Palette};
-use crate::workspace::Workspace;
+use agenthelm_workspace::Workspace;
 
 /// Runs `agenthelm mcp ...`.
 pub async fn run(session: &Session, args: &McpArgs) -> anyhow::Result<()> {
@@ -71,7 +71,7 @@ fn optional_workspace(session: &Session, required: bool) -> anyhow::Result<Optio
         return session.workspace(None).map(Some);
     }
     match session.workspace_file(None) {
-        Ok(file) => Workspace::load(&file).map(Some),
+        Ok(file) => Ok(Some(Workspace::load(&file)?)),
         Err(_) => Ok(None),
     }
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use super::Session;
 use crate::agent_journal::AgentJournal;
 use crate::approval::CliApproval;
-use crate::assemble::{Assembly, ModelNeed};
 use crate::cli::RunArgs;
-use crate::exit::Failed;
+use crate::exit::{BadInput, Failed};
 use crate::render::{self, Palette};
-use crate::run_store;
+use agenthelm_workspace::{Assembly, ModelNeed, WorkspaceError};
 
 /// Runs `agenthelm run`.
 pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
@@ -23,8 +22,8 @@ pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_agent(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()> {
-    let name = assembly.pick_agent(args.agent.as_deref())?;
-    let store = run_store::open(assembly.workspace)?;
+    let name = pick_agent(assembly, args.agent.as_deref())?;
+    let store = agenthelm_workspace::open_store(assembly.workspace)?;
     let agent = live_agent(assembly, &name, args.approve_tools).await?;
     let journal = AgentJournal::begin(Arc::clone(&store.store), &name, &args.task)?;
     let palette = Palette::stderr();
@@ -66,6 +65,18 @@ async fn run_agent(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()
         ))
     })?;
     report(&name, &result)
+}
+
+/// The agent `--agent` names, else the workspace's default or only agent.
+pub fn pick_agent(assembly: &Assembly<'_>, requested: Option<&str>) -> anyhow::Result<String> {
+    assembly.pick_agent(requested).map_err(|e| match e {
+        WorkspaceError::NoDefaultAgent { file } => BadInput(format!(
+            "{} defines several agents and no default_agent: choose one with --agent",
+            file.display()
+        ))
+        .into(),
+        e => e.into(),
+    })
 }
 
 /// Prints the answer (stdout) and usage (stderr); a failed run becomes exit code 1.
