@@ -2,7 +2,6 @@
 //! Saga rollback, from a terminal. A thin layer over the `agenthelm` library and the workspace
 //! crate (`agenthelm-workspace`): argument parsing, terminal rendering, prompts and exit codes.
 
-mod agent_journal;
 mod approval;
 mod cli;
 mod commands;

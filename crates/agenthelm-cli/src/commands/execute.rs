@@ -154,13 +154,16 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     plan.approved = true;
     let cancel = CancelToken::new();
-    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let stop_on_ctrl_c = watch_ctrl_c(
+        cancel.clone(),
+        "Interrupted: no new steps start; finished work is being rolled back",
+    )?;
     let outcome = journaled
         .orchestrator
         .execute_with_cancel(plan, cancel)
         .await;
     stop_on_ctrl_c.abort();
-    let result = outcome.map_err(|e| run_error(e, journaled))?;
+    let result = outcome.map_err(|e| run_error(e, journaled.run_id.get().map(String::as_str)))?;
     journaled.export(result.run_id.as_deref()).await;
     report(plan, &result, options)
 }
@@ -170,8 +173,8 @@ pub async fn execute(
 /// A store that fails once the run is under way ends the command with exit code 1: the run
 /// began, stopped where it was without rollback, and can be continued with `agenthelm resume`
 /// once the store works. Every other reason means nothing ran (bad input, exit code 2).
-pub fn run_error(error: OrchestratorError, journaled: &Journaled) -> anyhow::Error {
-    match (error, journaled.run_id.get()) {
+pub fn run_error(error: OrchestratorError, run_id: Option<&str>) -> anyhow::Error {
+    match (error, run_id) {
         (OrchestratorError::Store(e), Some(id)) => Failed(format!(
             "run {id} stopped: {e}. No further step was started and nothing was rolled back; \
              when the store works again, continue with `agenthelm resume {id}`"
@@ -209,15 +212,19 @@ pub fn report(plan: &Plan, result: &AgentResult, options: &ExecutionArgs) -> any
     }
 }
 
-/// Ctrl-C cancels the run: no new step starts, running steps get their grace period, and
-/// completed work is rolled back. The rollback itself is not interrupted by further Ctrl-Cs.
-pub fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Ctrl-C cancels the run (after printing `notice`): no new step starts, running steps get their
+/// grace period, and completed work is rolled back. The rollback itself is not interrupted by
+/// further Ctrl-Cs.
+pub fn watch_ctrl_c(
+    cancel: CancelToken,
+    notice: &'static str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     // Registered before the run starts, so an early Ctrl-C is not lost.
     let mut interrupts = signal(SignalKind::interrupt())?;
     Ok(tokio::spawn(async move {
         if interrupts.recv().await.is_some() {
-            eprintln!("Interrupted: no new steps start; finished work is being rolled back");
+            eprintln!("{notice}");
             cancel.cancel();
             // Later interrupts are received and ignored, so the rollback can finish.
             while interrupts.recv().await.is_some() {}

@@ -44,7 +44,10 @@ async fn resume(
         .success
         .is_none();
     let cancel = CancelToken::new();
-    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let stop_on_ctrl_c = watch_ctrl_c(
+        cancel.clone(),
+        "Interrupted: no new steps start; finished work is being rolled back",
+    )?;
     let outcome = journaled
         .orchestrator
         .resume_with_cancel(&args.run_id, cancel)
@@ -55,7 +58,12 @@ async fn resume(
         Err(OrchestratorError::AlreadyFinished { run_id, success }) if unfinished => {
             return record_end(&store, &run_id, success);
         }
-        Err(e) => return Err(execute::run_error(e, &journaled)),
+        Err(e) => {
+            return Err(execute::run_error(
+                e,
+                journaled.run_id.get().map(String::as_str),
+            ))
+        }
     };
     journaled.export(result.run_id.as_deref()).await;
     execute::report(&plan, &result, &args.execution)
