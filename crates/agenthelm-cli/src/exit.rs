@@ -1,5 +1,7 @@
 //! Exit codes, and the marker that makes an error "bad input".
 
+use agenthelm::store::StoreError;
+use agenthelm_workspace::{SourceError, SourceErrors, WorkspaceError};
 use std::fmt;
 
 /// Exit code: everything worked.
@@ -37,12 +39,21 @@ impl std::error::Error for Failed {}
 pub fn code_for(error: &anyhow::Error) -> u8 {
     let bad = error.chain().any(|cause| {
         cause.is::<BadInput>()
-            || cause.is::<crate::source::SourceError>()
-            || cause.is::<crate::source::SourceErrors>()
+            || cause.is::<SourceError>()
+            || cause.is::<SourceErrors>()
+            || cause
+                .downcast_ref::<WorkspaceError>()
+                .is_some_and(WorkspaceError::is_bad_input)
     });
     if bad {
         BAD_INPUT
     } else {
         FAILED
     }
+}
+
+/// A store error while reading (runs, traces, resume): an unknown run id is bad input, the rest
+/// names the store.
+pub fn read_error(error: StoreError) -> anyhow::Error {
+    BadInput(error.to_string()).into()
 }

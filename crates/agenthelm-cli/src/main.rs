@@ -1,22 +1,15 @@
 //! `agenthelm`: plan a goal with an LLM, approve the plan, execute it with parallel steps and
-//! Saga rollback, from a terminal. A thin layer over the `agenthelm` library.
+//! Saga rollback, from a terminal. A thin layer over the `agenthelm` library and the workspace
+//! crate (`agenthelm-workspace`): argument parsing, terminal rendering, prompts and exit codes.
 
-mod agent_journal;
 mod approval;
-mod assemble;
 mod cli;
-mod command_tool;
 mod commands;
 mod exit;
 mod interrupt;
-mod plan_file;
 mod render;
-mod run_store;
-mod source;
 mod telemetry;
 mod timestamp;
-mod user_config;
-mod workspace;
 
 use clap::Parser;
 use std::process::ExitCode;

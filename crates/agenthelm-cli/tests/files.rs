@@ -92,14 +92,17 @@ fn parameters_that_are_not_a_schema() {
 
 #[test]
 fn empty_command_and_bad_timeout() {
+    // The timeout is read by the tool contract's own deserialization, so it is reported as the
+    // file is parsed (alone); the empty command is found by the checks after parsing.
     let run = bad_workspace("tools:\n  t:\n    command: []\n    timeout: -1\n");
     assert_bad(
         &run,
-        "agenthelm.yaml:3: `tools.t.command`: must name a program",
+        "agenthelm.yaml:4: `tools.t.timeout`: expected a positive number of seconds, got -1",
     );
+    let run = bad_workspace("tools:\n  t:\n    command: []\n    timeout: 2\n");
     assert_bad(
         &run,
-        "agenthelm.yaml:4: `tools.t.timeout`: must be a positive number",
+        "agenthelm.yaml:3: `tools.t.command`: must name a program",
     );
 }
 

@@ -89,3 +89,43 @@ fn an_agent_run_refuses_to_start_without_a_usable_store() {
     );
     assert!(server.requests().is_empty(), "the model was asked untraced");
 }
+
+#[test]
+fn a_failed_agent_run_undoes_what_its_tools_did() {
+    // The task is a one-step plan run by the orchestrator, so Saga rollback applies: the model
+    // has `create` make a file, then fails; `create`'s compensating tool removes the file.
+    let dir = TempDir::new();
+    workspace(&dir, "");
+    let server = LlmServer::start(vec![tool_reply("create", json!({"name": "undone"}))]);
+    let out = output(
+        agenthelm(dir.path())
+            .env("OPENAI_BASE_URL", &server.base_url)
+            .args(["run", "make a file, then fail"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains(r#"· create({"name":"undone"})"#),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("task undone with delete"),
+        "{}",
+        out.stderr
+    );
+    let last = out.stderr.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: agent `worker` failed:")
+            && last.ends_with("; what its tools did was undone"),
+        "{last}"
+    );
+    assert!(!dir.path().join("created/undone").exists());
+
+    let runs = json_of(&run(dir.path(), &["runs", "list", "--json"]));
+    assert_eq!(runs[0]["success"], false);
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let shown = json_of(&run(dir.path(), &["runs", "show", &id, "--json"]));
+    assert_eq!(shown["steps"][0]["id"], "task");
+}

@@ -4,9 +4,9 @@ use agenthelm::Agent;
 use std::io::{BufRead, IsTerminal, Write};
 
 use super::Session;
-use crate::assemble::Assembly;
 use crate::cli::ChatArgs;
 use crate::render::{self, Palette};
+use agenthelm_workspace::Assembly;
 
 /// Runs `agenthelm chat` until end of input or `/exit`.
 pub async fn run(session: &Session, args: &ChatArgs) -> anyhow::Result<()> {
@@ -18,7 +18,7 @@ pub async fn run(session: &Session, args: &ChatArgs) -> anyhow::Result<()> {
 }
 
 async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
-    let name = assembly.pick_agent(args.agent.as_deref())?;
+    let name = super::run::pick_agent(assembly, args.agent.as_deref())?;
     let agent = super::run::live_agent(assembly, &name, args.approve_tools).await?;
     let palette = Palette::stderr();
     let interactive = std::io::stdin().is_terminal();

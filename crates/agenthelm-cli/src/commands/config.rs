@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use crate::cli::{ConfigAction, ConfigArgs};
-use crate::user_config::{self, UserConfig};
-use crate::workspace::Workspace;
+use agenthelm_workspace::user::{self as user_config, UserConfig};
+use agenthelm_workspace::Workspace;
 
 /// Runs `agenthelm config`.
 pub fn run(args: &ConfigArgs, workspace_flag: Option<&Path>) -> anyhow::Result<()> {

@@ -10,21 +10,18 @@ use std::sync::{Arc, OnceLock};
 
 use super::Session;
 use crate::approval::CliApproval;
-use crate::assemble::{Assembly, ModelNeed};
 use crate::cli::{ExecuteArgs, ExecutionArgs};
 use crate::exit::{BadInput, Failed};
-use crate::plan_file::PlanFile;
 use crate::render::{self, Palette};
-use crate::run_store::{self, OpenStore};
 use crate::telemetry;
-use crate::user_config::UserConfig;
+use agenthelm_workspace::{Assembly, OpenStore, PlanFile, UserConfig};
 
 /// Runs `agenthelm execute`.
 pub async fn run(session: &Session, args: &ExecuteArgs) -> anyhow::Result<()> {
     let mut file = PlanFile::load(&args.plan)?;
     let workspace = session.workspace(Some(&args.plan))?;
     let assembly = Assembly::new(&workspace, session.user(), None);
-    let store = run_store::open(&workspace)?;
+    let store = agenthelm_workspace::open_store(&workspace)?;
     let outcome = check_and_execute(&assembly, &mut file, args, session.user(), &store).await;
     // MCP servers are stopped also when the plan failed or was interrupted.
     assembly.shutdown().await;
@@ -87,23 +84,19 @@ pub async fn configured(
     options: &ExecutionArgs,
     user: &UserConfig,
 ) -> anyhow::Result<Orchestrator> {
-    let registry = assembly.registry(ModelNeed::OnDemand).await?;
-    let mut orchestrator = Orchestrator::new(registry)
-        // After the registry: it includes the compensations of the agents' MCP tools.
-        .tools(assembly.orchestrator_tools())
+    let orchestrator = assembly
+        .orchestrator()
+        .await?
         .enable_rollback(!options.no_rollback)
         .approval_handler(CliApproval::new(options.approve_tools));
-    if let Some(name) = &assembly.workspace.config.default_agent {
-        orchestrator = orchestrator.default_agent(assembly.agent(name, ModelNeed::OnDemand).await?);
-    }
     let limit = options
         .max_parallel
         .map(|n| n as usize)
         .or(user.max_parallel);
-    if let Some(limit) = limit {
-        orchestrator = orchestrator.max_concurrency(limit);
-    }
-    Ok(orchestrator)
+    Ok(match limit {
+        Some(limit) => orchestrator.max_concurrency(limit),
+        None => orchestrator,
+    })
 }
 
 /// The orchestrator for a workspace, with the execution options applied, every run journaled
@@ -157,7 +150,10 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     plan.approved = true;
     let cancel = CancelToken::new();
-    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let stop_on_ctrl_c = watch_ctrl_c(
+        cancel.clone(),
+        "Interrupted: no new steps start; finished work is being rolled back",
+    )?;
     let outcome = journaled
         .orchestrator
         .execute_with_cancel(plan, cancel)
@@ -215,15 +211,19 @@ pub fn report(plan: &Plan, result: &RunResult, options: &ExecutionArgs) -> anyho
     }
 }
 
-/// Ctrl-C cancels the run: no new step starts, running steps get their grace period, and
-/// completed work is rolled back. The rollback itself is not interrupted by further Ctrl-Cs.
-pub fn watch_ctrl_c(cancel: CancelToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Ctrl-C cancels the run (after printing `notice`): no new step starts, running steps get their
+/// grace period, and completed work is rolled back. The rollback itself is not interrupted by
+/// further Ctrl-Cs.
+pub fn watch_ctrl_c(
+    cancel: CancelToken,
+    notice: &'static str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     // Registered before the run starts, so an early Ctrl-C is not lost.
     let mut interrupts = signal(SignalKind::interrupt())?;
     Ok(tokio::spawn(async move {
         if interrupts.recv().await.is_some() {
-            eprintln!("Interrupted: no new steps start; finished work is being rolled back");
+            eprintln!("{notice}");
             cancel.cancel();
             // Later interrupts are received and ignored, so the rollback can finish.
             while interrupts.recv().await.is_some() {}

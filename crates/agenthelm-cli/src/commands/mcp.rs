@@ -10,7 +10,7 @@ use super::Session;
 use crate::cli::{McpAction, McpArgs, McpListArgs, McpRunArgs, McpServerArgs};
 use crate::exit::{BadInput, Failed};
 use crate::render::{self, Palette};
-use crate::workspace::Workspace;
+use agenthelm_workspace::Workspace;
 
 /// Runs `agenthelm mcp ...`.
 pub async fn run(session: &Session, args: &McpArgs) -> anyhow::Result<()> {
@@ -57,7 +57,7 @@ async fn run_task(session: &Session, args: &McpRunArgs) -> anyhow::Result<()> {
         let tools: ToolSet = server.tools().await.map_err(mcp_error)?;
         let agent = super::run::live(ToolAgent::new(server.name(), lm, tools), args.approve_tools);
         let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
-        super::run::report(server.name(), &result)
+        super::run::report(server.name(), &result.into())
     }
     .await;
     // Also after a failure or Ctrl-C: the server and whatever it started are stopped.
@@ -71,7 +71,7 @@ fn optional_workspace(session: &Session, required: bool) -> anyhow::Result<Optio
         return session.workspace(None).map(Some);
     }
     match session.workspace_file(None) {
-        Ok(file) => Workspace::load(&file).map(Some),
+        Ok(file) => Ok(Some(Workspace::load(&file)?)),
         Err(_) => Ok(None),
     }
 }

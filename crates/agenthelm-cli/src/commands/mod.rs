@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Command};
 use crate::exit::BadInput;
-use crate::user_config::UserConfig;
-use crate::workspace::{self, Workspace};
+use agenthelm_workspace::{self as workspace, UserConfig, Workspace};
 
 /// What every command may need: the `--config` flag and the user defaults.
 pub struct Session {
@@ -62,7 +61,7 @@ impl Session {
 
     /// Reads and checks the workspace.
     pub fn workspace(&self, plan: Option<&Path>) -> anyhow::Result<Workspace> {
-        Workspace::load(&self.workspace_file(plan)?)
+        Ok(Workspace::load(&self.workspace_file(plan)?)?)
     }
 
     /// The user defaults.

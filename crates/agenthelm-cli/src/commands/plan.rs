@@ -6,10 +6,10 @@ use anyhow::Context;
 
 use super::execute::{self, View};
 use super::Session;
-use crate::assemble::{Assembly, ModelNeed};
 use crate::cli::PlanArgs;
 use crate::exit::{BadInput, Failed};
 use crate::render::{self, Palette};
+use agenthelm_workspace::{Assembly, ModelNeed};
 
 /// Runs `agenthelm plan`.
 pub async fn run(session: &Session, args: &PlanArgs) -> anyhow::Result<()> {
@@ -58,7 +58,7 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
         view.say(&palette.dim(&format!("Not executed. Next: {next}")));
         return Ok(());
     }
-    let store = crate::run_store::open(assembly.workspace)?;
+    let store = agenthelm_workspace::open_store(assembly.workspace)?;
     let journaled =
         execute::orchestrator(assembly, &args.execution, session.user(), &store).await?;
     journaled.orchestrator.check(&plan).map_err(|e| {

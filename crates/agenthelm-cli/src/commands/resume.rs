@@ -6,10 +6,9 @@ use agenthelm::OrchestratorError;
 
 use super::execute::{self, watch_ctrl_c};
 use super::Session;
-use crate::assemble::Assembly;
 use crate::cli::{Interrupted, ResumeArgs};
 use crate::exit::Failed;
-use crate::run_store::{self, OpenStore};
+use agenthelm_workspace::{Assembly, OpenStore};
 
 /// Runs `agenthelm resume`.
 ///
@@ -28,7 +27,7 @@ async fn resume(
     session: &Session,
     args: &ResumeArgs,
 ) -> anyhow::Result<()> {
-    let store = run_store::open(assembly.workspace)?;
+    let store = agenthelm_workspace::open_store(assembly.workspace)?;
     let mut journaled =
         execute::orchestrator(assembly, &args.execution, session.user(), &store).await?;
     let rule = match args.interrupted {
@@ -40,12 +39,15 @@ async fn resume(
     let unfinished = store
         .store
         .load_run(&args.run_id)
-        .map_err(run_store::read_error)?
+        .map_err(crate::exit::read_error)?
         .summary
         .success
         .is_none();
     let cancel = CancelToken::new();
-    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone())?;
+    let stop_on_ctrl_c = watch_ctrl_c(
+        cancel.clone(),
+        "Interrupted: no new steps start; finished work is being rolled back",
+    )?;
     let outcome = journaled
         .orchestrator
         .resume_with_cancel(&args.run_id, cancel)
@@ -69,7 +71,7 @@ fn record_end(store: &OpenStore, run_id: &str, success: bool) -> anyhow::Result<
     store
         .store
         .finish_run(run_id, success, error)
-        .map_err(run_store::read_error)?;
+        .map_err(crate::exit::read_error)?;
     let message = format!(
         "run {run_id} had already {} before its process stopped; its end is now recorded",
         if success { "succeeded" } else { "failed" }

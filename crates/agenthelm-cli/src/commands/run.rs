@@ -1,75 +1,133 @@
 //! `agenthelm run "task"`: one agent, one task, live tool calls, answer, tokens and cost.
+//!
+//! The task runs as a one-step plan (step `task`, routed to the agent, the task as its
+//! description) through the orchestrator, journaled to the workspace's run store by the
+//! library's own code path: `runs`, `traces` and `runs report` show it like any plan run,
+//! `agenthelm resume` can continue it, and what its tools did is rolled back if it fails.
 
-use agenthelm::{Agent, AgentResult, ToolAgent};
-use std::sync::Arc;
+use agenthelm::orchestrate::CancelToken;
+use agenthelm::{AgentRegistry, EventKind, Orchestrator, Plan, PlanStep, RunResult, ToolAgent};
+use agenthelm_workspace::{open_store, Assembly, ModelNeed, WorkspaceError};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use super::execute::{run_error, watch_ctrl_c};
 use super::Session;
-use crate::agent_journal::AgentJournal;
 use crate::approval::CliApproval;
-use crate::assemble::{Assembly, ModelNeed};
 use crate::cli::RunArgs;
-use crate::exit::Failed;
+use crate::exit::{BadInput, Failed};
 use crate::render::{self, Palette};
-use crate::run_store;
+
+/// The step id of the task in its one-step plan.
+const STEP: &str = "task";
 
 /// Runs `agenthelm run`.
 pub async fn run(session: &Session, args: &RunArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
     let assembly = Assembly::new(&workspace, session.user(), args.model.as_deref());
-    let outcome = run_agent(&assembly, args).await;
+    let outcome = run_task(&assembly, args).await;
     // MCP servers are stopped also when the task failed or was interrupted.
     assembly.shutdown().await;
     outcome
 }
 
-async fn run_agent(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()> {
-    let name = assembly.pick_agent(args.agent.as_deref())?;
-    let store = run_store::open(assembly.workspace)?;
-    let agent = live_agent(assembly, &name, args.approve_tools).await?;
-    let journal = AgentJournal::begin(Arc::clone(&store.store), &name, &args.task)?;
+async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()> {
+    let name = pick_agent(assembly, args.agent.as_deref())?;
+    let store = open_store(assembly.workspace)?;
+    let mut registry = AgentRegistry::new();
+    registry
+        .register(assembly.agent(&name, ModelNeed::Required).await?)
+        .map_err(|e| BadInput(e.to_string()))?;
+    let run_id = Arc::new(OnceLock::new());
+    let seen = Arc::clone(&run_id);
+    let location = store.location.display().to_string();
     let palette = Palette::stderr();
-    eprintln!(
-        "{}",
-        palette.dim(&format!(
-            "Run {} (kept in {})",
-            journal.run_id(),
-            store.location.display()
+    let orchestrator = Orchestrator::new(registry)
+        // Every command tool, and the compensations of the agent's MCP tools: rollback can
+        // reach them even when the agent does not list them.
+        .tools(assembly.orchestrator_tools())
+        .approval_handler(CliApproval::new(args.approve_tools))
+        // Ctrl-C stops the running tools at once (there is no other step to wait for).
+        .grace_period(Duration::ZERO)
+        .store_shared(Arc::clone(&store.store))
+        .on_event(move |event| {
+            if let (Some(id), EventKind::RunStarted { .. }) = (&event.run_id, &event.kind) {
+                if seen.set(id.to_string()).is_ok() {
+                    eprintln!("{}", palette.dim(&format!("Run {id} (kept in {location})")));
+                }
+            }
+            // The run and its one step are the task itself: only what happens inside is shown.
+            let own = matches!(
+                event.kind,
+                EventKind::RunStarted { .. }
+                    | EventKind::StepStarted { .. }
+                    | EventKind::StepFinished { .. }
+            );
+            if let Some(line) = (!own)
+                .then(|| render::progress_line(event, palette))
+                .flatten()
+            {
+                eprintln!("{line}");
+            }
+        });
+    let mut plan = one_step_plan(&name, &args.task);
+    let cancel = CancelToken::new();
+    let stop_on_ctrl_c = watch_ctrl_c(cancel.clone(), "Interrupted: stopping the running tools")?;
+    let outcome = orchestrator
+        .execute_with_cancel(&mut plan, cancel.clone())
+        .await;
+    stop_on_ctrl_c.abort();
+    let result = outcome.map_err(run_error)?;
+    if cancel.is_cancelled() && !result.success {
+        return Err(Failed(format!(
+            "interrupted: running tools were stopped{}",
+            rollback_note(&result)
         ))
-    );
-    let agent = agent.on_event(journal.observer());
-    // A failed write stops the agent at once: dropping its future kills its running tools.
-    let traced = async {
-        tokio::select! {
-            result = agent.run(&args.task) => Ok(result),
-            error = journal.failed() => Err(error),
-        }
-    };
-    let result = match crate::interrupt::or_ctrl_c(traced).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(error)) => {
-            return Err(Failed(format!(
-                "run {} stopped: {error}; the agent was stopped so nothing runs untraced",
-                journal.run_id()
-            ))
-            .into())
-        }
-        Err(interrupted) => {
-            // Best effort: the run is on record as failed rather than left unfinished.
-            let _ = journal.finish(&AgentResult::fail("interrupted"));
-            return Err(interrupted);
-        }
-    };
-    journal.finish(&result).map_err(|e| {
-        Failed(format!(
-            "run {}: the end of the task could not be recorded: {e}",
-            journal.run_id()
-        ))
-    })?;
+        .into());
+    }
     report(&name, &result)
 }
 
+/// The task as a plan: one step for the agent, with the task as its description.
+fn one_step_plan(agent: &str, task: &str) -> Plan {
+    let mut plan = Plan::new(task);
+    plan.steps.push(PlanStep::new(STEP, task).agent(agent));
+    plan.approved = true;
+    plan
+}
+
+/// What rollback did after a failed task, for the end of its error message.
+fn rollback_note(result: &RunResult) -> String {
+    let Some(rollback) = &result.rollback else {
+        return String::new();
+    };
+    if !rollback.failed.is_empty() {
+        let tools: Vec<&str> = rollback.failed.iter().map(|f| f.tool.as_str()).collect();
+        format!(
+            "; what its tools did could NOT all be undone ({})",
+            tools.join(", ")
+        )
+    } else if !rollback.compensated.is_empty() {
+        "; what its tools did was undone".to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// The agent `--agent` names, else the workspace's default or only agent.
+pub fn pick_agent(assembly: &Assembly<'_>, requested: Option<&str>) -> anyhow::Result<String> {
+    assembly.pick_agent(requested).map_err(|e| match e {
+        WorkspaceError::NoDefaultAgent { file } => BadInput(format!(
+            "{} defines several agents and no default_agent: choose one with --agent",
+            file.display()
+        ))
+        .into(),
+        e => e.into(),
+    })
+}
+
 /// Prints the answer (stdout) and usage (stderr); a failed run becomes exit code 1.
-pub fn report(name: &str, result: &AgentResult) -> anyhow::Result<()> {
+pub fn report(name: &str, result: &RunResult) -> anyhow::Result<()> {
     let palette = Palette::stderr();
     if let Some(answer) = &result.answer {
         println!("{}", answer.trim_end());
@@ -83,14 +141,20 @@ pub fn report(name: &str, result: &AgentResult) -> anyhow::Result<()> {
         ))
     );
     if result.success {
-        Ok(())
-    } else {
-        Err(Failed(format!(
-            "agent `{name}` failed: {}",
-            result.error.as_deref().unwrap_or("no answer")
-        ))
-        .into())
+        return Ok(());
     }
+    // A plan run's error names its step; the step's own error is the agent's.
+    let error = result
+        .steps
+        .iter()
+        .find_map(|s| s.error.as_deref())
+        .or(result.error.as_deref())
+        .unwrap_or("no answer");
+    Err(Failed(format!(
+        "agent `{name}` failed: {error}{}",
+        rollback_note(result)
+    ))
+    .into())
 }
 
 /// The agent, showing its tool calls on standard error as they happen.

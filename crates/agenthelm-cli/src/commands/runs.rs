@@ -8,16 +8,15 @@ use serde::Serialize;
 use super::Session;
 use crate::cli::{RunsAction, RunsArgs};
 use crate::render::{self, Palette};
-use crate::run_store;
 use crate::timestamp::format_ms;
 
 /// Runs `agenthelm runs`.
 pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
-    let store = run_store::open(&workspace)?.store;
+    let store = agenthelm_workspace::open_store(&workspace)?.store;
     match &args.action {
         RunsAction::List { limit, json } => {
-            let runs = store.list_runs(*limit).map_err(run_store::read_error)?;
+            let runs = store.list_runs(*limit).map_err(crate::exit::read_error)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
@@ -25,7 +24,7 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
             }
         }
         RunsAction::Show { run_id, json } => {
-            let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+            let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
             let digest = Digest::of(&stored);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&digest)?);
@@ -34,7 +33,7 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
             }
         }
         RunsAction::Report { run_id, output } => {
-            let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+            let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
             std::fs::write(output, agenthelm::report::render_html(&stored))
                 .with_context(|| format!("cannot write {}", output.display()))?;
             eprintln!("Wrote the report of {run_id} to {}", output.display());

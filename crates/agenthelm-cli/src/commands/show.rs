@@ -1,11 +1,10 @@
 //! `agenthelm show plan.yaml`: a plan file, checked, as a table or a graph.
 
 use super::Session;
-use crate::assemble::Assembly;
 use crate::cli::{ExecutionArgs, ShowArgs, ShowFormat};
 use crate::commands::execute::View;
-use crate::plan_file::PlanFile;
 use crate::render;
+use agenthelm_workspace::{Assembly, PlanFile};
 
 /// Runs `agenthelm show`.
 pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {

@@ -15,13 +15,12 @@ use super::Session;
 use crate::cli::{ExportFormat, TraceFilterArgs, TraceStatus, TracesAction, TracesArgs};
 use crate::exit::BadInput;
 use crate::render::{self, Palette};
-use crate::run_store;
 use crate::timestamp::{format_ms, now_ms, parse_time};
 
 /// Runs `agenthelm traces`.
 pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
     let workspace = session.workspace(None)?;
-    let store = run_store::open(&workspace)?.store;
+    let store = agenthelm_workspace::open_store(&workspace)?.store;
     match &args.action {
         TracesAction::List { limit, json } => {
             let traces = collect(store.as_ref(), &Conditions::default(), Some(*limit))?;
@@ -178,14 +177,14 @@ fn collect(
         Some(run) => vec![run.clone()],
         None => store
             .list_runs(usize::MAX)
-            .map_err(run_store::read_error)?
+            .map_err(crate::exit::read_error)?
             .into_iter()
             .map(|r| r.run_id)
             .collect(),
     };
     let mut traces = Vec::new();
     for run_id in run_ids {
-        let stored = store.load_run(&run_id).map_err(run_store::read_error)?;
+        let stored = store.load_run(&run_id).map_err(crate::exit::read_error)?;
         traces.extend(
             stored
                 .events
@@ -225,7 +224,7 @@ fn find(store: &dyn RunStore, id: &str) -> anyhow::Result<Trace> {
     };
     let (run_id, n) = id.rsplit_once('/').ok_or_else(bad)?;
     let n: usize = n.parse().map_err(|_| bad())?;
-    let stored = store.load_run(run_id).map_err(run_store::read_error)?;
+    let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
     n.checked_sub(1)
         .and_then(|i| stored.events.get(i))
         .and_then(|event| Trace::of(run_id, n, event))

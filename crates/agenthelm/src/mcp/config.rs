@@ -90,8 +90,11 @@ pub enum McpTransport {
 
 /// Contract rules for one MCP tool, set in configuration because MCP itself has no way to say
 /// them. All fields are optional; unset ones keep the default contract.
+///
+/// It deserializes like a [`ToolContract`] (the same keys, `timeout` in seconds, unknown keys
+/// refused): the contract's own deserialization is the one place that reads them.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ToolContract")]
 pub struct ToolOverride {
     /// The tool that undoes this one. A name of the same server's tool, or of any other tool
     /// the agent or orchestrator has.
@@ -101,10 +104,37 @@ pub struct ToolOverride {
     /// Extra attempts after a failure.
     pub retries: Option<u32>,
     /// Limit on each attempt, in seconds.
-    #[serde(default, deserialize_with = "de_secs")]
     pub timeout: Option<Duration>,
     /// A failed call may still have changed something (so a failed step is compensated too).
     pub partial_effects: Option<bool>,
+    /// Free-form labels.
+    pub tags: Option<Vec<String>>,
+    /// What the tool changes outside the process.
+    pub side_effects: Option<Vec<String>>,
+}
+
+impl From<ToolContract> for ToolOverride {
+    /// The rules a written contract sets: every field that differs from the default contract.
+    fn from(contract: ToolContract) -> Self {
+        let ToolContract {
+            compensating_tool,
+            requires_approval,
+            retries,
+            timeout,
+            tags,
+            side_effects,
+            partial_effects,
+        } = contract;
+        ToolOverride {
+            compensating_tool,
+            requires_approval: requires_approval.then_some(true),
+            retries: (retries > 0).then_some(retries),
+            timeout,
+            partial_effects: partial_effects.then_some(true),
+            tags: (!tags.is_empty()).then_some(tags),
+            side_effects: (!side_effects.is_empty()).then_some(side_effects),
+        }
+    }
 }
 
 impl ToolOverride {
@@ -124,6 +154,12 @@ impl ToolOverride {
         }
         if let Some(partial) = self.partial_effects {
             contract.partial_effects = partial;
+        }
+        if let Some(tags) = &self.tags {
+            contract.tags = tags.clone();
+        }
+        if let Some(side_effects) = &self.side_effects {
+            contract.side_effects = side_effects.clone();
         }
     }
 }
@@ -258,7 +294,7 @@ struct RawConfig {
     url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "de_secs")]
+    #[serde(default, deserialize_with = "crate::tool::deserialize_secs")]
     startup_timeout: Option<Duration>,
     #[serde(default)]
     tools: BTreeMap<String, ToolOverride>,
@@ -328,19 +364,6 @@ fn de_argv<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Er
         Argv::One(program) => vec![program],
         Argv::Many(argv) => argv,
     }))
-}
-
-/// Seconds as a positive number.
-fn de_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let Some(secs) = Option::<f64>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-        return Err(serde::de::Error::custom(format!(
-            "expected a positive number of seconds, got {secs}"
-        )));
-    }
-    Ok(Some(Duration::from_secs_f64(secs)))
 }
 
 /// Shows keys only: values of environment variables and headers are often secrets.
@@ -443,6 +466,24 @@ mod tests {
         assert_eq!(contract.retries, 2);
         assert_eq!(contract.timeout, Some(Duration::from_millis(1500)));
         assert!(contract.requires_approval, "unset fields keep their value");
+    }
+
+    #[test]
+    fn overrides_read_every_contract_key_and_name_a_bad_one() {
+        let config = parse(
+            "command: [a]\ntools:\n  make: {requires_approval: true, tags: [db], side_effects: [rows], partial_effects: true}",
+        )
+        .unwrap();
+        let mut contract = ToolContract::default();
+        config.tools["make"].apply(&mut contract);
+        assert!(contract.requires_approval && contract.partial_effects);
+        assert_eq!(contract.tags, ["db"]);
+        assert_eq!(contract.side_effects, ["rows"]);
+        let bad = parse("command: [a]\ntools: {t: {timeout: -2}}").unwrap_err();
+        assert!(
+            bad.contains("timeout") && bad.contains("positive number of seconds"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -38,6 +38,23 @@ pub struct RunResult {
     pub rollback: Option<RollbackReport>,
 }
 
+/// A task done outside a plan, as a run result with no run id, no steps and no rollback.
+impl From<AgentResult> for RunResult {
+    fn from(task: AgentResult) -> Self {
+        RunResult {
+            success: task.success,
+            answer: task.answer,
+            error: task.error,
+            events: task.events,
+            token_usage: task.token_usage,
+            total_cost_usd: task.total_cost_usd,
+            unpriced_calls: task.unpriced_calls,
+            iterations: task.iterations,
+            ..RunResult::default()
+        }
+    }
+}
+
 impl RunResult {
     /// Adds a step's usage, cost and model calls to the run's totals.
     pub fn add_usage(&mut self, step: &AgentResult) {

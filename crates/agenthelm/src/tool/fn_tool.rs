@@ -49,6 +49,34 @@ pub struct InvalidSchema {
     pub problems: Vec<Problem>,
 }
 
+/// What is wrong with `parameters` as the schema of a tool's arguments: it must be a JSON
+/// schema (see [`schema::check_schema`]) of an object, since tool arguments are a JSON object.
+/// Empty when it is fine. Problems are named by keyword path, like `properties.path.type`.
+///
+/// ```
+/// use agenthelm::tool::check_parameters;
+/// use serde_json::json;
+///
+/// assert!(check_parameters(&json!({"type": "object", "properties": {"n": {"type": "integer"}}})).is_empty());
+/// assert_eq!(check_parameters(&json!({"type": "string"}))[0].path, "type");
+/// assert_eq!(check_parameters(&json!({"properties": {"n": {"type": "int"}}}))[0].path, "properties.n.type");
+/// ```
+pub fn check_parameters(parameters: &Value) -> Vec<Problem> {
+    let mut problems = schema::check_schema(parameters);
+    let object_like = match parameters.get("type") {
+        None => parameters.is_object(),
+        Some(t) => t == "object",
+    };
+    if problems.is_empty() && !object_like {
+        problems.push(Problem {
+            path: "type".into(),
+            message: "tool arguments are a JSON object, so the schema's type must be \"object\""
+                .into(),
+        });
+    }
+    problems
+}
+
 impl FnTool {
     /// A tool that calls `handler` with the (already validated) arguments and call information.
     ///
@@ -64,19 +92,7 @@ impl FnTool {
         Fut: Future<Output = Result<Value, ToolError>> + Send + 'static,
     {
         let name = name.into();
-        let mut problems = schema::check_schema(&parameters);
-        let object_like = match parameters.get("type") {
-            None => parameters.is_object(),
-            Some(t) => t == "object",
-        };
-        if problems.is_empty() && !object_like {
-            problems.push(Problem {
-                path: "type".into(),
-                message:
-                    "tool arguments are a JSON object, so the schema's type must be \"object\""
-                        .into(),
-            });
-        }
+        let problems = check_parameters(&parameters);
         if !problems.is_empty() {
             return Err(InvalidSchema {
                 tool: name,

@@ -16,11 +16,11 @@ pub mod schema;
 mod set;
 
 pub use crate::retry::RetryPolicy;
-pub use fn_tool::{FnTool, InvalidSchema};
+pub use fn_tool::{check_parameters, FnTool, InvalidSchema};
 pub use set::{IntoTool, ToolFactory, ToolSet};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
@@ -98,7 +98,30 @@ impl ToolSpec {
 }
 
 /// The rules that hold wherever a tool is called: by an agent, by a plan step or during rollback.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+///
+/// It deserializes from the keys a configuration file uses for them (the field names, every one
+/// optional; `timeout` in seconds), so a tool declared in a file gets its contract in one step,
+/// and a mistake names the key:
+///
+/// ```
+/// use agenthelm::ToolContract;
+/// use std::time::Duration;
+///
+/// let contract: ToolContract = yaml_serde::from_str(
+///     "compensating_tool: delete_file\nrequires_approval: true\nretries: 2\ntimeout: 1.5\n",
+/// )?;
+/// assert_eq!(contract.compensating_tool.as_deref(), Some("delete_file"));
+/// assert_eq!(contract.timeout, Some(Duration::from_millis(1500)));
+/// assert!(!contract.partial_effects);
+///
+/// let typo = yaml_serde::from_str::<ToolContract>("retry: 2\n").unwrap_err();
+/// assert!(typo.to_string().contains("unknown field `retry`"));
+/// let zero = yaml_serde::from_str::<ToolContract>("timeout: 0\n").unwrap_err();
+/// assert!(zero.to_string().contains("timeout: expected a positive number of seconds, got 0"));
+/// # Ok::<(), yaml_serde::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ToolContract {
     /// The tool that undoes this one; called with the same arguments during rollback unless a
     /// plan step says otherwise.
@@ -108,7 +131,10 @@ pub struct ToolContract {
     /// Extra attempts after a failed one (failures only; bad arguments and denials are final).
     pub retries: u32,
     /// Limit on each attempt.
-    #[serde(serialize_with = "serialize_secs")]
+    #[serde(
+        serialize_with = "serialize_secs",
+        deserialize_with = "deserialize_secs"
+    )]
     pub timeout: Option<Duration>,
     /// Free-form labels.
     pub tags: Vec<String>,
@@ -121,6 +147,53 @@ pub struct ToolContract {
 
 fn serialize_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     d.map(|d| d.as_secs_f64()).serialize(s)
+}
+
+/// A duration given as a positive number of seconds (`null` for none), as configuration files
+/// write them. The number is checked as it is read, so the error carries its place (line, key).
+pub(crate) fn deserialize_secs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct Secs;
+
+    impl<'de> serde::de::Visitor<'de> for Secs {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a positive number of seconds")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, secs: f64) -> Result<Self::Value, E> {
+            if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+                return Err(E::custom(format!(
+                    "expected a positive number of seconds, got {secs}"
+                )));
+            }
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, secs: i64) -> Result<Self::Value, E> {
+            self.visit_f64(secs as f64)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Self::Value, E> {
+            self.visit_f64(secs as f64)
+        }
+    }
+
+    d.deserialize_option(Secs)
 }
 
 /// Why a tool call did not produce a result.

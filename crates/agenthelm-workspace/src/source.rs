@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// A problem in a file: which file, which line, which key, what is wrong.
 ///
-/// Always bad input (exit code 2).
+/// Always a mistake in the file (see [`WorkspaceError::is_bad_input`](crate::WorkspaceError::is_bad_input)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceError {
     /// The file.
@@ -20,6 +20,16 @@ pub struct SourceError {
 }
 
 impl SourceError {
+    /// An error about the whole file (no line, no key), like one that cannot be read.
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        SourceError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: message.into(),
+        }
+    }
+
     /// An error at `key`, with its line looked up in `text`.
     pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
         SourceError {
@@ -46,7 +56,7 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Several problems in one file, reported together on one line.
+/// Several problems in one file, reported together on one line (`; ` between them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceErrors(pub Vec<SourceError>);
 
@@ -59,8 +69,33 @@ impl fmt::Display for SourceErrors {
 
 impl std::error::Error for SourceErrors {}
 
+/// Parses YAML `text` from `file` into `T`, naming the file, line and key of the first problem.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, SourceError> {
+    let deserializer = yaml_serde::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." { String::new() } else { key };
+        // The key's own line when it is there: parsers place errors raised while reading a
+        // value (a bad number of seconds, say) at the start of the enclosing map.
+        let line = exact_line_of(text, &key)
+            .or_else(|| inner.location().map(|l| l.line()).filter(|&l| l > 0))
+            .or_else(|| line_of(text, &key));
+        let message = strip_key_prefix(&strip_location(&inner.to_string()), &key);
+        SourceError {
+            file: file.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    })
+}
+
 /// Drops the " at line N column M" that parsers append, since the error shows the line itself.
-pub fn strip_location(message: &str) -> String {
+pub(crate) fn strip_location(message: &str) -> String {
     let cut = message
         .rfind(" at line ")
         .filter(|&i| message[i..].contains("column"))
@@ -70,7 +105,7 @@ pub fn strip_location(message: &str) -> String {
 
 /// Drops the `agents.a: ` that YAML errors put before their message, since the error shows the
 /// key itself.
-pub fn strip_key_prefix(message: &str, key: &str) -> String {
+pub(crate) fn strip_key_prefix(message: &str, key: &str) -> String {
     match message.split_once(": ") {
         Some((head, rest)) if !head.contains(' ') && key.starts_with(head) => rest.to_owned(),
         _ => message.to_owned(),
@@ -148,10 +183,22 @@ fn parse_lines(text: &str) -> Vec<Line<'_>> {
 /// The 1-based line of `path` (like `steps[1].agent` or `tools.x.parameters.type`) in block-style
 /// YAML: the line of the deepest part of the path that can be found.
 pub fn line_of(text: &str, path: &str) -> Option<usize> {
+    find_line(text, path).map(|(line, _)| line)
+}
+
+/// The 1-based line of `path`, only when every part of it is found.
+pub(crate) fn exact_line_of(text: &str, path: &str) -> Option<usize> {
+    find_line(text, path).and_then(|(line, exact)| exact.then_some(line))
+}
+
+/// The line of the deepest part of `path` that can be found, and whether that was all of it.
+fn find_line(text: &str, path: &str) -> Option<(usize, bool)> {
     let lines = parse_lines(text);
     let (mut from, mut end) = (0, lines.len());
     let mut best = None;
-    for segment in segments(path) {
+    let segments = segments(path);
+    let mut found = 0;
+    for segment in &segments {
         let block = &lines[from..end];
         match segment {
             Segment::Key(key) => {
@@ -161,7 +208,7 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
                 };
                 let Some(pos) = block
                     .iter()
-                    .position(|l| l.key_indent == level && l.key == Some(key))
+                    .position(|l| l.key_indent == level && l.key == Some(*key))
                 else {
                     break;
                 };
@@ -183,14 +230,15 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
                 let items: Vec<usize> = (from..end)
                     .filter(|&i| lines[i].dash && lines[i].indent == dash_indent)
                     .collect();
-                let Some(&at) = items.get(index) else { break };
+                let Some(&at) = items.get(*index) else { break };
                 best = Some(lines[at].number);
                 from = at;
                 end = items.get(index + 1).copied().unwrap_or(end);
             }
         }
+        found += 1;
     }
-    best
+    best.map(|line| (line, found == segments.len()))
 }
 
 #[cfg(test)]

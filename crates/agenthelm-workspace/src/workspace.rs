@@ -2,12 +2,16 @@
 //! mistake in it an error naming the file, line and key.
 
 use agenthelm::mcp::McpServerConfig;
+use agenthelm::ToolContract;
+use serde::de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::source::{strip_key_prefix, strip_location, SourceError, SourceErrors};
+use crate::error::WorkspaceError;
+use crate::source::{parse_yaml, SourceError, SourceErrors};
 
 /// The name of the workspace file.
 pub const FILE_NAME: &str = "agenthelm.yaml";
@@ -15,7 +19,7 @@ pub const FILE_NAME: &str = "agenthelm.yaml";
 /// What `agenthelm.yaml` declares. Maps are keyed by name.
 ///
 /// New top-level sections (`mcp_servers:`, `store:`) are added as new optional fields here.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceConfig {
     /// Default model for agents and the planner, as `provider/model`.
@@ -99,7 +103,7 @@ fn store_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreConfig>,
 }
 
 /// One agent: a ToolAgent with a model and some of the workspace's tools.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// What the agent is for.
@@ -117,38 +121,175 @@ pub struct AgentConfig {
 }
 
 /// One command tool: a program that gets its arguments as JSON on stdin.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Besides `command`, `description` and `parameters`, its entry takes the keys of a
+/// [`ToolContract`] (`compensating_tool`, `requires_approval`, `retries`, `timeout` in seconds,
+/// `tags`, `side_effects`, `partial_effects`), read by the contract's own deserialization.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolConfig {
     /// What the tool does, for models and people.
-    #[serde(default)]
     pub description: String,
     /// Program and arguments, run without a shell in the workspace file's folder.
     pub command: Vec<String>,
-    /// JSON schema of the arguments object.
-    #[serde(default = "any_object")]
+    /// JSON schema of the arguments object (default: any object).
     pub parameters: Value,
-    /// The tool that undoes this one during rollback.
-    #[serde(default)]
-    pub compensating_tool: Option<String>,
-    /// Ask before every call.
-    #[serde(default)]
-    pub requires_approval: bool,
-    /// Extra attempts after a failure.
-    #[serde(default)]
-    pub retries: u32,
-    /// Seconds per attempt; the tool's whole process group is killed after it.
-    #[serde(default)]
-    pub timeout: Option<f64>,
-    /// Free-form labels.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// What the tool changes outside the process.
-    #[serde(default)]
-    pub side_effects: Vec<String>,
-    /// A failed call may still have changed something (so it is compensated too).
-    #[serde(default)]
-    pub partial_effects: bool,
+    /// Rollback, approval, retry and timeout rules; the timeout kills the tool's whole process
+    /// group.
+    pub contract: ToolContract,
+}
+
+/// The keys of a tool entry that are not contract rules.
+const TOOL_KEYS: [&str; 3] = ["description", "command", "parameters"];
+
+impl<'de> Deserialize<'de> for ToolConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ToolVisitor)
+    }
+}
+
+struct ToolVisitor;
+
+impl<'de> Visitor<'de> for ToolVisitor {
+    type Value = ToolConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tool: a map with `command` and optionally `description`, `parameters` and contract rules")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ToolConfig, A::Error> {
+        let mut own = OwnKeys::default();
+        let contract = ToolContract::deserialize(serde::de::value::MapAccessDeserializer::new(
+            ContractKeys { map, own: &mut own },
+        ))?;
+        let command = own
+            .command
+            .ok_or_else(|| serde::de::Error::missing_field("command"))?;
+        Ok(ToolConfig {
+            description: own.description.unwrap_or_default(),
+            command,
+            parameters: own.parameters.unwrap_or_else(any_object),
+            contract,
+        })
+    }
+}
+
+#[derive(Default)]
+struct OwnKeys {
+    description: Option<String>,
+    command: Option<Vec<String>>,
+    parameters: Option<Value>,
+}
+
+/// A tool entry as the contract sees it: the tool's own keys are taken out on the way (read in
+/// place, so errors keep their line and key), the rest is passed on.
+struct ContractKeys<'a, A> {
+    map: A,
+    own: &'a mut OwnKeys,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for ContractKeys<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.map.next_key_seed(ToolKey { own: self.own })? {
+            match key.as_str() {
+                "description" => self.own.description = Some(self.map.next_value()?),
+                "command" => self.own.command = Some(self.map.next_value()?),
+                "parameters" => self.own.parameters = Some(self.map.next_value()?),
+                _ => {
+                    let key: serde::de::value::StringDeserializer<A::Error> =
+                        key.into_deserializer();
+                    return seed.deserialize(key).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// A key of a tool entry: the tool's own, or a contract rule. An unknown key, or one of the
+/// tool's own keys given twice, is an error raised while the key is read, so that it names the
+/// key. (The contract finds its own duplicates.)
+struct ToolKey<'a> {
+    own: &'a OwnKeys,
+}
+
+impl<'de> DeserializeSeed<'de> for ToolKey<'_> {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        let seen = match key.as_str() {
+            "description" => self.own.description.is_some(),
+            "command" => self.own.command.is_some(),
+            "parameters" => self.own.parameters.is_some(),
+            _ => false,
+        };
+        if seen {
+            return Err(serde::de::Error::duplicate_field(match key.as_str() {
+                "description" => "description",
+                "command" => "command",
+                _ => "parameters",
+            }));
+        }
+        if TOOL_KEYS.contains(&key.as_str()) || contract_keys().contains(&key.as_str()) {
+            return Ok(key);
+        }
+        let expected: Vec<String> = TOOL_KEYS
+            .iter()
+            .chain(contract_keys())
+            .map(|k| format!("`{k}`"))
+            .collect();
+        Err(serde::de::Error::custom(format_args!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        )))
+    }
+}
+
+/// The keys a [`ToolContract`] reads, as its own deserialization declares them.
+fn contract_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<&'static [&'static str]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys: &'static [&'static str] = &[];
+        // Fails by design once the names are known.
+        let _ = ToolContract::deserialize(FieldNames(&mut keys));
+        keys
+    })
+}
+
+/// A deserializer that only learns which fields a struct has.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only field names are read"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(serde::de::Error::custom("only field names are read"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
 }
 
 fn any_object() -> Value {
@@ -164,9 +305,9 @@ where
 }
 
 /// A workspace file that was read and checked.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workspace {
-    /// Where the file is.
+    /// Where the file is (absolute).
     pub file: PathBuf,
     /// Its folder: tools run here and relative paths start here.
     pub dir: PathBuf,
@@ -184,15 +325,21 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 
 impl Workspace {
     /// Reads and checks the workspace file at `file`.
-    pub fn load(file: &Path) -> anyhow::Result<Workspace> {
-        let text = std::fs::read_to_string(file).map_err(|e| SourceError {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: format!("cannot read the workspace file: {e}"),
+    ///
+    /// Every mistake is an error naming the file, line and key: what parsing finds (the first
+    /// one), or else every name that refers to nothing and every schema that is not a schema.
+    pub fn load(file: &Path) -> Result<Workspace, WorkspaceError> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SourceError::whole_file(file, format!("cannot read the workspace file: {e}"))
         })?;
-        let config = parse(file, &text)?;
-        let problems = check(file, &text, &config);
+        Workspace::from_text(file, &text)
+    }
+
+    /// Checks `text` as the workspace file at `file` (which need not exist: its folder is where
+    /// tools run and relative paths start).
+    pub fn from_text(file: &Path, text: &str) -> Result<Workspace, WorkspaceError> {
+        let config = parse(file, text)?;
+        let problems = check(file, text, &config);
         if !problems.is_empty() {
             return Err(SourceErrors(problems).into());
         }
@@ -206,9 +353,18 @@ impl Workspace {
         );
         Ok(Workspace { file, dir, config })
     }
+
+    /// The run store's settings: `store:`, or the default (SQLite under `.agenthelm/`).
+    pub fn store_config(&self) -> StoreConfig {
+        self.config.store.clone().unwrap_or(StoreConfig {
+            backend: StoreBackend::Sqlite,
+            path: None,
+        })
+    }
 }
 
-/// Parses the text, naming the file, line and key of the first problem.
+/// Parses the text, naming the file, line and key of the first problem. Nothing is checked
+/// beyond the shape (see [`Workspace::from_text`] for the checks).
 pub fn parse(file: &Path, text: &str) -> Result<WorkspaceConfig, SourceError> {
     if text.lines().all(|l| {
         let l = l.trim();
@@ -216,24 +372,7 @@ pub fn parse(file: &Path, text: &str) -> Result<WorkspaceConfig, SourceError> {
     }) {
         return Ok(WorkspaceConfig::default());
     }
-    let deserializer = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        let key = if key == "." { String::new() } else { key };
-        let line = inner
-            .location()
-            .map(|l| l.line())
-            .filter(|&l| l > 0)
-            .or_else(|| crate::source::line_of(text, &key));
-        let message = strip_key_prefix(&strip_location(&inner.to_string()), &key);
-        SourceError {
-            file: file.to_path_buf(),
-            line,
-            key,
-            message,
-        }
-    })
+    parse_yaml(file, text)
 }
 
 /// Checks what parsing cannot: names that refer to nothing, schemas that are not schemas.
@@ -330,7 +469,7 @@ fn check_tool(
             "must name a program, like [python3, tools/my_tool.py]".into(),
         );
     }
-    if let Some(comp) = &tool.compensating_tool {
+    if let Some(comp) = &tool.contract.compensating_tool {
         if !config.tools.contains_key(comp) {
             fail(
                 format!("tools.{name}.compensating_tool"),
@@ -338,26 +477,7 @@ fn check_tool(
             );
         }
     }
-    if let Some(timeout) = tool.timeout {
-        if !(timeout.is_finite() && timeout > 0.0) {
-            fail(
-                format!("tools.{name}.timeout"),
-                format!("must be a positive number of seconds, not {timeout}"),
-            );
-        }
-    }
-    let mut schema_problems = agenthelm::tool::schema::check_schema(&tool.parameters);
-    let object_like = match tool.parameters.get("type") {
-        None => tool.parameters.is_object(),
-        Some(t) => t == "object",
-    };
-    if schema_problems.is_empty() && !object_like {
-        schema_problems.push(agenthelm::tool::schema::Problem {
-            path: "type".into(),
-            message: "tool arguments are a JSON object, so the schema's type must be \"object\""
-                .into(),
-        });
-    }
+    let schema_problems = agenthelm::tool::check_parameters(&tool.parameters);
     for problem in schema_problems {
         let key = if problem.path.is_empty() {
             format!("tools.{name}.parameters")
@@ -389,6 +509,29 @@ mod tests {
                     compensating_tool: w\n    requires_approval: false\n    retries: 0\n    timeout: 30\n";
         assert_eq!(errors(text), "");
         assert!(parse(Path::new("x"), "# only a comment\n").is_ok());
+    }
+
+    #[test]
+    fn tool_entries_carry_a_contract() {
+        let config = parse(
+            Path::new("ws.yaml"),
+            "tools:\n  t:\n    command: [x]\n    requires_approval: true\n    partial_effects: true\n    side_effects: [files]\n",
+        )
+        .unwrap();
+        let tool = &config.tools["t"];
+        assert_eq!(tool.parameters, serde_json::json!({"type": "object"}));
+        assert!(tool.contract.requires_approval && tool.contract.partial_effects);
+        assert_eq!(tool.contract.side_effects, ["files"]);
+        assert!(errors("tools:\n  t:\n    command: [x]\n    command: [y]\n")
+            .ends_with("`tools.t.command`: duplicate field `command`"));
+        assert_eq!(
+            errors("tools:\n  t:\n    command: [x]\n    timeout: 0\n"),
+            "ws.yaml:4: `tools.t.timeout`: expected a positive number of seconds, got 0"
+        );
+        assert!(
+            errors("tools:\n  t:\n    description: [not, text]\n    command: [x]\n")
+                .starts_with("ws.yaml:3: `tools.t.description`: invalid type: sequence")
+        );
     }
 
     #[test]

@@ -1,22 +1,22 @@
-//! Turning a workspace into the library's pieces: command tools, models, agents, orchestrator.
+//! Turning a workspace into the library's pieces: command tools, models, agents, the agent
+//! registry and an orchestrator, with the compensating tools of MCP tools kept reachable for
+//! rollback.
 
 use agenthelm::lm::{Completion, CompletionRequest};
 use agenthelm::mcp::{McpError, McpServers};
-use agenthelm::tool::ToolSpec;
-use agenthelm::{AgentRegistry, LanguageModel, Lm, LmError, ToolAgent, ToolSet};
+use agenthelm::{AgentRegistry, LanguageModel, Lm, LmError, Orchestrator, ToolAgent, ToolSet};
 use async_trait::async_trait;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::command_tool::CommandTool;
-use crate::exit::{BadInput, Failed};
+use crate::error::WorkspaceError;
 use crate::user_config::UserConfig;
-use crate::workspace::{ToolConfig, Workspace};
+use crate::workspace::Workspace;
 
 /// How a model that cannot be built is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelNeed {
-    /// The command talks to the model: a model that cannot be built is bad input.
+    /// The caller talks to the model: a model that cannot be built is an error now.
     Required,
     /// Plan steps may never need a model (direct tool calls): the error is reported by the
     /// step that first asks the model.
@@ -24,6 +24,9 @@ pub enum ModelNeed {
 }
 
 /// The workspace with its tools and models resolved.
+///
+/// Command tools are built at once; MCP servers start when an agent that uses them is built,
+/// and are stopped by [`shutdown`](Assembly::shutdown).
 pub struct Assembly<'w> {
     /// The workspace.
     pub workspace: &'w Workspace,
@@ -39,11 +42,12 @@ pub struct Assembly<'w> {
 }
 
 impl<'w> Assembly<'w> {
-    /// Builds the workspace's tools; `forced_model` (from `--model`) overrides every model.
+    /// Builds the workspace's tools. Models come from `forced_model` when given (a command
+    /// line's `--model`), else the agent's `model:`, else the workspace's, else the user's.
     pub fn new(workspace: &'w Workspace, user: &UserConfig, forced_model: Option<&str>) -> Self {
         let mut tools = ToolSet::new();
         for (name, config) in &workspace.config.tools {
-            tools.insert(command_tool(name, config, workspace));
+            tools.insert(CommandTool::from_config(name, config, &workspace.dir));
         }
         Assembly {
             workspace,
@@ -68,7 +72,7 @@ impl<'w> Assembly<'w> {
     }
 
     /// The model for `agent` (or for the planner, with `None`).
-    pub fn lm(&self, agent: Option<&str>, need: ModelNeed) -> anyhow::Result<Lm> {
+    pub fn lm(&self, agent: Option<&str>, need: ModelNeed) -> Result<Lm, WorkspaceError> {
         let id = self.model_id(agent);
         let built = match &id {
             Some(id) => Lm::new(id).map_err(|e| e.to_string()),
@@ -85,7 +89,11 @@ impl<'w> Assembly<'w> {
         );
         match (built, need) {
             (Ok(lm), _) => Ok(lm),
-            (Err(message), ModelNeed::Required) => Err(BadInput(message).into()),
+            (Err(message), ModelNeed::Required) => Err(WorkspaceError::Model {
+                agent: agent.map(str::to_owned),
+                model: id,
+                message,
+            }),
             (Err(message), ModelNeed::OnDemand) => Ok(Lm::from_model(Unavailable {
                 id: id.unwrap_or_else(|| "none".to_owned()),
                 message,
@@ -95,7 +103,7 @@ impl<'w> Assembly<'w> {
 
     /// The tools an agent lists: command tools, and MCP tools (`server.tool`, `server.*`),
     /// starting the MCP servers they come from.
-    pub async fn agent_tools(&self, agent: &str) -> anyhow::Result<ToolSet> {
+    pub async fn agent_tools(&self, agent: &str) -> Result<ToolSet, WorkspaceError> {
         let mut set = ToolSet::new();
         let Some(config) = self.workspace.config.agents.get(agent) else {
             return Ok(set);
@@ -113,7 +121,11 @@ impl<'w> Assembly<'w> {
         if references.is_empty() {
             return Ok(set);
         }
-        let context = |e: McpError| self.mcp_error(agent, e);
+        let context = |error: McpError| WorkspaceError::Mcp {
+            file: self.workspace.file.clone(),
+            agent: agent.to_owned(),
+            error: Box::new(error),
+        };
         let mcp_tools = self.mcp.resolve(&references).await.map_err(context)?;
         self.keep_compensations(&references, &mcp_tools)
             .await
@@ -140,12 +152,15 @@ impl<'w> Assembly<'w> {
                 let Some(compensation) = &tool.spec().contract.compensating_tool else {
                     continue;
                 };
-                if let (Some(found), Ok(mut kept)) =
-                    (offered.get(compensation), self.mcp_compensations.lock())
-                {
-                    if !kept.contains(compensation) && !self.tools.contains(compensation) {
-                        kept.insert(Arc::clone(found));
-                    }
+                let Some(found) = offered.get(compensation) else {
+                    continue;
+                };
+                let mut kept = self
+                    .mcp_compensations
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if !kept.contains(compensation) && !self.tools.contains(compensation) {
+                    kept.insert(Arc::clone(found));
                 }
             }
         }
@@ -156,9 +171,12 @@ impl<'w> Assembly<'w> {
     /// MCP tools that agents built so far use.
     pub fn orchestrator_tools(&self) -> ToolSet {
         let mut set = self.tools.clone();
-        if let Ok(kept) = self.mcp_compensations.lock() {
-            set.extend(&kept);
-        }
+        set.extend(
+            &self
+                .mcp_compensations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         set
     }
 
@@ -167,41 +185,14 @@ impl<'w> Assembly<'w> {
         self.mcp.shutdown().await;
     }
 
-    /// An MCP problem while building `agent`: a wrong name or a missing program is bad input;
-    /// a server that fails at run time is a failure.
-    fn mcp_error(&self, agent: &str, error: McpError) -> anyhow::Error {
-        let message = format!(
-            "{}: agent `{agent}`: {error}",
-            self.workspace.file.display()
-        );
-        match error {
-            McpError::StartupTimeout { .. }
-            | McpError::Initialize { .. }
-            | McpError::Request { .. } => Failed(message).into(),
-            _ => BadInput(message).into(),
-        }
-    }
-
     /// The agent called `name`, as the workspace declares it.
-    pub async fn agent(&self, name: &str, need: ModelNeed) -> anyhow::Result<ToolAgent> {
+    pub async fn agent(&self, name: &str, need: ModelNeed) -> Result<ToolAgent, WorkspaceError> {
         let Some(config) = self.workspace.config.agents.get(name) else {
-            let defined: Vec<&str> = self
-                .workspace
-                .config
-                .agents
-                .keys()
-                .map(String::as_str)
-                .collect();
-            return Err(BadInput(format!(
-                "agent `{name}` is not defined in {} (defined: {})",
-                self.workspace.file.display(),
-                if defined.is_empty() {
-                    "none".to_owned()
-                } else {
-                    defined.join(", ")
-                }
-            ))
-            .into());
+            return Err(WorkspaceError::UnknownAgent {
+                file: self.workspace.file.clone(),
+                name: name.to_owned(),
+                defined: self.workspace.config.agents.keys().cloned().collect(),
+            });
         };
         let lm = self.lm(Some(name), need)?;
         let mut agent = ToolAgent::new(name, lm, self.agent_tools(name).await?);
@@ -215,50 +206,43 @@ impl<'w> Assembly<'w> {
     }
 
     /// Every agent of the workspace, registered by name.
-    pub async fn registry(&self, need: ModelNeed) -> anyhow::Result<AgentRegistry> {
+    pub async fn registry(&self, need: ModelNeed) -> Result<AgentRegistry, WorkspaceError> {
         let mut registry = AgentRegistry::new();
         for name in self.workspace.config.agents.keys() {
-            registry
-                .register(self.agent(name, need).await?)
-                .map_err(|e| BadInput(e.to_string()))?;
+            registry.register(self.agent(name, need).await?)?;
         }
         Ok(registry)
     }
 
-    /// The agent for `--agent`, else the workspace's default agent, else its only agent.
-    pub fn pick_agent(&self, requested: Option<&str>) -> anyhow::Result<String> {
+    /// An orchestrator for the workspace: every agent (models built on demand, so plans of
+    /// direct tool calls need none), the default agent, and as its own tools every command tool
+    /// and the compensating tools of the agents' MCP tools, so rollback can reach them.
+    ///
+    /// Everything else (store, approval, rollback, concurrency) is the caller's to set.
+    pub async fn orchestrator(&self) -> Result<Orchestrator, WorkspaceError> {
+        let registry = self.registry(ModelNeed::OnDemand).await?;
+        // After the registry: it includes the compensations of the agents' MCP tools.
+        let mut orchestrator = Orchestrator::new(registry).tools(self.orchestrator_tools());
+        if let Some(name) = &self.workspace.config.default_agent {
+            orchestrator = orchestrator.default_agent(self.agent(name, ModelNeed::OnDemand).await?);
+        }
+        Ok(orchestrator)
+    }
+
+    /// The agent `requested`, else the workspace's default agent, else its only agent.
+    pub fn pick_agent(&self, requested: Option<&str>) -> Result<String, WorkspaceError> {
         let config = &self.workspace.config;
         if let Some(name) = requested.or(config.default_agent.as_deref()) {
             return Ok(name.to_owned());
         }
         let mut names = config.agents.keys();
+        let file = self.workspace.file.clone();
         match (names.next(), names.next()) {
             (Some(only), None) => Ok(only.clone()),
-            (None, _) => Err(BadInput(format!(
-                "{} defines no agents: add one under `agents:`",
-                self.workspace.file.display()
-            ))
-            .into()),
-            _ => Err(BadInput(format!(
-                "{} defines several agents and no default_agent: choose one with --agent",
-                self.workspace.file.display()
-            ))
-            .into()),
+            (None, _) => Err(WorkspaceError::NoAgents { file }),
+            _ => Err(WorkspaceError::NoDefaultAgent { file }),
         }
     }
-}
-
-fn command_tool(name: &str, config: &ToolConfig, workspace: &Workspace) -> CommandTool {
-    let mut spec = ToolSpec::new(name, config.description.clone(), config.parameters.clone());
-    let contract = &mut spec.contract;
-    contract.compensating_tool = config.compensating_tool.clone();
-    contract.requires_approval = config.requires_approval;
-    contract.retries = config.retries;
-    contract.timeout = config.timeout.map(Duration::from_secs_f64);
-    contract.tags = config.tags.clone();
-    contract.side_effects = config.side_effects.clone();
-    contract.partial_effects = config.partial_effects;
-    CommandTool::new(spec, config.command.clone(), &workspace.dir)
 }
 
 /// Stands in for a model that could not be built; says why when it is asked something.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::source::{line_of, strip_key_prefix, SourceError, SourceErrors};
 
 /// A plan read from a file, with the text kept to find lines for later errors.
+#[derive(Debug, Clone)]
 pub struct PlanFile {
     /// Where it was read from.
     pub file: PathBuf,
@@ -19,11 +20,8 @@ pub struct PlanFile {
 impl PlanFile {
     /// Reads and parses a plan file (YAML; JSON is read as YAML too).
     pub fn load(file: &Path) -> Result<PlanFile, SourceError> {
-        let text = std::fs::read_to_string(file).map_err(|e| SourceError {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: format!("cannot read the plan file: {e}"),
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SourceError::whole_file(file, format!("cannot read the plan file: {e}"))
         })?;
         let plan = Plan::from_yaml(&text).map_err(|e| self_error(file, &text, e))?;
         Ok(PlanFile {
@@ -33,7 +31,8 @@ impl PlanFile {
         })
     }
 
-    /// Turns a validation error of this plan into errors naming line and key.
+    /// Turns a validation error of this plan (from [`Plan::validate`] or
+    /// `Orchestrator::check`) into errors naming line and key.
     pub fn problems(&self, error: PlanError) -> SourceErrors {
         match error {
             PlanError::Invalid(problems) => SourceErrors(

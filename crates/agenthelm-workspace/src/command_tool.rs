@@ -1,0 +1,284 @@
+//! Command tools: a program declared in the workspace file becomes a [`Tool`].
+//!
+//! The program runs without a shell, in the workspace file's folder, in a process group of its
+//! own. It reads its arguments as one JSON object on stdin. Exit status 0 means success and its
+//! stdout is the result (JSON when it parses as JSON, else the trimmed text); any other status is
+//! a failure whose message is its stderr. When the call is dropped (a timeout, a cancelled step)
+//! the whole process group is killed, so no grandchild is left behind; when the program ends,
+//! whatever it left running in its group is killed too.
+//!
+//! The tool learns which piece of work it serves from environment variables:
+//! [`IDEMPOTENCY_KEY_VAR`] (the same when the same work is attempted again, so a tool can make a
+//! repeat harmless), [`RUN_ID_VAR`] and [`STEP_ID_VAR`].
+
+use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
+use async_trait::async_trait;
+use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::workspace::ToolConfig;
+
+/// Environment variable with a key that stays the same when the same work is attempted again.
+pub const IDEMPOTENCY_KEY_VAR: &str = "AGENTHELM_IDEMPOTENCY_KEY";
+/// Environment variable with the plan run's id (empty outside a plan).
+pub const RUN_ID_VAR: &str = "AGENTHELM_RUN_ID";
+/// Environment variable with the plan step's id (empty outside a plan).
+pub const STEP_ID_VAR: &str = "AGENTHELM_STEP_ID";
+
+/// Most of a tool's stderr that goes into an error message, in characters.
+const MAX_ERROR_CHARS: usize = 2000;
+/// Most of a tool's stderr that is kept, in bytes; the rest is read and dropped, so a tool that
+/// floods stderr can neither fill memory nor block on a full pipe.
+const MAX_STDERR_BYTES: usize = 64 * 1024;
+
+/// A tool that runs a program.
+///
+/// ```
+/// use agenthelm::tool::ToolSpec;
+/// use agenthelm_workspace::CommandTool;
+/// use serde_json::json;
+///
+/// let spec = ToolSpec::new("count", "Count words", json!({"type": "object"}));
+/// let tool = CommandTool::new(spec, vec!["wc".into(), "-w".into()], std::path::Path::new("."));
+/// assert_eq!(tool.argv(), ["wc", "-w"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CommandTool {
+    spec: ToolSpec,
+    argv: Vec<String>,
+    dir: PathBuf,
+}
+
+impl CommandTool {
+    /// A tool that runs `argv` in `dir`. A relative program path with a `/` in it is taken
+    /// relative to `dir`; a bare name is looked up in `PATH`.
+    pub fn new(spec: ToolSpec, argv: Vec<String>, dir: &Path) -> Self {
+        CommandTool {
+            spec,
+            argv,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The tool a workspace declares as `name`, running in `dir` (the workspace's folder).
+    pub fn from_config(name: &str, config: &ToolConfig, dir: &Path) -> Self {
+        let mut spec = ToolSpec::new(name, config.description.clone(), config.parameters.clone());
+        spec.contract = config.contract.clone();
+        CommandTool::new(spec, config.command.clone(), dir)
+    }
+
+    /// The program and its arguments.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// The folder the program runs in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn program(&self) -> PathBuf {
+        let program = Path::new(self.argv.first().map(String::as_str).unwrap_or_default());
+        if program.is_relative() && program.components().count() > 1 {
+            self.dir.join(program)
+        } else {
+            program.to_path_buf()
+        }
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> ToolError {
+        ToolError::Failed(format!("tool `{}`: {message}", self.spec.name))
+    }
+}
+
+/// The running program, whose whole process group is killed when this is dropped: after the
+/// call, or when the call is cancelled (a timeout, a cancelled step, a runtime shutting down).
+struct Group(Box<dyn ChildWrapper>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SIGKILL to the group. A group that is already gone is the usual, good outcome. While
+        // any member lives the group id cannot be reused, so this cannot reach a stranger.
+        let _ = self.0.start_kill();
+    }
+}
+
+#[async_trait]
+impl Tool for CommandTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, args: Value, call: &ToolCallInfo) -> Result<Value, ToolError> {
+        let program = self.program();
+        tracing::debug!(tool = %self.spec.name, program = %program.display(), dir = %self.dir.display(), "starting command tool");
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .args(self.argv.iter().skip(1))
+            .current_dir(&self.dir)
+            .env(IDEMPOTENCY_KEY_VAR, &call.idempotency_key)
+            .env(RUN_ID_VAR, call.run_id.as_deref().unwrap_or_default())
+            .env(STEP_ID_VAR, call.step_id.as_deref().unwrap_or_default())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut wrapped = CommandWrap::from(command);
+        #[cfg(unix)]
+        wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
+        wrapped.wrap(KillOnDrop);
+        let mut group = Group(wrapped.spawn().map_err(|e| {
+            self.fail(format!(
+                "cannot start `{}` (in {}): {e}",
+                program.display(),
+                self.dir.display()
+            ))
+        })?);
+        let input = serde_json::to_vec(&args).map_err(|e| self.fail(e))?;
+        let stdin = group.0.stdin().take();
+        let stdout = group.0.stdout().take();
+        let stderr = group.0.stderr().take();
+        // Written beside the reads, so a tool that prints a lot before reading cannot deadlock.
+        let feed = async move {
+            if let Some(mut stdin) = stdin {
+                // A tool that does not read its input closes the pipe early: not an error.
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+            }
+        };
+        let (_, stdout, stderr) = tokio::join!(
+            feed,
+            read_all(stdout, usize::MAX),
+            read_all(stderr, MAX_STDERR_BYTES)
+        );
+        let lost = |e: std::io::Error| self.fail(format!("lost track of the process: {e}"));
+        let (stdout, stderr) = (stdout.map_err(lost)?, stderr.map_err(lost)?);
+        let status = group.0.wait().await.map_err(lost)?;
+        tracing::debug!(tool = %self.spec.name, %status, stdout_bytes = stdout.len(), "command tool finished");
+        // Background processes the tool left in its group are killed too: a tool that returned
+        // leaves nothing running.
+        drop(group);
+        if !status.success() {
+            return Err(self.fail(failure_message(status, &stderr)));
+        }
+        parse_output(&stdout).map_err(|e| self.fail(e))
+    }
+}
+
+/// Reads a pipe to its end, keeping at most `keep` bytes.
+async fn read_all(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return Ok(kept);
+    };
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = pipe.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = keep.saturating_sub(kept.len());
+        kept.extend_from_slice(&buffer[..n.min(room)]);
+    }
+}
+
+fn failure_message(status: ExitStatus, stderr: &[u8]) -> String {
+    let status = match (status.code(), signal_of(status)) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_owned(),
+    };
+    let stderr = String::from_utf8_lossy(stderr);
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        format!("{status} (no message on stderr)")
+    } else {
+        let mut message: String = stderr.chars().take(MAX_ERROR_CHARS).collect();
+        if message.len() < stderr.len() {
+            message.push('…');
+        }
+        format!("{status}: {message}")
+    }
+}
+
+/// The signal that ended the program, by number and name, like `9 (SIGKILL)`.
+#[cfg(unix)]
+fn signal_of(status: ExitStatus) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let number = status.signal()?;
+    Some(match nix::sys::signal::Signal::try_from(number) {
+        Ok(signal) => format!("{number} ({})", signal.as_str()),
+        Err(_) => number.to_string(),
+    })
+}
+
+#[cfg(not(unix))]
+fn signal_of(_status: ExitStatus) -> Option<String> {
+    None
+}
+
+/// stdout as a result: JSON when it is JSON, else the trimmed text. Output that is not text, or
+/// that starts like JSON but does not parse, is an error: it is almost always a broken tool.
+fn parse_output(stdout: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(stdout).map_err(|e| {
+        format!(
+            "printed output that is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Value::String(String::new()));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => Ok(value),
+        Err(e) if text.starts_with(['{', '[']) => Err(format!(
+            "printed output that starts like JSON but is not valid JSON ({e})"
+        )),
+        Err(_) => Ok(Value::String(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn output_is_json_or_trimmed_text() {
+        assert_eq!(parse_output(b" {\"a\": 1}\n"), Ok(json!({"a": 1})));
+        assert_eq!(parse_output(b"42\n"), Ok(json!(42)));
+        assert_eq!(parse_output(b"  hello world \n"), Ok(json!("hello world")));
+        assert_eq!(parse_output(b""), Ok(json!("")));
+        assert!(parse_output(b"{\"a\": ")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert_eq!(
+            parse_output(b"ok \xff\xfe").unwrap_err(),
+            "printed output that is not UTF-8 text (invalid byte at offset 3)"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn failures_name_the_status_or_the_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            failure_message(ExitStatus::from_raw(3 << 8), b"boom\n"),
+            "exited with status 3: boom"
+        );
+        assert_eq!(
+            failure_message(ExitStatus::from_raw(9), b""),
+            "was killed by signal 9 (SIGKILL) (no message on stderr)"
+        );
+        let flood = "x".repeat(MAX_ERROR_CHARS * 3);
+        let message = failure_message(ExitStatus::from_raw(1 << 8), flood.as_bytes());
+        assert!(message.ends_with('…'));
+        assert_eq!(
+            message.chars().count(),
+            "exited with status 1: ".len() + MAX_ERROR_CHARS + 1
+        );
+    }
+}

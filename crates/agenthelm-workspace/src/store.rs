@@ -1,0 +1,47 @@
+//! The workspace's run store: opening the one the `store:` setting names (or the default SQLite
+//! database beside the workspace file).
+
+use agenthelm::store::{JsonlStore, RunStore, SqliteStore, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::WorkspaceError;
+use crate::workspace::{StoreBackend, Workspace};
+
+/// An open run store and where it is.
+#[derive(Clone)]
+pub struct OpenStore {
+    /// The store.
+    pub store: Arc<dyn RunStore>,
+    /// Its file (sqlite) or folder (jsonl).
+    pub location: PathBuf,
+}
+
+impl std::fmt::Debug for OpenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the store the workspace names (or the default one beside the workspace file).
+///
+/// A store that cannot be opened is an error that names the file and says where the setting
+/// comes from ([`WorkspaceError::Store`]), so that nothing runs untraced.
+pub fn open_store(workspace: &Workspace) -> Result<OpenStore, WorkspaceError> {
+    let config = workspace.store_config();
+    let location = config.location(&workspace.dir);
+    let opened: Result<Arc<dyn RunStore>, StoreError> = match config.backend {
+        StoreBackend::Sqlite => SqliteStore::open(&location).map(|s| Arc::new(s) as _),
+        StoreBackend::Jsonl => JsonlStore::open(&location).map(|s| Arc::new(s) as _),
+    };
+    let store = opened.map_err(|error| WorkspaceError::Store {
+        file: workspace.file.clone(),
+        location: location.clone(),
+        configured: workspace.config.store.is_some(),
+        error,
+    })?;
+    tracing::info!(store = %location.display(), "run store opened");
+    Ok(OpenStore { store, location })
+}
