@@ -19,7 +19,7 @@ use crate::exec::invoke::invoke;
 use crate::exec::EventSink;
 use crate::exec::StepContext;
 use crate::plan::graph::Graph;
-use crate::plan::resolve_templates;
+use crate::plan::{references_in, resolve_templates};
 use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::store::StoreError;
 use crate::tool::Tool;
@@ -362,7 +362,7 @@ impl Run {
     /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
     fn resolved_args(&mut self, i: usize) -> Value {
         let args = &self.plan.steps[i].args;
-        if !mentions_template(args) {
+        if references_in(args).is_empty() {
             return args.clone();
         }
         let plan = &self.plan;
@@ -587,16 +587,6 @@ async fn run_step(
             };
             (outcome, Some(result))
         }
-    }
-}
-
-/// Whether any string in `value` may hold a `{{...}}` reference.
-fn mentions_template(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains("{{"),
-        Value::Array(items) => items.iter().any(mentions_template),
-        Value::Object(map) => map.values().any(mentions_template),
-        _ => false,
     }
 }
 

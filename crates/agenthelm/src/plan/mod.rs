@@ -23,8 +23,7 @@ mod template;
 pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
-pub(crate) use template::referenced_steps;
-pub use template::resolve_templates;
+pub use template::{references_in, resolve_templates, Reference, Segment, Template};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
