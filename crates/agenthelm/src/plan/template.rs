@@ -14,10 +14,10 @@ const CLOSE: &str = "}}";
 /// use agenthelm::plan::{Reference, Template};
 ///
 /// let template = Template::parse("made {{ steps.create.result.id }} and {{result}}");
-/// let found: Vec<Reference> = template.references().collect();
+/// let found: Vec<&Reference> = template.references().collect();
 /// assert_eq!(found, [
-///     Reference::Step { id: "create", path: vec!["id"] },
-///     Reference::OwnResult { path: vec![] },
+///     &Reference::Step { id: "create", path: vec!["id"] },
+///     &Reference::OwnResult { path: vec![] },
 /// ]);
 /// assert_eq!(found[0].to_string(), "{{steps.create.result.id}}");
 /// ```
