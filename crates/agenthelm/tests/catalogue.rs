@@ -87,14 +87,18 @@ fn steps_without_an_agent_need_a_default_or_an_extra_tool() {
         [no_agent("think"), no_agent("read")]
     );
 
-    // A default agent takes both, and its tool list holds for them too.
+    // A default agent takes both; a step naming no agent may still call an extra tool, and a
+    // tool that is neither the default agent's nor an extra one is a problem.
     let with_default =
         reader_catalogue().default_agent(AgentInfo::new("helper").with_tools(tools![read]));
     assert_eq!(with_default.check(&plan), []);
-    let plan = plan_of(vec![PlanStep::new("rm", "remove").tool("danger")]);
+    let plan = plan_of(vec![
+        PlanStep::new("rm", "remove").tool("danger"),
+        PlanStep::new("mk", "make").tool("make"),
+    ]);
     assert_eq!(
         with_default.check(&plan),
-        [unknown_tool("rm", "helper", "danger")]
+        [unknown_tool("mk", "helper", "make")]
     );
 }
 

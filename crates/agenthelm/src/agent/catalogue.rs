@@ -68,11 +68,11 @@ impl fmt::Debug for AgentInfo {
 /// every structural problem ([`Plan::validate`]) and every misfit with the agents and tools at
 /// once.
 ///
-/// - A step runs with the agent it names, or with the default agent. A step that names neither
-///   may only call one of the extra tools directly.
-/// - A step routed to an agent whose tools are known may name only those tools. The extra tools
-///   do not widen that: they are reachable as compensating tools, and directly only by steps
-///   with no agent at all.
+/// - A step runs with the agent it names, or with the default agent. A step that names no
+///   agent may also call one of the extra tools directly; with no default agent that is all it
+///   may do.
+/// - A step that names an agent whose tools are known may name only those tools. The extra
+///   tools do not widen that: for such a step they are reachable only as compensating tools.
 /// - Compensating tools (the step's own, or the one its tool's contract names) are looked up
 ///   among the agent's tools, then the extra tools.
 /// - With [`strict_args`](Catalogue::strict_args), a step's arguments must fit its tool's
@@ -168,11 +168,19 @@ impl Catalogue {
     }
 
     fn check_step(&self, step: &PlanStep, problems: &mut Vec<PlanProblem>) {
-        let (agent, tool) = match self.route(step) {
-            Ok(Route::Agent(agent)) => (Some(agent), self.agent_tool(step, agent, problems)),
-            Ok(Route::Direct(tool)) => (None, Some(tool)),
+        let agent = match self.agent_for(step) {
+            Ok(agent) => agent,
             Err(problem) => return problems.push(problem),
         };
+        let tool = step
+            .tool_name
+            .as_deref()
+            .and_then(|name| self.step_tool(step, agent, name, problems));
+        if agent.is_none() && tool.is_none() {
+            return problems.push(PlanProblem::NoAgent {
+                step: step.id.clone(),
+            });
+        }
         if let Some(tool) = tool {
             self.check_tool_use(step, agent, tool, problems);
         }
@@ -183,24 +191,13 @@ impl Catalogue {
         }
     }
 
-    /// Who runs `step`: the agent it names, the default agent, or (naming neither) the extra
-    /// tool it names.
-    fn route(&self, step: &PlanStep) -> Result<Route<'_>, PlanProblem> {
+    /// The agent `step` names, or the default agent when it names none.
+    fn agent_for(&self, step: &PlanStep) -> Result<Option<&AgentInfo>, PlanProblem> {
         let Some(name) = &step.agent_name else {
-            if let Some(agent) = &self.default_agent {
-                return Ok(Route::Agent(agent));
-            }
-            return step
-                .tool_name
-                .as_deref()
-                .and_then(|tool| self.extra_tools.get(tool))
-                .map(Route::Direct)
-                .ok_or_else(|| PlanProblem::NoAgent {
-                    step: step.id.clone(),
-                });
+            return Ok(self.default_agent.as_ref());
         };
         match self.agents.iter().find(|a| &a.name == name) {
-            Some(agent) => Ok(Route::Agent(agent)),
+            Some(agent) => Ok(Some(agent)),
             None => Err(PlanProblem::UnknownAgent {
                 step: step.id.clone(),
                 agent: name.clone(),
@@ -208,28 +205,34 @@ impl Catalogue {
         }
     }
 
-    /// The tool `step` names, among its agent's tools when they are known (a problem when it is
-    /// not one of them), else among the extra tools (nothing to say when it is not there: the
-    /// agent may know it).
-    fn agent_tool<'c>(
+    /// The tool `step` calls: one of its agent's tools, else an extra tool where one is
+    /// reachable. A tool outside an agent's known list is a problem; with unknown tools
+    /// there is nothing to say (the agent may know it).
+    fn step_tool<'c>(
         &'c self,
         step: &PlanStep,
-        agent: &'c AgentInfo,
+        agent: Option<&'c AgentInfo>,
+        name: &str,
         problems: &mut Vec<PlanProblem>,
     ) -> Option<&'c Arc<dyn Tool>> {
-        let name = step.tool_name.as_deref()?;
-        let Some(tools) = &agent.tools else {
-            return self.extra_tools.get(name);
-        };
-        let tool = tools.get(name);
-        if tool.is_none() {
+        let own = agent.and_then(|a| a.tools.as_ref());
+        if let Some(tool) = own.and_then(|tools| tools.get(name)) {
+            return Some(tool);
+        }
+        // Naming an agent grants its tools and no others: the extra tools stay out of reach
+        // unless the step names no agent or its agent's tools are not known.
+        let reachable = step.agent_name.is_none() || own.is_none();
+        if let Some(tool) = self.extra_tools.get(name).filter(|_| reachable) {
+            return Some(tool);
+        }
+        if let (Some(agent), Some(_)) = (agent, own) {
             problems.push(PlanProblem::UnknownTool {
                 step: step.id.clone(),
                 agent: Some(agent.name.clone()),
                 tool: name.to_owned(),
             });
         }
-        tool
+        None
     }
 
     /// The tool's own compensation (unless the step overrides it) and its arguments.
@@ -280,14 +283,6 @@ impl From<&AgentRegistry> for Catalogue {
     fn from(registry: &AgentRegistry) -> Self {
         Catalogue::from_registry(registry)
     }
-}
-
-/// Who runs a step.
-enum Route<'c> {
-    /// An agent, the one named or the default one.
-    Agent(&'c AgentInfo),
-    /// Nobody: the step's tool is called directly.
-    Direct(&'c Arc<dyn Tool>),
 }
 
 fn unknown_compensation(step: &PlanStep, tool: &str) -> PlanProblem {
