@@ -25,11 +25,12 @@ const UNNAMED_DEFAULT_AGENT: &str = "default agent";
 /// The plan is asked for in its JSON form (`goal`, `reasoning`, `steps` with the
 /// [`PlanStep`](crate::PlanStep) fields), with the provider's structured output where it has it.
 /// A reply that wraps the JSON in prose or a ```` ```json ```` fence is read too. A plan is
-/// accepted only when its JSON has the right shape, its ids are unique, its dependencies exist
-/// and form no cycle, every tool is one the planner was given (and one its step's agent has),
-/// every agent is known, and every step's arguments fit its tool's schema. The planner never
-/// returns a step that uses a tool it was not given. After `max_repairs` rounds (default 2) it
-/// gives up with [`PlannerError::Invalid`], naming the problems that remained.
+/// accepted only when its JSON has the right shape and it passes a [`Catalogue`] check: its ids
+/// are unique, its dependencies exist and form no cycle, every tool is one the planner was given
+/// (and one its step's agent has), every agent is known, and every step's arguments fit its
+/// tool's schema. The problems go back to the model in words that say what it may use. The
+/// planner never returns a step that uses a tool it was not given. After `max_repairs` rounds
+/// (default 2) it gives up with [`PlannerError::Invalid`], naming the problems that remained.
 ///
 /// ```
 /// use agenthelm::prelude::*;
