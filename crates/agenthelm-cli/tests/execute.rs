@@ -308,3 +308,34 @@ fn ctrl_c_stops_the_run_and_rolls_back() {
     assert!(!dir.path().join("created/c").exists());
     assert!(!dir.path().join("created/a").exists());
 }
+
+#[test]
+fn a_step_cannot_call_a_tool_its_agent_was_not_given() {
+    let dir = TempDir::new();
+    // `danger` is a workspace tool (so the orchestrator holds it for compensations), but the
+    // worker agent was not given it.
+    workspace(
+        &dir,
+        "  danger:\n    description: Creates a file\n    command: [python3, tools/t.py, create]\n",
+    );
+    dir.write(
+        "plan.yaml",
+        "goal: g\nsteps:\n  - id: sneak\n    agent: worker\n    tool: danger\n    args: { name: x }\n",
+    );
+    for args in [
+        &["execute", "plan.yaml", "--yes"][..],
+        &["execute", "plan.yaml", "--dry-run"],
+        &["show", "plan.yaml"],
+    ] {
+        let run = run(dir.path(), args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+        assert!(
+            run.stderr.contains(
+                "plan.yaml:5: `steps[0].tool`: step `sneak`: agent `worker` has no tool `danger`"
+            ),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!dir.path().join("created").exists(), "the tool ran");
+}

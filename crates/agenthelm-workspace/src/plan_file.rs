@@ -62,7 +62,9 @@ impl PlanFile {
             PlanProblem::UnknownAgent { step, .. } => (step, self.spelling(step, "agent")),
             PlanProblem::NoAgent { step } => (step, "id"),
             PlanProblem::UnknownTool { step, .. } => (step, self.spelling(step, "tool")),
-            PlanProblem::BadReference { step, .. } => (step, "args"),
+            PlanProblem::BadReference { step, .. } | PlanProblem::InvalidArgs { step, .. } => {
+                (step, "args")
+            }
             PlanProblem::UnknownCompensatingTool { step, .. } => {
                 let has_own = self
                     .plan

@@ -221,6 +221,27 @@ fn ready_steps_follow_dependencies() {
 }
 
 #[test]
+fn the_seed_names_agree_with_the_idiomatic_ones() {
+    let mut plan = plan_of(vec![step("a"), step("b").depends_on(["a"])]);
+    let ids =
+        |steps: Vec<&PlanStep>| -> Vec<String> { steps.iter().map(|s| s.id.clone()).collect() };
+    assert_eq!(ids(plan.ready_steps()), ["a"]);
+    assert_eq!(ids(plan.get_ready_steps()), ids(plan.ready_steps()));
+    assert_eq!(plan.step("b"), plan.get_step("b"));
+    assert_eq!(
+        plan.step("b").map(|s| s.depends_on.clone()),
+        Some(vec!["a".into()])
+    );
+    assert!(plan.step("nope").is_none());
+
+    plan.step_mut("a").unwrap().description = "changed".into();
+    assert_eq!(plan.get_step("a").unwrap().description, "changed");
+    plan.get_step_mut("a").unwrap().status = StepStatus::Completed;
+    assert_eq!(ids(plan.ready_steps()), ["b"]);
+    assert!(plan.step_mut("nope").is_none());
+}
+
+#[test]
 fn mark_completed_and_failed_update_state() {
     let mut plan = plan_of(vec![step("a"), step("b")]);
     assert!(!plan.is_complete());

@@ -428,3 +428,38 @@ async fn the_planner_is_an_agent_that_answers_with_yaml() {
     assert!(!failed.success);
     assert!(failed.error.unwrap().contains("no JSON object"));
 }
+
+/// Remove a file for good.
+#[tool]
+fn shred(path: String) -> String {
+    format!("shredded {path}")
+}
+
+#[tokio::test]
+async fn an_agents_tool_the_planner_was_not_given_is_not_available() {
+    let worker_lm = Lm::from_model(ScriptedLm::new(vec![]));
+    let mut registry = AgentRegistry::new();
+    registry
+        .register(ToolAgent::new("janitor", worker_lm, tools![search, shred]))
+        .unwrap();
+    let mut bad = good_plan();
+    bad["steps"][0]["agent_name"] = json!("janitor");
+    bad["steps"][0]["tool_name"] = json!("shred");
+    bad["steps"][0]["args"] = json!({"path": "x"});
+    let (model, lm) = scripted(vec![
+        ScriptedReply::text(bad.to_string()),
+        ScriptedReply::text(good_plan().to_string()),
+    ]);
+    planner(lm).agents(&registry).plan("goal").await.unwrap();
+    let repair = last_user_message(&model, 1);
+    assert!(
+        repair.contains("step `search_a`: tool `shred` is not available (available tools: search, write_file, delete_file)"),
+        "{repair}"
+    );
+    // The prompt teaches the reference syntax the checker reads.
+    let system = &model.requests()[0].messages[0].content;
+    assert!(
+        system.contains("write \"{{steps.<id>.result}}\""),
+        "{system}"
+    );
+}

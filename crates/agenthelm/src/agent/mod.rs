@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod catalogue;
 mod llm_call;
 mod planner;
 mod registry;
@@ -30,6 +31,7 @@ mod tool_agent;
 
 pub use crate::exec::StepContext;
 pub use crate::trace::Effect;
+pub use catalogue::{AgentInfo, Catalogue};
 pub use planner::{PlannerAgent, PlannerError};
 pub use registry::{AgentRegistry, RegistryError};
 pub use result::AgentResult;

@@ -8,13 +8,16 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use super::llm_call::ask_model;
-use super::{Agent, AgentResult, StepContext};
-use crate::agent::AgentRegistry;
+use super::{Agent, AgentInfo, AgentRegistry, AgentResult, Catalogue, StepContext};
 use crate::exec::{EventSink, Observer};
 use crate::lm::{CompletionRequest, Lm, LmError, Message, ResponseFormat};
-use crate::plan::{Plan, StepStatus};
-use crate::tool::{schema, ToolSet};
+use crate::plan::{Plan, PlanProblem, Reference, StepStatus};
+use crate::tool::ToolSet;
 use crate::trace::Event;
+
+/// The name checks give the agent that runs steps naming none, which the planner does not know.
+/// It never reaches the model: problems about that agent's tools are worded without it.
+const UNNAMED_DEFAULT_AGENT: &str = "default agent";
 
 /// An agent that writes plans: it asks its model for a plan of a goal, checks the plan, and when
 /// something is wrong asks again, listing the exact problems.
@@ -22,11 +25,12 @@ use crate::trace::Event;
 /// The plan is asked for in its JSON form (`goal`, `reasoning`, `steps` with the
 /// [`PlanStep`](crate::PlanStep) fields), with the provider's structured output where it has it.
 /// A reply that wraps the JSON in prose or a ```` ```json ```` fence is read too. A plan is
-/// accepted only when its JSON has the right shape, its ids are unique, its dependencies exist
-/// and form no cycle, every tool is one the planner was given (and one its step's agent has),
-/// every agent is known, and every step's arguments fit its tool's schema. The planner never
-/// returns a step that uses a tool it was not given. After `max_repairs` rounds (default 2) it
-/// gives up with [`PlannerError::Invalid`], naming the problems that remained.
+/// accepted only when its JSON has the right shape and it passes a [`Catalogue`] check: its ids
+/// are unique, its dependencies exist and form no cycle, every tool is one the planner was given
+/// (and one its step's agent has), every agent is known, and every step's arguments fit its
+/// tool's schema. The problems go back to the model in words that say what it may use. The
+/// planner never returns a step that uses a tool it was not given. After `max_repairs` rounds
+/// (default 2) it gives up with [`PlannerError::Invalid`], naming the problems that remained.
 ///
 /// ```
 /// use agenthelm::prelude::*;
@@ -60,15 +64,6 @@ pub struct PlannerAgent {
     max_repairs: u32,
     agents: Option<Vec<AgentInfo>>,
     observers: Vec<Observer>,
-}
-
-/// What the planner knows of an agent it may assign steps to.
-#[derive(Debug, Clone)]
-struct AgentInfo {
-    name: String,
-    description: Option<String>,
-    /// `None` when the agent does not say which tools it has.
-    tools: Option<Vec<String>>,
 }
 
 /// Why no plan came out.
@@ -144,18 +139,7 @@ impl PlannerAgent {
     /// prompt, and a step naming another agent (or a tool its agent lacks) is a problem. Without
     /// this, steps must not name agents (the orchestrator's default agent runs them).
     pub fn agents(mut self, registry: &AgentRegistry) -> Self {
-        self.agents = Some(
-            registry
-                .agents()
-                .map(|agent| AgentInfo {
-                    name: agent.name().to_owned(),
-                    description: agent.description().map(str::to_owned),
-                    tools: agent
-                        .tools()
-                        .map(|tools| tools.names().map(str::to_owned).collect()),
-                })
-                .collect(),
-        );
+        self.agents = Some(registry.agents().map(|a| AgentInfo::of(&**a)).collect());
         self
     }
 
@@ -282,7 +266,7 @@ impl PlannerAgent {
         }
     }
 
-    /// Everything wrong with `plan` for this planner's tools and agents.
+    /// Everything wrong with `plan` for this planner's tools and agents, worded for the model.
     fn problems(&self, plan: &Plan) -> Vec<String> {
         let mut problems = Vec::new();
         if plan.steps.is_empty() {
@@ -295,74 +279,74 @@ impl PlannerAgent {
                 self.max_steps
             ));
         }
-        if let Err(e) = plan.validate() {
-            problems.extend(e.problems().iter().map(ToString::to_string));
-        }
-        for step in &plan.steps {
-            let id = &step.id;
-            let agent = self.check_agent(step, &mut problems);
-            if let Some(tool_name) = &step.tool_name {
-                match self.tools.get(tool_name) {
-                    None => problems.push(format!(
-                        "step `{id}`: tool `{tool_name}` is not available (available tools: {})",
-                        self.tool_list()
-                    )),
-                    Some(tool) => {
-                        if let Some(agent_tools) = agent.and_then(|a| a.tools.as_ref()) {
-                            if !agent_tools.iter().any(|t| t == tool_name) {
-                                problems.push(format!(
-                                    "step `{id}`: agent `{}` does not have tool `{tool_name}`",
-                                    agent.map_or("", |a| a.name.as_str())
-                                ));
-                            }
-                        }
-                        for problem in schema::validate(&tool.spec().parameters, &step.args) {
-                            if !is_template(&step.args, &problem.path) {
-                                problems.push(format!(
-                                    "step `{id}`: arguments for `{tool_name}`: {problem}"
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(comp) = &step.compensate_tool {
-                if !self.tools.contains(comp) {
-                    problems.push(format!(
-                        "step `{id}`: compensating tool `{comp}` is not available (available \
-                         tools: {})",
-                        self.tool_list()
-                    ));
-                }
-            }
-        }
+        let found = self.catalogue().check(plan);
+        problems.extend(found.iter().map(|problem| self.describe(problem)));
         problems
     }
 
-    /// The step's agent, when it names a known one; a problem when it names an unknown one.
-    fn check_agent(
-        &self,
-        step: &crate::plan::PlanStep,
-        problems: &mut Vec<String>,
-    ) -> Option<&AgentInfo> {
-        let name = step.agent_name.as_ref()?;
-        let Some(agents) = &self.agents else {
-            problems.push(format!(
-                "step `{}` names agent `{name}`, but no agents are available: leave agent_name out",
-                step.id
-            ));
-            return None;
-        };
-        let found = agents.iter().find(|a| &a.name == name);
-        if found.is_none() {
-            let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
-            problems.push(format!(
-                "step `{}` names agent `{name}`, which does not exist (agents: {})",
-                step.id,
-                names.join(", ")
-            ));
+    /// What steps may use: only the planner's tools, so each agent's tools are narrowed to
+    /// them, and steps that name no agent may use them all (whoever runs those steps is not
+    /// known yet).
+    fn catalogue(&self) -> Catalogue {
+        let unnamed = AgentInfo::new(UNNAMED_DEFAULT_AGENT).with_tools(self.tools.clone());
+        let catalogue = Catalogue::new()
+            .default_agent(unnamed)
+            .extra_tools(&self.tools)
+            .strict_args(true);
+        self.agents
+            .iter()
+            .flatten()
+            .fold(catalogue, |catalogue, agent| {
+                catalogue.agent(self.narrowed(agent))
+            })
+    }
+
+    /// `agent` with only those of the planner's tools it has (all of them when its tools are
+    /// not known).
+    fn narrowed(&self, agent: &AgentInfo) -> AgentInfo {
+        let has = |name: &str| agent.tools.as_ref().is_none_or(|own| own.contains(name));
+        let tools = self
+            .tools
+            .iter()
+            .filter(|tool| has(&tool.spec().name))
+            .fold(ToolSet::new(), |set, tool| set.with(Arc::clone(tool)));
+        AgentInfo {
+            tools: Some(tools),
+            ..agent.clone()
         }
-        found
+    }
+
+    /// A problem in words that tell the model what it may use instead.
+    fn describe(&self, problem: &PlanProblem) -> String {
+        match problem {
+            PlanProblem::UnknownAgent { step, agent } => match &self.agents {
+                None => format!(
+                    "step `{step}` names agent `{agent}`, but no agents are available: leave \
+                     agent_name out"
+                ),
+                Some(agents) => {
+                    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+                    format!(
+                        "step `{step}` names agent `{agent}`, which does not exist (agents: {})",
+                        names.join(", ")
+                    )
+                }
+            },
+            PlanProblem::UnknownTool { step, tool, .. } if !self.tools.contains(tool) => format!(
+                "step `{step}`: tool `{tool}` is not available (available tools: {})",
+                self.tool_list()
+            ),
+            PlanProblem::UnknownTool {
+                step,
+                agent: Some(agent),
+                tool,
+            } => format!("step `{step}`: agent `{agent}` does not have tool `{tool}`"),
+            PlanProblem::UnknownCompensatingTool { step, tool } => format!(
+                "step `{step}`: compensating tool `{tool}` is not available (available tools: {})",
+                self.tool_list()
+            ),
+            other => other.to_string(),
+        }
     }
 
     fn tool_list(&self) -> String {
@@ -394,9 +378,13 @@ impl PlannerAgent {
              - A step runs when the steps in its depends_on have finished; steps that do not \
              depend on each other run at the same time. No cycles.\n\
              - tool_name must be one of the tools below, and args must match its parameters. \
-             To use the result of an earlier step in args, write \"{{{{steps.<id>.result}}}}\" \
-             and list that step in depends_on.\n",
-            self.max_steps
+             To use the result of an earlier step in args, write \"{}\" and list that step \
+             in depends_on.\n",
+            self.max_steps,
+            Reference::Step {
+                id: "<id>",
+                path: Vec::new()
+            }
         );
         text.push_str("\nTools:\n");
         if self.tools.is_empty() {
@@ -418,7 +406,7 @@ impl PlannerAgent {
                     if let Some(description) = &agent.description {
                         let _ = write!(text, ": {description}");
                     }
-                    if let Some(tools) = &agent.tools {
+                    if let Some(tools) = agent.tool_names() {
                         let _ = write!(text, " (tools: {})", tools.join(", "));
                     }
                     text.push('\n');
@@ -523,35 +511,6 @@ fn balanced_object(text: &str) -> Option<&str> {
     None
 }
 
-/// Whether the value at `path` (`a.b[2]`) in `args` is a `{{steps.<id>.result}}` reference,
-/// which is filled in at run time and so is not checked against the schema.
-fn is_template(args: &Value, path: &str) -> bool {
-    let mut value = args;
-    for segment in path.split('.').filter(|s| !s.is_empty()) {
-        let (key, indices) = match segment.find('[') {
-            Some(i) => (&segment[..i], &segment[i..]),
-            None => (segment, ""),
-        };
-        if !key.is_empty() {
-            match value.get(key) {
-                Some(v) => value = v,
-                None => return false,
-            }
-        }
-        for index in indices
-            .split(']')
-            .filter_map(|s| s.strip_prefix('['))
-            .filter_map(|s| s.parse::<usize>().ok())
-        {
-            match value.get(index) {
-                Some(v) => value = v,
-                None => return false,
-            }
-        }
-    }
-    value.as_str().is_some_and(|s| s.contains("{{"))
-}
-
 #[async_trait]
 impl Agent for PlannerAgent {
     fn name(&self) -> &str {
@@ -606,15 +565,5 @@ mod tests {
         );
         assert_eq!(extract_json("no json here"), None);
         assert_eq!(extract_json("{ unbalanced"), None);
-    }
-
-    #[test]
-    fn templates_are_found_by_path() {
-        let args = json!({"n": "{{steps.a.result}}", "list": [1, "{{steps.b.result}}"], "x": 3});
-        assert!(is_template(&args, "n"));
-        assert!(is_template(&args, "list[1]"));
-        assert!(!is_template(&args, "list[0]"));
-        assert!(!is_template(&args, "x"));
-        assert!(!is_template(&args, "missing"));
     }
 }

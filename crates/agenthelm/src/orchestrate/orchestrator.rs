@@ -7,12 +7,11 @@ use super::resume::{recover, InterruptedSteps};
 use super::run::{new_run_id, Run, Start};
 use super::RunResult;
 use crate::agent::Agent;
-use crate::agent::AgentRegistry;
+use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
-use crate::plan::validate;
-use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
+use crate::plan::{Plan, PlanError, RollbackMode};
 use crate::store::{RunStore, StoreError};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
 use crate::trace::Event;
@@ -23,7 +22,8 @@ use crate::trace::Event;
 /// What it guarantees:
 ///
 /// 1. An unapproved plan is refused, and a plan is checked in full before any step runs
-///    (duplicate or unknown ids, cycles, unknown agents and tools); every problem is reported.
+///    (duplicate or unknown ids, cycles, unknown agents and tools, tools outside their agent's
+///    tool list) against its [`Catalogue`]; every problem is reported.
 /// 2. A step starts as soon as all its dependencies have completed, up to
 ///    [`max_concurrency`](Orchestrator::max_concurrency) at a time.
 /// 3. A step sees its dependencies' results in its task text and through
@@ -212,7 +212,9 @@ impl Orchestrator {
     }
 
     /// Tools of the orchestrator itself: steps that name one of them run it directly even
-    /// without an agent, and rollback finds compensating tools here after the agent's own.
+    /// without an agent, and rollback finds compensating tools here after the agent's own. A
+    /// step routed to an agent whose tools are known cannot call them: it may name only the
+    /// agent's tools.
     pub fn tools(mut self, tools: ToolSet) -> Self {
         self.config_mut().tools.extend(&tools);
         self
@@ -410,6 +412,12 @@ impl Orchestrator {
     pub fn check(&self, plan: &Plan) -> Result<(), PlanError> {
         self.config.check(plan).map(drop)
     }
+
+    /// What plans run here may use: the registry's agents, the default agent and the
+    /// orchestrator's own tools. [`check`](Self::check) checks plans against it.
+    pub fn catalogue(&self) -> Catalogue {
+        self.config.catalogue()
+    }
 }
 
 fn ensure_runtime() -> Result<(), OrchestratorError> {
@@ -421,10 +429,7 @@ fn ensure_runtime() -> Result<(), OrchestratorError> {
 impl Config {
     /// Validates `plan` for these agents and tools and returns its dependency graph.
     pub(crate) fn check(&self, plan: &Plan) -> Result<Graph, PlanError> {
-        let (mut problems, graph) = validate::analyze(plan);
-        for step in &plan.steps {
-            self.check_step(step, &mut problems);
-        }
+        let (problems, graph) = self.catalogue().analyze(plan);
         if problems.is_empty() {
             Ok(graph)
         } else {
@@ -432,61 +437,11 @@ impl Config {
         }
     }
 
-    fn check_step(&self, step: &crate::plan::PlanStep, problems: &mut Vec<PlanProblem>) {
-        let agent = match &step.agent_name {
-            Some(name) => match self.registry.get(name) {
-                Some(agent) => Some(agent),
-                None => {
-                    problems.push(PlanProblem::UnknownAgent {
-                        step: step.id.clone(),
-                        agent: name.clone(),
-                    });
-                    return;
-                }
-            },
-            None => self.default_agent.as_ref(),
-        };
-        let own_tool = step
-            .tool_name
-            .as_deref()
-            .is_some_and(|t| self.tools.contains(t));
-        if agent.is_none() && !own_tool {
-            problems.push(PlanProblem::NoAgent {
-                step: step.id.clone(),
-            });
-            return;
-        }
-        let agent_tools = agent.and_then(|a| a.tools());
-        let tools_known = agent.is_none() || agent_tools.is_some();
-        let find = |name: &str| self.find_tool(agent.map(|a| &**a), name);
-        if let Some(tool_name) = &step.tool_name {
-            match find(tool_name) {
-                Some(tool) => {
-                    // The tool's own compensation is used unless the step overrides it.
-                    let default_comp = tool.spec().contract.compensating_tool.as_ref();
-                    let missing = default_comp.filter(|c| find(c).is_none());
-                    if let (None, Some(comp)) = (&step.compensate_tool, missing) {
-                        problems.push(PlanProblem::UnknownCompensatingTool {
-                            step: step.id.clone(),
-                            tool: comp.clone(),
-                        });
-                    }
-                }
-                None if tools_known => problems.push(PlanProblem::UnknownTool {
-                    step: step.id.clone(),
-                    agent: agent.map(|a| a.name().to_owned()),
-                    tool: tool_name.clone(),
-                }),
-                None => {}
-            }
-        }
-        if let Some(comp) = &step.compensate_tool {
-            if find(comp).is_none() {
-                problems.push(PlanProblem::UnknownCompensatingTool {
-                    step: step.id.clone(),
-                    tool: comp.clone(),
-                });
-            }
+    fn catalogue(&self) -> Catalogue {
+        let catalogue = Catalogue::from_registry(&self.registry).extra_tools(&self.tools);
+        match &self.default_agent {
+            Some(agent) => catalogue.default_agent(AgentInfo::of(&**agent)),
+            None => catalogue,
         }
     }
 

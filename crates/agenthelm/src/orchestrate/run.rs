@@ -19,7 +19,7 @@ use crate::exec::invoke::invoke;
 use crate::exec::StepContext;
 use crate::exec::{ActionPermit, EventSink};
 use crate::plan::graph::Graph;
-use crate::plan::resolve_templates;
+use crate::plan::{references_in, resolve_templates};
 use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::store::StoreError;
 use crate::tool::Tool;
@@ -364,7 +364,7 @@ impl Run {
     /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
     fn resolved_args(&mut self, i: usize) -> Value {
         let args = &self.plan.steps[i].args;
-        if !mentions_template(args) {
+        if references_in(args).is_empty() {
             return args.clone();
         }
         let plan = &self.plan;
@@ -591,16 +591,6 @@ async fn run_step(
             };
             (outcome, Some(result))
         }
-    }
-}
-
-/// Whether any string in `value` may hold a `{{...}}` reference.
-fn mentions_template(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains("{{"),
-        Value::Array(items) => items.iter().any(mentions_template),
-        Value::Object(map) => map.values().any(mentions_template),
-        _ => false,
     }
 }
 

@@ -129,6 +129,18 @@ pub enum PlanProblem {
         /// The compensating tool.
         tool: String,
     },
+    /// A step's `args` do not fit its tool's schema (checked only where arguments must fit,
+    /// as when planning: the orchestrator hands such a step to its agent instead).
+    InvalidArgs {
+        /// The step.
+        step: String,
+        /// The tool.
+        tool: String,
+        /// Where in `args`, like `items[2].name`; empty for `args` as a whole.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl fmt::Display for PlanProblem {
@@ -174,6 +186,18 @@ impl fmt::Display for PlanProblem {
                 f,
                 "step `{step}`: compensating tool `{tool}` is not available to its agent"
             ),
+            PlanProblem::InvalidArgs {
+                step,
+                tool,
+                path,
+                message,
+            } => match path.as_str() {
+                "" => write!(f, "step `{step}`: arguments for `{tool}`: {message}"),
+                _ => write!(
+                    f,
+                    "step `{step}`: arguments for `{tool}`: `{path}`: {message}"
+                ),
+            },
         }
     }
 }

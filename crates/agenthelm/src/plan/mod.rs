@@ -9,7 +9,7 @@
 //! plan.steps.push(PlanStep::new("c", "Combine").agent("writer").depends_on(["a", "b"]));
 //! plan.validate().unwrap();
 //!
-//! let ready: Vec<&str> = plan.get_ready_steps().iter().map(|s| s.id.as_str()).collect();
+//! let ready: Vec<&str> = plan.ready_steps().iter().map(|s| s.id.as_str()).collect();
 //! assert_eq!(ready, ["a", "b"]);
 //!
 //! let yaml = plan.to_yaml().unwrap();
@@ -23,8 +23,7 @@ mod template;
 pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
-pub(crate) use template::referenced_steps;
-pub use template::resolve_templates;
+pub use template::{references_in, resolve_templates, Reference, Segment, Template};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -243,7 +242,7 @@ impl Plan {
     }
 
     /// The pending steps whose dependencies have all completed, in plan order.
-    pub fn get_ready_steps(&self) -> Vec<&PlanStep> {
+    pub fn ready_steps(&self) -> Vec<&PlanStep> {
         let completed: std::collections::HashSet<&str> = self
             .steps
             .iter()
@@ -258,13 +257,28 @@ impl Plan {
     }
 
     /// The step with this id.
-    pub fn get_step(&self, id: &str) -> Option<&PlanStep> {
+    pub fn step(&self, id: &str) -> Option<&PlanStep> {
         self.steps.iter().find(|s| s.id == id)
     }
 
     /// The step with this id, to change.
-    pub fn get_step_mut(&mut self, id: &str) -> Option<&mut PlanStep> {
+    pub fn step_mut(&mut self, id: &str) -> Option<&mut PlanStep> {
         self.steps.iter_mut().find(|s| s.id == id)
+    }
+
+    /// The seed's name for [`ready_steps`](Self::ready_steps), kept for code written against it.
+    pub fn get_ready_steps(&self) -> Vec<&PlanStep> {
+        self.ready_steps()
+    }
+
+    /// The seed's name for [`step`](Self::step), kept for code written against it.
+    pub fn get_step(&self, id: &str) -> Option<&PlanStep> {
+        self.step(id)
+    }
+
+    /// The seed's name for [`step_mut`](Self::step_mut), kept for code written against it.
+    pub fn get_step_mut(&mut self, id: &str) -> Option<&mut PlanStep> {
+        self.step_mut(id)
     }
 
     /// Marks a step completed with its result.
@@ -285,7 +299,7 @@ impl Plan {
     }
 
     fn step_or_err(&mut self, id: &str) -> Result<&mut PlanStep, PlanError> {
-        self.get_step_mut(id)
+        self.step_mut(id)
             .ok_or_else(|| PlanError::UnknownStep(id.to_owned()))
     }
 

@@ -1,6 +1,232 @@
-//! `{{steps.<id>.result}}` and `{{result}}` references in step arguments.
+//! `{{steps.<id>.result}}` and `{{result}}` references in step arguments: the one place that
+//! knows their syntax. Everything else (resolution, validation, the planner's schema checks, the
+//! scheduler) works with the parsed form, [`Template`] and [`Reference`].
 
 use serde_json::Value;
+use std::fmt;
+
+const OPEN: &str = "{{";
+const CLOSE: &str = "}}";
+
+/// What a `{{ ... }}` placeholder refers to.
+///
+/// ```
+/// use agenthelm::plan::{Reference, Template};
+///
+/// let template = Template::parse("made {{ steps.create.result.id }} and {{result}}");
+/// let found: Vec<&Reference> = template.references().collect();
+/// assert_eq!(found, [
+///     &Reference::Step { id: "create", path: vec!["id"] },
+///     &Reference::OwnResult { path: vec![] },
+/// ]);
+/// assert_eq!(found[0].to_string(), "{{steps.create.result.id}}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Reference<'t> {
+    /// `{{steps.<id>.result}}`: the result of step `id`, then `path` into it (object keys and
+    /// array indexes, from `{{steps.<id>.result.a.0}}`).
+    Step {
+        /// The step's id.
+        id: &'t str,
+        /// Keys and indexes into the result.
+        path: Vec<&'t str>,
+    },
+    /// `{{result}}`: the step's own result (in `compensate_args`), then `path` into it.
+    OwnResult {
+        /// Keys and indexes into the result.
+        path: Vec<&'t str>,
+    },
+}
+
+impl<'t> Reference<'t> {
+    /// Reads the text between the braces, already trimmed: `steps.<id>.result[.path]` or
+    /// `result[.path]`. `None` for anything else.
+    fn parse(inner: &'t str) -> Option<Self> {
+        if let Some(rest) = inner.strip_prefix("steps.") {
+            let at = find_result_segment(rest)?;
+            let path = parse_path(&rest[at + ".result".len()..])?;
+            Some(Reference::Step {
+                id: &rest[..at],
+                path,
+            })
+        } else {
+            let path = parse_path(inner.strip_prefix("result")?)?;
+            Some(Reference::OwnResult { path })
+        }
+    }
+
+    /// The step id, for a reference to another step's result.
+    pub fn step_id(&self) -> Option<&'t str> {
+        match self {
+            Reference::Step { id, .. } => Some(id),
+            Reference::OwnResult { .. } => None,
+        }
+    }
+
+    /// The keys and indexes into the result.
+    pub fn path(&self) -> &[&'t str] {
+        match self {
+            Reference::Step { path, .. } | Reference::OwnResult { path } => path,
+        }
+    }
+}
+
+/// Writes the reference as a placeholder, the way plans spell it.
+impl fmt::Display for Reference<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(OPEN)?;
+        match self {
+            Reference::Step { id, .. } => write!(f, "steps.{id}.result")?,
+            Reference::OwnResult { .. } => f.write_str("result")?,
+        }
+        for key in self.path() {
+            write!(f, ".{key}")?;
+        }
+        f.write_str(CLOSE)
+    }
+}
+
+/// Where `.result` ends the step id: followed by the end or by a path. Ids may themselves hold
+/// `.result`, so the first such segment after a non-empty id wins.
+fn find_result_segment(rest: &str) -> Option<usize> {
+    rest.match_indices(".result").map(|(i, _)| i).find(|&i| {
+        let after = &rest[i + ".result".len()..];
+        i > 0 && (after.is_empty() || after.starts_with('.'))
+    })
+}
+
+/// `""` or `.key.0.other`.
+fn parse_path(rest: &str) -> Option<Vec<&str>> {
+    match rest {
+        "" => Some(Vec::new()),
+        _ => Some(rest.strip_prefix('.')?.split('.').collect()),
+    }
+}
+
+/// A piece of a string with placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment<'t> {
+    /// Plain text, kept as it is.
+    Text(&'t str),
+    /// A `{{ ... }}` placeholder.
+    Placeholder {
+        /// The placeholder as written, braces included.
+        raw: &'t str,
+        /// What it refers to; `None` when its content is not a reference (it is then left as
+        /// it is).
+        reference: Option<Reference<'t>>,
+    },
+}
+
+/// A string cut into plain text and `{{ ... }}` placeholders. Parsing never fails: an opening
+/// `{{` without a closing `}}` is plain text.
+///
+/// ```
+/// use agenthelm::plan::{Reference, Template};
+///
+/// let whole = Template::parse("{{steps.a.result}}");
+/// assert_eq!(whole.single_reference(), Some(&Reference::Step { id: "a", path: vec![] }));
+/// assert_eq!(Template::parse("id {{steps.a.result}}").single_reference(), None);
+/// assert_eq!(Template::parse("no braces {{ here").references().count(), 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template<'t> {
+    segments: Vec<Segment<'t>>,
+}
+
+impl<'t> Template<'t> {
+    /// Cuts `text` into its segments.
+    pub fn parse(text: &'t str) -> Self {
+        let mut segments = Vec::new();
+        let mut rest = text;
+        while let Some((before, raw, inner, after)) = next_placeholder(rest) {
+            if !before.is_empty() {
+                segments.push(Segment::Text(before));
+            }
+            segments.push(Segment::Placeholder {
+                raw,
+                reference: Reference::parse(inner),
+            });
+            rest = after;
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Text(rest));
+        }
+        Template { segments }
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> &[Segment<'t>] {
+        &self.segments
+    }
+
+    /// The references, in order (placeholders that are not references are left out).
+    pub fn references(&self) -> impl Iterator<Item = &Reference<'t>> + '_ {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Placeholder {
+                reference: Some(reference),
+                ..
+            } => Some(reference),
+            _ => None,
+        })
+    }
+
+    /// The reference, when the whole text is exactly one: such a string is replaced by the
+    /// referenced value itself, with its JSON type.
+    pub fn single_reference(&self) -> Option<&Reference<'t>> {
+        match self.segments.as_slice() {
+            [Segment::Placeholder {
+                reference: Some(reference),
+                ..
+            }] => Some(reference),
+            _ => None,
+        }
+    }
+}
+
+/// The text before the next placeholder, the placeholder, its trimmed content and the text
+/// after it.
+fn next_placeholder(text: &str) -> Option<(&str, &str, &str, &str)> {
+    let open = text.find(OPEN)?;
+    let content_start = open + OPEN.len();
+    let close = content_start + text[content_start..].find(CLOSE)?;
+    let end = close + CLOSE.len();
+    Some((
+        &text[..open],
+        &text[open..end],
+        text[content_start..close].trim(),
+        &text[end..],
+    ))
+}
+
+/// Every reference in the strings of `value` (object values and array items, at any depth).
+///
+/// ```
+/// use agenthelm::plan::{references_in, Reference};
+/// use serde_json::json;
+///
+/// let args = json!({"a": "{{steps.x.result}}", "b": [1, "see {{result.id}}"], "c": "{{nope}}"});
+/// assert_eq!(references_in(&args), [
+///     Reference::Step { id: "x", path: vec![] },
+///     Reference::OwnResult { path: vec!["id"] },
+/// ]);
+/// ```
+pub fn references_in(value: &Value) -> Vec<Reference<'_>> {
+    let mut found = Vec::new();
+    collect_references(value, &mut found);
+    found
+}
+
+fn collect_references<'v>(value: &'v Value, found: &mut Vec<Reference<'v>>) {
+    match value {
+        Value::String(text) if text.contains(OPEN) => {
+            found.extend(Template::parse(text).references().cloned());
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, found)),
+        Value::Object(map) => map.values().for_each(|v| collect_references(v, found)),
+        _ => {}
+    }
+}
 
 /// Fills the references in every string of `args`.
 ///
@@ -27,7 +253,16 @@ pub fn resolve_templates<'a>(
     own_result: Option<&Value>,
 ) -> Value {
     match args {
-        Value::String(text) if text.contains("{{") => resolve_text(text, step_result, own_result),
+        Value::String(text) if text.contains(OPEN) => {
+            let lookup = |reference: &Reference| -> Option<Value> {
+                let base = match reference {
+                    Reference::Step { id, .. } => step_result(id)?,
+                    Reference::OwnResult { .. } => own_result?,
+                };
+                follow(base, reference.path())
+            };
+            resolve_text(text, &lookup)
+        }
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -43,105 +278,23 @@ pub fn resolve_templates<'a>(
     }
 }
 
-/// The step ids a value refers to with `{{steps.<id>.result}}`.
-pub(crate) fn referenced_steps(args: &Value, out: &mut Vec<String>) {
-    match args {
-        Value::String(text) => {
-            for reference in references(text) {
-                if let Some((Source::Step(id), _)) = parse(reference.inner) {
-                    out.push(id.to_owned());
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| referenced_steps(v, out)),
-        Value::Object(map) => map.values().for_each(|v| referenced_steps(v, out)),
-        _ => {}
-    }
-}
-
-fn resolve_text<'a>(
-    text: &str,
-    step_result: &dyn Fn(&str) -> Option<&'a Value>,
-    own_result: Option<&Value>,
-) -> Value {
-    let lookup = |inner: &str| -> Option<Value> {
-        let (source, path) = parse(inner)?;
-        let base = match source {
-            Source::Step(id) => step_result(id)?,
-            Source::Own => own_result?,
-        };
-        follow(base, &path)
-    };
-    let refs = references(text);
-    if let [only] = refs.as_slice() {
-        if only.start == 0 && only.end == text.len() {
-            return lookup(only.inner).unwrap_or_else(|| Value::String(text.to_owned()));
-        }
+fn resolve_text(text: &str, lookup: &dyn Fn(&Reference) -> Option<Value>) -> Value {
+    let template = Template::parse(text);
+    if let Some(only) = template.single_reference() {
+        return lookup(only).unwrap_or_else(|| Value::String(text.to_owned()));
     }
     let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    for r in refs {
-        out.push_str(&text[last..r.start]);
-        match lookup(r.inner) {
-            Some(Value::String(s)) => out.push_str(&s),
-            Some(value) => out.push_str(&value.to_string()),
-            None => out.push_str(&text[r.start..r.end]),
+    for segment in template.segments() {
+        match segment {
+            Segment::Text(plain) => out.push_str(plain),
+            Segment::Placeholder { raw, reference } => match reference.as_ref().and_then(lookup) {
+                Some(Value::String(s)) => out.push_str(&s),
+                Some(value) => out.push_str(&value.to_string()),
+                None => out.push_str(raw),
+            },
         }
-        last = r.end;
     }
-    out.push_str(&text[last..]);
     Value::String(out)
-}
-
-struct Reference<'t> {
-    start: usize,
-    end: usize,
-    inner: &'t str,
-}
-
-fn references(text: &str) -> Vec<Reference<'_>> {
-    let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(open) = text[from..].find("{{").map(|i| i + from) {
-        let Some(close) = text[open + 2..].find("}}").map(|i| i + open + 2) else {
-            break;
-        };
-        found.push(Reference {
-            start: open,
-            end: close + 2,
-            inner: text[open + 2..close].trim(),
-        });
-        from = close + 2;
-    }
-    found
-}
-
-enum Source<'t> {
-    Step(&'t str),
-    Own,
-}
-
-/// `steps.<id>.result[.path]` or `result[.path]`.
-fn parse(inner: &str) -> Option<(Source<'_>, Vec<&str>)> {
-    let (source, rest) = if let Some(rest) = inner.strip_prefix("steps.") {
-        let at = find_result_segment(rest)?;
-        (Source::Step(&rest[..at]), &rest[at + ".result".len()..])
-    } else {
-        (Source::Own, inner.strip_prefix("result")?)
-    };
-    let path = match rest {
-        "" => Vec::new(),
-        _ => rest.strip_prefix('.')?.split('.').collect(),
-    };
-    Some((source, path))
-}
-
-/// Where `.result` ends the step id: followed by the end or by a path.
-fn find_result_segment(rest: &str) -> Option<usize> {
-    rest.match_indices(".result").map(|(i, _)| i).find(|&i| {
-        let after = &rest[i + ".result".len()..];
-        i > 0 && (after.is_empty() || after.starts_with('.'))
-    })
 }
 
 fn follow(base: &Value, path: &[&str]) -> Option<Value> {

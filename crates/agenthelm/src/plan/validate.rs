@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::graph::Graph;
-use super::referenced_steps;
-use super::{Plan, PlanProblem};
+use super::references_in;
+use super::{Plan, PlanProblem, Reference};
 
 /// Every structural problem of `plan`, and its dependency graph.
 pub(crate) fn analyze(plan: &Plan) -> (Vec<PlanProblem>, Graph) {
@@ -106,20 +106,18 @@ fn cycles(plan: &Plan, graph: &Graph) -> Vec<PlanProblem> {
 /// on, directly or through others.
 fn bad_references(plan: &Plan, graph: &Graph, index: &HashMap<&str, usize>) -> Vec<PlanProblem> {
     let mut problems = Vec::new();
-    let mut referenced = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
-        referenced.clear();
-        referenced_steps(&step.args, &mut referenced);
+        let mut referenced = references_in(&step.args);
         if let Some(args) = &step.compensate_args {
-            referenced_steps(args, &mut referenced);
+            referenced.extend(references_in(args));
         }
-        for target in referenced.drain(..) {
-            let known = index.get(target.as_str()).copied();
+        for target in referenced.iter().filter_map(Reference::step_id) {
+            let known = index.get(target).copied();
             let before = known.is_some_and(|t| graph.is_ancestor(i, t));
             if !before {
                 problems.push(PlanProblem::BadReference {
                     step: step.id.clone(),
-                    reference: target,
+                    reference: target.to_owned(),
                 });
             }
         }

@@ -35,6 +35,35 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The value the problem is about, inside `checked` (the value that was validated); `None`
+    /// when it is not there (a missing required field) or a key holds `.` or `[`.
+    ///
+    /// ```
+    /// use agenthelm::tool::schema;
+    /// use serde_json::json;
+    ///
+    /// let schema = json!({"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"}}}});
+    /// let args = json!({"xs": [1, "two"]});
+    /// let problems = schema::validate(&schema, &args);
+    /// assert_eq!(problems[0].path, "xs[1]");
+    /// assert_eq!(problems[0].locate(&args), Some(&json!("two")));
+    /// ```
+    pub fn locate<'v>(&self, checked: &'v Value) -> Option<&'v Value> {
+        let mut value = checked;
+        for segment in self.path.split('.').filter(|s| !s.is_empty()) {
+            let (key, indexes) = segment.split_at(segment.find('[').unwrap_or(segment.len()));
+            if !key.is_empty() {
+                value = value.get(key)?;
+            }
+            for index in indexes.split(']').filter_map(|s| s.strip_prefix('[')) {
+                value = value.get(index.parse::<usize>().ok()?)?;
+            }
+        }
+        Some(value)
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
