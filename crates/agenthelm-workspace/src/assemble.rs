@@ -218,11 +218,14 @@ impl<'w> Assembly<'w> {
     /// direct tool calls need none), the default agent, and as its own tools every command tool
     /// and the compensating tools of the agents' MCP tools, so rollback can reach them.
     ///
-    /// Everything else (store, approval, rollback, concurrency) is the caller's to set.
+    /// The workspace's `rollback:` mode is applied; everything else (store, approval, whether to
+    /// roll back, concurrency) is the caller's to set.
     pub async fn orchestrator(&self) -> Result<Orchestrator, WorkspaceError> {
         let registry = self.registry(ModelNeed::OnDemand).await?;
         // After the registry: it includes the compensations of the agents' MCP tools.
-        let mut orchestrator = Orchestrator::new(registry).tools(self.orchestrator_tools());
+        let mut orchestrator = Orchestrator::new(registry)
+            .tools(self.orchestrator_tools())
+            .rollback_mode(self.workspace.config.rollback.unwrap_or_default());
         if let Some(name) = &self.workspace.config.default_agent {
             orchestrator = orchestrator.default_agent(self.agent(name, ModelNeed::OnDemand).await?);
         }

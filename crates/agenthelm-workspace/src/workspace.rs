@@ -2,7 +2,7 @@
 //! mistake in it an error naming the file, line and key.
 
 use agenthelm::mcp::McpServerConfig;
-use agenthelm::ToolContract;
+use agenthelm::{RollbackMode, ToolContract};
 use serde::de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -40,6 +40,10 @@ pub struct WorkspaceConfig {
     /// Where runs are kept (default: SQLite at `.agenthelm/agenthelm.db`).
     #[serde(default, deserialize_with = "store_setting")]
     pub store: Option<StoreConfig>,
+    /// How a failed run is undone: `sequential` (the default) or `parallel`. A plan file's own
+    /// `rollback:` wins.
+    #[serde(default)]
+    pub rollback: Option<RollbackMode>,
 }
 
 /// The run store: `store: path/to/runs.db` (SQLite), or `store: {backend: sqlite|jsonl, path: ...}`.

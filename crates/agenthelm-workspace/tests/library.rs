@@ -3,46 +3,13 @@
 
 use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
 use agenthelm::{Plan, PlanStep, StepStatus, ToolContract};
+use agenthelm_test_support::TempDir;
 use agenthelm_workspace::{
     open_store, Assembly, CommandTool, ModelNeed, UserConfig, Workspace, WorkspaceError,
 };
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// A folder under the system's temp folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "agenthelm-workspace-{name}-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let file = self.0.join(name);
-        std::fs::write(&file, text).unwrap();
-        file
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn fastrand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
-}
 
 const WORKSPACE: &str = "\
 model: openai/test-model
@@ -73,10 +40,10 @@ tools:
 async fn a_workspace_from_a_folder_becomes_a_registry_and_an_orchestrator() {
     let dir = TempDir::new("load");
     dir.write("agenthelm.yaml", WORKSPACE);
-    std::fs::create_dir_all(dir.0.join("sub/deeper")).unwrap();
-    let file = agenthelm_workspace::discover(&dir.0.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+    let file = agenthelm_workspace::discover(&dir.path().join("sub/deeper")).unwrap();
     let workspace = Workspace::load(&file).unwrap();
-    assert_eq!(workspace.dir, std::path::absolute(&dir.0).unwrap());
+    assert_eq!(workspace.dir, std::path::absolute(dir.path()).unwrap());
 
     let shout = &workspace.config.tools["shout"];
     assert_eq!(
@@ -279,13 +246,13 @@ async fn a_command_tool_that_times_out_is_killed_with_its_whole_group() {
             "-c",
             "sleep 1000 >/dev/null 2>&1 & echo $! > grandchild.pid; wait",
         ],
-        &dir.0,
+        dir.path(),
     );
     let info = call_info();
     let call = tool.call(json!({}), &info);
     let outcome = tokio::time::timeout(Duration::from_secs(2), call).await;
     assert!(outcome.is_err(), "the tool returned: {outcome:?}");
-    let pid = std::fs::read_to_string(dir.0.join("grandchild.pid")).unwrap();
+    let pid = std::fs::read_to_string(dir.path().join("grandchild.pid")).unwrap();
     assert!(
         stops_running(&pid),
         "grandchild {} still runs after the timeout",
@@ -298,7 +265,7 @@ async fn a_command_tool_that_returns_leaves_nothing_running() {
     let dir = TempDir::new("leftover");
     let tool = command(
         &["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"],
-        &dir.0,
+        dir.path(),
     );
     let pid = tool.call(json!({}), &call_info()).await.unwrap();
     let pid = pid.as_u64().unwrap().to_string();
@@ -309,7 +276,7 @@ async fn a_command_tool_that_returns_leaves_nothing_running() {
 async fn command_tools_get_arguments_on_stdin_and_ids_in_the_environment() {
     let dir = TempDir::new("env");
     let script = r#"printf '{"stdin": %s, "key": "%s", "run": "%s", "step": "%s"}' "$(cat)" "$AGENTHELM_IDEMPOTENCY_KEY" "$AGENTHELM_RUN_ID" "$AGENTHELM_STEP_ID""#;
-    let tool = command(&["sh", "-c", script], &dir.0);
+    let tool = command(&["sh", "-c", script], dir.path());
     let out = tool
         .call(json!({"text": "a \"quoted\" $HOME"}), &call_info())
         .await
@@ -332,14 +299,14 @@ async fn command_tool_failures_say_what_went_wrong() {
         ToolError::Failed(message) => message,
         other => panic!("{other:?}"),
     };
-    let garbage = command(&["sh", "-c", r"printf 'ok \377'"], &dir.0);
+    let garbage = command(&["sh", "-c", r"printf 'ok \377'"], dir.path());
     let error = failed(garbage.call(json!({}), &call_info()).await.unwrap_err());
     assert_eq!(
         error,
         "tool `cmd`: printed output that is not UTF-8 text (invalid byte at offset 3)"
     );
 
-    let killed = command(&["sh", "-c", "kill -TERM $$"], &dir.0);
+    let killed = command(&["sh", "-c", "kill -TERM $$"], dir.path());
     let error = failed(killed.call(json!({}), &call_info()).await.unwrap_err());
     assert_eq!(
         error,
@@ -353,7 +320,7 @@ async fn command_tool_failures_say_what_went_wrong() {
             "-c",
             "head -c 3000000 /dev/zero | tr '\\0' x >&2; exit 4",
         ],
-        &dir.0,
+        dir.path(),
     );
     let error = failed(flood.call(json!({}), &call_info()).await.unwrap_err());
     assert!(
@@ -366,10 +333,84 @@ async fn command_tool_failures_say_what_went_wrong() {
         error.len()
     );
 
-    let missing = command(&["./no-such-tool.sh"], &dir.0);
+    let missing = command(&["./no-such-tool.sh"], dir.path());
     let error = failed(missing.call(json!({}), &call_info()).await.unwrap_err());
     assert!(
         error.starts_with("tool `cmd`: cannot start `") && error.contains("no-such-tool.sh"),
         "{error}"
     );
+}
+
+/// Two bookings whose cancellations each wait (up to 3 s) for the other to have begun: both are
+/// undone only when they run at the same time. `pay` fails, so both are rolled back.
+const MEETING_WORKSPACE: &str = r#"
+tools:
+  book:
+    command: [python3, -c, "import json,sys; print(json.dumps(json.load(sys.stdin)))"]
+    compensating_tool: cancel
+  cancel:
+    command:
+      - python3
+      - -c
+      - |
+        import json, os, sys, time
+        args = json.load(sys.stdin)
+        open(args["me"], "w").close()
+        for _ in range(60):
+            if os.path.exists(args["other"]):
+                sys.exit(0)
+            time.sleep(0.05)
+        sys.exit("the other cancellation never began")
+  pay:
+    command: [sh, -c, "exit 3"]
+"#;
+
+async fn roll_back_two_bookings(mode: Option<&str>) -> agenthelm::RunResult {
+    let dir = TempDir::new("rollback-mode");
+    let text = match mode {
+        Some(mode) => format!("rollback: {mode}\n{MEETING_WORKSPACE}"),
+        None => MEETING_WORKSPACE.to_owned(),
+    };
+    dir.write("agenthelm.yaml", &text);
+    let workspace = Workspace::load(&dir.path().join("agenthelm.yaml")).unwrap();
+    let assembly = Assembly::new(&workspace, &UserConfig::default(), None);
+    let orchestrator = assembly.orchestrator().await.unwrap();
+    let marker = |name: &str| dir.path().join(name).display().to_string();
+    let mut plan = Plan::new("meet");
+    for (id, me, other) in [("a", "a.began", "b.began"), ("b", "b.began", "a.began")] {
+        plan.steps.push(
+            PlanStep::new(id, "book")
+                .tool("book")
+                .args(json!({"me": marker(me), "other": marker(other)})),
+        );
+    }
+    plan.steps.push(
+        PlanStep::new("pay", "pay")
+            .tool("pay")
+            .depends_on(["a", "b"]),
+    );
+    plan.approved = true;
+    orchestrator.execute(&mut plan).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_workspace_rollback_mode_reaches_the_orchestrator() {
+    let parallel = roll_back_two_bookings(Some("parallel")).await;
+    let rollback = parallel.rollback.unwrap();
+    assert!(rollback.fully_undone(), "{rollback:?}");
+    assert_eq!(rollback.compensated.len(), 2);
+
+    // The default is sequential: the first cancellation waits for the second in vain.
+    let sequential = roll_back_two_bookings(None).await;
+    let rollback = sequential.rollback.unwrap();
+    assert_eq!(rollback.failed.len(), 1, "{rollback:?}");
+}
+
+#[test]
+fn a_bad_rollback_mode_names_its_line() {
+    let dir = TempDir::new("bad-rollback");
+    let file = dir.write("agenthelm.yaml", "tools: {}\nrollback: sideways\n");
+    let error = Workspace::load(&file).unwrap_err().to_string();
+    assert!(error.contains("agenthelm.yaml:2"), "{error}");
+    assert!(error.contains("rollback"), "{error}");
 }
