@@ -11,8 +11,8 @@ mod usage;
 
 pub use effect::Effect;
 pub use state::{
-    began_ms, ApprovalRecord, CompensationState, Interruption, LedgerEntry, Resume, Rollback,
-    RunEnd, RunState, StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
+    began_ms, ApprovalRecord, CompensationState, Interruption, LedgerEntry, LlmCallRecord, Resume,
+    Rollback, RunEnd, RunState, StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
 };
 pub use usage::Usage;
 

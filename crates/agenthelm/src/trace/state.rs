@@ -44,6 +44,7 @@ pub struct RunState {
     undo_order: Vec<usize>,
     rollback: Option<Rollback>,
     usage: Usage,
+    llm_calls: Vec<LlmCallRecord>,
     tool_calls: Vec<ToolCallRecord>,
     approvals: Vec<ApprovalRecord>,
     resumes: Vec<Resume>,
@@ -141,6 +142,27 @@ impl Rollback {
     }
 }
 
+/// A call to a language model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmCallRecord {
+    /// The step it belongs to, if any.
+    pub step: Option<usize>,
+    /// The model that answered.
+    pub model: String,
+    /// Tokens read and written.
+    pub tokens: crate::lm::TokenUsage,
+    /// Its price, when known.
+    pub cost_usd: Option<f64>,
+    /// Time from request to answer.
+    pub latency_ms: f64,
+    /// Tool calls the answer asked for.
+    pub tool_calls: usize,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// When it ended, in ms since the epoch.
+    pub at_ms: u64,
+}
+
 /// A tool call after its last attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCallRecord {
@@ -152,6 +174,8 @@ pub struct ToolCallRecord {
     pub tool: String,
     /// Doing or undoing work.
     pub purpose: CallPurpose,
+    /// Its output, when it succeeded.
+    pub output: Option<Value>,
     /// Its error, when it failed.
     pub error: Option<String>,
     /// Attempts made.
@@ -262,6 +286,7 @@ impl RunState {
             undo_order: Vec::new(),
             rollback: None,
             usage: Usage::default(),
+            llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             approvals: Vec::new(),
             resumes: Vec::new(),
@@ -317,15 +342,7 @@ impl RunState {
                 _,
             ) => self.finish_run(*success, *duration_ms, at),
             (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
-            (
-                EventKind::LlmCall {
-                    usage,
-                    cost_usd,
-                    error,
-                    ..
-                },
-                _,
-            ) => self.usage.add_call(*usage, *cost_usd, error.is_some()),
+            (EventKind::LlmCall { .. }, _) => self.llm_call(&event.kind, step, at),
             (EventKind::ToolCall { .. }, _) => self.tool_call(&event.kind, step, at),
             (
                 EventKind::Approval {
@@ -493,10 +510,36 @@ impl RunState {
         });
     }
 
+    fn llm_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
+        let EventKind::LlmCall {
+            model,
+            usage,
+            cost_usd,
+            latency_ms,
+            tool_calls,
+            error,
+        } = kind
+        else {
+            return;
+        };
+        self.usage.add_call(*usage, *cost_usd, error.is_some());
+        self.llm_calls.push(LlmCallRecord {
+            step,
+            model: model.clone(),
+            tokens: *usage,
+            cost_usd: *cost_usd,
+            latency_ms: *latency_ms,
+            tool_calls: *tool_calls,
+            error: error.clone(),
+            at_ms,
+        });
+    }
+
     fn tool_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
         let EventKind::ToolCall {
             call_id,
             tool,
+            output,
             error,
             attempts,
             duration_ms,
@@ -517,6 +560,7 @@ impl RunState {
             call_id: call_id.clone(),
             tool: tool.clone(),
             purpose: *purpose,
+            output: output.clone(),
             error: error.clone(),
             attempts: *attempts,
             duration_ms: *duration_ms,
@@ -681,6 +725,11 @@ impl RunState {
     /// Tokens, cost and model calls.
     pub fn usage(&self) -> &Usage {
         &self.usage
+    }
+
+    /// Model calls, in the order they ended.
+    pub fn llm_calls(&self) -> &[LlmCallRecord] {
+        &self.llm_calls
     }
 
     /// Tool calls, in the order they ended.
