@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use super::wire::{
     nanos, nanos_before, span_id_of, trace_id_of, AttributeValue, Span, SpanKind, SpanStatus,
 };
-use crate::plan::StepStatus;
-use crate::trace::{CallPurpose, Event, EventKind};
+use crate::plan::{Plan, StepStatus};
+use crate::trace::{CallPurpose, Event, EventKind, RunState};
 
 /// The spans of the runs in `events` (usually one finished run's events, oldest first): one
 /// root span per run, a span per step under it, and a span per LLM call, tool call and
@@ -65,6 +65,9 @@ struct TraceBuilder<'e> {
     first_ms: u64,
     last_ms: u64,
     run: RunFacts<'e>,
+    /// The run's state, built from the same events as the spans: the root's totals and each
+    /// step's final status come from it.
+    state: RunState,
 }
 
 /// What the root span says about the run.
@@ -73,14 +76,6 @@ struct RunFacts<'e> {
     run_id: Option<&'e str>,
     agent: Option<&'e str>,
     attributes: Vec<(String, AttributeValue)>,
-    started_ms: Option<u64>,
-    finished_ms: Option<u64>,
-    success: Option<bool>,
-    first_failure: Option<String>,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: f64,
-    resumes: usize,
 }
 
 impl<'e> TraceBuilder<'e> {
@@ -108,13 +103,17 @@ impl<'e> TraceBuilder<'e> {
                 agent,
                 ..RunFacts::default()
             },
+            // Without the plan: the steps are those the events name.
+            state: RunState::new(&Plan::new(String::new())),
         }
     }
 
     fn build(mut self, events: &[&'e Event]) -> Vec<Span> {
         for event in events {
+            self.state.apply(event);
             self.read(event);
         }
+        self.settle_steps();
         let mut spans = Vec::with_capacity(self.spans.len() + 1);
         spans.push(self.root());
         spans.extend(self.spans);
@@ -126,16 +125,10 @@ impl<'e> TraceBuilder<'e> {
         let run = &mut self.run;
         match &event.kind {
             EventKind::RunStarted { goal, steps } => {
-                run.started_ms.get_or_insert(event.timestamp_ms);
                 run.attributes
                     .push(("agenthelm.goal".into(), goal.as_str().into()));
                 run.attributes
                     .push(("agenthelm.steps".into(), (*steps).into()));
-            }
-            EventKind::RunResumed { .. } => run.resumes += 1,
-            EventKind::RunFinished { success, .. } => {
-                run.finished_ms = Some(event.timestamp_ms);
-                run.success = Some(*success);
             }
             EventKind::RollbackStarted { steps } => {
                 run.attributes
@@ -190,7 +183,11 @@ impl<'e> TraceBuilder<'e> {
                     (false, None) => SpanStatus::Error("the compensation failed".into()),
                 };
             }
-            EventKind::Approval { .. } | EventKind::Effect { .. } | EventKind::Note { .. } => {}
+            EventKind::RunResumed { .. }
+            | EventKind::RunFinished { .. }
+            | EventKind::Approval { .. }
+            | EventKind::Effect { .. }
+            | EventKind::Note { .. } => {}
         }
     }
 
@@ -280,11 +277,7 @@ impl<'e> TraceBuilder<'e> {
         span.attributes
             .push(("agenthelm.duration_ms".into(), duration_ms.into()));
         if status == StepStatus::Failed {
-            let message = error.unwrap_or("the step failed").to_owned();
-            self.run
-                .first_failure
-                .get_or_insert_with(|| format!("step `{id}` failed: {message}"));
-            span.status = SpanStatus::Error(message);
+            span.status = SpanStatus::Error(error.unwrap_or("the step failed").to_owned());
         }
     }
 
@@ -301,9 +294,6 @@ impl<'e> TraceBuilder<'e> {
             return;
         };
         self.calls += 1;
-        self.run.input_tokens += usage.input_tokens;
-        self.run.output_tokens += usage.output_tokens;
-        self.run.cost_usd += cost_usd.unwrap_or(0.0);
         let mut span = self.span(
             &format!("llm#{}", self.calls),
             self.parent_of(event.step_id.as_deref()),
@@ -412,6 +402,53 @@ impl<'e> TraceBuilder<'e> {
         self.spans.push(span);
     }
 
+    /// The root's attributes that total the run, from its state.
+    fn run_totals(&self, success: Option<bool>) -> Vec<(String, AttributeValue)> {
+        let usage = self.state.usage();
+        let mut attributes = Vec::new();
+        if let Some(success) = success {
+            attributes.push(("agenthelm.run.success".into(), success.into()));
+        }
+        attributes.push((
+            "agenthelm.usage.input_tokens".into(),
+            usage.tokens.input_tokens.into(),
+        ));
+        attributes.push((
+            "agenthelm.usage.output_tokens".into(),
+            usage.tokens.output_tokens.into(),
+        ));
+        attributes.push(("agenthelm.cost_usd".into(), usage.cost_usd.into()));
+        attributes.push((
+            "agenthelm.cost_incomplete".into(),
+            usage.cost_incomplete().into(),
+        ));
+        let resumes = self.state.resumes().len();
+        if resumes > 0 {
+            attributes.push(("agenthelm.run.resumed".into(), resumes.into()));
+        }
+        attributes
+    }
+
+    /// Gives each step's latest span the step's final status (a completed step may since have
+    /// been compensated, a pending one skipped) and how many times it was started.
+    fn settle_steps(&mut self) {
+        for record in self.state.steps() {
+            let Some(&(index, _)) = self.steps.get(&*record.id) else {
+                continue;
+            };
+            let attributes = &mut self.spans[index].attributes;
+            attributes.retain(|(key, _)| key != "agenthelm.step.status");
+            attributes.push((
+                "agenthelm.step.status".into(),
+                record.status.as_str().into(),
+            ));
+            attributes.push((
+                "agenthelm.step.attempts".into(),
+                u64::from(record.attempts).into(),
+            ));
+        }
+    }
+
     /// The run's span: from its start (or its earliest child) to its end (or its latest).
     fn root(&mut self) -> Span {
         let run = std::mem::take(&mut self.run);
@@ -419,14 +456,16 @@ impl<'e> TraceBuilder<'e> {
             .spans
             .iter()
             .map(|s| s.start_unix_nano)
-            .chain([nanos(run.started_ms.unwrap_or(self.first_ms))])
+            .chain([nanos(self.state.started_ms().unwrap_or(self.first_ms))])
             .min()
             .unwrap_or(0);
         let end = self
             .spans
             .iter()
             .map(|s| s.end_unix_nano)
-            .chain([nanos(run.finished_ms.unwrap_or(self.last_ms))])
+            .chain([nanos(
+                self.state.end().map_or(self.last_ms, |end| end.at_ms),
+            )])
             .max()
             .unwrap_or(start);
         let mut attributes: Vec<(String, AttributeValue)> = Vec::new();
@@ -442,25 +481,13 @@ impl<'e> TraceBuilder<'e> {
             (None, None) => "agenthelm.events".to_owned(),
         };
         attributes.extend(run.attributes);
-        if let Some(success) = run.success {
-            attributes.push(("agenthelm.run.success".into(), success.into()));
-        }
-        attributes.push((
-            "agenthelm.usage.input_tokens".into(),
-            run.input_tokens.into(),
-        ));
-        attributes.push((
-            "agenthelm.usage.output_tokens".into(),
-            run.output_tokens.into(),
-        ));
-        attributes.push(("agenthelm.cost_usd".into(), run.cost_usd.into()));
-        if run.resumes > 0 {
-            attributes.push(("agenthelm.run.resumed".into(), run.resumes.into()));
-        }
-        let status = match run.success {
+        let success = self.state.end().map(|end| end.success);
+        attributes.extend(self.run_totals(success));
+        let status = match success {
             Some(false) => SpanStatus::Error(
-                run.first_failure
-                    .unwrap_or_else(|| "the run failed".to_owned()),
+                self.state
+                    .stop_reason()
+                    .map_or_else(|| "the run failed".to_owned(), |stop| stop.to_string()),
             ),
             _ => SpanStatus::Unset,
         };
