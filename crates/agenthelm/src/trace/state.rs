@@ -775,3 +775,326 @@ pub fn began_ms(event: &Event) -> u64 {
     };
     event.timestamp_ms.saturating_sub(took)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::TokenUsage;
+    use crate::plan::PlanStep;
+    use serde_json::json;
+
+    fn at(step: Option<&str>, ms: u64, kind: EventKind) -> Event {
+        Event {
+            timestamp_ms: ms,
+            run_id: Some(Arc::from("run-1")),
+            step_id: step.map(Arc::from),
+            agent: step.map(|_| Arc::from("clerk")),
+            kind,
+        }
+    }
+
+    fn effect(call_id: &str, in_progress: bool) -> Effect {
+        Effect {
+            call_id: call_id.into(),
+            tool: "create".into(),
+            args: json!({}),
+            result: None,
+            compensating_tool: Some("delete".into()),
+            in_progress,
+        }
+    }
+
+    /// One event of every kind, in an order a real run could write them.
+    fn every_kind() -> Vec<Event> {
+        let a = Some("a");
+        vec![
+            at(
+                None,
+                1,
+                EventKind::RunStarted {
+                    goal: "g".into(),
+                    steps: 2,
+                },
+            ),
+            at(
+                a,
+                2,
+                EventKind::StepStarted {
+                    direct_tool: Some("create".into()),
+                },
+            ),
+            at(
+                a,
+                3,
+                EventKind::Approval {
+                    call_id: "a#1".into(),
+                    tool: "create".into(),
+                    approved: true,
+                    reason: None,
+                },
+            ),
+            at(
+                a,
+                4,
+                EventKind::Effect {
+                    effect: effect("a#1", true),
+                },
+            ),
+            at(
+                a,
+                5,
+                EventKind::Effect {
+                    effect: effect("a#1", false),
+                },
+            ),
+            at(
+                a,
+                6,
+                EventKind::ToolCall {
+                    call_id: "a#1".into(),
+                    tool: "create".into(),
+                    args: json!({}),
+                    output: Some(json!("x")),
+                    error: None,
+                    attempts: 1,
+                    duration_ms: 1.0,
+                    purpose: CallPurpose::Execute,
+                },
+            ),
+            at(
+                a,
+                7,
+                EventKind::LlmCall {
+                    model: "m".into(),
+                    usage: TokenUsage::new(3, 2),
+                    cost_usd: None,
+                    latency_ms: 1.0,
+                    tool_calls: 0,
+                    error: Some("boom".into()),
+                },
+            ),
+            at(
+                a,
+                8,
+                EventKind::StepFinished {
+                    status: StepStatus::Completed,
+                    result: Some(json!("x")),
+                    duration_ms: 6.0,
+                    error: None,
+                },
+            ),
+            at(
+                None,
+                9,
+                EventKind::RunResumed {
+                    interrupted: vec![],
+                },
+            ),
+            at(Some("b"), 10, EventKind::StepStarted { direct_tool: None }),
+            at(
+                Some("b"),
+                11,
+                EventKind::StepFinished {
+                    status: StepStatus::Failed,
+                    result: None,
+                    duration_ms: 1.0,
+                    error: Some("no".into()),
+                },
+            ),
+            at(
+                None,
+                12,
+                EventKind::RollbackStarted {
+                    steps: vec!["a".into()],
+                },
+            ),
+            at(
+                a,
+                13,
+                EventKind::CompensationStarted {
+                    action: 0,
+                    tool: "delete".into(),
+                    args: json!({}),
+                },
+            ),
+            at(
+                a,
+                14,
+                EventKind::CompensationFinished {
+                    action: 0,
+                    tool: "delete".into(),
+                    success: true,
+                    error: None,
+                },
+            ),
+            at(
+                None,
+                15,
+                EventKind::Note {
+                    message: "n".into(),
+                },
+            ),
+            at(
+                None,
+                16,
+                EventKind::RunFinished {
+                    success: false,
+                    duration_ms: 15.0,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_event_kind_is_applied() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let mut state = RunState::new(&plan);
+        for event in every_kind() {
+            state.apply(&event);
+            let a = &state.steps()[0];
+            // No wildcard: a new kind does not compile until it is handled here (and in apply).
+            match &event.kind {
+                EventKind::RunStarted { .. } => assert!(state.started()),
+                EventKind::StepStarted { .. } => {
+                    let s = state.step(event.step_id.as_deref().unwrap()).unwrap();
+                    assert_eq!((s.status, s.attempts), (StepStatus::Running, 1));
+                }
+                EventKind::Approval { .. } => assert_eq!(state.approvals().len(), 1),
+                EventKind::Effect { effect } => {
+                    assert_eq!(a.effects.len(), 1, "the outcome replaces the intent");
+                    assert_eq!(a.effects[0].in_progress, effect.in_progress);
+                }
+                EventKind::ToolCall { .. } => assert_eq!(state.tool_calls().len(), 1),
+                EventKind::LlmCall { .. } => {
+                    let usage = state.usage();
+                    assert_eq!((usage.calls, usage.failed_calls), (1, 1));
+                    assert!(
+                        usage.cost_incomplete(),
+                        "a failed unpriced call is unpriced"
+                    );
+                }
+                EventKind::StepFinished { status, .. } => {
+                    let s = state.step(event.step_id.as_deref().unwrap()).unwrap();
+                    assert_eq!(s.status, *status);
+                }
+                EventKind::RunResumed { .. } => assert_eq!(state.resumes().len(), 1),
+                EventKind::RollbackStarted { steps } => {
+                    assert_eq!(&state.rollback().unwrap().order, steps);
+                    assert!(matches!(
+                        state.stop_reason(),
+                        Some(StopReason::StepFailed { .. })
+                    ));
+                }
+                EventKind::CompensationStarted { .. } => {
+                    let entry = state.rollback().unwrap().entry(0, 0).unwrap();
+                    assert_eq!(entry.state, CompensationState::Started);
+                }
+                EventKind::CompensationFinished { .. } => {
+                    assert_eq!(a.status, StepStatus::Compensated);
+                }
+                EventKind::Note { .. } => assert_eq!(state.steps().len(), 2),
+                EventKind::RunFinished { success, .. } => {
+                    assert_eq!(state.end().map(|e| e.success), Some(*success));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interrupted_steps_run_again_or_fail_as_the_resume_event_says() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let entries = vec![
+            Interruption {
+                step: "a".into(),
+                rerun: true,
+            }
+            .to_entry(),
+            Interruption {
+                step: "b".into(),
+                rerun: false,
+            }
+            .to_entry(),
+        ];
+        let state = RunState::replay(
+            &plan,
+            &[
+                at(Some("a"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(Some("b"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(
+                    Some("b"),
+                    2,
+                    EventKind::Effect {
+                        effect: effect("b#1", false),
+                    },
+                ),
+                at(
+                    None,
+                    3,
+                    EventKind::RunResumed {
+                        interrupted: entries,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(state.steps()[0].status, StepStatus::Pending);
+        assert_eq!(state.steps()[1].status, StepStatus::Failed);
+        assert_eq!(state.steps()[1].error.as_deref(), Some(INTERRUPTED_ERROR));
+        let undo: Vec<usize> = state.undo_log().map(|(i, _)| i).collect();
+        assert_eq!(undo, vec![1]);
+        assert_eq!(state.resumes()[0].interrupted.len(), 2);
+    }
+
+    #[test]
+    fn a_step_with_an_effect_that_cannot_be_undone_is_never_compensated() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        let mut lasting = effect("a#2", false);
+        lasting.compensating_tool = None;
+        let state = RunState::replay(
+            &plan,
+            &[
+                at(Some("a"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(
+                    Some("a"),
+                    2,
+                    EventKind::Effect {
+                        effect: effect("a#1", false),
+                    },
+                ),
+                at(Some("a"), 2, EventKind::Effect { effect: lasting }),
+                at(
+                    Some("a"),
+                    3,
+                    EventKind::StepFinished {
+                        status: StepStatus::Completed,
+                        result: None,
+                        duration_ms: 1.0,
+                        error: None,
+                    },
+                ),
+                at(
+                    None,
+                    4,
+                    EventKind::RollbackStarted {
+                        steps: vec!["a".into()],
+                    },
+                ),
+                at(
+                    Some("a"),
+                    5,
+                    EventKind::CompensationFinished {
+                        action: 0,
+                        tool: "delete".into(),
+                        success: true,
+                        error: None,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(state.steps()[0].status, StepStatus::Completed);
+    }
+}
