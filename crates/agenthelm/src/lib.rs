@@ -73,7 +73,7 @@ pub use orchestrate::{
 };
 pub use plan::{Plan, PlanError, PlanStep, RollbackMode, StepStatus};
 pub use tool::{FnTool, RetryPolicy, Tool, ToolContract, ToolError, ToolSet, ToolSpec};
-pub use trace::{Event, EventKind};
+pub use trace::{Event, EventKind, RunState};
 
 /// Everything a program using AgentHelm usually needs, in one import.
 pub mod prelude {

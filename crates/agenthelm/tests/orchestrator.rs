@@ -1048,9 +1048,16 @@ async fn a_user_agents_events_and_usage_join_the_run() {
         result.events.push(Event::new(EventKind::Note {
             message: "thinking".into(),
         }));
-        result.token_usage = TokenUsage::new(10, 2);
-        result.total_cost_usd = 0.25;
-        result.iterations = 1;
+        // A run's usage is what its record holds: an agent that calls a model itself reports
+        // the call as an event, which the run's totals (and every view of the run) count.
+        result.events.push(Event::new(EventKind::LlmCall {
+            model: "own/model".into(),
+            usage: TokenUsage::new(10, 2),
+            cost_usd: Some(0.25),
+            latency_ms: 1.0,
+            tool_calls: 0,
+            error: None,
+        }));
         result
     });
     let orchestrator = Orchestrator::new(registry_with(vec![agent]));

@@ -1,7 +1,8 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
 use agenthelm::store::{RunSummary, StoredRun};
-use agenthelm::{EventKind, StepStatus, TokenUsage};
+use agenthelm::trace::{CompensationState, LedgerEntry};
+use agenthelm::{RunState, TokenUsage};
 use anyhow::Context;
 use serde::Serialize;
 
@@ -43,7 +44,7 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
 }
 
 /// How a run ended, in one word.
-fn state(summary: &RunSummary) -> &'static str {
+fn run_state(summary: &RunSummary) -> &'static str {
     match summary.success {
         Some(true) => "succeeded",
         Some(false) => "failed",
@@ -59,9 +60,9 @@ fn list_table(runs: &[RunSummary], palette: Palette) -> String {
     table.set_header(["run", "started", "state", "steps", "goal"]);
     for run in runs {
         let state = match run.success {
-            Some(true) => palette.ok(state(run)),
-            Some(false) => palette.bad(state(run)),
-            None => palette.warn(state(run)),
+            Some(true) => palette.ok(run_state(run)),
+            Some(false) => palette.bad(run_state(run)),
+            None => palette.warn(run_state(run)),
         };
         table.add_row([
             run.run_id.clone(),
@@ -90,6 +91,8 @@ struct Digest {
     token_usage: TokenUsage,
     total_cost_usd: f64,
     unpriced_calls: u32,
+    /// Some model call has no price: `total_cost_usd` is a lower bound.
+    cost_incomplete: bool,
     events: usize,
 }
 
@@ -114,122 +117,63 @@ struct UndoLine {
     error: Option<String>,
 }
 
+impl UndoLine {
+    fn of(state: &RunState, entry: &LedgerEntry) -> UndoLine {
+        let (success, error) = match &entry.state {
+            CompensationState::Started => (None, None),
+            CompensationState::Done => (Some(true), None),
+            CompensationState::Failed(error) => (Some(false), Some(error.clone())),
+        };
+        UndoLine {
+            step: state.steps()[entry.step].id.to_string(),
+            tool: entry.tool.clone(),
+            success,
+            error,
+        }
+    }
+}
+
 impl Digest {
+    /// The digest of `stored`, read from its replayed [`RunState`].
     fn of(stored: &StoredRun) -> Digest {
         let summary = &stored.summary;
-        let mut steps: Vec<StepLine> = stored
+        let state = RunState::replay(&stored.plan, &stored.events);
+        let steps = stored
             .plan
             .steps
             .iter()
-            .map(|s| StepLine {
-                id: s.id.clone(),
-                status: StepStatus::Pending.to_string(),
-                agent: s.agent_name.clone(),
-                tool: s.tool_name.clone(),
-                attempts: 0,
-                duration_ms: None,
-                error: None,
+            .zip(state.steps())
+            .map(|(planned, record)| StepLine {
+                id: planned.id.clone(),
+                status: record.status.to_string(),
+                agent: record.agent.as_deref().map(str::to_owned),
+                tool: record.direct_tool.clone().or(planned.tool_name.clone()),
+                attempts: record.attempts as usize,
+                duration_ms: record.duration_ms,
+                error: record.error.clone(),
             })
             .collect();
-        let mut digest = Digest {
+        let rollback = state.rollback().map_or(&[][..], |r| &r.ledger);
+        let usage = state.usage();
+        Digest {
             run_id: summary.run_id.clone(),
             goal: summary.goal.clone(),
-            state: state(summary),
+            state: run_state(summary),
             started: format_ms(summary.started_ms),
             finished: summary.finished_ms.map(format_ms),
             error: summary.error.clone(),
-            resumes: 0,
-            steps: Vec::new(),
-            rollback: Vec::new(),
-            token_usage: TokenUsage::default(),
-            total_cost_usd: 0.0,
-            unpriced_calls: 0,
+            resumes: state.resumes().len(),
+            steps,
+            rollback: rollback
+                .iter()
+                .map(|entry| UndoLine::of(&state, entry))
+                .collect(),
+            token_usage: usage.tokens,
+            total_cost_usd: usage.cost_usd,
+            unpriced_calls: usage.unpriced_calls,
+            cost_incomplete: usage.cost_incomplete(),
             events: stored.events.len(),
-        };
-        for event in &stored.events {
-            let step = event
-                .step_id
-                .as_deref()
-                .and_then(|id| steps.iter_mut().find(|s| s.id == id));
-            match (&event.kind, step) {
-                (EventKind::RunResumed { .. }, _) => digest.resumes += 1,
-                (EventKind::StepStarted { direct_tool }, Some(step)) => {
-                    step.status = StepStatus::Running.to_string();
-                    step.attempts += 1;
-                    if let Some(agent) = &event.agent {
-                        step.agent = Some(agent.to_string());
-                    }
-                    step.tool = direct_tool.clone().or(step.tool.take());
-                }
-                (
-                    EventKind::StepFinished {
-                        status,
-                        duration_ms,
-                        error,
-                        ..
-                    },
-                    Some(step),
-                ) => {
-                    step.status = status.to_string();
-                    step.duration_ms = Some(*duration_ms);
-                    step.error = error.clone();
-                }
-                (EventKind::CompensationStarted { tool, .. }, Some(step)) => {
-                    digest.rollback.push(UndoLine {
-                        step: step.id.clone(),
-                        tool: tool.clone(),
-                        success: None,
-                        error: None,
-                    });
-                }
-                (
-                    EventKind::CompensationFinished {
-                        tool,
-                        success,
-                        error,
-                        ..
-                    },
-                    Some(step),
-                ) => {
-                    let open = digest
-                        .rollback
-                        .iter()
-                        .rposition(|u| u.step == step.id && u.tool == *tool && u.success.is_none());
-                    let line = UndoLine {
-                        step: step.id.clone(),
-                        tool: tool.clone(),
-                        success: Some(*success),
-                        error: error.clone(),
-                    };
-                    match open {
-                        Some(i) => digest.rollback[i] = line,
-                        None => digest.rollback.push(line),
-                    }
-                    if *success {
-                        step.status = StepStatus::Compensated.to_string();
-                    }
-                }
-                (
-                    EventKind::LlmCall {
-                        usage,
-                        cost_usd,
-                        error,
-                        ..
-                    },
-                    _,
-                ) => {
-                    digest.token_usage += *usage;
-                    match cost_usd {
-                        Some(cost) => digest.total_cost_usd += cost,
-                        None if error.is_none() => digest.unpriced_calls += 1,
-                        None => {}
-                    }
-                }
-                _ => {}
-            }
         }
-        digest.steps = steps;
-        digest
     }
 
     fn render(&self, palette: Palette) -> String {

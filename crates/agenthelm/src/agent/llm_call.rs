@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use super::{AgentResult, StepContext};
 use crate::lm::{Completion, CompletionRequest, Lm, LmError};
-use crate::trace::EventKind;
+use crate::trace::{EventKind, Usage};
 
-/// Sends `request` to `lm`, adds the call's tokens and cost (or one unpriced call) to `result`,
+/// Sends `request` to `lm`, adds the call's tokens and cost (or one unpriced call, counted as
+/// [`Usage`] counts it everywhere) to `result`,
 /// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx`.
 pub(crate) async fn ask_model(
     lm: &Lm,
@@ -22,12 +23,9 @@ pub(crate) async fn ask_model(
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
         Err(_) => (Default::default(), None, 0, String::new()),
     };
-    result.token_usage += usage;
-    match cost_usd {
-        Some(cost) => result.total_cost_usd += cost,
-        None if outcome.is_ok() => result.unpriced_calls += 1,
-        None => {}
-    }
+    let mut call = Usage::default();
+    call.add_call(usage, cost_usd, outcome.is_err());
+    result.add_priced(&call);
     ctx.emit(EventKind::LlmCall {
         model: if model.is_empty() {
             lm.model_id().to_owned()

@@ -1,7 +1,7 @@
 use serde::Serialize;
 
 use crate::lm::TokenUsage;
-use crate::trace::Event;
+use crate::trace::{Event, Usage};
 
 /// The outcome of an agent's task (or of one plan step given to an agent).
 ///
@@ -53,6 +53,14 @@ impl AgentResult {
             error: Some(error.into()),
             ..Self::default()
         }
+    }
+
+    /// Adds the tokens, cost and unpriced calls of `usage` (not its calls: an agent counts its
+    /// own iterations).
+    pub fn add_priced(&mut self, usage: &Usage) {
+        self.token_usage += usage.tokens;
+        self.total_cost_usd += usage.cost_usd;
+        self.unpriced_calls += usage.unpriced_calls;
     }
 
     /// Adds another result's usage, cost and model calls to this one.

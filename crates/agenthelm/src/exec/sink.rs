@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::{RunStore, StoreError};
-use crate::trace::Event;
+use crate::trace::{Event, RunState};
 
 /// A function that sees each event as it is recorded.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -28,6 +28,8 @@ struct Inner {
     events: Mutex<Vec<Event>>,
     observers: Vec<Observer>,
     journal: Option<Journal>,
+    /// The run's state, when the sink records a plan run: every event is applied to it.
+    state: Option<Mutex<RunState>>,
 }
 
 struct Journal {
@@ -58,6 +60,26 @@ impl EventSink {
     /// [`flush`](Self::flush). After a failed write nothing more is written; see
     /// [`journal_error`](Self::journal_error).
     pub fn journaled(observers: Vec<Observer>, journal: Option<Arc<dyn RunStore>>) -> Self {
+        Self::build(observers, journal, None)
+    }
+
+    /// A journaled sink (see [`journaled`](Self::journaled)) that also applies every event to
+    /// `state`, the run's [`RunState`]: the same code that replays a journal, so the live state
+    /// and the state rebuilt from the journal are the same. Read it with
+    /// [`state`](Self::state).
+    pub fn for_run(
+        observers: Vec<Observer>,
+        journal: Option<Arc<dyn RunStore>>,
+        state: RunState,
+    ) -> Self {
+        Self::build(observers, journal, Some(state))
+    }
+
+    fn build(
+        observers: Vec<Observer>,
+        journal: Option<Arc<dyn RunStore>>,
+        state: Option<RunState>,
+    ) -> Self {
         EventSink {
             inner: Arc::new(Inner {
                 events: Mutex::new(Vec::new()),
@@ -68,6 +90,7 @@ impl EventSink {
                     failed: AtomicBool::new(false),
                     error: Mutex::new(None),
                 }),
+                state: state.map(Mutex::new),
             }),
         }
     }
@@ -77,9 +100,15 @@ impl EventSink {
     /// An observer that panics misses that event and nothing else happens: a bug in a progress
     /// display must not stop a run half-way, before its rollback.
     pub fn emit(&self, event: Event) {
-        if let Some(journal) = &self.inner.journal {
-            lock(&journal.pending).push(event.clone());
+        // Held while the state applies the event, so the state sees events in journal order.
+        let mut pending = self.inner.journal.as_ref().map(|j| lock(&j.pending));
+        if let Some(pending) = pending.as_mut() {
+            pending.push(event.clone());
         }
+        if let Some(state) = &self.inner.state {
+            lock(state).apply(&event);
+        }
+        drop(pending);
         for observer in &self.inner.observers {
             // An observer that panics loses its view of this event, not the event.
             let _ = catch_unwind(AssertUnwindSafe(|| observer(&event)));
@@ -120,6 +149,11 @@ impl EventSink {
     pub fn before_action(&self) -> Result<ActionPermit, JournalError> {
         self.flush()?;
         Ok(ActionPermit { _private: () })
+    }
+
+    /// Reads the run's state (`None` for a sink made without one, see [`for_run`](Self::for_run)).
+    pub fn state<R>(&self, read: impl FnOnce(&RunState) -> R) -> Option<R> {
+        self.inner.state.as_ref().map(|state| read(&lock(state)))
     }
 
     /// The first journal write that failed, if any.

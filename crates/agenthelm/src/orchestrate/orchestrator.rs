@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::cancel::CancelToken;
 use super::resume::{recover, InterruptedSteps};
-use super::run::{new_run_id, Run, Start};
+use super::run::{new_run_id, Run};
 use super::RunResult;
 use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
@@ -14,7 +14,7 @@ use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, RollbackMode};
 use crate::store::{RunStore, StoreError};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
-use crate::trace::Event;
+use crate::trace::{Event, EventKind, RunState};
 
 /// Runs approved plans: routes each step to its agent, runs independent steps at the same time,
 /// and undoes completed work with compensating tools when a step fails.
@@ -303,7 +303,14 @@ impl Orchestrator {
                 .map_err(OrchestratorError::NotRecorded)?;
         }
         let owned = std::mem::replace(plan, Plan::new(String::new()));
-        let (finished, result) = self.run(run_id, graph, cancel, Start::Fresh(owned)).await;
+        let state = RunState::new(&owned);
+        let opening = EventKind::RunStarted {
+            goal: owned.goal.clone(),
+            steps: owned.steps.len(),
+        };
+        let (finished, result) = self
+            .run(run_id, graph, cancel, (owned, state, opening))
+            .await;
         *plan = finished;
         result
     }
@@ -341,8 +348,8 @@ impl Orchestrator {
             });
         }
         let graph = self.config.check(&stored.plan)?;
-        let recovered = recover(stored.plan, &stored.events, self.config.interrupted);
-        if let Some(success) = recovered.finished {
+        let recovered = recover(&stored.plan, &stored.events, self.config.interrupted);
+        if let Some(success) = recovered.state.end().map(|end| end.success) {
             // The journal has the end, but the process stopped before the run list did: record it.
             let error = (!success).then_some("the run failed (its end was recorded on resume)");
             store
@@ -353,29 +360,34 @@ impl Orchestrator {
                 success,
             });
         }
-        let start = Start::Resumed(Box::new(recovered));
+        let opening = EventKind::RunResumed {
+            interrupted: recovered.interrupted,
+        };
+        let start = (stored.plan, recovered.state, opening);
         let (plan, result) = self.run(Arc::from(run_id), graph, cancel, start).await;
         result.map(|result| (plan, result))
     }
 
     /// Runs on a task of its own (see [`execute`](Self::execute)) and records the end. The plan
-    /// comes back in its latest state even when the store failed.
+    /// comes back in its latest state even when the store failed. `start` is the plan as the
+    /// run began, its state so far and the event that opens this part of the run.
     async fn run(
         &self,
         run_id: Arc<str>,
         graph: Graph,
         cancel: CancelToken,
-        start: Start,
+        (plan, state, opening): (Plan, RunState, EventKind),
     ) -> (Plan, Result<RunResult, OrchestratorError>) {
         let config = &self.config;
-        let sink = EventSink::journaled(config.observers.clone(), config.store.clone());
+        let sink = EventSink::for_run(config.observers.clone(), config.store.clone(), state);
         let run = Run::new(
             Arc::clone(config),
             Arc::clone(&run_id),
             sink,
             graph,
             cancel,
-            start,
+            plan,
+            opening,
         );
         let (plan, result, halted_by) = match tokio::spawn(run.execute()).await {
             Ok(finished) => finished,

@@ -12,7 +12,6 @@ use tokio::task::JoinSet;
 use super::cancel::CancelToken;
 use super::orchestrator::Config;
 use super::outcome::{RollbackReport, RunResult, StepOutcome};
-use super::resume::Recovered;
 use super::rollback::{self, Progress, Undo};
 use crate::agent::{Agent, AgentResult, StepTask};
 use crate::exec::invoke::invoke;
@@ -24,8 +23,8 @@ use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::store::StoreError;
 use crate::tool::Tool;
 use crate::tool::{check_args, panic_message};
-use crate::trace::Effect;
-use crate::trace::{now_ms, CallPurpose, Event, EventKind};
+use crate::trace::{now_ms, CallPurpose, CompensationState, Event, EventKind};
+use crate::trace::{RunState, StopReason};
 
 /// How a step is carried out.
 enum Dispatch {
@@ -50,20 +49,21 @@ struct Running {
     started: Instant,
 }
 
-/// What the report needs to know about a step beyond the plan's own state.
-#[derive(Default)]
-struct StepRecord {
-    direct_tool: Option<String>,
-    duration_ms: f64,
-}
-
+/// A run of a plan, fresh or resumed: the same path for both. Its state (the [`RunState`] its
+/// sink applies every event to) says where it stands; the scheduler keeps only what it needs to
+/// decide what runs next.
 pub(super) struct Run {
     orch: Arc<Config>,
+    /// The plan, with each step's status, result and error kept current for templates and the
+    /// caller.
     plan: Plan,
     cancel: CancelToken,
     graph: Graph,
     run_id: Arc<str>,
+    /// Records events and holds the run's state.
     sink: EventSink,
+    /// `run_started`, or `run_resumed` with the decision about the interrupted steps.
+    opening: Option<EventKind>,
     /// Shared copies of agent names, so events do not copy strings.
     agent_names: HashMap<String, Arc<str>>,
     /// Step positions by id, built on first use (only `{{steps.<id>.result}}` needs it).
@@ -71,143 +71,103 @@ pub(super) struct Run {
     waiting: Vec<usize>,
     ready: VecDeque<usize>,
     running: Vec<Option<Running>>,
-    records: Vec<StepRecord>,
-    /// Steps with work to undo, in the order they finished.
-    undo_log: Vec<Undo>,
-    totals: RunResult,
-    /// The first failure: the step (`None` when the run was cancelled) and its error.
-    failure: Option<(Option<String>, String)>,
-    /// Compensations already done or in doubt, for a resumed run.
-    progress: Progress,
+    /// Why the run is stopping, once something went wrong (or it was cancelled).
+    stop: Option<StopReason>,
     /// The journal could not be written: the run stopped where it was.
     halted: Option<StoreError>,
-    /// For a resumed run: what happened to the steps that were running when it stopped.
-    resumed: Option<Vec<String>>,
-    /// Effects of interrupted attempts of steps that run again (see `Recovered::carried`).
-    carried: HashMap<usize, Vec<Effect>>,
-}
-
-/// Where a run begins: a fresh plan, or the state a journal recorded.
-pub(super) enum Start {
-    Fresh(Plan),
-    Resumed(Box<Recovered>),
+    rollback: Option<RollbackReport>,
 }
 
 impl Run {
+    /// A run of `plan` whose `sink` holds the run's state so far (a fresh [`RunState`] over the
+    /// plan, or one replayed from its journal) and that begins by recording `opening`.
     pub(super) fn new(
         orch: Arc<Config>,
         run_id: Arc<str>,
         sink: EventSink,
         graph: Graph,
         cancel: CancelToken,
-        start: Start,
+        plan: Plan,
+        opening: EventKind,
     ) -> Self {
-        let (mut plan, recovered) = match start {
-            Start::Fresh(plan) => (plan, None),
-            Start::Resumed(mut recovered) => {
-                let plan = std::mem::replace(&mut recovered.plan, Plan::new(String::new()));
-                (plan, Some(*recovered))
-            }
-        };
-        if recovered.is_none() {
-            for step in plan.steps.iter_mut() {
-                if step.status != StepStatus::Completed {
-                    step.status = StepStatus::Pending;
-                    step.result = None;
-                    step.error = None;
-                }
-            }
-        }
         let n = plan.steps.len();
-        let waiting: Vec<usize> = (0..n)
-            .map(|i| {
-                let deps = graph.deps(i);
-                deps.iter()
-                    .filter(|&&d| plan.steps[d].status != StepStatus::Completed)
-                    .count()
-            })
-            .collect();
-        let ready = (0..n)
-            .filter(|&i| waiting[i] == 0 && plan.steps[i].status == StepStatus::Pending)
-            .collect();
         let agent_names = orch
             .registry
             .agents()
             .chain(orch.default_agent.as_ref())
             .map(|a| (a.name().to_owned(), Arc::from(a.name())))
             .collect();
-        let (undo_log, failure, progress, totals, resumed, carried) = match recovered {
-            Some(r) => (
-                r.undo_log,
-                r.failure,
-                Progress {
-                    done: r.actions_done,
-                    uncertain: r.actions_uncertain,
-                },
-                r.totals,
-                Some(r.interrupted),
-                r.carried,
-            ),
-            // Steps the plan already had completed belong to this saga too: undone last.
-            None => (
-                (0..n)
-                    .filter(|&i| plan.steps[i].status == StepStatus::Completed)
-                    .map(|step| Undo {
-                        step,
-                        effects: Vec::new(),
-                    })
-                    .collect(),
-                None,
-                Progress::default(),
-                RunResult::default(),
-                None,
-                HashMap::new(),
-            ),
-        };
         Run {
             sink,
             orch,
             cancel,
             graph,
             run_id,
+            opening: Some(opening),
             agent_names,
             index: None,
-            waiting,
-            ready,
+            waiting: Vec::new(),
+            ready: VecDeque::new(),
             running: (0..n).map(|_| None).collect(),
-            records: (0..n).map(|_| StepRecord::default()).collect(),
             plan,
-            undo_log,
-            totals,
-            failure,
-            progress,
+            stop: None,
             halted: None,
-            resumed,
-            carried,
+            rollback: None,
         }
+    }
+
+    /// Takes each step's status, result and error from the run's state and queues the steps
+    /// that can start.
+    fn prepare(&mut self) {
+        let plan = &mut self.plan;
+        self.stop = self
+            .sink
+            .state(|state| {
+                for (step, record) in plan.steps.iter_mut().zip(state.steps()) {
+                    step.status = record.status;
+                    step.result.clone_from(&record.result);
+                    step.error.clone_from(&record.error);
+                }
+                state.stop_reason()
+            })
+            .flatten();
+        let plan = &self.plan;
+        let graph = &self.graph;
+        self.waiting = (0..plan.steps.len())
+            .map(|i| {
+                graph
+                    .deps(i)
+                    .iter()
+                    .filter(|&&d| plan.steps[d].status != StepStatus::Completed)
+                    .count()
+            })
+            .collect();
+        let waiting = &self.waiting;
+        self.ready = (0..plan.steps.len())
+            .filter(|&i| waiting[i] == 0 && plan.steps[i].status == StepStatus::Pending)
+            .collect();
     }
 
     /// Runs the plan to its end (or until its journal fails) and gives it back with the result.
     pub(super) async fn execute(mut self) -> (Plan, RunResult, Option<StoreError>) {
         let started = Instant::now();
-        match self.resumed.take() {
-            Some(interrupted) => self.emit(EventKind::RunResumed { interrupted }),
-            None => self.emit(EventKind::RunStarted {
-                goal: self.plan.goal.clone(),
-                steps: self.plan.steps.len(),
-            }),
+        if let Some(opening) = self.opening.take() {
+            self.emit(opening);
         }
         self.halted = self.sink.flush().err();
+        self.prepare();
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         // Set once, at the first failure: the grace period must not restart each time another
         // running step finishes.
         let mut grace_deadline = None;
         loop {
-            if self.failure.is_none() && self.cancel.is_cancelled() {
-                self.failure = Some((None, "the run was cancelled".to_owned()));
+            if self.stop.is_none() && self.cancel.is_cancelled() {
+                self.stop = Some(StopReason::Stopped {
+                    reason: "the run was cancelled".to_owned(),
+                });
             }
-            while self.failure.is_none() && self.halted.is_none() && tasks.len() < limit {
+            while self.stop.is_none() && self.halted.is_none() && tasks.len() < limit {
                 let Some(i) = self.ready.pop_front() else {
                     break;
                 };
@@ -221,7 +181,7 @@ impl Run {
                 while tasks.join_next().await.is_some() {}
                 break;
             }
-            let next = if self.failure.is_some() {
+            let next = if self.stop.is_some() {
                 let deadline = *grace_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + self.orch.grace);
                 self.join_within_grace(&mut tasks, deadline).await
@@ -243,17 +203,8 @@ impl Run {
             self.cancel_stragglers();
             self.skip_unstarted();
         }
-        if self.failure.is_some() && self.orch.rollback && self.halted.is_none() {
-            // Interrupted attempts whose steps never ran again still have effects to undo;
-            // they happened first, so they are undone last.
-            let mut undo: Vec<Undo> = std::mem::take(&mut self.carried)
-                .into_iter()
-                .filter(|(_, effects)| !effects.is_empty())
-                .map(|(step, effects)| Undo { step, effects })
-                .collect();
-            undo.sort_by_key(|u| u.step);
-            undo.append(&mut self.undo_log);
-            let progress = std::mem::take(&mut self.progress);
+        if self.stop.is_some() && self.orch.rollback && self.halted.is_none() {
+            let (undo, progress) = self.sink.state(saga_of).unwrap_or_default();
             let report = rollback::run(
                 &self.orch,
                 &mut self.plan,
@@ -263,7 +214,7 @@ impl Run {
                 progress,
             )
             .await;
-            self.totals.rollback = Some(report);
+            self.rollback = Some(report);
             self.halted = self.sink.journal_error();
         }
         self.report(started)
@@ -329,7 +280,6 @@ impl Run {
             }
         };
         self.plan.steps[i].status = StepStatus::Running;
-        self.records[i].direct_tool = direct_tool;
         let started = Instant::now();
         self.running[i] = Some(Running {
             ctx: Arc::clone(&ctx),
@@ -348,17 +298,6 @@ impl Run {
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
             }
         })
-    }
-
-    /// `effects` of step `i`, after those of an interrupted earlier attempt that the new attempt
-    /// did not record again (same call id: the same piece of work).
-    fn with_carried(&mut self, i: usize, effects: Vec<Effect>) -> Vec<Effect> {
-        let Some(mut earlier) = self.carried.remove(&i) else {
-            return effects;
-        };
-        earlier.retain(|old| effects.iter().all(|new| new.call_id != old.call_id));
-        earlier.extend(effects);
-        earlier
     }
 
     /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
@@ -385,14 +324,11 @@ impl Run {
         let Some(running) = self.running[i].take() else {
             return;
         };
-        let effects = self.with_carried(i, running.ctx.take_effects());
         if let Some(result) = &finished.agent_result {
-            self.totals.add_usage(result);
             for event in &result.events {
                 self.record_agent_event(&running.ctx, event.clone());
             }
         }
-        self.records[i].duration_ms = finished.duration_ms;
         let (status, result, error) = match finished.outcome {
             Ok(value) => (StepStatus::Completed, Some(value), None),
             Err(error) => (StepStatus::Failed, None, Some(error)),
@@ -407,18 +343,15 @@ impl Run {
         step.status = status;
         step.result = result;
         step.error = error;
-        if status == StepStatus::Completed || !effects.is_empty() {
-            self.undo_log.push(Undo { step: i, effects });
-        }
         if let Some(e) = self.sink.journal_error() {
             self.halted = Some(e);
             return;
         }
         if status == StepStatus::Failed {
-            if self.failure.is_none() {
-                let error = step.error.clone().unwrap_or_default();
-                self.failure = Some((Some(step.id.clone()), error));
-            }
+            let error = step.error.clone().unwrap_or_default();
+            let step = step.id.clone();
+            self.stop
+                .get_or_insert(StopReason::StepFailed { step, error });
             return;
         }
         for &d in self.graph.dependents(i) {
@@ -432,8 +365,8 @@ impl Run {
     /// Steps still running when the grace period ended were aborted: they failed, and whatever
     /// they had already done is kept for rollback.
     fn cancel_stragglers(&mut self) {
-        let cause = match &self.failure {
-            Some((Some(step), _)) => format!("step `{step}` failed"),
+        let cause = match &self.stop {
+            Some(StopReason::StepFailed { step, .. }) => format!("step `{step}` failed"),
             _ => "the run was cancelled".to_owned(),
         };
         for i in 0..self.running.len() {
@@ -444,15 +377,10 @@ impl Run {
                 "cancelled: still running {:.1}s after {cause}",
                 self.orch.grace.as_secs_f64()
             );
-            let effects = self.with_carried(i, running.ctx.take_effects());
-            if !effects.is_empty() {
-                self.undo_log.push(Undo { step: i, effects });
-            }
             let step = &mut self.plan.steps[i];
             step.status = StepStatus::Failed;
             step.error = Some(error.clone());
             let duration_ms = running.started.elapsed().as_secs_f64() * 1e3;
-            self.records[i].duration_ms = duration_ms;
             running.ctx.emit(EventKind::StepFinished {
                 status: StepStatus::Failed,
                 result: None,
@@ -471,7 +399,7 @@ impl Run {
     }
 
     fn report(mut self, started: Instant) -> (Plan, RunResult, Option<StoreError>) {
-        let success = self.failure.is_none() && self.halted.is_none() && self.plan.success();
+        let success = self.stop.is_none() && self.halted.is_none() && self.plan.success();
         if self.halted.is_none() {
             self.emit(EventKind::RunFinished {
                 success,
@@ -480,23 +408,14 @@ impl Run {
             self.halted = self.sink.flush().err();
         }
         let orch = &self.orch;
-        let mut result = self.totals;
+        let plan = &self.plan;
+        let mut result = self
+            .sink
+            .state(|state| totals_of(orch, plan, state))
+            .unwrap_or_default();
         result.success = success;
         result.run_id = Some(self.run_id.to_string());
-        result.steps = self
-            .plan
-            .steps
-            .iter()
-            .zip(self.records)
-            .map(|(step, record)| StepOutcome {
-                id: step.id.clone(),
-                status: step.status,
-                agent: orch.agent_for(step).map(|a| a.name().to_owned()),
-                direct_tool: record.direct_tool,
-                duration_ms: record.duration_ms,
-                error: step.error.clone(),
-            })
-            .collect();
+        result.rollback = self.rollback.take();
         result.events = self.sink.take();
         if success {
             result.answer = Some(final_answer(&self.plan, &self.graph));
@@ -505,10 +424,7 @@ impl Run {
                 "the run stopped because its journal could not be written ({e}); resume it once the store works"
             ));
         } else {
-            result.error = Some(failure_text(
-                self.failure.as_ref(),
-                result.rollback.as_ref(),
-            ));
+            result.error = Some(failure_text(self.stop.as_ref(), result.rollback.as_ref()));
         }
         (self.plan, result, self.halted)
     }
@@ -619,13 +535,66 @@ fn final_answer(plan: &Plan, graph: &Graph) -> String {
     }
 }
 
-fn failure_text(
-    failure: Option<&(Option<String>, String)>,
-    rollback: Option<&RollbackReport>,
-) -> String {
-    let mut text = match failure {
-        Some((Some(step), error)) => format!("step `{step}` failed: {error}"),
-        Some((None, error)) => error.clone(),
+/// What rollback has to undo and what a run before a restart already undid, from the state.
+fn saga_of(state: &RunState) -> (Vec<Undo>, Progress) {
+    let undo = state
+        .undo_log()
+        .map(|(step, record)| Undo {
+            step,
+            effects: record.effects.clone(),
+        })
+        .collect();
+    let mut progress = Progress::default();
+    for entry in state.rollback().map_or(&[][..], |r| &r.ledger) {
+        let key = (entry.step, entry.action);
+        match entry.state {
+            CompensationState::Started => {
+                progress.uncertain.insert(key);
+            }
+            CompensationState::Done => {
+                progress.done.insert(key, true);
+            }
+            CompensationState::Failed(_) => {
+                progress.done.insert(key, false);
+            }
+        }
+    }
+    (undo, progress)
+}
+
+/// The run's usage and per-step outcomes, from its state.
+fn totals_of(orch: &Config, plan: &Plan, state: &RunState) -> RunResult {
+    let usage = state.usage();
+    let steps = plan
+        .steps
+        .iter()
+        .zip(state.steps())
+        .map(|(step, record)| StepOutcome {
+            id: step.id.clone(),
+            status: record.status,
+            agent: record
+                .agent
+                .as_deref()
+                .map(str::to_owned)
+                .or_else(|| orch.agent_for(step).map(|a| a.name().to_owned())),
+            direct_tool: record.direct_tool.clone(),
+            duration_ms: record.duration_ms.unwrap_or(0.0),
+            error: record.error.clone(),
+        })
+        .collect();
+    RunResult {
+        token_usage: usage.tokens,
+        total_cost_usd: usage.cost_usd,
+        unpriced_calls: usage.unpriced_calls,
+        iterations: usage.calls,
+        steps,
+        ..RunResult::default()
+    }
+}
+
+fn failure_text(stop: Option<&StopReason>, rollback: Option<&RollbackReport>) -> String {
+    let mut text = match stop {
+        Some(stop) => stop.to_string(),
         None => "the plan did not complete".to_owned(),
     };
     if let Some(report) = rollback {

@@ -1,17 +1,18 @@
 //! What the page shows, derived from a stored run: each step's final status, the bars of the
 //! timeline, totals and the rollback outcome.
 //!
-//! The stored plan is the plan as it was when the run began, so step statuses come from the
-//! events: `step_started`, `step_finished` and the compensations of the rollback.
-
-use std::collections::HashMap;
+//! Everything here is read from the run's [`RunState`], replayed from its journal: the page
+//! tells what every other view of the run tells.
 
 use super::escape::truncate;
 use super::time_format::duration;
 use crate::lm::TokenUsage;
 use crate::plan::{PlanStep, StepStatus};
 use crate::store::StoredRun;
-use crate::trace::{CallPurpose, Event, EventKind};
+use crate::trace::{
+    CallPurpose, CompensationState, LedgerEntry, LlmCallRecord, RunState, StepRecord,
+    ToolCallRecord,
+};
 
 /// How the run as a whole ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,43 +108,53 @@ pub(crate) struct RunView<'a> {
 
 impl<'a> RunView<'a> {
     pub fn new(run: &'a StoredRun) -> Self {
+        let state = RunState::replay(&run.plan, &run.events);
         // The axis starts at the earliest moment on record: a call's event is written when it
         // ends, so a planner's call before the run's first event starts earlier than it.
-        let origin_ms = run
-            .events
-            .iter()
-            .map(began_ms)
-            .min()
+        let origin_ms = state
+            .earliest_ms()
             .map_or(run.summary.started_ms, |t| t.min(run.summary.started_ms));
-        let mut reader = Reader {
-            index: run
-                .plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.id.as_str(), i))
-                .collect(),
-            view: RunView {
-                run,
-                steps: run.plan.steps.iter().map(StepView::planned).collect(),
-                bars: Vec::new(),
-                outcome: RunOutcome::Unfinished,
-                span_ms: 0.0,
-                usage: TokenUsage::default(),
-                cost_usd: 0.0,
-                cost_incomplete: false,
-                llm_calls: 0,
-                tool_calls: 0,
-                rollback: None,
-            },
-            compensating: HashMap::new(),
-            origin_ms,
-            last_ms: 0.0,
-        };
-        for event in &run.events {
-            reader.read(event);
+        let since = |ms: u64| ms.saturating_sub(origin_ms) as f64;
+        let mut last_ms = state.latest_ms().map_or(0.0, since);
+        if let Some(finished) = run.summary.finished_ms {
+            last_ms = last_ms.max(since(finished));
         }
-        reader.finish()
+        let outcome = match (state.end(), run.summary.success) {
+            (Some(end), _) => outcome(end.success),
+            (None, Some(success)) => outcome(success),
+            (None, None) => RunOutcome::Unfinished,
+        };
+        let steps: Vec<StepView<'a>> = run
+            .plan
+            .steps
+            .iter()
+            .zip(state.steps())
+            .map(|(step, record)| StepView::of(step, record, outcome, &since))
+            .collect();
+        let usage = state.usage();
+        let mut view = RunView {
+            run,
+            bars: Vec::new(),
+            outcome,
+            span_ms: 0.0,
+            usage: usage.tokens,
+            cost_usd: usage.cost_usd,
+            cost_incomplete: usage.cost_incomplete(),
+            llm_calls: state.llm_calls().len(),
+            tool_calls: state.tool_calls().len(),
+            rollback: state.rollback().map(|r| Rollback {
+                order: r.order.clone(),
+                actions: r
+                    .ledger
+                    .iter()
+                    .map(|e| compensation_outcome(&state, e))
+                    .collect(),
+            }),
+            steps,
+        };
+        view.bars = bars(&state, &view.steps, &since, last_ms);
+        view.span_ms = view.bars.iter().map(|b| b.end_ms).fold(last_ms, f64::max);
+        view
     }
 
     /// End of the run (ms since the epoch), when it ended.
@@ -157,16 +168,31 @@ impl<'a> RunView<'a> {
 }
 
 impl<'a> StepView<'a> {
-    /// The step as the plan has it, before any event.
-    fn planned(step: &'a PlanStep) -> Self {
+    /// The step as its record tells it, times relative to the axis' origin.
+    fn of(
+        step: &'a PlanStep,
+        record: &StepRecord,
+        outcome: RunOutcome,
+        since: &dyn Fn(u64) -> f64,
+    ) -> Self {
+        let start_ms = record.started_ms.map(since);
+        let end_ms = record.finished_ms.map(|end| {
+            let start = start_ms.unwrap_or(0.0);
+            since(end).max(start + record.duration_ms.unwrap_or(0.0))
+        });
+        let mut status = record.status;
+        // A run whose end only the run list has never started the steps still pending.
+        if outcome != RunOutcome::Unfinished && status == StepStatus::Pending {
+            status = StepStatus::Skipped;
+        }
         StepView {
             step,
-            status: step.status,
-            agent: step.agent_name.clone(),
-            start_ms: None,
-            end_ms: None,
-            duration_ms: None,
-            error: step.error.clone(),
+            status,
+            agent: record.agent.as_deref().map(str::to_owned),
+            start_ms,
+            end_ms,
+            duration_ms: record.duration_ms,
+            error: record.error.clone(),
         }
     }
 
@@ -191,291 +217,144 @@ impl<'a> StepView<'a> {
     }
 }
 
-/// Reads the events in order into a [`RunView`].
-struct Reader<'a> {
-    index: HashMap<&'a str, usize>,
-    view: RunView<'a>,
-    /// Start of each compensation still running, by (step, action).
-    compensating: HashMap<(usize, usize), f64>,
-    origin_ms: u64,
-    /// Latest time seen, relative to the origin.
+fn compensation_outcome(state: &RunState, entry: &LedgerEntry) -> CompensationOutcome {
+    let (success, error) = match &entry.state {
+        CompensationState::Started => (None, None),
+        CompensationState::Done => (Some(true), None),
+        CompensationState::Failed(error) => (Some(false), Some(error.clone())),
+    };
+    CompensationOutcome {
+        step: state.steps()[entry.step].id.to_string(),
+        tool: entry.tool.clone(),
+        success,
+        error,
+    }
+}
+
+/// The timeline: model calls, tool calls, compensations, then one bar per started step.
+fn bars(
+    state: &RunState,
+    steps: &[StepView<'_>],
+    since: &dyn Fn(u64) -> f64,
     last_ms: f64,
-}
-
-impl<'a> Reader<'a> {
-    fn read(&mut self, event: &Event) {
-        let at = event.timestamp_ms.saturating_sub(self.origin_ms) as f64;
-        self.last_ms = self.last_ms.max(at);
-        let step = event
-            .step_id
-            .as_deref()
-            .and_then(|id| self.index.get(id).copied());
-        if let (Some(i), Some(agent)) = (step, event.agent.as_deref()) {
-            self.view.steps[i].agent = Some(agent.to_owned());
-        }
-        match &event.kind {
-            EventKind::StepStarted { .. } => {
-                if let Some(i) = step {
-                    let s = &mut self.view.steps[i];
-                    s.status = StepStatus::Running;
-                    s.start_ms = Some(at);
-                    s.end_ms = None;
-                    s.error = None;
-                }
-            }
-            EventKind::StepFinished {
-                status,
-                duration_ms,
-                error,
-                ..
-            } => {
-                if let Some(i) = step {
-                    let s = &mut self.view.steps[i];
-                    let start = s.start_ms.unwrap_or((at - duration_ms).max(0.0));
-                    s.status = *status;
-                    s.start_ms = Some(start);
-                    s.end_ms = Some(at.max(start + duration_ms));
-                    s.duration_ms = Some(*duration_ms);
-                    s.error = error.clone();
-                }
-            }
-            EventKind::LlmCall { .. } => self.llm_call(&event.kind, step, at),
-            EventKind::ToolCall { .. } => self.tool_call(&event.kind, step, at),
-            EventKind::RollbackStarted { steps: order } => {
-                self.rollback().order = order.clone();
-            }
-            EventKind::CompensationStarted { action, tool, .. } => {
-                if let Some(i) = step {
-                    self.compensating.insert((i, *action), at);
-                    let step = self.view.steps[i].step.id.clone();
-                    self.rollback().actions.push(CompensationOutcome {
-                        step,
-                        tool: tool.clone(),
-                        success: None,
-                        error: None,
-                    });
-                }
-            }
-            EventKind::CompensationFinished {
-                action,
-                tool,
-                success,
-                error,
-            } => {
-                if let Some(i) = step {
-                    self.compensation(i, *action, tool, *success, error.as_deref(), at);
-                }
-            }
-            EventKind::RunFinished { success, .. } => {
-                self.view.outcome = outcome(*success);
-            }
-            EventKind::RunStarted { .. }
-            | EventKind::RunResumed { .. }
-            | EventKind::Approval { .. }
-            | EventKind::Effect { .. }
-            | EventKind::Note { .. } => {}
-        }
-    }
-
-    fn rollback(&mut self) -> &mut Rollback {
-        self.view.rollback.get_or_insert_with(Rollback::default)
-    }
-
-    fn llm_call(&mut self, kind: &EventKind, step: Option<usize>, at: f64) {
-        let EventKind::LlmCall {
-            model,
-            usage,
-            cost_usd,
-            latency_ms,
-            tool_calls,
-            error,
-        } = kind
-        else {
-            return;
-        };
-        let view = &mut self.view;
-        view.llm_calls += 1;
-        view.usage.input_tokens += usage.input_tokens;
-        view.usage.output_tokens += usage.output_tokens;
-        match cost_usd {
-            Some(cost) => view.cost_usd += cost,
-            None => view.cost_incomplete = true,
-        }
-        let price = cost_usd.map_or("price unknown".to_owned(), |c| format!("${c:.6}"));
-        let mut title = format!(
-            "LLM call · {model}\n{} in / {} out tokens · {price}\n{}",
-            usage.input_tokens,
-            usage.output_tokens,
-            duration(*latency_ms),
-        );
-        if *tool_calls > 0 {
-            title.push_str(&format!(" · asked for {tool_calls} tool call(s)"));
-        }
-        if let Some(error) = error {
-            title.push_str(&format!("\nerror: {}", truncate(error, 400)));
-        }
-        view.bars.push(Bar {
-            step,
-            kind: BarKind::Llm {
-                ok: error.is_none(),
-            },
-            start_ms: (at - latency_ms).max(0.0),
-            end_ms: at,
-            title,
-        });
-    }
-
-    fn tool_call(&mut self, kind: &EventKind, step: Option<usize>, at: f64) {
-        let EventKind::ToolCall {
-            call_id,
-            tool,
-            output,
-            error,
-            attempts,
-            duration_ms,
-            purpose,
-            ..
-        } = kind
-        else {
-            return;
-        };
-        self.view.tool_calls += 1;
-        // A compensating call is drawn as its compensation's bar.
-        if *purpose == CallPurpose::Compensate {
-            return;
-        }
-        let detail = match (error, output) {
-            (Some(error), _) => format!("error: {}", truncate(error, 400)),
-            (None, Some(output)) => format!("output: {}", truncate(&output.to_string(), 400)),
-            (None, None) => String::new(),
-        };
-        self.view.bars.push(Bar {
-            step,
-            kind: BarKind::Tool {
-                ok: error.is_none(),
-            },
-            start_ms: (at - duration_ms).max(0.0),
-            end_ms: at,
-            title: format!(
-                "tool call · {tool} ({call_id})\n{} · {attempts} attempt(s)\n{detail}",
-                duration(*duration_ms)
-            ),
-        });
-    }
-
-    fn compensation(
-        &mut self,
-        i: usize,
-        action: usize,
-        tool: &str,
-        success: bool,
-        error: Option<&str>,
-        at: f64,
-    ) {
-        let id = self.view.steps[i].step.id.clone();
-        let rollback = self.rollback();
-        let open = rollback
-            .actions
-            .iter_mut()
-            .rev()
-            .find(|a| a.step == id && a.tool == tool && a.success.is_none());
-        match open {
-            Some(outcome) => {
-                outcome.success = Some(success);
-                outcome.error = error.map(str::to_owned);
-            }
-            // The end of a compensation whose start is not on record (a resumed run's).
-            None => rollback.actions.push(CompensationOutcome {
-                step: id.clone(),
-                tool: tool.to_owned(),
-                success: Some(success),
-                error: error.map(str::to_owned),
-            }),
-        }
-        let start = self.compensating.remove(&(i, action)).unwrap_or(at);
-        let mut title = format!(
-            "compensation of {id} · {tool}\n{}",
-            if success {
-                "undone"
-            } else {
-                "FAILED: the effect remains"
-            }
-        );
-        if let Some(error) = error {
-            title.push_str(&format!("\nerror: {}", truncate(error, 400)));
-        }
-        self.view.bars.push(Bar {
-            step: Some(i),
-            kind: BarKind::Compensation { ok: success },
-            start_ms: start,
-            end_ms: at,
-            title,
-        });
-    }
-
-    fn finish(mut self) -> RunView<'a> {
-        let run = self.view.run;
-        if self.view.outcome == RunOutcome::Unfinished {
-            if let Some(success) = run.summary.success {
-                self.view.outcome = outcome(success);
-            }
-        }
-        if let Some(finished) = run.summary.finished_ms {
-            self.last_ms = self
-                .last_ms
-                .max(finished.saturating_sub(self.origin_ms) as f64);
-        }
-        let view = &mut self.view;
-        finish_statuses(&mut view.steps, view.rollback.as_ref(), view.outcome);
-        // Compensations still open when the record ends: drawn up to the end, as not undone.
-        for ((i, _), start) in self.compensating {
-            view.bars.push(Bar {
-                step: Some(i),
-                kind: BarKind::Compensation { ok: false },
-                start_ms: start,
-                end_ms: self.last_ms,
-                title: format!(
-                    "compensation of {} · started, no end on record",
-                    view.steps[i].step.id
-                ),
-            });
-        }
-        for (i, s) in view.steps.iter().enumerate() {
-            let Some(start) = s.start_ms else { continue };
-            view.bars.push(Bar {
-                step: Some(i),
-                kind: BarKind::Step(s.status),
-                start_ms: start,
-                // A step still running when the record ends runs to the end of the axis.
-                end_ms: s.end_ms.unwrap_or(self.last_ms),
-                title: s.title(),
-            });
-        }
-        view.span_ms = view
-            .bars
+) -> Vec<Bar> {
+    let mut bars: Vec<Bar> = state
+        .llm_calls()
+        .iter()
+        .map(|call| llm_bar(call, since(call.at_ms)))
+        .collect();
+    bars.extend(
+        state
+            .tool_calls()
             .iter()
-            .map(|b| b.end_ms)
-            .fold(self.last_ms, f64::max);
-        self.view
+            // A compensating call is drawn as its compensation's bar.
+            .filter(|call| call.purpose == CallPurpose::Execute)
+            .map(|call| tool_bar(call, since(call.at_ms))),
+    );
+    let ledger = state.rollback().map_or(&[][..], |r| &r.ledger);
+    bars.extend(ledger.iter().map(|entry| {
+        let id = &state.steps()[entry.step].id;
+        compensation_bar(entry, id, since, last_ms)
+    }));
+    for (i, s) in steps.iter().enumerate() {
+        let Some(start) = s.start_ms else { continue };
+        bars.push(Bar {
+            step: Some(i),
+            kind: BarKind::Step(s.status),
+            start_ms: start,
+            // A step still running when the record ends runs to the end of the axis.
+            end_ms: s.end_ms.unwrap_or(last_ms),
+            title: s.title(),
+        });
+    }
+    bars
+}
+
+fn llm_bar(call: &LlmCallRecord, at: f64) -> Bar {
+    let price = call
+        .cost_usd
+        .map_or("price unknown".to_owned(), |c| format!("${c:.6}"));
+    let mut title = format!(
+        "LLM call · {}\n{} in / {} out tokens · {price}\n{}",
+        call.model,
+        call.tokens.input_tokens,
+        call.tokens.output_tokens,
+        duration(call.latency_ms),
+    );
+    if call.tool_calls > 0 {
+        title.push_str(&format!(" · asked for {} tool call(s)", call.tool_calls));
+    }
+    if let Some(error) = &call.error {
+        title.push_str(&format!("\nerror: {}", truncate(error, 400)));
+    }
+    Bar {
+        step: call.step,
+        kind: BarKind::Llm {
+            ok: call.error.is_none(),
+        },
+        start_ms: (at - call.latency_ms).max(0.0),
+        end_ms: at,
+        title,
     }
 }
 
-/// When what `event` records began (ms since the epoch): its time, less its duration for the
-/// kinds written at their end.
-fn began_ms(event: &Event) -> u64 {
-    let took = match &event.kind {
-        EventKind::LlmCall { latency_ms, .. } => *latency_ms,
-        EventKind::ToolCall { duration_ms, .. } | EventKind::StepFinished { duration_ms, .. } => {
-            *duration_ms
-        }
-        _ => 0.0,
+fn tool_bar(call: &ToolCallRecord, at: f64) -> Bar {
+    let detail = match (&call.error, &call.output) {
+        (Some(error), _) => format!("error: {}", truncate(error, 400)),
+        (None, Some(output)) => format!("output: {}", truncate(&output.to_string(), 400)),
+        (None, None) => String::new(),
     };
-    let took = if took.is_finite() && took > 0.0 {
-        took.ceil() as u64
-    } else {
-        0
+    Bar {
+        step: call.step,
+        kind: BarKind::Tool {
+            ok: call.error.is_none(),
+        },
+        start_ms: (at - call.duration_ms).max(0.0),
+        end_ms: at,
+        title: format!(
+            "tool call · {} ({})\n{} · {} attempt(s)\n{detail}",
+            call.tool,
+            call.call_id,
+            duration(call.duration_ms),
+            call.attempts
+        ),
+    }
+}
+
+/// A compensation's bar; one with no end on record runs to the end of the axis, as not undone.
+fn compensation_bar(
+    entry: &LedgerEntry,
+    id: &str,
+    since: &dyn Fn(u64) -> f64,
+    last_ms: f64,
+) -> Bar {
+    let end = entry.finished_ms.map_or(last_ms, since);
+    let start = entry.started_ms.map_or(end, since);
+    let (ok, title) = match &entry.state {
+        CompensationState::Started => (
+            false,
+            format!("compensation of {id} · started, no end on record"),
+        ),
+        CompensationState::Done => (
+            true,
+            format!("compensation of {id} · {}\nundone", entry.tool),
+        ),
+        CompensationState::Failed(error) => (
+            false,
+            format!(
+                "compensation of {id} · {}\nFAILED: the effect remains\nerror: {}",
+                entry.tool,
+                truncate(error, 400)
+            ),
+        ),
     };
-    event.timestamp_ms.saturating_sub(took)
+    Bar {
+        step: Some(entry.step),
+        kind: BarKind::Compensation { ok },
+        start_ms: start,
+        end_ms: end,
+        title,
+    }
 }
 
 fn outcome(success: bool) -> RunOutcome {
@@ -483,29 +362,5 @@ fn outcome(success: bool) -> RunOutcome {
         RunOutcome::Succeeded
     } else {
         RunOutcome::Failed
-    }
-}
-
-/// Applies the rollback and the end of the run to the statuses the step events left.
-fn finish_statuses(steps: &mut [StepView<'_>], rollback: Option<&Rollback>, outcome: RunOutcome) {
-    if let Some(rollback) = rollback {
-        let not_undone = rollback.not_undone();
-        for s in steps.iter_mut() {
-            let compensated = rollback.actions.iter().any(|a| a.step == s.step.id);
-            if compensated
-                && s.status == StepStatus::Completed
-                && !not_undone.contains(&s.step.id.as_str())
-            {
-                s.status = StepStatus::Compensated;
-            }
-        }
-    }
-    // A finished run never started the steps still pending: they were skipped.
-    if outcome != RunOutcome::Unfinished {
-        for s in steps.iter_mut() {
-            if s.status == StepStatus::Pending {
-                s.status = StepStatus::Skipped;
-            }
-        }
     }
 }

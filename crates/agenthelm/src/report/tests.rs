@@ -411,3 +411,139 @@ fn a_call_before_the_first_event_starts_the_axis() {
         "the run's own row"
     );
 }
+
+/// The report, the OTLP spans and the run state agree on step states, attempts and cost, for a
+/// resumed run with a failed, unpriced model call and a rollback.
+#[test]
+fn report_otlp_and_run_state_agree() {
+    use crate::otlp::{spans_of, AttributeValue};
+    use crate::trace::{Interruption, RunState};
+    let mut plan = Plan::new("views");
+    plan.steps.push(PlanStep::new("a", "a").agent("worker"));
+    plan.steps.push(PlanStep::new("b", "b").agent("worker"));
+    plan.steps.push(PlanStep::new("c", "c").agent("worker"));
+    let resumed = Interruption {
+        step: "b".into(),
+        rerun: true,
+    };
+    let llm = |ms, cost_usd, error: Option<&str>| {
+        at(
+            ms,
+            Some("b"),
+            EventKind::LlmCall {
+                model: "openai/gpt".into(),
+                usage: TokenUsage::new(10, 5),
+                cost_usd,
+                latency_ms: 1.0,
+                tool_calls: 0,
+                error: error.map(str::to_owned),
+            },
+        )
+    };
+    let events = vec![
+        at(
+            0,
+            None,
+            EventKind::RunStarted {
+                goal: "views".into(),
+                steps: 3,
+            },
+        ),
+        started(1, "a"),
+        finished(2, "a", StepStatus::Completed, 1.0, None),
+        started(3, "b"),
+        llm(4, Some(0.5), None),
+        at(
+            5,
+            None,
+            EventKind::RunResumed {
+                interrupted: vec![resumed.to_entry()],
+            },
+        ),
+        started(6, "b"),
+        llm(7, None, Some("service unavailable")),
+        finished(8, "b", StepStatus::Failed, 2.0, Some("model failed")),
+        at(
+            9,
+            None,
+            EventKind::RollbackStarted {
+                steps: vec!["a".into()],
+            },
+        ),
+        at(
+            10,
+            Some("a"),
+            EventKind::CompensationStarted {
+                action: 0,
+                tool: "undo".into(),
+                args: json!({}),
+            },
+        ),
+        at(
+            11,
+            Some("a"),
+            EventKind::CompensationFinished {
+                action: 0,
+                tool: "undo".into(),
+                success: true,
+                error: None,
+            },
+        ),
+        at(
+            12,
+            None,
+            EventKind::RunFinished {
+                success: false,
+                duration_ms: 6.0,
+            },
+        ),
+    ];
+    let run = stored(plan, events, Some(false));
+    let state = RunState::replay(&run.plan, &run.events);
+    let view = RunView::new(&run);
+    let spans = spans_of(&run.events);
+
+    let statuses: Vec<StepStatus> = state.steps().iter().map(|s| s.status).collect();
+    use StepStatus::{Compensated, Failed, Skipped};
+    assert_eq!(statuses, vec![Compensated, Failed, Skipped]);
+    let viewed: Vec<StepStatus> = view.steps.iter().map(|s| s.status).collect();
+    assert_eq!(viewed, statuses);
+    assert_eq!(state.steps()[1].attempts, 2);
+    for record in state.steps().iter().filter(|s| s.attempts > 0) {
+        let span = spans
+            .iter()
+            .rev()
+            .find(|s| {
+                s.attribute("agenthelm.step.id") == Some(&record.id.as_ref().into())
+                    && s.name.starts_with("step ")
+            })
+            .unwrap();
+        assert_eq!(
+            span.attribute("agenthelm.step.status"),
+            Some(&record.status.as_str().into())
+        );
+        assert_eq!(
+            span.attribute("agenthelm.step.attempts"),
+            Some(&AttributeValue::from(u64::from(record.attempts)))
+        );
+    }
+    let usage = state.usage();
+    assert!(usage.cost_incomplete(), "the failed call has no price");
+    assert_eq!(
+        (view.cost_usd, view.cost_incomplete),
+        (usage.cost_usd, true)
+    );
+    let root = &spans[0];
+    assert_eq!(
+        root.attribute("agenthelm.cost_usd"),
+        Some(&usage.cost_usd.into())
+    );
+    assert_eq!(
+        root.attribute("agenthelm.cost_incomplete"),
+        Some(&true.into())
+    );
+    assert_eq!(
+        root.attribute("agenthelm.run.resumed"),
+        Some(&1usize.into())
+    );
+}

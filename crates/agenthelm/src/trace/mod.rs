@@ -6,8 +6,15 @@
 //! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
 
 mod effect;
+mod state;
+mod usage;
 
 pub use effect::Effect;
+pub use state::{
+    began_ms, ApprovalRecord, CompensationState, Interruption, LedgerEntry, LlmCallRecord, Resume,
+    Rollback, RunEnd, RunState, StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
+};
+pub use usage::Usage;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

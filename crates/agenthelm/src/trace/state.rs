@@ -1,0 +1,1100 @@
+//! The state of one run, built from its events: [`RunState`].
+//!
+//! The journal is the truth. A `RunState` starts from the plan as the run began
+//! ([`RunState::new`]) and takes the run's events one at a time ([`RunState::apply`]). The same
+//! code runs live (the run's event sink applies every event it records) and on replay (resume,
+//! `runs show`, the HTML report, OpenTelemetry spans), so every view of a run agrees with every
+//! other and with what the scheduler itself saw.
+//!
+//! # Where to add a new event kind
+//!
+//! 1. Add the variant to [`EventKind`] in `trace/mod.rs` (with its `name()`), serialized so that
+//!    journals written before it still read.
+//! 2. Apply it in [`RunState::apply`] below: the `match` there is exhaustive, so the compiler
+//!    points at it. Keep what it changes in a named record type here, and keep applying O(1)
+//!    (look steps up through the index, never by scanning).
+//! 3. Extend the unit test `every_event_kind_is_applied` in this module (also an exhaustive
+//!    match), and the `live_state_equals_replayed_state` property if the scheduler emits it.
+//! 4. Views (`runs show`, the HTML report, OTLP, the server) read the new fields from `RunState`;
+//!    none of them matches on events to derive state.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::usage::Usage;
+use super::{CallPurpose, Effect, Event, EventKind};
+use crate::plan::{Plan, StepStatus};
+
+/// The error of a step that was running when its process stopped and was marked failed.
+pub const INTERRUPTED_ERROR: &str = "interrupted: the process stopped while this step ran";
+
+/// A run's state: its steps, effects, compensations, usage and history, as its events tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    run_id: Option<Arc<str>>,
+    goal: String,
+    started_ms: Option<u64>,
+    earliest_ms: Option<u64>,
+    latest_ms: Option<u64>,
+    end: Option<RunEnd>,
+    steps: Vec<StepRecord>,
+    index: HashMap<Arc<str>, usize>,
+    /// Steps with work to undo, in the order they ended.
+    undo_order: Vec<usize>,
+    rollback: Option<Rollback>,
+    usage: Usage,
+    llm_calls: Vec<LlmCallRecord>,
+    tool_calls: Vec<ToolCallRecord>,
+    approvals: Vec<ApprovalRecord>,
+    resumes: Vec<Resume>,
+    failure: Option<StopReason>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunEnd {
+    /// Whether every step completed.
+    pub success: bool,
+    /// Wall time of the run (of its last process, for a resumed run).
+    pub duration_ms: f64,
+    /// When the end was recorded, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// One step and what happened to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// The step's id.
+    pub id: Arc<str>,
+    /// Its latest status.
+    pub status: StepStatus,
+    /// How many times it was started (more than 1 when it ran again after a crash).
+    pub attempts: u32,
+    /// Start of its latest attempt, in ms since the Unix epoch.
+    pub started_ms: Option<u64>,
+    /// End of its latest attempt, in ms since the Unix epoch.
+    pub finished_ms: Option<u64>,
+    /// Wall time of its latest finished attempt.
+    pub duration_ms: Option<f64>,
+    /// Its result, when it completed.
+    pub result: Option<Value>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// The agent that ran it (from its events), else the one the plan names.
+    pub agent: Option<Arc<str>>,
+    /// The tool it called directly (no model), if it did.
+    pub direct_tool: Option<String>,
+    /// What its tool calls changed, oldest first: what rollback undoes.
+    pub effects: Vec<Effect>,
+    /// The plan gives the step a compensating tool of its own.
+    own_compensation: bool,
+    /// Queued in the undo log.
+    queued: bool,
+    /// Named by the rollback's plan.
+    in_rollback: bool,
+}
+
+/// Where a compensating action stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompensationState {
+    /// Started, with no end on record: it may or may not have taken effect.
+    Started,
+    /// Done: the effect is undone.
+    Done,
+    /// Failed with this error: the effect remains.
+    Failed(String),
+}
+
+/// One compensating action of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    /// Position of the step in the run.
+    pub step: usize,
+    /// Position of the action among the step's compensations.
+    pub action: usize,
+    /// The compensating tool.
+    pub tool: String,
+    /// Where it stands.
+    pub state: CompensationState,
+    /// When it started (ms since the epoch), if that is on record.
+    pub started_ms: Option<u64>,
+    /// When it ended (ms since the epoch), if it did.
+    pub finished_ms: Option<u64>,
+}
+
+/// The rollback of a failed run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollback {
+    /// Steps to undo, in the order they are undone (from the latest rollback to start).
+    pub order: Vec<String>,
+    /// Every compensating action on record, in the order they began.
+    pub ledger: Vec<LedgerEntry>,
+    by_action: HashMap<(usize, usize), usize>,
+}
+
+impl Rollback {
+    /// The entry of `(step, action)`, if on record.
+    pub fn entry(&self, step: usize, action: usize) -> Option<&LedgerEntry> {
+        self.by_action
+            .get(&(step, action))
+            .map(|&i| &self.ledger[i])
+    }
+}
+
+/// A call to a language model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmCallRecord {
+    /// The step it belongs to, if any.
+    pub step: Option<usize>,
+    /// The model that answered.
+    pub model: String,
+    /// Tokens read and written.
+    pub tokens: crate::lm::TokenUsage,
+    /// Its price, when known.
+    pub cost_usd: Option<f64>,
+    /// Time from request to answer.
+    pub latency_ms: f64,
+    /// Tool calls the answer asked for.
+    pub tool_calls: usize,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// When it ended, in ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// A tool call after its last attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallRecord {
+    /// The step it belongs to, if any.
+    pub step: Option<usize>,
+    /// Its stable id.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Doing or undoing work.
+    pub purpose: CallPurpose,
+    /// Its output, when it succeeded.
+    pub output: Option<Value>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Wall time of all attempts.
+    pub duration_ms: f64,
+    /// When it ended, in ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// An approval decision on a tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    /// The step it belongs to, if any.
+    pub step: Option<usize>,
+    /// The call the decision is about.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Whether the call could go ahead.
+    pub approved: bool,
+}
+
+/// A restart of the run after its process stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// When it was resumed, in ms since the epoch.
+    pub at_ms: u64,
+    /// The steps that were running when the process stopped.
+    pub interrupted: Vec<Interruption>,
+}
+
+/// A step that was running when its process stopped, and what the resumed run did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interruption {
+    /// The step's id.
+    pub step: String,
+    /// `true`: run again; `false`: marked failed.
+    pub rerun: bool,
+}
+
+impl Interruption {
+    const RERUN: &'static str = " (run again)";
+    const FAILED: &'static str = " (marked failed)";
+
+    /// The text of a [`EventKind::RunResumed`] entry.
+    pub fn to_entry(&self) -> String {
+        let what = if self.rerun {
+            Self::RERUN
+        } else {
+            Self::FAILED
+        };
+        format!("{}{what}", self.step)
+    }
+
+    /// Reads an entry written by [`to_entry`](Self::to_entry); `None` for other text.
+    pub fn parse(entry: &str) -> Option<Interruption> {
+        let (step, rerun) = match entry.strip_suffix(Self::RERUN) {
+            Some(step) => (step, true),
+            None => (entry.strip_suffix(Self::FAILED)?, false),
+        };
+        Some(Interruption {
+            step: step.to_owned(),
+            rerun,
+        })
+    }
+}
+
+/// Why a run stopped before completing every step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// A step failed.
+    StepFailed {
+        /// The step.
+        step: String,
+        /// Its error.
+        error: String,
+    },
+    /// The run was stopped from outside (cancelled, or stopped before a restart).
+    Stopped {
+        /// What stopped it.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::StepFailed { step, error } => write!(f, "step `{step}` failed: {error}"),
+            StopReason::Stopped { reason } => f.write_str(reason),
+        }
+    }
+}
+
+impl RunState {
+    /// The state of a run of `plan` before any event: steps the plan already has completed
+    /// count as completed (and are undone last on rollback); every other step is pending.
+    pub fn new(plan: &Plan) -> Self {
+        let mut state = RunState {
+            run_id: None,
+            goal: plan.goal.clone(),
+            started_ms: None,
+            earliest_ms: None,
+            latest_ms: None,
+            end: None,
+            steps: Vec::with_capacity(plan.steps.len()),
+            index: HashMap::with_capacity(plan.steps.len()),
+            undo_order: Vec::new(),
+            rollback: None,
+            usage: Usage::default(),
+            llm_calls: Vec::new(),
+            tool_calls: Vec::new(),
+            approvals: Vec::new(),
+            resumes: Vec::new(),
+            failure: None,
+        };
+        for step in &plan.steps {
+            let i = state.add_step(&step.id);
+            let record = &mut state.steps[i];
+            record.agent = step.agent_name.as_deref().map(Arc::from);
+            record.own_compensation = step.compensate_tool.is_some();
+            if step.status == StepStatus::Completed {
+                record.status = StepStatus::Completed;
+                record.result = step.result.clone();
+                state.queue_undo(i);
+            }
+        }
+        state
+    }
+
+    /// [`new`](Self::new), then [`apply`](Self::apply) each event in order.
+    pub fn replay<'e>(plan: &Plan, events: impl IntoIterator<Item = &'e Event>) -> Self {
+        let mut state = Self::new(plan);
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+
+    /// Takes one event into the state. Events of steps the plan does not have (a replay
+    /// without the plan) add those steps.
+    pub fn apply(&mut self, event: &Event) {
+        self.note_time(event);
+        if self.run_id.is_none() {
+            self.run_id.clone_from(&event.run_id);
+        }
+        let step = event.step_id.as_ref().map(|id| self.step_index(id));
+        if let (Some(i), Some(agent)) = (step, &event.agent) {
+            if self.steps[i].agent.as_ref() != Some(agent) {
+                self.steps[i].agent = Some(Arc::clone(agent));
+            }
+        }
+        let at = event.timestamp_ms;
+        match (&event.kind, step) {
+            (EventKind::RunStarted { goal, .. }, _) => {
+                self.goal.clone_from(goal);
+                self.started_ms.get_or_insert(at);
+            }
+            (
+                EventKind::RunFinished {
+                    success,
+                    duration_ms,
+                },
+                _,
+            ) => self.finish_run(*success, *duration_ms, at),
+            (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
+            (EventKind::LlmCall { .. }, _) => self.llm_call(&event.kind, step, at),
+            (EventKind::ToolCall { .. }, _) => self.tool_call(&event.kind, step, at),
+            (
+                EventKind::Approval {
+                    call_id,
+                    tool,
+                    approved,
+                    ..
+                },
+                _,
+            ) => self.approvals.push(ApprovalRecord {
+                step,
+                call_id: call_id.clone(),
+                tool: tool.clone(),
+                approved: *approved,
+            }),
+            (EventKind::StepStarted { direct_tool }, Some(i)) => {
+                let s = &mut self.steps[i];
+                s.status = StepStatus::Running;
+                s.attempts += 1;
+                s.started_ms = Some(at);
+                s.finished_ms = None;
+                s.error = None;
+                s.direct_tool.clone_from(direct_tool);
+            }
+            (
+                EventKind::StepFinished {
+                    status,
+                    result,
+                    duration_ms,
+                    error,
+                },
+                Some(i),
+            ) => self.finish_step(i, *status, result, error, *duration_ms, at),
+            (EventKind::RollbackStarted { steps }, _) => self.start_rollback(steps),
+            (EventKind::CompensationStarted { action, tool, .. }, Some(i)) => {
+                let entry = self.ledger_entry(i, *action, tool);
+                entry.state = CompensationState::Started;
+                entry.started_ms = Some(at);
+            }
+            (
+                EventKind::CompensationFinished {
+                    action,
+                    tool,
+                    success,
+                    error,
+                },
+                Some(i),
+            ) => {
+                let entry = self.ledger_entry(i, *action, tool);
+                entry.state = if *success {
+                    CompensationState::Done
+                } else {
+                    CompensationState::Failed(error.clone().unwrap_or_else(|| "failed".into()))
+                };
+                entry.finished_ms = Some(at);
+                self.mark_if_undone(i);
+            }
+            (EventKind::Effect { effect }, Some(i)) => {
+                // Effects belong to a running attempt; the outcome of a call replaces the
+                // intent recorded before it.
+                let s = &mut self.steps[i];
+                if s.status == StepStatus::Running {
+                    s.effects.retain(|e| e.call_id != effect.call_id);
+                    s.effects.push(effect.clone());
+                }
+            }
+            (EventKind::StepStarted { .. }, None)
+            | (EventKind::StepFinished { .. }, None)
+            | (EventKind::CompensationStarted { .. }, None)
+            | (EventKind::CompensationFinished { .. }, None)
+            | (EventKind::Effect { .. }, None)
+            | (EventKind::Note { .. }, _) => {}
+        }
+    }
+
+    fn note_time(&mut self, event: &Event) {
+        let began = began_ms(event);
+        self.earliest_ms = Some(self.earliest_ms.map_or(began, |t| t.min(began)));
+        let at = event.timestamp_ms;
+        self.latest_ms = Some(self.latest_ms.map_or(at, |t| t.max(at)));
+    }
+
+    fn step_index(&mut self, id: &Arc<str>) -> usize {
+        match self.index.get(id) {
+            Some(&i) => i,
+            None => self.add_step(id),
+        }
+    }
+
+    fn add_step(&mut self, id: &str) -> usize {
+        let id: Arc<str> = Arc::from(id);
+        let i = self.steps.len();
+        self.index.insert(Arc::clone(&id), i);
+        self.steps.push(StepRecord {
+            id,
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_ms: None,
+            finished_ms: None,
+            duration_ms: None,
+            result: None,
+            error: None,
+            agent: None,
+            direct_tool: None,
+            effects: Vec::new(),
+            own_compensation: false,
+            queued: false,
+            in_rollback: false,
+        });
+        i
+    }
+
+    fn queue_undo(&mut self, i: usize) {
+        if !self.steps[i].queued {
+            self.steps[i].queued = true;
+            self.undo_order.push(i);
+        }
+    }
+
+    fn finish_run(&mut self, success: bool, duration_ms: f64, at_ms: u64) {
+        self.end = Some(RunEnd {
+            success,
+            duration_ms,
+            at_ms,
+        });
+        // A finished run never started the steps still pending.
+        for s in &mut self.steps {
+            if s.status == StepStatus::Pending {
+                s.status = StepStatus::Skipped;
+            }
+        }
+    }
+
+    fn resume(&mut self, entries: &[String], at_ms: u64) {
+        let interrupted: Vec<Interruption> = entries
+            .iter()
+            .filter_map(|e| Interruption::parse(e))
+            .collect();
+        for interruption in &interrupted {
+            let Some(&i) = self.index.get(interruption.step.as_str()) else {
+                continue;
+            };
+            if interruption.rerun {
+                // Its effects stay: the new attempt replaces those it records again.
+                self.steps[i].status = StepStatus::Pending;
+            } else {
+                self.fail_interrupted(i);
+            }
+        }
+        self.resumes.push(Resume { at_ms, interrupted });
+    }
+
+    fn fail_interrupted(&mut self, i: usize) {
+        let s = &mut self.steps[i];
+        s.status = StepStatus::Failed;
+        s.error = Some(INTERRUPTED_ERROR.to_owned());
+        let has_effects = !s.effects.is_empty();
+        let step = s.id.to_string();
+        if has_effects {
+            self.queue_undo(i);
+        }
+        self.failure.get_or_insert(StopReason::StepFailed {
+            step,
+            error: INTERRUPTED_ERROR.to_owned(),
+        });
+    }
+
+    fn llm_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
+        let EventKind::LlmCall {
+            model,
+            usage,
+            cost_usd,
+            latency_ms,
+            tool_calls,
+            error,
+        } = kind
+        else {
+            return;
+        };
+        self.usage.add_call(*usage, *cost_usd, error.is_some());
+        self.llm_calls.push(LlmCallRecord {
+            step,
+            model: model.clone(),
+            tokens: *usage,
+            cost_usd: *cost_usd,
+            latency_ms: *latency_ms,
+            tool_calls: *tool_calls,
+            error: error.clone(),
+            at_ms,
+        });
+    }
+
+    fn tool_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
+        let EventKind::ToolCall {
+            call_id,
+            tool,
+            output,
+            error,
+            attempts,
+            duration_ms,
+            purpose,
+            ..
+        } = kind
+        else {
+            return;
+        };
+        if let Some(i) = step {
+            // A call that ended without recording an effect did not leave its intent behind.
+            self.steps[i]
+                .effects
+                .retain(|e| !(e.in_progress && &e.call_id == call_id));
+        }
+        self.tool_calls.push(ToolCallRecord {
+            step,
+            call_id: call_id.clone(),
+            tool: tool.clone(),
+            purpose: *purpose,
+            output: output.clone(),
+            error: error.clone(),
+            attempts: *attempts,
+            duration_ms: *duration_ms,
+            at_ms,
+        });
+    }
+
+    fn finish_step(
+        &mut self,
+        i: usize,
+        status: StepStatus,
+        result: &Option<Value>,
+        error: &Option<String>,
+        duration_ms: f64,
+        at_ms: u64,
+    ) {
+        let s = &mut self.steps[i];
+        s.status = status;
+        s.result.clone_from(result);
+        s.error.clone_from(error);
+        s.duration_ms = Some(duration_ms);
+        s.finished_ms = Some(at_ms);
+        if s.started_ms.is_none() {
+            // No start on record: it began `duration_ms` before its end.
+            s.started_ms = Some(at_ms.saturating_sub(duration_ms.max(0.0) as u64));
+        }
+        if status == StepStatus::Completed || !s.effects.is_empty() {
+            self.queue_undo(i);
+        }
+        if status == StepStatus::Failed && self.failure.is_none() {
+            self.failure = Some(StopReason::StepFailed {
+                step: self.steps[i].id.to_string(),
+                error: error.clone().unwrap_or_default(),
+            });
+        }
+    }
+
+    fn start_rollback(&mut self, order: &[String]) {
+        for id in order {
+            if let Some(&i) = self.index.get(id.as_str()) {
+                self.steps[i].in_rollback = true;
+            }
+        }
+        self.rollback.get_or_insert_with(Rollback::default).order = order.to_vec();
+    }
+
+    fn ledger_entry(&mut self, step: usize, action: usize, tool: &str) -> &mut LedgerEntry {
+        let rollback = self.rollback.get_or_insert_with(Rollback::default);
+        let at = *rollback.by_action.entry((step, action)).or_insert_with(|| {
+            rollback.ledger.push(LedgerEntry {
+                step,
+                action,
+                tool: tool.to_owned(),
+                state: CompensationState::Started,
+                started_ms: None,
+                finished_ms: None,
+            });
+            rollback.ledger.len() - 1
+        });
+        &mut rollback.ledger[at]
+    }
+
+    /// Marks step `i` compensated once every compensating action rollback runs for it is done.
+    /// Mirrors how rollback picks them: the step's own compensating tool (one action); else
+    /// one per recorded effect (none possible if an effect has no compensating tool); else the
+    /// compensating tool of the step's tool (one action).
+    fn mark_if_undone(&mut self, i: usize) {
+        let s = &self.steps[i];
+        if !s.in_rollback {
+            return;
+        }
+        let actions = if s.own_compensation || s.effects.is_empty() {
+            1
+        } else if s.effects.iter().all(|e| e.compensating_tool.is_some()) {
+            s.effects.len()
+        } else {
+            return;
+        };
+        let Some(rollback) = &self.rollback else {
+            return;
+        };
+        let done = (0..actions).all(|n| {
+            rollback
+                .entry(i, n)
+                .is_some_and(|e| e.state == CompensationState::Done)
+        });
+        if done {
+            self.steps[i].status = StepStatus::Compensated;
+        }
+    }
+}
+
+/// Reading the state.
+impl RunState {
+    /// The run's id, once an event named it.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// The plan's goal.
+    pub fn goal(&self) -> &str {
+        &self.goal
+    }
+
+    /// Whether the run's start is on record.
+    pub fn started(&self) -> bool {
+        self.started_ms.is_some()
+    }
+
+    /// When the run started (ms since the epoch), if on record.
+    pub fn started_ms(&self) -> Option<u64> {
+        self.started_ms
+    }
+
+    /// The earliest moment on record (ms since the epoch): an event's time less its duration.
+    pub fn earliest_ms(&self) -> Option<u64> {
+        self.earliest_ms
+    }
+
+    /// The latest event's time (ms since the epoch).
+    pub fn latest_ms(&self) -> Option<u64> {
+        self.latest_ms
+    }
+
+    /// How the run ended, if its end is on record.
+    pub fn end(&self) -> Option<RunEnd> {
+        self.end
+    }
+
+    /// Every step, in plan order (then steps only the events named).
+    pub fn steps(&self) -> &[StepRecord] {
+        &self.steps
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&StepRecord> {
+        self.index.get(id).map(|&i| &self.steps[i])
+    }
+
+    /// Position of the step with this id.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Steps with work rollback would undo, in the order to list them (rollback undoes them in
+    /// reverse): first effects of interrupted attempts whose steps never ran again (they
+    /// happened first), then the steps that ended with work, in the order they ended.
+    /// Each comes with its position.
+    pub fn undo_log(&self) -> impl Iterator<Item = (usize, &StepRecord)> + '_ {
+        let carried =
+            self.steps.iter().enumerate().filter(|(_, s)| {
+                !s.queued && !s.effects.is_empty() && s.status != StepStatus::Running
+            });
+        carried.chain(self.undo_order.iter().map(|&i| (i, &self.steps[i])))
+    }
+
+    /// The rollback, if one started.
+    pub fn rollback(&self) -> Option<&Rollback> {
+        self.rollback.as_ref()
+    }
+
+    /// Tokens, cost and model calls.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// Model calls, in the order they ended.
+    pub fn llm_calls(&self) -> &[LlmCallRecord] {
+        &self.llm_calls
+    }
+
+    /// Tool calls, in the order they ended.
+    pub fn tool_calls(&self) -> &[ToolCallRecord] {
+        &self.tool_calls
+    }
+
+    /// Approval decisions, in order.
+    pub fn approvals(&self) -> &[ApprovalRecord] {
+        &self.approvals
+    }
+
+    /// The run's restarts after its process stopped.
+    pub fn resumes(&self) -> &[Resume] {
+        &self.resumes
+    }
+
+    /// Why the run is stopping: its first failed step, or (a rollback under way with no failed
+    /// step) that it was stopped. `None` while nothing went wrong.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.failure.clone().or_else(|| {
+            self.rollback.as_ref().map(|_| StopReason::Stopped {
+                reason: "the run was stopped".to_owned(),
+            })
+        })
+    }
+}
+
+/// When what `event` records began (ms since the epoch): its time, less its duration for the
+/// kinds written at their end.
+pub fn began_ms(event: &Event) -> u64 {
+    let took = match &event.kind {
+        EventKind::LlmCall { latency_ms, .. } => *latency_ms,
+        EventKind::ToolCall { duration_ms, .. } | EventKind::StepFinished { duration_ms, .. } => {
+            *duration_ms
+        }
+        _ => 0.0,
+    };
+    let took = if took.is_finite() && took > 0.0 {
+        took.ceil() as u64
+    } else {
+        0
+    };
+    event.timestamp_ms.saturating_sub(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::TokenUsage;
+    use crate::plan::PlanStep;
+    use serde_json::json;
+
+    fn at(step: Option<&str>, ms: u64, kind: EventKind) -> Event {
+        Event {
+            timestamp_ms: ms,
+            run_id: Some(Arc::from("run-1")),
+            step_id: step.map(Arc::from),
+            agent: step.map(|_| Arc::from("clerk")),
+            kind,
+        }
+    }
+
+    fn effect(call_id: &str, in_progress: bool) -> Effect {
+        Effect {
+            call_id: call_id.into(),
+            tool: "create".into(),
+            args: json!({}),
+            result: None,
+            compensating_tool: Some("delete".into()),
+            in_progress,
+        }
+    }
+
+    /// One event of every kind, in an order a real run could write them.
+    fn every_kind() -> Vec<Event> {
+        let a = Some("a");
+        vec![
+            at(
+                None,
+                1,
+                EventKind::RunStarted {
+                    goal: "g".into(),
+                    steps: 2,
+                },
+            ),
+            at(
+                a,
+                2,
+                EventKind::StepStarted {
+                    direct_tool: Some("create".into()),
+                },
+            ),
+            at(
+                a,
+                3,
+                EventKind::Approval {
+                    call_id: "a#1".into(),
+                    tool: "create".into(),
+                    approved: true,
+                    reason: None,
+                },
+            ),
+            at(
+                a,
+                4,
+                EventKind::Effect {
+                    effect: effect("a#1", true),
+                },
+            ),
+            at(
+                a,
+                5,
+                EventKind::Effect {
+                    effect: effect("a#1", false),
+                },
+            ),
+            at(
+                a,
+                6,
+                EventKind::ToolCall {
+                    call_id: "a#1".into(),
+                    tool: "create".into(),
+                    args: json!({}),
+                    output: Some(json!("x")),
+                    error: None,
+                    attempts: 1,
+                    duration_ms: 1.0,
+                    purpose: CallPurpose::Execute,
+                },
+            ),
+            at(
+                a,
+                7,
+                EventKind::LlmCall {
+                    model: "m".into(),
+                    usage: TokenUsage::new(3, 2),
+                    cost_usd: None,
+                    latency_ms: 1.0,
+                    tool_calls: 0,
+                    error: Some("boom".into()),
+                },
+            ),
+            at(
+                a,
+                8,
+                EventKind::StepFinished {
+                    status: StepStatus::Completed,
+                    result: Some(json!("x")),
+                    duration_ms: 6.0,
+                    error: None,
+                },
+            ),
+            at(
+                None,
+                9,
+                EventKind::RunResumed {
+                    interrupted: vec![],
+                },
+            ),
+            at(Some("b"), 10, EventKind::StepStarted { direct_tool: None }),
+            at(
+                Some("b"),
+                11,
+                EventKind::StepFinished {
+                    status: StepStatus::Failed,
+                    result: None,
+                    duration_ms: 1.0,
+                    error: Some("no".into()),
+                },
+            ),
+            at(
+                None,
+                12,
+                EventKind::RollbackStarted {
+                    steps: vec!["a".into()],
+                },
+            ),
+            at(
+                a,
+                13,
+                EventKind::CompensationStarted {
+                    action: 0,
+                    tool: "delete".into(),
+                    args: json!({}),
+                },
+            ),
+            at(
+                a,
+                14,
+                EventKind::CompensationFinished {
+                    action: 0,
+                    tool: "delete".into(),
+                    success: true,
+                    error: None,
+                },
+            ),
+            at(
+                None,
+                15,
+                EventKind::Note {
+                    message: "n".into(),
+                },
+            ),
+            at(
+                None,
+                16,
+                EventKind::RunFinished {
+                    success: false,
+                    duration_ms: 15.0,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_event_kind_is_applied() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let mut state = RunState::new(&plan);
+        for event in every_kind() {
+            state.apply(&event);
+            let a = &state.steps()[0];
+            // No wildcard: a new kind does not compile until it is handled here (and in apply).
+            match &event.kind {
+                EventKind::RunStarted { .. } => assert!(state.started()),
+                EventKind::StepStarted { .. } => {
+                    let s = state.step(event.step_id.as_deref().unwrap()).unwrap();
+                    assert_eq!((s.status, s.attempts), (StepStatus::Running, 1));
+                }
+                EventKind::Approval { .. } => assert_eq!(state.approvals().len(), 1),
+                EventKind::Effect { effect } => {
+                    assert_eq!(a.effects.len(), 1, "the outcome replaces the intent");
+                    assert_eq!(a.effects[0].in_progress, effect.in_progress);
+                }
+                EventKind::ToolCall { .. } => assert_eq!(state.tool_calls().len(), 1),
+                EventKind::LlmCall { .. } => {
+                    let usage = state.usage();
+                    assert_eq!((usage.calls, usage.failed_calls), (1, 1));
+                    assert!(
+                        usage.cost_incomplete(),
+                        "a failed unpriced call is unpriced"
+                    );
+                }
+                EventKind::StepFinished { status, .. } => {
+                    let s = state.step(event.step_id.as_deref().unwrap()).unwrap();
+                    assert_eq!(s.status, *status);
+                }
+                EventKind::RunResumed { .. } => assert_eq!(state.resumes().len(), 1),
+                EventKind::RollbackStarted { steps } => {
+                    assert_eq!(&state.rollback().unwrap().order, steps);
+                    assert!(matches!(
+                        state.stop_reason(),
+                        Some(StopReason::StepFailed { .. })
+                    ));
+                }
+                EventKind::CompensationStarted { .. } => {
+                    let entry = state.rollback().unwrap().entry(0, 0).unwrap();
+                    assert_eq!(entry.state, CompensationState::Started);
+                }
+                EventKind::CompensationFinished { .. } => {
+                    assert_eq!(a.status, StepStatus::Compensated);
+                }
+                EventKind::Note { .. } => assert_eq!(state.steps().len(), 2),
+                EventKind::RunFinished { success, .. } => {
+                    assert_eq!(state.end().map(|e| e.success), Some(*success));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interrupted_steps_run_again_or_fail_as_the_resume_event_says() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let entries = vec![
+            Interruption {
+                step: "a".into(),
+                rerun: true,
+            }
+            .to_entry(),
+            Interruption {
+                step: "b".into(),
+                rerun: false,
+            }
+            .to_entry(),
+        ];
+        let state = RunState::replay(
+            &plan,
+            &[
+                at(Some("a"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(Some("b"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(
+                    Some("b"),
+                    2,
+                    EventKind::Effect {
+                        effect: effect("b#1", false),
+                    },
+                ),
+                at(
+                    None,
+                    3,
+                    EventKind::RunResumed {
+                        interrupted: entries,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(state.steps()[0].status, StepStatus::Pending);
+        assert_eq!(state.steps()[1].status, StepStatus::Failed);
+        assert_eq!(state.steps()[1].error.as_deref(), Some(INTERRUPTED_ERROR));
+        let undo: Vec<usize> = state.undo_log().map(|(i, _)| i).collect();
+        assert_eq!(undo, vec![1]);
+        assert_eq!(state.resumes()[0].interrupted.len(), 2);
+    }
+
+    #[test]
+    fn a_step_with_an_effect_that_cannot_be_undone_is_never_compensated() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        let mut lasting = effect("a#2", false);
+        lasting.compensating_tool = None;
+        let state = RunState::replay(
+            &plan,
+            &[
+                at(Some("a"), 1, EventKind::StepStarted { direct_tool: None }),
+                at(
+                    Some("a"),
+                    2,
+                    EventKind::Effect {
+                        effect: effect("a#1", false),
+                    },
+                ),
+                at(Some("a"), 2, EventKind::Effect { effect: lasting }),
+                at(
+                    Some("a"),
+                    3,
+                    EventKind::StepFinished {
+                        status: StepStatus::Completed,
+                        result: None,
+                        duration_ms: 1.0,
+                        error: None,
+                    },
+                ),
+                at(
+                    None,
+                    4,
+                    EventKind::RollbackStarted {
+                        steps: vec!["a".into()],
+                    },
+                ),
+                at(
+                    Some("a"),
+                    5,
+                    EventKind::CompensationFinished {
+                        action: 0,
+                        tool: "delete".into(),
+                        success: true,
+                        error: None,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(state.steps()[0].status, StepStatus::Completed);
+    }
+}
