@@ -1,7 +1,7 @@
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use super::{invoke, EventSink};
 use crate::approval::{ApprovalHandler, DenyAll};
@@ -22,7 +22,6 @@ pub struct StepContext {
     retry: RetryPolicy,
     sink: EventSink,
     calls: AtomicU32,
-    effects: Mutex<Vec<Effect>>,
 }
 
 impl Default for StepContext {
@@ -35,7 +34,6 @@ impl Default for StepContext {
             retry: RetryPolicy::default(),
             sink: EventSink::new(),
             calls: AtomicU32::new(0),
-            effects: Mutex::new(Vec::new()),
         }
     }
 }
@@ -125,11 +123,6 @@ impl StepContext {
         invoke::invoke(tool, args, self, CallPurpose::Execute).await
     }
 
-    /// The effects recorded so far, in the order they happened, leaving none.
-    pub fn take_effects(&self) -> Vec<Effect> {
-        std::mem::take(&mut *self.effects.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
     pub(crate) fn next_call_id(&self, purpose: CallPurpose) -> String {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let owner = self
@@ -169,11 +162,7 @@ impl StepContext {
         args: &Value,
         outcome: &Result<Value, ToolError>,
     ) {
-        // The intent noted before the call is replaced by what actually happened.
-        self.effects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|e| e.call_id != call_id);
+        // The outcome replaces the intent noted before the call (same call id) in the run state.
         let contract = &spec.contract;
         let result = match outcome {
             Ok(value)
@@ -196,15 +185,10 @@ impl StepContext {
         });
     }
 
-    /// Keeps an effect for rollback and puts it on record (so a resumed run knows it too).
+    /// Puts an effect on record: the run state keeps it for rollback (and a resumed run's
+    /// replayed state too).
     fn push_effect(&self, effect: Effect) {
-        self.emit(EventKind::Effect {
-            effect: effect.clone(),
-        });
-        self.effects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(effect);
+        self.emit(EventKind::Effect { effect });
     }
 }
 
