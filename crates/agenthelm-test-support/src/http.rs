@@ -70,6 +70,8 @@ pub struct Received {
     pub method: String,
     /// The request target, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The protocol of the request line, e.g. `HTTP/1.1`.
+    pub version: String,
     /// Headers, names in lowercase.
     pub headers: Vec<(String, String)>,
     /// The body, as sent.
@@ -99,8 +101,8 @@ impl Received {
 }
 
 enum Script {
-    /// In order; a request past the end gets a 599 naming the problem.
-    Sequence(std::vec::IntoIter<Reply>),
+    /// In order; a request past the end gets the second reply.
+    Sequence(std::vec::IntoIter<Reply>, Reply),
     /// The same answer to every request.
     Always(Reply),
 }
@@ -121,9 +123,18 @@ pub struct MockServer {
 }
 
 impl MockServer {
-    /// Answers with `replies` in order.
+    /// Answers with `replies` in order; a request past the end gets a 599 naming the problem.
     pub fn start(replies: Vec<Reply>) -> MockServer {
-        Self::serve(Script::Sequence(replies.into_iter()))
+        let ran_out = Reply::json(
+            599,
+            serde_json::json!({"error": {"message": "the test server has no reply left"}}),
+        );
+        Self::start_then(replies, ran_out)
+    }
+
+    /// Answers with `replies` in order, then every further request with `ran_out`.
+    pub fn start_then(replies: Vec<Reply>, ran_out: Reply) -> MockServer {
+        Self::serve(Script::Sequence(replies.into_iter(), ran_out))
     }
 
     /// Answers every request with `reply`.
@@ -199,12 +210,7 @@ fn exchange(mut stream: TcpStream, server: &Shared) -> std::io::Result<()> {
         return Ok(());
     };
     let reply = match &mut *server.script.lock().expect("lock") {
-        Script::Sequence(replies) => replies.next().unwrap_or_else(|| {
-            Reply::json(
-                599,
-                serde_json::json!({"error": {"message": "the test server has no reply left"}}),
-            )
-        }),
+        Script::Sequence(replies, ran_out) => replies.next().unwrap_or_else(|| ran_out.clone()),
         Script::Always(reply) => reply.clone(),
     };
     server.received.lock().expect("lock").push(request);
@@ -249,6 +255,7 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Received>> {
     let mut request_line = lines.next().unwrap_or_default().split(' ');
     let method = request_line.next().unwrap_or_default().to_owned();
     let path = request_line.next().unwrap_or_default().to_owned();
+    let version = request_line.next().unwrap_or_default().to_owned();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -268,6 +275,7 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Received>> {
     Ok(Some(Received {
         method,
         path,
+        version,
         headers,
         body: buffer[header_end..].to_vec(),
         at: Instant::now(),
@@ -306,8 +314,21 @@ mod tests {
         assert_eq!(received.len(), 3);
         assert_eq!(received[0].method, "POST");
         assert_eq!(received[0].path, "/v1/x");
+        assert_eq!(received[0].version, "HTTP/1.1");
         assert_eq!(received[0].json()["q"], 1);
         assert_eq!(received[0].header("Content-Length"), Some("7"));
+    }
+
+    #[test]
+    fn past_the_script_every_request_gets_the_chosen_reply() {
+        let server =
+            MockServer::start_then(vec![Reply::raw(200, "first")], Reply::raw(500, "exhausted"));
+        assert!(post(server.url(), "").ends_with("first"));
+        for _ in 0..2 {
+            let answer = post(server.url(), "");
+            assert!(answer.starts_with("HTTP/1.1 500") && answer.ends_with("exhausted"));
+        }
+        assert_eq!(server.received().len(), 3);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! - [`TempDir`]: a fresh folder under the system's temp dir, removed when dropped.
 //! - [`MockServer`]: a loopback HTTP server answering from a script and recording requests; it
 //!   runs on its own threads, so sync tests, async tests and child processes can all talk to it.
-//! - [`stops_running`] / [`is_running`]: process checks by pid, for "no process left behind".
+//! - [`stops_running`] / [`stops_running_within`] / [`is_running`]: process checks by pid, for
+//!   "no process left behind".
 //!
 //! Helpers panic on setup failures: they only ever run inside tests, where a panic is the failure
 //! report.
@@ -13,5 +14,5 @@ mod process;
 mod temp;
 
 pub use http::{MockServer, Received, Reply};
-pub use process::{is_running, stops_running};
+pub use process::{is_running, stops_running, stops_running_within};
 pub use temp::TempDir;

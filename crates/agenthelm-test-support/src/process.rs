@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Whether process `pid` is running: it exists and is not a zombie (Linux `/proc`).
 pub fn is_running(pid: u32) -> bool {
@@ -15,13 +15,20 @@ pub fn is_running(pid: u32) -> bool {
 /// Whether process `pid` stops running within about ten seconds: a killed process takes the
 /// kernel a moment to wind down. This bounds a wait; it is not a timing assertion.
 pub fn stops_running(pid: u32) -> bool {
-    for _ in 0..400 {
+    stops_running_within(pid, Duration::from_secs(10))
+}
+
+/// Whether process `pid` stops running within `limit` (checked every 25 ms, and once more at
+/// the end), for waits that need a more generous bound than [`stops_running`].
+pub fn stops_running_within(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
         if !is_running(pid) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    false
+    !is_running(pid)
 }
 
 #[cfg(test)]
@@ -41,5 +48,20 @@ mod tests {
         assert!(stops_running(child.id()));
         child.wait().unwrap();
         assert!(!is_running(child.id()));
+    }
+
+    #[test]
+    fn a_running_process_does_not_stop_within_a_short_limit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!stops_running_within(
+            child.id(),
+            Duration::from_millis(100)
+        ));
+        child.kill().unwrap();
+        assert!(stops_running_within(child.id(), Duration::from_secs(10)));
+        child.wait().unwrap();
     }
 }
