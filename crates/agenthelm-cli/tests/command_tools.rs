@@ -2,12 +2,13 @@
 //! tool can go wrong (fails, hangs, prints garbage, is missing).
 
 mod common;
+use agenthelm_test_support::stops_running;
 use common::*;
 use serde_json::Value;
 
 /// Executes a one-step plan calling `tool` with `args`; returns the run and the JSON result.
 fn one_step(extra_tools: &str, tool: &str, args: &str) -> (Run, Value, TempDir) {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-command-tools");
     workspace(&dir, extra_tools);
     dir.write(
         "plan.yaml",
@@ -100,7 +101,7 @@ fn a_missing_program_is_a_clear_failure() {
 #[test]
 fn a_hanging_tool_is_killed_with_its_whole_process_group() {
     let extra = "  hang:\n    command: [python3, tools/t.py, hang]\n    timeout: 1\n";
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-command-tools");
     let pidfile = dir.path().join("grandchild.pid");
     let (run, json, _d) = one_step(
         extra,
@@ -114,9 +115,13 @@ fn a_hanging_tool_is_killed_with_its_whole_process_group() {
         step_error(&json)
     );
     // The tool's own child (`sleep 1000`) is gone too.
-    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
-        stops_running(&pid),
+        stops_running(pid),
         "grandchild {pid} still runs after the timeout"
     );
 }

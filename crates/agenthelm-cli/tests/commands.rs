@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[test]
 fn init_writes_a_workspace_that_runs_offline() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-commands");
     let run = run(dir.path(), &["init", "ws"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let ws = dir.path().join("ws");
@@ -37,7 +37,7 @@ fn init_writes_a_workspace_that_runs_offline() {
 }
 
 fn plan_dir() -> TempDir {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-commands");
     workspace(&dir, "");
     dir.write(
         "plan.yaml",
@@ -93,7 +93,7 @@ fn the_workspace_is_found_in_parents_and_beside_the_plan() {
     std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
     let run = run(&dir.path().join("sub/deeper"), &["show", "../../plan.yaml"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let elsewhere = TempDir::new();
+    let elsewhere = TempDir::new("cli-commands");
     let plan = dir.path().join("plan.yaml");
     let run = common::run(elsewhere.path(), &["show", plan.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -166,7 +166,7 @@ fn a_broken_user_config_names_its_file_and_key() {
 
 #[test]
 fn completions_for_each_shell() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-commands");
     for (shell, marker) in [
         ("bash", "complete -F"),
         ("zsh", "#compdef agenthelm"),
@@ -182,7 +182,7 @@ fn completions_for_each_shell() {
 
 #[test]
 fn version_and_help_on_every_command() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-commands");
     let version = run(dir.path(), &["--version"]);
     assert_eq!(version.code, 0);
     assert_eq!(

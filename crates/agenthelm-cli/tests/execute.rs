@@ -42,7 +42,7 @@ fn status_of<'a>(json: &'a Value, id: &str) -> &'a str {
 
 #[test]
 fn a_failure_rolls_back_completed_steps_and_exits_1() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write("plan.yaml", SAGA);
     let run = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
@@ -85,7 +85,7 @@ fn a_failure_rolls_back_completed_steps_and_exits_1() {
 
 #[test]
 fn no_rollback_leaves_the_work_in_place() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write("plan.yaml", SAGA);
     let run = run(
@@ -106,7 +106,7 @@ fn no_rollback_leaves_the_work_in_place() {
 
 #[test]
 fn a_compensation_that_fails_is_reported() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     // `delete` of a file that is already gone fails: the report names the step.
     dir.write(
@@ -127,7 +127,7 @@ fn a_compensation_that_fails_is_reported() {
 
 #[test]
 fn independent_steps_run_at_the_same_time() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     // Each call waits inside the tool until all three are inside: only parallel steps pass.
     dir.write(
@@ -146,7 +146,7 @@ fn independent_steps_run_at_the_same_time() {
 
 #[test]
 fn max_parallel_1_runs_one_step_at_a_time() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write(
         "plan.yaml",
@@ -165,7 +165,7 @@ fn max_parallel_1_runs_one_step_at_a_time() {
 
 #[test]
 fn dry_run_checks_and_shows_but_runs_nothing() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write("plan.yaml", SAGA);
     let run = run(dir.path(), &["execute", "plan.yaml", "--dry-run"]);
@@ -183,7 +183,7 @@ fn dry_run_checks_and_shows_but_runs_nothing() {
 
 #[test]
 fn without_yes_and_without_a_terminal_it_refuses() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write("plan.yaml", SAGA);
     let run = run(dir.path(), &["execute", "plan.yaml"]);
@@ -199,7 +199,7 @@ fn without_yes_and_without_a_terminal_it_refuses() {
 
 #[test]
 fn success_exits_0_with_results_in_json() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write(
         "plan.yaml",
@@ -217,7 +217,7 @@ fn success_exits_0_with_results_in_json() {
 #[test]
 fn the_example_runs_and_rolls_back() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     // A copy, so the test leaves the repository as it was.
     for file in [
         "agenthelm.yaml",
@@ -251,7 +251,7 @@ fn the_example_runs_and_rolls_back() {
 
 #[test]
 fn ctrl_c_stops_the_run_and_rolls_back() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     workspace(&dir, "");
     dir.write(
         "plan.yaml",
@@ -311,7 +311,7 @@ fn ctrl_c_stops_the_run_and_rolls_back() {
 
 #[test]
 fn a_step_cannot_call_a_tool_its_agent_was_not_given() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-execute");
     // `danger` is a workspace tool (so the orchestrator holds it for compensations), but the
     // worker agent was not given it.
     workspace(

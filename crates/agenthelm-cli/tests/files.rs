@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 fn bad_workspace(text: &str) -> Run {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-files");
     dir.write("agenthelm.yaml", text);
     dir.write("plan.yaml", "goal: g\nsteps: []\n");
     run(dir.path(), &["show", "plan.yaml"])
@@ -114,7 +114,7 @@ fn yaml_syntax_error() {
 
 #[test]
 fn missing_workspace_and_missing_config_flag() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-files");
     dir.write("plan.yaml", "goal: g\n");
     let run = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
     assert_bad(&run, "no agenthelm.yaml found in");
@@ -123,7 +123,7 @@ fn missing_workspace_and_missing_config_flag() {
 }
 
 fn bad_plan(plan: &str) -> Run {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-files");
     workspace(&dir, "");
     dir.write("plan.yaml", plan);
     run(dir.path(), &["execute", "plan.yaml", "--yes"])
@@ -168,7 +168,7 @@ fn plan_with_a_cycle_and_an_unknown_dependency() {
 
 #[test]
 fn missing_plan_file() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-files");
     workspace(&dir, "");
     let run = run(dir.path(), &["execute", "absent.yaml", "--yes"]);
     assert_bad(&run, "absent.yaml: cannot read the plan file");
@@ -176,7 +176,7 @@ fn missing_plan_file() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-files");
     let run = run(dir.path(), &["execute"]);
     assert_eq!(run.code, 2, "{}", run.all());
     let run = common::run(dir.path(), &["show", "p.yaml", "--format", "png"]);

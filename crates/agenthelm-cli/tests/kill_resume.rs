@@ -102,7 +102,7 @@ struct Bench {
 
 impl Bench {
     fn new(plan: &str) -> Bench {
-        let dir = TempDir::new();
+        let dir = TempDir::new("cli-kill-resume");
         dir.write("agenthelm.yaml", LOGGING_WORKSPACE);
         dir.write("tool.py", LOGGING_TOOL);
         dir.write("plan.yaml", plan);

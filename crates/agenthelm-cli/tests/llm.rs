@@ -1,11 +1,12 @@
 //! `run` and `chat` against a loopback OpenAI-compatible server.
 
 mod common;
+use agenthelm_test_support::stops_running;
 use common::*;
 use serde_json::json;
 
 fn llm_workspace() -> TempDir {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-llm");
     workspace(&dir, "");
     dir
 }
@@ -102,7 +103,7 @@ fn run_bad_input_exits_2() {
         run.stderr
     );
 
-    let bare = TempDir::new();
+    let bare = TempDir::new("cli-llm");
     bare.write("agenthelm.yaml", "agents:\n  a: {}\n");
     let run = common::run(bare.path(), &["run", "x"]);
     assert_eq!(run.code, 2, "{}", run.all());
@@ -310,6 +311,7 @@ fn ctrl_c_during_run_stops_the_running_tool() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(!tool_pid.is_empty(), "the tool never started");
+    let tool_pid: u32 = tool_pid.trim().parse().unwrap();
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -321,15 +323,6 @@ fn ctrl_c_during_run_stops_the_running_tool() {
     assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
     // The tool (which never got the Ctrl-C itself) was sent SIGKILL with its process group; on a
     // busy machine it may take a moment to be torn down.
-    let gone = || {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", tool_pid.trim())).unwrap_or_default();
-        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !gone() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(gone(), "tool {} still runs", tool_pid.trim());
+    assert!(stops_running(tool_pid), "tool {tool_pid} still runs");
     assert!(!dir.path().join("created/never").exists());
 }

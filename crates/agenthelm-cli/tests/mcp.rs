@@ -6,6 +6,7 @@
 //! missing says so and returns. Models are a scripted OpenAI-compatible server on 127.0.0.1.
 
 mod common;
+use agenthelm_test_support::stops_running_within;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ impl Drop for ScriptedLlm {
 #[test]
 fn list_tools_shows_names_descriptions_and_parameters() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let run = run(dir.path(), &args(&["mcp", "list-tools"], &demo));
     assert_eq!(run.code, 0, "{}", run.all());
     for expected in [
@@ -150,7 +151,7 @@ fn list_tools_shows_names_descriptions_and_parameters() {
 #[test]
 fn list_tools_as_json() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let run = run(dir.path(), &args(&["mcp", "list-tools", "--json"], &demo));
     assert_eq!(run.code, 0, "{}", run.all());
     let tools: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -166,7 +167,7 @@ fn list_tools_as_json() {
 
 #[test]
 fn list_tools_refuses_bad_servers_with_clear_errors() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let none = run(dir.path(), &["mcp", "list-tools"]);
     assert_eq!(none.code, 2, "{}", none.all());
     assert!(none.stderr.contains("which MCP server?"), "{}", none.stderr);
@@ -221,7 +222,7 @@ fn list_tools_refuses_bad_servers_with_clear_errors() {
 #[test]
 fn list_tools_of_a_workspace_server() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     dir.write(
         "agenthelm.yaml",
         &format!("mcp_servers:\n  demo:\n    command: {demo:?}\n"),
@@ -250,7 +251,7 @@ fn list_tools_of_a_workspace_server() {
 #[test]
 fn mcp_run_gives_the_agent_the_servers_tools() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let llm = ScriptedLlm::start(&dir, "add", r#"{"a": 20, "b": 22}"#);
     let out = agenthelm(dir.path())
         .env("OPENAI_BASE_URL", &llm.url)
@@ -294,7 +295,7 @@ fn mcp_run_gives_the_agent_the_servers_tools() {
 #[test]
 fn mcp_run_reports_tool_errors_to_the_model() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let llm = ScriptedLlm::start(&dir, "fail", r#"{"msg": "no such invoice"}"#);
     let out = agenthelm(dir.path())
         .env("OPENAI_BASE_URL", &llm.url)
@@ -319,7 +320,7 @@ fn mcp_run_reports_tool_errors_to_the_model() {
 #[test]
 fn mcp_run_needs_a_model() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let run = run(dir.path(), &args(&["mcp", "run", "-t", "anything"], &demo));
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("no model"), "{}", run.stderr);
@@ -331,7 +332,7 @@ fn mcp_run_needs_a_model() {
 #[test]
 fn workspace_agents_use_mcp_tools_by_reference() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     dir.write(
         "agenthelm.yaml",
         &format!(
@@ -354,7 +355,7 @@ fn workspace_agents_use_mcp_tools_by_reference() {
 
 #[test]
 fn workspace_mcp_mistakes_name_the_file_line_and_key() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     dir.write(
         "agenthelm.yaml",
         "agents:\n  a:\n    tools: [ghost.tool]\nmcp_servers:\n  demo:\n    command: [x]\n",
@@ -398,7 +399,7 @@ fn workspace_mcp_mistakes_name_the_file_line_and_key() {
 #[test]
 fn an_unknown_tool_of_a_configured_server_is_bad_input() {
     let Some(demo) = demo_server() else { return };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     dir.write(
         "agenthelm.yaml",
         &format!(
@@ -423,7 +424,7 @@ fn a_plan_with_mcp_steps_is_rolled_back_through_mcp_compensations() {
     let (Some(memory), Some(demo)) = (memory_server(), demo_server()) else {
         return;
     };
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let memory_file = dir.path().join("memory.jsonl");
     dir.write(
         "agenthelm.yaml",
@@ -499,25 +500,9 @@ fn lifecycle_fixture() -> String {
         .to_string()
 }
 
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-    }
-}
-
-/// Waits (generously, for a loaded machine) until `pid` is gone.
+/// Waits (generously, for a loaded machine) until `pid` is gone (a zombie counts as gone).
 fn gone(pid: u32) -> bool {
-    (0..600).any(|_| {
-        let dead = !alive(pid);
-        if !dead {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dead
-    })
+    stops_running_within(pid, Duration::from_secs(30))
 }
 
 /// Waits until `path` has content, and returns it.
@@ -535,7 +520,7 @@ fn read_when_written(path: &Path) -> String {
 
 #[test]
 fn a_failed_run_stops_the_workspace_servers() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let pid_file = dir.path().join("server.pid");
     dir.write(
         "agenthelm.yaml",
@@ -555,7 +540,7 @@ fn a_failed_run_stops_the_workspace_servers() {
 
 #[test]
 fn ctrl_c_stops_the_server_of_mcp_run() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-mcp");
     let marker = dir.path().join("hanging");
     let llm = ScriptedLlm::start(&dir, "hang", "{}");
     let mut child = agenthelm(dir.path())

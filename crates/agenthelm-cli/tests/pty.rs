@@ -7,7 +7,7 @@ use serde_json::Value;
 const GUARDED: &str = "  guarded:\n    description: Needs a yes\n    command: [python3, tools/t.py, create]\n    parameters:\n      type: object\n      properties: { name: { type: string } }\n      required: [name]\n    requires_approval: true\n";
 
 fn setup() -> TempDir {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-pty");
     workspace(&dir, GUARDED);
     dir.write(
         "plan.yaml",

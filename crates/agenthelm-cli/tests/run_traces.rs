@@ -10,7 +10,7 @@ fn json_of(run: &Run) -> Value {
 
 #[test]
 fn an_agent_run_keeps_its_llm_calls_and_tool_calls() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-run-traces");
     workspace(&dir, "");
     let server = LlmServer::start(vec![
         tool_reply("create", json!({"name": "traced"})),
@@ -70,7 +70,7 @@ fn an_agent_run_keeps_its_llm_calls_and_tool_calls() {
 
 #[test]
 fn an_agent_run_refuses_to_start_without_a_usable_store() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-run-traces");
     workspace(&dir, "");
     let db = dir.write(".agenthelm/agenthelm.db", &"not a database\n".repeat(500));
     let server = LlmServer::start(vec![text_reply("should not be asked", 1, 1)]);
@@ -94,7 +94,7 @@ fn an_agent_run_refuses_to_start_without_a_usable_store() {
 fn a_failed_agent_run_undoes_what_its_tools_did() {
     // The task is a one-step plan run by the orchestrator, so Saga rollback applies: the model
     // has `create` make a file, then fails; `create`'s compensating tool removes the file.
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-run-traces");
     workspace(&dir, "");
     let server = LlmServer::start(vec![tool_reply("create", json!({"name": "undone"}))]);
     let out = output(

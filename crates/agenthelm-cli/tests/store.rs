@@ -19,7 +19,7 @@ steps:
 "#;
 
 fn bench(store: &str) -> TempDir {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-store");
     dir.write("agenthelm.yaml", &format!("{LOGGING_WORKSPACE}{store}"));
     dir.write("tool.py", LOGGING_TOOL);
     dir.write("plan.yaml", FAILING);

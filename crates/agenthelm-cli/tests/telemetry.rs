@@ -2,11 +2,9 @@
 //! `agenthelm runs report`.
 
 mod common;
+use agenthelm_test_support::{MockServer, Reply};
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 
 const FAILING: &str = r#"goal: make a chain, then fail
 steps:
@@ -16,54 +14,17 @@ steps:
 "#;
 
 fn bench() -> TempDir {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-telemetry");
     dir.write("agenthelm.yaml", LOGGING_WORKSPACE);
     dir.write("tool.py", LOGGING_TOOL);
     dir.write("plan.yaml", FAILING);
     dir
 }
 
-/// A loopback OTLP/HTTP receiver: answers every POST with 200 `{}` and hands over (path, body).
-fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                if header.trim().is_empty() {
-                    break;
-                }
-                let lower = header.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            // Handed over before the answer, so the test sees it once the command has ended.
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let gone = tx.send((path, body)).is_err();
-            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
-            stream.write_all(answer.as_bytes()).unwrap();
-            if gone {
-                return;
-            }
-        }
-    });
-    (url, rx)
+/// A loopback OTLP/HTTP receiver: answers every request with 200 `{}` and records it before
+/// answering, so the test sees it once the command has ended.
+fn receiver() -> MockServer {
+    MockServer::always(Reply::raw(200, "{}").header("content-type", "application/json"))
 }
 
 fn span_names(body: &Value) -> Vec<String> {
@@ -79,17 +40,19 @@ fn span_names(body: &Value) -> Vec<String> {
 
 #[test]
 fn a_run_is_exported_to_the_endpoint_of_the_flag_or_the_environment() {
-    let (url, requests) = receiver();
+    let receiver = receiver();
+    let url = receiver.url();
     let dir = bench();
     let run = run(
         dir.path(),
-        &["execute", "plan.yaml", "--yes", "--otlp-endpoint", &url],
+        &["execute", "plan.yaml", "--yes", "--otlp-endpoint", url],
     );
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("Exported "), "{}", run.stderr);
-    let (path, body) = requests.try_recv().expect("nothing was exported");
-    assert_eq!(path, "/v1/traces");
-    let names = span_names(&body);
+    let exported = receiver.received();
+    let first = exported.first().expect("nothing was exported");
+    assert_eq!(first.path, "/v1/traces");
+    let names = span_names(&first.json());
     for expected in [
         "agenthelm.run",
         "step a",
@@ -113,22 +76,22 @@ fn a_run_is_exported_to_the_endpoint_of_the_flag_or_the_environment() {
     let listed: Value =
         serde_json::from_str(&common::run(dir.path(), &["runs", "list", "--json"]).stdout).unwrap();
     let id = listed[0]["run_id"].as_str().unwrap().to_owned();
-    assert!(
-        requests.try_recv().is_err(),
+    assert_eq!(
+        receiver.received().len(),
+        1,
         "a killed run exported nothing"
     );
     let resumed = output(
         agenthelm(dir.path())
             .args(["resume", &id])
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", url)
             .output()
             .unwrap(),
     );
     assert_eq!(resumed.code, 1, "{}", resumed.all());
-    let (_, body) = requests
-        .try_recv()
-        .expect("the resumed run was not exported");
-    let names = span_names(&body);
+    let exported = receiver.received();
+    let export = exported.get(1).expect("the resumed run was not exported");
+    let names = span_names(&export.json());
     // b ran twice (killed, then re-run): both attempts are on record.
     assert_eq!(
         names.iter().filter(|n| *n == "step b").count(),

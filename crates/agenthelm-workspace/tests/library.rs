@@ -3,7 +3,7 @@
 
 use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
 use agenthelm::{Plan, PlanStep, StepStatus, ToolContract};
-use agenthelm_test_support::TempDir;
+use agenthelm_test_support::{stops_running, TempDir};
 use agenthelm_workspace::{
     open_store, Assembly, CommandTool, ModelNeed, UserConfig, Workspace, WorkspaceError,
 };
@@ -221,22 +221,6 @@ fn call_info() -> ToolCallInfo {
     }
 }
 
-/// Whether process `pid` stops running (gone, or a zombie) within a few seconds.
-fn stops_running(pid: &str) -> bool {
-    for _ in 0..400 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if stat.is_empty() || state == Some("Z") {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
-
 #[tokio::test]
 async fn a_command_tool_that_times_out_is_killed_with_its_whole_group() {
     let dir = TempDir::new("group");
@@ -252,11 +236,14 @@ async fn a_command_tool_that_times_out_is_killed_with_its_whole_group() {
     let call = tool.call(json!({}), &info);
     let outcome = tokio::time::timeout(Duration::from_secs(2), call).await;
     assert!(outcome.is_err(), "the tool returned: {outcome:?}");
-    let pid = std::fs::read_to_string(dir.path().join("grandchild.pid")).unwrap();
+    let pid: u32 = std::fs::read_to_string(dir.path().join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
-        stops_running(&pid),
-        "grandchild {} still runs after the timeout",
-        pid.trim()
+        stops_running(pid),
+        "grandchild {pid} still runs after the timeout"
     );
 }
 
@@ -268,8 +255,8 @@ async fn a_command_tool_that_returns_leaves_nothing_running() {
         dir.path(),
     );
     let pid = tool.call(json!({}), &call_info()).await.unwrap();
-    let pid = pid.as_u64().unwrap().to_string();
-    assert!(stops_running(&pid), "background {pid} outlived its tool");
+    let pid = u32::try_from(pid.as_u64().unwrap()).unwrap();
+    assert!(stops_running(pid), "background {pid} outlived its tool");
 }
 
 #[tokio::test]

@@ -8,23 +8,14 @@ use agenthelm::prelude::*;
 use agenthelm::store::{
     EventFilter, JsonlStore, RunStore, RunSummary, SqliteStore, StoreError, StoredRun,
 };
+use agenthelm_test_support::TempDir;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Every tool call with a side effect, in order: ("create" | "remove", name).
 type Calls = Arc<Mutex<Vec<(String, String)>>>;
-
-fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    let dir =
-        std::env::temp_dir().join(format!("agenthelm-test-{name}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn tools(calls: &Calls) -> ToolSet {
     let schema =
@@ -168,8 +159,8 @@ fn finished_before_crash(store: &dyn RunStore, run_id: &str) -> Vec<String> {
 
 async fn uninterrupted(d_fails: bool, mode: RollbackMode) -> (Plan, usize) {
     let calls = Calls::default();
-    let store: Arc<dyn RunStore> =
-        Arc::new(SqliteStore::open(temp_dir("clean").join("runs.db")).unwrap());
+    let dir = TempDir::new("clean");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let mut plan = plan(d_fails);
     let result = orchestrator_in(&calls, store.clone(), mode)
         .execute(&mut plan)
@@ -189,7 +180,8 @@ async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
     let mut uncertain_compensations = 0;
     for fail_at in 1..=writes {
         let calls = Calls::default();
-        let db = temp_dir("crash").join("runs.db");
+        let dir = TempDir::new("crash");
+        let db = dir.join("runs.db");
         let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
         let dying = Arc::new(DyingStore {
             inner: durable.clone(),
@@ -306,7 +298,8 @@ async fn a_parallel_rollback_survives_a_crash_at_every_journal_write() {
 #[tokio::test]
 async fn an_interrupted_step_can_be_failed_instead_of_rerun() {
     let calls = Calls::default();
-    let db = temp_dir("rule").join("runs.db");
+    let dir = TempDir::new("rule");
+    let db = dir.join("runs.db");
     let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
     // Writes: run_started, step_started(a), effect(a) -> dies while a and b run.
     let dying = Arc::new(DyingStore {
@@ -343,8 +336,8 @@ async fn an_interrupted_step_can_be_failed_instead_of_rerun() {
 #[tokio::test]
 async fn resuming_needs_a_store_and_an_unfinished_run() {
     let calls = Calls::default();
-    let store: Arc<dyn RunStore> =
-        Arc::new(SqliteStore::open(temp_dir("finished").join("runs.db")).unwrap());
+    let dir = TempDir::new("finished");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let orchestrator = orchestrator(&calls, store.clone());
     let mut plan = plan(false);
     let result = orchestrator.execute(&mut plan).await.unwrap();
@@ -370,8 +363,8 @@ async fn resuming_needs_a_store_and_an_unfinished_run() {
 #[tokio::test]
 async fn a_store_that_cannot_record_the_run_means_nothing_runs() {
     let calls = Calls::default();
-    let durable: Arc<dyn RunStore> =
-        Arc::new(SqliteStore::open(temp_dir("dead").join("runs.db")).unwrap());
+    let dir = TempDir::new("dead");
+    let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let dead = Arc::new(DyingStore {
         inner: durable,
         appends: AtomicUsize::new(0),
@@ -391,8 +384,8 @@ async fn a_store_that_cannot_record_the_run_means_nothing_runs() {
 #[tokio::test]
 async fn cancelling_a_journaled_run_rolls_back_and_is_on_record() {
     let calls = Calls::default();
-    let store: Arc<dyn RunStore> =
-        Arc::new(SqliteStore::open(temp_dir("cancel").join("runs.db")).unwrap());
+    let dir = TempDir::new("cancel");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let cancel = CancelToken::new();
     cancel.cancel();
     let mut plan = plan(false);
@@ -412,7 +405,7 @@ async fn cancelling_a_journaled_run_rolls_back_and_is_on_record() {
 
 #[test]
 fn sqlite_store_rejects_foreign_and_damaged_files() {
-    let dir = temp_dir("foreign");
+    let dir = TempDir::new("foreign");
     let damaged = dir.join("damaged.db");
     std::fs::write(
         &damaged,
@@ -447,7 +440,7 @@ fn sqlite_store_rejects_foreign_and_damaged_files() {
 #[test]
 fn store_files_are_private_and_a_read_only_folder_is_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = temp_dir("perms");
+    let dir = TempDir::new("perms");
     let path = dir.join("nested").join("runs.db");
     SqliteStore::open(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -472,7 +465,7 @@ fn store_files_are_private_and_a_read_only_folder_is_a_clear_error() {
 
 #[tokio::test]
 async fn both_backends_keep_runs_list_them_and_answer_queries() {
-    let dir = temp_dir("backends");
+    let dir = TempDir::new("backends");
     let stores: Vec<Arc<dyn RunStore>> = vec![
         Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
         Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
@@ -559,8 +552,8 @@ impl RunStore for NoEndStore {
 #[tokio::test]
 async fn a_run_killed_after_its_last_event_is_recorded_as_ended_on_resume() {
     let calls = Calls::default();
-    let durable: Arc<dyn RunStore> =
-        Arc::new(SqliteStore::open(temp_dir("last-instant").join("runs.db")).unwrap());
+    let dir = TempDir::new("last-instant");
+    let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let mut plan = plan(true);
     let outcome = orchestrator(&calls, Arc::new(NoEndStore(durable.clone())))
         .execute(&mut plan)

@@ -9,6 +9,7 @@ use agenthelm::exec::{EventSink, StepContext};
 use agenthelm::orchestrate::OrchestratorError;
 use agenthelm::prelude::*;
 use agenthelm::store::{EventFilter, RunStore, RunSummary, SqliteStore, StoreError, StoredRun};
+use agenthelm_test_support::TempDir;
 use common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,8 @@ use std::sync::Arc;
 /// it, like a process that died right then.
 struct DiesAt {
     inner: SqliteStore,
+    /// The store's folder, removed with the store.
+    _dir: TempDir,
     kind: &'static str,
     step: Option<&'static str>,
     dead: AtomicBool,
@@ -26,13 +29,10 @@ struct DiesAt {
 
 impl DiesAt {
     fn new(kind: &'static str, step: Option<&'static str>) -> Arc<Self> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("agenthelm-test-gate-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("gate");
         Arc::new(DiesAt {
             inner: SqliteStore::open(dir.join("runs.db")).unwrap(),
+            _dir: dir,
             kind,
             step,
             dead: AtomicBool::new(false),

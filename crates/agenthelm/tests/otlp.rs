@@ -6,110 +6,22 @@ mod run_fixture;
 use agenthelm::otlp::{spans_of, trace_id_of, OtlpError, OtlpExporter};
 use agenthelm::store::StoredRun;
 use agenthelm::{Event, EventKind, StepStatus};
-use run_fixture::{temp_dir, trip_run, PAYMENT_ERROR};
+use agenthelm_test_support::{MockServer, Reply, TempDir};
+use run_fixture::{trip_run, PAYMENT_ERROR};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
-/// One request the collector received.
-#[derive(Debug)]
-struct Received {
-    request_line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("the body is JSON")
-    }
-}
-
-/// How the collector answers.
-#[derive(Clone)]
-enum Answer {
-    Status(u16, &'static str),
-    /// Reads the request and never answers.
-    Silence,
-}
-
-/// A collector on a free loopback port: its base URL and the requests it receives.
-async fn collector(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let (tx, answer) = (tx.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 8192];
-                let head_end = loop {
-                    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i;
-                    }
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-                let mut lines = head.split("\r\n");
-                let request_line = lines.next().unwrap_or_default().to_owned();
-                let headers: Vec<(String, String)> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .collect();
-                let length: usize = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = data[head_end + 4..].to_vec();
-                while body.len() < length {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => body.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = tx.send(Received {
-                    request_line,
-                    headers,
-                    body,
-                });
-                match answer {
-                    Answer::Status(code, text) => {
-                        let response = format!(
-                            "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                            text.len()
-                        );
-                        let _ = socket.write_all(response.as_bytes()).await;
-                    }
-                    Answer::Silence => std::future::pending::<()>().await,
-                }
-            });
-        }
-    });
-    (url, rx)
+/// A collector on a free loopback port answering every request with `status` and a JSON `body`
+/// (recording each request before it answers).
+fn collector(status: u16, body: &str) -> MockServer {
+    MockServer::always(Reply::raw(status, body).header("content-type", "application/json"))
 }
 
 async fn failed_trip() -> StoredRun {
-    let dir = temp_dir("otlp-trip");
-    let run = trip_run(&dir, true).await;
-    std::fs::remove_dir_all(&dir).ok();
-    run
+    let dir = TempDir::new("otlp-trip");
+    trip_run(&dir, true).await
 }
 
 fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
@@ -137,15 +49,19 @@ fn step_span<'a>(spans: &'a [Value], step: &str) -> &'a Value {
 #[tokio::test]
 async fn a_failed_run_is_exported_as_one_span_tree() {
     let run = failed_trip().await;
-    let (url, mut received) = collector(Answer::Status(200, "{}")).await;
-    let exporter = OtlpExporter::new(&url)
+    let collector = collector(200, "{}");
+    let exporter = OtlpExporter::new(collector.url())
         .unwrap()
         .header("x-api-key", "sekrit-value-123")
         .unwrap();
     let sent = exporter.export(&run.events).await.unwrap();
 
-    let request = received.recv().await.unwrap();
-    assert_eq!(request.request_line, "POST /v1/traces HTTP/1.1");
+    let received = collector.received();
+    let request = received.first().expect("a request arrived");
+    assert_eq!(
+        format!("{} {} {}", request.method, request.path, request.version),
+        "POST /v1/traces HTTP/1.1"
+    );
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.header("x-api-key"), Some("sekrit-value-123"));
     let body = request.json();
@@ -311,12 +227,13 @@ async fn a_failed_run_is_exported_as_one_span_tree() {
 #[tokio::test]
 async fn the_same_run_gives_the_same_trace() {
     let run = failed_trip().await;
-    let (url, mut received) = collector(Answer::Status(200, "")).await;
-    let exporter = OtlpExporter::new(&format!("{url}/")).unwrap();
+    let collector = collector(200, "");
+    let exporter = OtlpExporter::new(&format!("{}/", collector.url())).unwrap();
     exporter.export(&run.events).await.unwrap();
     exporter.export(&run.events).await.unwrap();
-    let first = received.recv().await.unwrap().json();
-    let second = received.recv().await.unwrap().json();
+    let received = collector.received();
+    let first = received[0].json();
+    let second = received[1].json();
     assert_eq!(first, second);
     assert_eq!(spans_of(&run.events), spans_of(&run.events));
 
@@ -331,9 +248,9 @@ async fn the_same_run_gives_the_same_trace() {
 #[tokio::test]
 async fn a_collector_error_is_reported_with_its_status_and_body() {
     let run = failed_trip().await;
-    let (url, _received) =
-        collector(Answer::Status(500, r#"{"message":"collector overloaded"}"#)).await;
-    let exporter = OtlpExporter::new(&url)
+    let collector = collector(500, r#"{"message":"collector overloaded"}"#);
+    let url = collector.url();
+    let exporter = OtlpExporter::new(url)
         .unwrap()
         .header("authorization", "Bearer top-secret")
         .unwrap();
@@ -355,12 +272,11 @@ async fn a_collector_error_is_reported_with_its_status_and_body() {
 #[tokio::test]
 async fn a_collector_that_drops_spans_is_an_error() {
     let run = failed_trip().await;
-    let (url, _received) = collector(Answer::Status(
+    let collector = collector(
         200,
         r#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"spans too old"}}"#,
-    ))
-    .await;
-    let error = OtlpExporter::new(&url)
+    );
+    let error = OtlpExporter::new(collector.url())
         .unwrap()
         .export(&run.events)
         .await
@@ -398,8 +314,8 @@ async fn nobody_listening_is_a_clear_error() {
 #[tokio::test]
 async fn a_silent_collector_times_out() {
     let run = failed_trip().await;
-    let (url, mut received) = collector(Answer::Silence).await;
-    let exporter = OtlpExporter::new(&url)
+    let collector = MockServer::always(Reply::silence());
+    let exporter = OtlpExporter::new(collector.url())
         .unwrap()
         .timeout(Duration::from_millis(300));
     let error = exporter.export(&run.events).await.unwrap_err();
@@ -408,7 +324,10 @@ async fn a_silent_collector_times_out() {
         "{error:?}"
     );
     assert!(error.to_string().contains("timed out"));
-    assert!(received.recv().await.is_some(), "the request did arrive");
+    assert!(
+        !collector.wait_for(1, Duration::from_secs(10)).is_empty(),
+        "the request did arrive"
+    );
 }
 
 fn event(step: Option<&str>, ms: u64, kind: EventKind) -> Event {
@@ -457,23 +376,23 @@ async fn a_large_run_goes_in_several_requests() {
             duration_ms: 1501.0,
         },
     ));
-    let (url, mut received) = collector(Answer::Status(200, "{}")).await;
-    let sent = OtlpExporter::new(&url)
+    let collector = collector(200, "{}");
+    let sent = OtlpExporter::new(collector.url())
         .unwrap()
         .export(&events)
         .await
         .unwrap();
     assert_eq!(sent, 1501);
-    let mut counts = Vec::new();
-    while counts.iter().sum::<usize>() < sent {
-        let body = received.recv().await.unwrap().json();
-        counts.push(
-            body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    let counts: Vec<usize> = collector
+        .received()
+        .iter()
+        .map(|request| {
+            request.json()["resourceSpans"][0]["scopeSpans"][0]["spans"]
                 .as_array()
                 .unwrap()
-                .len(),
-        );
-    }
+                .len()
+        })
+        .collect();
     assert_eq!(counts, [1000, 501]);
 
     // No events, no spans, no request (the URL has nobody behind it).

@@ -7,6 +7,7 @@ mod common;
 use agenthelm::report::render_html;
 use agenthelm::store::{RunStore, SqliteStore};
 use agenthelm::PlanError;
+use agenthelm_test_support::TempDir;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -303,11 +304,7 @@ fn compensation_bars(html: &str) -> Vec<(f64, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_shows_parallel_compensations_as_overlapping_bars() {
-    let dir = std::env::temp_dir().join(format!(
-        "agenthelm-test-parallel-timeline-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("parallel-timeline");
     let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let undoing = Arc::new(Undoing {
         slow: HashSet::from(["a", "b"]),
@@ -326,7 +323,6 @@ async fn the_timeline_shows_parallel_compensations_as_overlapping_bars() {
     let [(x1, w1), (x2, w2)] = [bars[0], bars[1]];
     // Both bars began before either ended (the barrier made sure), so they overlap on the axis.
     assert!(x1 < x2 + w2 && x2 < x1 + w1, "{bars:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

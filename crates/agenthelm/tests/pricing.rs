@@ -2,6 +2,7 @@
 
 use agenthelm::lm::{CompletionRequest, ModelPrice, Pricing};
 use agenthelm::prelude::*;
+use agenthelm_test_support::TempDir;
 use serde_json::json;
 
 #[test]
@@ -35,8 +36,7 @@ fn code_overrides_replace_builtin_prices() {
 
 #[test]
 fn pricing_files_in_yaml_and_json() {
-    let dir = std::env::temp_dir().join(format!("agenthelm-pricing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("pricing");
     let yaml = dir.join("prices.yaml");
     std::fs::write(&yaml, "# my contract prices\nopenai/gpt-4o:\n  input: 2.0\n  output: 8.0\nmy/local: {input: 0, output: 0}\n").unwrap();
     let pricing = Pricing::from_file(&yaml).unwrap();
@@ -85,7 +85,6 @@ fn pricing_files_in_yaml_and_json() {
         error.contains("missing.yaml") && error.contains("cannot read"),
         "{error}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 mod run_fixture;
 
 use agenthelm::report::render_html;
-use run_fixture::{temp_dir, trip_run, PAYMENT_ERROR};
+use agenthelm_test_support::TempDir;
+use run_fixture::{trip_run, PAYMENT_ERROR};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +25,7 @@ fn status_of(html: &str, tag: &str, step: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_run_with_rollback_shows_every_step_with_its_final_status() {
-    let dir = temp_dir("report-rollback");
+    let dir = TempDir::new("report-rollback");
     let run = trip_run(&dir, true).await;
     let html = render_html(&run);
 
@@ -80,12 +81,11 @@ async fn a_run_with_rollback_shows_every_step_with_its_final_status() {
         html.matches("http://www.w3.org/2000/svg").count() + 1,
         "only SVG namespaces and the CSP meta tag"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]
 async fn a_successful_run_has_no_rollback() {
-    let dir = temp_dir("report-success");
+    let dir = TempDir::new("report-success");
     let run = trip_run(&dir, false).await;
     let html = render_html(&run);
     for step in [
@@ -105,7 +105,6 @@ async fn a_successful_run_has_no_rollback() {
     assert!(html.contains(">succeeded<"));
     assert!(html.contains(r#"id="rollback-none""#));
     assert!(!html.contains("bar compensation"));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 // ---- the real browser ----
@@ -169,7 +168,7 @@ async fn the_page_renders_in_headless_chromium() {
         eprintln!("SKIPPED: chromium is not installed (scripts/test installs it with apt-get where apt is usable)");
         return;
     };
-    let dir = temp_dir("report-browser");
+    let dir = TempDir::new("report-browser");
     let run = trip_run(&dir.join("store"), true).await;
     let page = dir.join("run.html");
     std::fs::write(&page, render_html(&run)).unwrap();
@@ -255,7 +254,6 @@ async fn the_page_renders_in_headless_chromium() {
         )
         .unwrap();
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]
@@ -264,7 +262,7 @@ async fn a_plan_of_hundreds_of_steps_stays_legible_in_chromium() {
         eprintln!("SKIPPED: chromium is not installed (scripts/test installs it with apt-get where apt is usable)");
         return;
     };
-    let dir = temp_dir("report-wide");
+    let dir = TempDir::new("report-wide");
     let run = run_fixture::wide_run(&dir.join("store"), 12, 20, true).await;
     assert_eq!(run.plan.steps.len(), 240);
     let html = render_html(&run);
@@ -323,5 +321,4 @@ async fn a_plan_of_hundreds_of_steps_stays_legible_in_chromium() {
     if let Ok(keep) = std::env::var("AGENTHELM_REPORT_SCREENSHOT") {
         std::fs::copy(&png, format!("{keep}.wide.png")).unwrap();
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -4,20 +4,11 @@
 use agenthelm::prelude::*;
 use agenthelm::store::{RunStore, SqliteStore};
 use agenthelm::RunState;
+use agenthelm_test_support::TempDir;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("agenthelm-run-state-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// What a step's tool does.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +116,8 @@ fn case() -> impl Strategy<Value = (Vec<Vec<usize>>, Vec<Kind>)> {
 }
 
 async fn run_and_compare(deps: Vec<Vec<usize>>, kinds: Vec<Kind>) {
-    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(temp_dir().join("runs.db")).unwrap());
+    let dir = TempDir::new("run-state");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
     let mut registry = AgentRegistry::new();
     registry
         .register(ToolAgent::new(

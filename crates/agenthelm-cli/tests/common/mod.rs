@@ -1,52 +1,11 @@
 //! Helpers for end-to-end tests: temporary workspaces and running the built binary.
 #![allow(dead_code)]
 
+pub use agenthelm_test_support::TempDir;
+use agenthelm_test_support::{MockServer, Reply};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A folder under the system's temp dir, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "agenthelm-cli-test-{}-{n}-{}",
-            std::process::id(),
-            std::thread::current()
-                .name()
-                .unwrap_or("t")
-                .replace("::", "-")
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join(name)).unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agenthelm")
@@ -250,67 +209,36 @@ tools:
     )
 }
 
-/// A loopback OpenAI-compatible server answering `/v1/chat/completions` from a script, and
-/// recording every request body.
+/// A loopback OpenAI-compatible server answering each request from a script (then HTTP 500
+/// "script exhausted"), and recording every request as `{"line": "POST /v1/... HTTP/1.1",
+/// "body": ..}`.
 pub struct LlmServer {
+    /// `http://127.0.0.1:PORT/v1`, for `OPENAI_BASE_URL`.
     pub base_url: String,
-    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    server: MockServer,
 }
 
 impl LlmServer {
     pub fn start(replies: Vec<Value>) -> LlmServer {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = std::sync::Arc::clone(&requests);
-        std::thread::spawn(move || {
-            let mut replies = replies.into_iter();
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                seen.lock()
-                    .unwrap()
-                    .push(json!({"line": first.trim(), "body": body}));
-                let (status, answer) = match replies.next() {
-                    Some(reply) if first.contains("/v1/chat/completions") => ("200 OK", reply),
-                    _ => (
-                        "500 Internal Server Error",
-                        json!({"error": {"message": "script exhausted"}}),
-                    ),
-                };
-                let text = answer.to_string();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-            }
-        });
-        LlmServer { base_url, requests }
+        let replies = replies.into_iter().map(|r| Reply::json(200, r)).collect();
+        let exhausted = Reply::json(500, json!({"error": {"message": "script exhausted"}}));
+        let server = MockServer::start_then(replies, exhausted);
+        LlmServer {
+            base_url: format!("{}/v1", server.url()),
+            server,
+        }
     }
 
     pub fn requests(&self) -> Vec<Value> {
-        self.requests.lock().unwrap().clone()
+        self.server
+            .received()
+            .iter()
+            .map(|r| {
+                let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                let line = format!("{} {} {}", r.method, r.path, r.version);
+                json!({"line": line, "body": body})
+            })
+            .collect()
     }
 }
 
@@ -334,24 +262,6 @@ pub fn tool_reply(tool: &str, args: Value) -> Value {
                          "function": {"name": tool, "arguments": args.to_string()}}]}}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
     })
-}
-
-/// Whether process `pid` stopped running (gone, or a zombie), polling for a while: a killed
-/// process takes the kernel a moment to wind down. Never a timed assertion: it only bounds the wait.
-pub fn stops_running(pid: &str) -> bool {
-    for _ in 0..400 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        // The state follows the command name in parentheses.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if stat.is_empty() || state == Some("Z") {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    false
 }
 
 /// A slow command tool that logs each call with its idempotency key (see kill_resume.rs):

@@ -8,19 +8,8 @@
 use agenthelm::prelude::*;
 use agenthelm::store::{JsonlStore, RunStore, StoredRun};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
-
-/// A fresh folder under the system temp dir.
-pub fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("agenthelm-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn slow_tool(name: &'static str, millis: u64) -> FnTool {
     let schema =
