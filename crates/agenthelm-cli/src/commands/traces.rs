@@ -1,11 +1,12 @@
 //! `agenthelm traces list|show|filter|export`: tool calls and LLM calls kept in the store.
 //!
-//! A trace's id is `RUN_ID/N`: the run it belongs to and the event's position (from 1) in that
-//! run's journal. Journals only grow, so the id never changes.
+//! Every run is replayed into its [`RunState`], and its traces are the state's call records.
+//! A trace's id is `RUN_ID/N`: the run it belongs to and the record's `seq`, the position (from
+//! 1) of its event in that run's journal. Journals only grow, so the id never changes.
 
-use agenthelm::store::{EventFilter, RunStore};
-use agenthelm::trace::CallPurpose;
-use agenthelm::{Event, EventKind};
+use agenthelm::store::RunStore;
+use agenthelm::trace::{CallPurpose, LlmCallRecord, ToolCallRecord};
+use agenthelm::RunState;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
@@ -23,7 +24,8 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
     let store = agenthelm_workspace::open_store(&workspace)?.store;
     match &args.action {
         TracesAction::List { limit, json } => {
-            let traces = collect(store.as_ref(), &Conditions::default(), Some(*limit))?;
+            let runs = load(store.as_ref(), None)?;
+            let traces = collect(&runs, &Conditions::default(), Some(*limit));
             print_list(&traces, *json)
         }
         TracesAction::Filter {
@@ -32,11 +34,18 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             json,
         } => {
             let conditions = Conditions::from_args(filter, now_ms())?;
-            let traces = collect(store.as_ref(), &conditions, *limit)?;
+            let runs = load(store.as_ref(), filter.run.as_deref())?;
+            let traces = collect(&runs, &conditions, *limit);
             print_list(&traces, *json)
         }
         TracesAction::Show { id, json } => {
-            let trace = find(store.as_ref(), id)?;
+            let (run_id, seq) = parse_id(id)?;
+            let run = load_one(store.as_ref(), run_id)?;
+            let trace = Trace::at(&run, seq).ok_or_else(|| {
+                BadInput(format!(
+                    "no trace `{id}`: event {seq} of run {run_id} is not a tool call or LLM call"
+                ))
+            })?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {
@@ -50,7 +59,8 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             filter,
         } => {
             let conditions = Conditions::from_args(filter, now_ms())?;
-            let traces = collect(store.as_ref(), &conditions, None)?;
+            let runs = load(store.as_ref(), filter.run.as_deref())?;
+            let traces = collect(&runs, &conditions, None);
             let text = match format {
                 ExportFormat::Json => serde_json::to_string_pretty(&traces)? + "\n",
                 ExportFormat::Csv => csv(&traces),
@@ -64,69 +74,133 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One tool call or LLM call, as shown and exported.
+/// A stored run, replayed.
+struct Run {
+    id: String,
+    state: RunState,
+}
+
+/// The runs to read traces from: `only` that one, else every run in the store.
+fn load(store: &dyn RunStore, only: Option<&str>) -> anyhow::Result<Vec<Run>> {
+    let run_ids: Vec<String> = match only {
+        Some(run) => vec![run.to_owned()],
+        None => store
+            .list_runs(usize::MAX)
+            .map_err(crate::exit::read_error)?
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect(),
+    };
+    run_ids
+        .into_iter()
+        .map(|run_id| load_one(store, &run_id))
+        .collect()
+}
+
+fn load_one(store: &dyn RunStore, run_id: &str) -> anyhow::Result<Run> {
+    let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
+    Ok(Run {
+        id: run_id.to_owned(),
+        state: RunState::replay(&stored.plan, &stored.events),
+    })
+}
+
+/// The call a trace is.
+#[derive(Debug, Clone, Copy)]
+enum Call<'s> {
+    Tool(&'s ToolCallRecord),
+    Llm(&'s LlmCallRecord),
+}
+
+/// One tool call or LLM call, as shown and exported: a view of a record of a run's state.
 #[derive(Debug, Serialize)]
-pub struct Trace {
+struct Trace<'s> {
     id: String,
     time: String,
     /// `tool_call` or `llm_call`.
     kind: &'static str,
     /// The tool, or the model for an LLM call.
-    name: String,
-    run_id: String,
-    step_id: Option<String>,
-    agent: Option<String>,
+    name: &'s str,
+    run_id: &'s str,
+    step_id: Option<&'s str>,
+    agent: Option<&'s str>,
     success: bool,
     duration_ms: f64,
     /// `execute` or `compensate` for tool calls.
     purpose: Option<&'static str>,
-    error: Option<String>,
+    error: Option<&'s str>,
     #[serde(skip)]
-    event: Event,
+    seq: usize,
+    #[serde(skip)]
+    at_ms: u64,
+    #[serde(skip)]
+    call: Call<'s>,
 }
 
-impl Trace {
-    fn of(run_id: &str, position: usize, event: &Event) -> Option<Trace> {
-        let (name, purpose, error) = match &event.kind {
-            EventKind::ToolCall {
-                tool,
-                purpose,
-                error,
-                ..
-            } => (
-                tool.clone(),
-                Some(match purpose {
+impl<'s> Trace<'s> {
+    fn of(run: &'s Run, call: Call<'s>) -> Trace<'s> {
+        let (seq, step, agent, at_ms, error) = match call {
+            Call::Tool(c) => (c.seq, c.step, &c.agent, c.at_ms, &c.error),
+            Call::Llm(c) => (c.seq, c.step, &c.agent, c.at_ms, &c.error),
+        };
+        let (kind, name, duration_ms, purpose) = match call {
+            Call::Tool(c) => (
+                "tool_call",
+                c.tool.as_str(),
+                c.duration_ms,
+                Some(match c.purpose {
                     CallPurpose::Execute => "execute",
                     CallPurpose::Compensate => "compensate",
                 }),
-                error.clone(),
             ),
-            EventKind::LlmCall { model, error, .. } => (model.clone(), None, error.clone()),
-            _ => return None,
+            Call::Llm(c) => ("llm_call", c.model.as_str(), c.latency_ms, None),
         };
-        Some(Trace {
-            id: format!("{run_id}/{position}"),
-            time: format_ms(event.timestamp_ms),
-            kind: event.kind.name(),
+        Trace {
+            id: format!("{}/{seq}", run.id),
+            time: format_ms(at_ms),
+            kind,
             name,
-            run_id: run_id.to_owned(),
-            step_id: event.step_id.as_deref().map(str::to_owned),
-            agent: event.agent.as_deref().map(str::to_owned),
+            run_id: &run.id,
+            step_id: step.and_then(|i| run.state.steps().get(i)).map(|s| &*s.id),
+            agent: agent.as_deref(),
             success: error.is_none(),
-            duration_ms: event.kind.duration_ms().unwrap_or(0.0),
+            duration_ms,
             purpose,
-            error,
-            event: event.clone(),
-        })
+            error: error.as_deref(),
+            seq,
+            at_ms,
+            call,
+        }
+    }
+
+    /// Every call of `run`.
+    fn all(run: &'s Run) -> impl Iterator<Item = Trace<'s>> + 's {
+        let tools = run.state.tool_calls().iter().map(Call::Tool);
+        let llms = run.state.llm_calls().iter().map(Call::Llm);
+        tools.chain(llms).map(move |call| Trace::of(run, call))
+    }
+
+    /// The call of `run` whose event is the `seq`th of its journal.
+    fn at(run: &'s Run, seq: usize) -> Option<Trace<'s>> {
+        let call = match run.state.tool_call_at(seq) {
+            Some(c) => Call::Tool(c),
+            None => Call::Llm(run.state.llm_call_at(seq)?),
+        };
+        Some(Trace::of(run, call))
     }
 }
 
-/// The conditions of `traces filter`: the library's filter, and a name that matches a tool or
-/// a model.
+/// The conditions of `traces filter` (the run is chosen by [`load`]).
 #[derive(Debug, Default)]
 struct Conditions {
-    filter: EventFilter,
+    /// A tool or a model.
     name: Option<String>,
+    agent: Option<String>,
+    success: Option<bool>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    min_duration_ms: Option<f64>,
+    max_duration_ms: Option<f64>,
 }
 
 impl Conditions {
@@ -145,78 +219,45 @@ impl Conditions {
                 .into());
             }
         }
-        let filter = EventFilter {
-            run_id: args.run.clone(),
+        Ok(Conditions {
+            name: args.tool.clone(),
             agent: args.agent.clone(),
             success: args.status.map(|s| s == TraceStatus::Success),
             since_ms: time("--since", &args.since)?,
             until_ms: time("--until", &args.until)?,
             min_duration_ms: args.min_time,
             max_duration_ms: args.max_time,
-            ..EventFilter::default()
-        };
-        Ok(Conditions {
-            filter,
-            name: args.tool.clone(),
         })
     }
 
     fn matches(&self, trace: &Trace) -> bool {
-        self.filter.matches(&trace.event)
-            && self.name.as_deref().is_none_or(|name| trace.name == name)
+        let d = trace.duration_ms;
+        self.name.as_deref().is_none_or(|name| trace.name == name)
+            && self.agent.as_deref().is_none_or(|a| trace.agent == Some(a))
+            && self.success.is_none_or(|s| trace.success == s)
+            && self.since_ms.is_none_or(|t| trace.at_ms >= t)
+            && self.until_ms.is_none_or(|t| trace.at_ms <= t)
+            && self.min_duration_ms.is_none_or(|m| d >= m)
+            && self.max_duration_ms.is_none_or(|m| d <= m)
     }
 }
 
-/// Matching traces, newest first, at most `limit`.
-fn collect(
-    store: &dyn RunStore,
-    conditions: &Conditions,
-    limit: Option<usize>,
-) -> anyhow::Result<Vec<Trace>> {
-    let run_ids: Vec<String> = match &conditions.filter.run_id {
-        Some(run) => vec![run.clone()],
-        None => store
-            .list_runs(usize::MAX)
-            .map_err(crate::exit::read_error)?
-            .into_iter()
-            .map(|r| r.run_id)
-            .collect(),
-    };
-    let mut traces = Vec::new();
-    for run_id in run_ids {
-        let stored = store.load_run(&run_id).map_err(crate::exit::read_error)?;
-        traces.extend(
-            stored
-                .events
-                .iter()
-                .enumerate()
-                .filter_map(|(i, event)| Trace::of(&run_id, i + 1, event))
-                .filter(|trace| conditions.matches(trace)),
-        );
-    }
-    traces.sort_by(|a, b| {
-        (b.event.timestamp_ms, &b.run_id, position(b)).cmp(&(
-            a.event.timestamp_ms,
-            &a.run_id,
-            position(a),
-        ))
-    });
+/// The traces of `runs` that match, newest first, at most `limit`.
+fn collect<'s>(runs: &'s [Run], conditions: &Conditions, limit: Option<usize>) -> Vec<Trace<'s>> {
+    let mut traces: Vec<Trace> = runs
+        .iter()
+        .flat_map(Trace::all)
+        .filter(|trace| conditions.matches(trace))
+        .collect();
+    traces.sort_by(|a, b| (b.at_ms, b.run_id, b.seq).cmp(&(a.at_ms, a.run_id, a.seq)));
     if let Some(limit) = limit {
         traces.truncate(limit);
     }
-    Ok(traces)
+    traces
 }
 
-fn position(trace: &Trace) -> usize {
-    trace
-        .id
-        .rsplit_once('/')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The trace with id `RUN_ID/N`.
-fn find(store: &dyn RunStore, id: &str) -> anyhow::Result<Trace> {
+/// The run id and `seq` of a trace id `RUN_ID/N`.
+fn parse_id(id: &str) -> anyhow::Result<(&str, usize)> {
     let bad = || {
         BadInput(format!(
             "`{id}` is not a trace id: they look like RUN_ID/N (see `agenthelm traces list`)"
@@ -224,16 +265,7 @@ fn find(store: &dyn RunStore, id: &str) -> anyhow::Result<Trace> {
     };
     let (run_id, n) = id.rsplit_once('/').ok_or_else(bad)?;
     let n: usize = n.parse().map_err(|_| bad())?;
-    let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
-    n.checked_sub(1)
-        .and_then(|i| stored.events.get(i))
-        .and_then(|event| Trace::of(run_id, n, event))
-        .ok_or_else(|| {
-            BadInput(format!(
-                "no trace `{id}`: event {n} of run {run_id} is not a tool call or LLM call"
-            ))
-            .into()
-        })
+    Ok((run_id, n))
 }
 
 fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
@@ -251,7 +283,7 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
     for trace in traces {
         let call = match trace.purpose {
             Some("compensate") => format!("{} (undo)", trace.name),
-            Some(_) => trace.name.clone(),
+            Some(_) => trace.name.to_owned(),
             None => format!("llm {}", trace.name),
         };
         let status = if trace.success {
@@ -263,7 +295,7 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
             trace.id.clone(),
             trace.time.clone(),
             call,
-            trace.step_id.clone().unwrap_or_default(),
+            trace.step_id.unwrap_or_default().to_owned(),
             status,
             render::millis(trace.duration_ms),
         ]);
@@ -281,59 +313,48 @@ fn details(trace: &Trace) -> String {
     field("id", trace.id.clone());
     field("time", trace.time.clone());
     field("kind", trace.kind.to_owned());
-    field("run", trace.run_id.clone());
-    if let Some(step) = &trace.step_id {
-        field("step", step.clone());
+    field("run", trace.run_id.to_owned());
+    if let Some(step) = trace.step_id {
+        field("step", step.to_owned());
     }
-    if let Some(agent) = &trace.agent {
-        field("agent", agent.clone());
+    if let Some(agent) = trace.agent {
+        field("agent", agent.to_owned());
     }
     field(
         "status",
         if trace.success { "success" } else { "failed" }.to_owned(),
     );
     field("duration", render::millis(trace.duration_ms));
-    match &trace.event.kind {
-        EventKind::ToolCall {
-            call_id,
-            tool,
-            args,
-            output,
-            attempts,
-            purpose,
-            ..
-        } => {
-            field("tool", tool.clone());
-            field("call id", call_id.clone());
-            field("purpose", format!("{purpose:?}").to_lowercase());
-            field("attempts", attempts.to_string());
-            field("args", args.to_string());
-            if let Some(output) = output {
+    match trace.call {
+        Call::Tool(call) => {
+            field("tool", call.tool.clone());
+            field("call id", call.call_id.clone());
+            field("purpose", format!("{:?}", call.purpose).to_lowercase());
+            field("attempts", call.attempts.to_string());
+            field("args", call.args.to_string());
+            if let Some(output) = &call.output {
                 field("output", pretty(output));
             }
         }
-        EventKind::LlmCall {
-            model,
-            usage,
-            cost_usd,
-            tool_calls,
-            ..
-        } => {
-            field("model", model.clone());
+        Call::Llm(call) => {
+            field("model", call.model.clone());
             field(
                 "tokens",
-                format!("{} in, {} out", usage.input_tokens, usage.output_tokens),
+                format!(
+                    "{} in, {} out",
+                    call.tokens.input_tokens, call.tokens.output_tokens
+                ),
             );
             field(
                 "cost",
-                cost_usd.map_or("unknown".to_owned(), |c| format!("${c:.6}")),
+                call.cost_usd
+                    .map_or("unknown".to_owned(), |c| format!("${c:.6}")),
             );
-            field("tool calls", tool_calls.to_string());
+            field("tool calls", call.tool_calls.to_string());
         }
-        _ => {}
     }
-    if let Some(error) = &trace.error {
-        field("error", error.clone());
+    if let Some(error) = trace.error {
+        field("error", error.to_owned());
     }
     out
 }
@@ -363,13 +384,13 @@ fn row(trace: &Trace) -> [String; 10] {
         trace.id.clone(),
         trace.time.clone(),
         trace.kind.to_owned(),
-        trace.name.clone(),
-        trace.run_id.clone(),
-        trace.step_id.clone().unwrap_or_default(),
-        trace.agent.clone().unwrap_or_default(),
+        trace.name.to_owned(),
+        trace.run_id.to_owned(),
+        trace.step_id.unwrap_or_default().to_owned(),
+        trace.agent.unwrap_or_default().to_owned(),
         if trace.success { "success" } else { "failed" }.to_owned(),
         format!("{:.3}", trace.duration_ms),
-        trace.error.clone().unwrap_or_default(),
+        trace.error.unwrap_or_default().to_owned(),
     ]
 }
 

@@ -15,8 +15,16 @@
 //!    (look steps up through the index, never by scanning).
 //! 3. Extend the unit test `every_event_kind_is_applied` in this module (also an exhaustive
 //!    match), and the `live_state_equals_replayed_state` property if the scheduler emits it.
-//! 4. Views (`runs show`, the HTML report, OTLP, the server) read the new fields from `RunState`;
-//!    none of them matches on events to derive state.
+//! 4. Views (`runs show`, `traces`, the HTML report, OTLP, the server) read the new fields from
+//!    `RunState`; none of them matches on events to derive state.
+//!
+//! # Sequence numbers
+//!
+//! Every applied event, of any kind, advances a count ([`RunState::seq`]); a call record keeps
+//! the count at its event (`seq`): the event's position, from 1, in the run's journal. A
+//! resumed run's live state is replayed from the journal first, so the count goes on where
+//! the journal stopped. The CLI names a call `RUN_ID/SEQ`, so a record's `seq` must never
+//! change meaning: apply every event, in journal order, exactly once.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -33,6 +41,8 @@ pub const INTERRUPTED_ERROR: &str = "interrupted: the process stopped while this
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunState {
     run_id: Option<Arc<str>>,
+    /// How many events were applied.
+    seq: usize,
     goal: String,
     started_ms: Option<u64>,
     earliest_ms: Option<u64>,
@@ -145,8 +155,12 @@ impl Rollback {
 /// A call to a language model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmCallRecord {
+    /// Position of its event in the run's journal, from 1 (see [`RunState::seq`]).
+    pub seq: usize,
     /// The step it belongs to, if any.
     pub step: Option<usize>,
+    /// The agent that made it, if its event names one.
+    pub agent: Option<Arc<str>>,
     /// The model that answered.
     pub model: String,
     /// Tokens read and written.
@@ -166,14 +180,20 @@ pub struct LlmCallRecord {
 /// A tool call after its last attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCallRecord {
+    /// Position of its event in the run's journal, from 1 (see [`RunState::seq`]).
+    pub seq: usize,
     /// The step it belongs to, if any.
     pub step: Option<usize>,
+    /// The agent that made it, if its event names one.
+    pub agent: Option<Arc<str>>,
     /// Its stable id.
     pub call_id: String,
     /// The tool.
     pub tool: String,
     /// Doing or undoing work.
     pub purpose: CallPurpose,
+    /// The arguments it was called with.
+    pub args: Value,
     /// Its output, when it succeeded.
     pub output: Option<Value>,
     /// Its error, when it failed.
@@ -276,6 +296,7 @@ impl RunState {
     pub fn new(plan: &Plan) -> Self {
         let mut state = RunState {
             run_id: None,
+            seq: 0,
             goal: plan.goal.clone(),
             started_ms: None,
             earliest_ms: None,
@@ -318,6 +339,7 @@ impl RunState {
     /// Takes one event into the state. Events of steps the plan does not have (a replay
     /// without the plan) add those steps.
     pub fn apply(&mut self, event: &Event) {
+        self.seq += 1;
         self.note_time(event);
         if self.run_id.is_none() {
             self.run_id.clone_from(&event.run_id);
@@ -342,8 +364,8 @@ impl RunState {
                 _,
             ) => self.finish_run(*success, *duration_ms, at),
             (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
-            (EventKind::LlmCall { .. }, _) => self.llm_call(&event.kind, step, at),
-            (EventKind::ToolCall { .. }, _) => self.tool_call(&event.kind, step, at),
+            (EventKind::LlmCall { .. }, _) => self.llm_call(event, step),
+            (EventKind::ToolCall { .. }, _) => self.tool_call(event, step),
             (
                 EventKind::Approval {
                     call_id,
@@ -510,7 +532,7 @@ impl RunState {
         });
     }
 
-    fn llm_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
+    fn llm_call(&mut self, event: &Event, step: Option<usize>) {
         let EventKind::LlmCall {
             model,
             usage,
@@ -518,34 +540,36 @@ impl RunState {
             latency_ms,
             tool_calls,
             error,
-        } = kind
+        } = &event.kind
         else {
             return;
         };
         self.usage.add_call(*usage, *cost_usd, error.is_some());
         self.llm_calls.push(LlmCallRecord {
+            seq: self.seq,
             step,
+            agent: event.agent.clone(),
             model: model.clone(),
             tokens: *usage,
             cost_usd: *cost_usd,
             latency_ms: *latency_ms,
             tool_calls: *tool_calls,
             error: error.clone(),
-            at_ms,
+            at_ms: event.timestamp_ms,
         });
     }
 
-    fn tool_call(&mut self, kind: &EventKind, step: Option<usize>, at_ms: u64) {
+    fn tool_call(&mut self, event: &Event, step: Option<usize>) {
         let EventKind::ToolCall {
             call_id,
             tool,
+            args,
             output,
             error,
             attempts,
             duration_ms,
             purpose,
-            ..
-        } = kind
+        } = &event.kind
         else {
             return;
         };
@@ -556,15 +580,18 @@ impl RunState {
                 .retain(|e| !(e.in_progress && &e.call_id == call_id));
         }
         self.tool_calls.push(ToolCallRecord {
+            seq: self.seq,
             step,
+            agent: event.agent.clone(),
             call_id: call_id.clone(),
             tool: tool.clone(),
             purpose: *purpose,
+            args: args.clone(),
             output: output.clone(),
             error: error.clone(),
             attempts: *attempts,
             duration_ms: *duration_ms,
-            at_ms,
+            at_ms: event.timestamp_ms,
         });
     }
 
@@ -658,6 +685,22 @@ impl RunState {
     /// The run's id, once an event named it.
     pub fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()
+    }
+
+    /// How many events were applied: the position, from 1, of the latest one in the run's
+    /// journal (0 before any). Call records keep theirs as `seq`.
+    pub fn seq(&self) -> usize {
+        self.seq
+    }
+
+    /// The call with this `seq`, if the event there was a model call.
+    pub fn llm_call_at(&self, seq: usize) -> Option<&LlmCallRecord> {
+        find_seq(&self.llm_calls, seq, |c| c.seq)
+    }
+
+    /// The call with this `seq`, if the event there was a tool call.
+    pub fn tool_call_at(&self, seq: usize) -> Option<&ToolCallRecord> {
+        find_seq(&self.tool_calls, seq, |c| c.seq)
     }
 
     /// The plan's goal.
@@ -756,6 +799,14 @@ impl RunState {
             })
         })
     }
+}
+
+/// The record with this `seq` among `records` (kept in `seq` order, as `apply` pushes them).
+fn find_seq<T>(records: &[T], seq: usize, key: impl Fn(&T) -> usize) -> Option<&T> {
+    records
+        .binary_search_by_key(&seq, key)
+        .ok()
+        .and_then(|i| records.get(i))
 }
 
 /// When what `event` records began (ms since the epoch): its time, less its duration for the
@@ -1000,6 +1051,101 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where each call's event sits in `journal`, from 1: what `seq` must say.
+    fn call_positions(journal: &[Event]) -> Vec<usize> {
+        journal
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                matches!(
+                    e.kind,
+                    EventKind::LlmCall { .. } | EventKind::ToolCall { .. }
+                )
+            })
+            .map(|(i, _)| i + 1)
+            .collect()
+    }
+
+    fn seqs(state: &RunState) -> Vec<usize> {
+        let mut seqs: Vec<usize> = state.llm_calls().iter().map(|c| c.seq).collect();
+        seqs.extend(state.tool_calls().iter().map(|c| c.seq));
+        seqs.sort_unstable();
+        seqs
+    }
+
+    #[test]
+    fn seq_numbers_are_journal_positions_and_a_resumed_run_continues_them() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let journal = every_kind();
+        let state = RunState::replay(&plan, &journal);
+        assert_eq!(state.seq(), journal.len());
+        assert_eq!(seqs(&state), call_positions(&journal));
+        assert_eq!(
+            call_positions(&journal),
+            vec![6, 7],
+            "the fixture has both kinds"
+        );
+        let tool = state.tool_call_at(6).unwrap();
+        assert_eq!(
+            (tool.tool.as_str(), tool.agent.as_deref()),
+            ("create", Some("clerk"))
+        );
+        assert_eq!(tool.args, json!({}));
+        assert_eq!(state.llm_call_at(7).unwrap().model, "m");
+        assert!(state.tool_call_at(7).is_none() && state.llm_call_at(6).is_none());
+        assert!(state.tool_call_at(0).is_none() && state.llm_call_at(1).is_none());
+
+        // The process stopped after the first 7 events; the resumed run replays them, then
+        // applies what it does next live, and writes it after them in the journal.
+        let stopped = &journal[..7];
+        let mut live = RunState::replay(&plan, stopped);
+        assert_eq!(live.seq(), 7);
+        let mut resumed = stopped.to_vec();
+        let again = |ms: u64, call_id: &str| {
+            at(
+                Some("a"),
+                ms,
+                EventKind::ToolCall {
+                    call_id: call_id.into(),
+                    tool: "create".into(),
+                    args: json!({"again": call_id}),
+                    output: None,
+                    error: Some("no".into()),
+                    attempts: 1,
+                    duration_ms: 1.0,
+                    purpose: CallPurpose::Execute,
+                },
+            )
+        };
+        for event in [
+            at(
+                None,
+                20,
+                EventKind::RunResumed {
+                    interrupted: vec![],
+                },
+            ),
+            at(Some("a"), 21, EventKind::StepStarted { direct_tool: None }),
+            again(22, "a#2"),
+            at(
+                None,
+                23,
+                EventKind::Note {
+                    message: "n".into(),
+                },
+            ),
+            again(24, "a#3"),
+        ] {
+            live.apply(&event);
+            resumed.push(event);
+        }
+        assert_eq!(seqs(&live), call_positions(&resumed));
+        assert_eq!(live.tool_call_at(12).unwrap().args, json!({"again": "a#3"}));
+        assert_eq!(live, RunState::replay(&plan, &resumed));
     }
 
     #[test]
