@@ -8,68 +8,43 @@
 //! Every view is compared with [`RunState::replay`] of the stored events, and the replay itself
 //! with what each run is known to hold, so a mistake shared by all views fails too.
 
+mod common;
+
 use agenthelm::otlp::{export_request, spans_of};
 use agenthelm::store::{RunStore, SqliteStore, StoredRun};
 use agenthelm::trace::Interruption;
 use agenthelm::{Event, EventKind, Plan, PlanStep, RunState, StepStatus, TokenUsage};
+use common::{run, TempDir};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
 const T0: u64 = 1_780_000_000_000;
 
-/// A workspace in a fresh folder under the system's temp dir, removed when dropped.
-struct Workspace(PathBuf);
+/// A workspace with one agent in a fresh folder, removed when dropped.
+struct Workspace(TempDir);
 
 impl Workspace {
     fn new(label: &str) -> Workspace {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "agenthelm-run-views-{}-{n}-{label}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("agenthelm.yaml"), "agents:\n  worker: {}\n").unwrap();
+        let dir = TempDir::new(&format!("cli-run-views-{label}"));
+        dir.write("agenthelm.yaml", "agents:\n  worker: {}\n");
         Workspace(dir)
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// The workspace's default store, beside agenthelm.yaml.
     fn store(&self) -> SqliteStore {
-        SqliteStore::open(self.0.join(".agenthelm/agenthelm.db")).unwrap()
+        SqliteStore::open(self.path().join(".agenthelm/agenthelm.db")).unwrap()
     }
 
     /// Runs the binary here; panics unless it exits 0. Returns stdout.
     fn agenthelm(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_agenthelm"))
-            .current_dir(&self.0)
-            .env("HOME", self.0.join(".home"))
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "agenthelm {args:?} failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let out = run(self.path(), args);
+        assert_eq!(out.code, 0, "agenthelm {args:?} failed: {}", out.all());
+        out.stdout
     }
 }
 
