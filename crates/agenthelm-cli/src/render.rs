@@ -1,7 +1,7 @@
 //! What people see: colours, plan tables and graphs, live progress lines, run summaries.
 
-use agenthelm::trace::CallPurpose;
-use agenthelm::{Event, EventKind, Plan, RunResult, StepStatus, TokenUsage};
+use agenthelm::trace::{CallPurpose, Usage};
+use agenthelm::{Event, EventKind, Plan, RunResult, StepStatus};
 use comfy_table::{presets, ContentArrangement, Table};
 use owo_colors::OwoColorize;
 use std::io::IsTerminal;
@@ -376,15 +376,18 @@ pub fn millis(ms: f64) -> String {
 }
 
 /// Tokens and cost, for the end of a run.
-pub fn usage_line(usage: &TokenUsage, cost_usd: f64, unpriced_calls: u32) -> String {
-    let cost = if unpriced_calls > 0 {
-        format!("${cost_usd:.6} (+{unpriced_calls} calls with unknown price)")
+pub fn usage_line(usage: &Usage) -> String {
+    let cost = if usage.cost_incomplete() {
+        format!(
+            "${:.6} (+{} calls with unknown price)",
+            usage.cost_usd, usage.unpriced_calls
+        )
     } else {
-        format!("${cost_usd:.6}")
+        format!("${:.6}", usage.cost_usd)
     };
     format!(
         "tokens: {} in, {} out; cost: {cost}",
-        usage.input_tokens, usage.output_tokens
+        usage.tokens.input_tokens, usage.tokens.output_tokens
     )
 }
 
@@ -433,13 +436,6 @@ pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
             result.error.as_deref().unwrap_or("a step failed")
         ))
     };
-    out.push_str(&format!(
-        "{verdict}\n{}\n",
-        usage_line(
-            &result.token_usage,
-            result.total_cost_usd,
-            result.unpriced_calls
-        )
-    ));
+    out.push_str(&format!("{verdict}\n{}\n", usage_line(&result.usage())));
     out
 }

@@ -60,14 +60,7 @@ async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
                 result.error.as_deref().unwrap_or("no answer")
             ),
         }
-        eprintln!(
-            "{}",
-            palette.dim(&render::usage_line(
-                &result.token_usage,
-                result.total_cost_usd,
-                result.unpriced_calls
-            ))
-        );
+        eprintln!("{}", palette.dim(&render::usage_line(&result.usage())));
     }
     Ok(())
 }

@@ -32,14 +32,7 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
     );
     let planner = PlannerAgent::new("planner", lm, assembly.tools.clone()).agents(&registry);
     let (outcome, trace) = crate::interrupt::or_ctrl_c(planner.plan_traced(&args.goal)).await?;
-    eprintln!(
-        "{}",
-        palette.dim(&render::usage_line(
-            &trace.token_usage,
-            trace.total_cost_usd,
-            trace.unpriced_calls
-        ))
-    );
+    eprintln!("{}", palette.dim(&render::usage_line(&trace.usage())));
     let mut plan = outcome.map_err(|e| Failed(e.to_string()))?;
 
     let view = View::new(args.execution.json);

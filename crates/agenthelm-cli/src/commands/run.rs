@@ -132,14 +132,7 @@ pub fn report(name: &str, result: &RunResult) -> anyhow::Result<()> {
     if let Some(answer) = &result.answer {
         println!("{}", answer.trim_end());
     }
-    eprintln!(
-        "{}",
-        palette.dim(&render::usage_line(
-            &result.token_usage,
-            result.total_cost_usd,
-            result.unpriced_calls
-        ))
-    );
+    eprintln!("{}", palette.dim(&render::usage_line(&result.usage())));
     if result.success {
         return Ok(());
     }

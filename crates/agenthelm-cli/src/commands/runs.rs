@@ -1,7 +1,7 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
 use agenthelm::store::{RunSummary, StoredRun};
-use agenthelm::trace::{CompensationState, LedgerEntry};
+use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
 use anyhow::Context;
 use serde::Serialize;
@@ -91,6 +91,8 @@ struct Digest {
     token_usage: TokenUsage,
     total_cost_usd: f64,
     unpriced_calls: u32,
+    #[serde(skip)]
+    usage: Usage,
     /// Some model call has no price: `total_cost_usd` is a lower bound.
     cost_incomplete: bool,
     events: usize,
@@ -172,6 +174,7 @@ impl Digest {
             total_cost_usd: usage.cost_usd,
             unpriced_calls: usage.unpriced_calls,
             cost_incomplete: usage.cost_incomplete(),
+            usage: *usage,
             events: stored.events.len(),
         }
     }
@@ -235,19 +238,9 @@ impl Digest {
         if let Some(error) = &self.error {
             out.push_str(&palette.bad(&format!("Error: {error}\n")));
         }
-        let result = agenthelm::AgentResult {
-            token_usage: self.token_usage,
-            total_cost_usd: self.total_cost_usd,
-            unpriced_calls: self.unpriced_calls,
-            ..Default::default()
-        };
         out.push_str(&format!(
             "{}; {} events\n",
-            render::usage_line(
-                &result.token_usage,
-                result.total_cost_usd,
-                result.unpriced_calls
-            ),
+            render::usage_line(&self.usage),
             self.events
         ));
         out

@@ -63,6 +63,18 @@ impl AgentResult {
         self.unpriced_calls += usage.unpriced_calls;
     }
 
+    /// Tokens, cost and model calls, as the one [`Usage`] every view counts with (failed calls
+    /// are not told apart here: an agent's result does not keep them).
+    pub fn usage(&self) -> Usage {
+        Usage {
+            tokens: self.token_usage,
+            cost_usd: self.total_cost_usd,
+            calls: self.iterations,
+            unpriced_calls: self.unpriced_calls,
+            failed_calls: 0,
+        }
+    }
+
     /// Adds another result's usage, cost and model calls to this one.
     pub fn add_usage(&mut self, other: &AgentResult) {
         self.token_usage += other.token_usage;

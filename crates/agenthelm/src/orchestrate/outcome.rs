@@ -3,7 +3,7 @@ use serde::Serialize;
 use crate::agent::AgentResult;
 use crate::lm::TokenUsage;
 use crate::plan::StepStatus;
-use crate::trace::Event;
+use crate::trace::{Event, Usage};
 
 /// The outcome of a plan run: what [`Orchestrator::execute`](super::Orchestrator::execute) and
 /// [`Orchestrator::resume`](super::Orchestrator::resume) return.
@@ -64,9 +64,21 @@ impl RunResult {
         self.iterations += step.iterations;
     }
 
-    /// Whether the cost is a lower bound: some model call's price is unknown.
+    /// Tokens, cost and model calls, as the one [`Usage`] every view counts with.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            tokens: self.token_usage,
+            cost_usd: self.total_cost_usd,
+            calls: self.iterations,
+            unpriced_calls: self.unpriced_calls,
+            failed_calls: 0,
+        }
+    }
+
+    /// Whether the cost is a lower bound: some model call's price is unknown
+    /// ([`Usage::cost_incomplete`]).
     pub fn cost_incomplete(&self) -> bool {
-        self.unpriced_calls > 0
+        self.usage().cost_incomplete()
     }
 }
 
