@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exit;
 mod interrupt;
+mod out;
 mod render;
 mod telemetry;
 mod timestamp;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out::note(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -35,8 +36,8 @@ fn main() -> ExitCode {
         Err(error) => {
             let palette = render::Palette::stderr();
             // `{:#}` puts the whole chain of causes on one line.
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("{} {message}", palette.bad("error:"));
+            let message = render::safe(&format!("{error:#}")).replace('\n', " ");
+            out::note(&format!("{} {message}", palette.bad("error:")));
             ExitCode::from(exit::code_for(&error))
         }
     }

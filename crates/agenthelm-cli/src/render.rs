@@ -35,6 +35,13 @@ impl Palette {
         self.on
     }
 
+    /// `text` as it may reach this stream: every control character escaped (`\x1b`), except
+    /// line breaks, tabs and, when colours are on, the palette's own colour sequences.
+    pub fn clean(self, text: &str) -> String {
+        let keep: &[&str] = if self.on { &COLOUR_SEQUENCES } else { &[] };
+        crate::out::escape_controls(text, keep)
+    }
+
     /// Good news.
     pub fn ok(self, text: &str) -> String {
         self.paint(text, |t| t.green().to_string())
@@ -79,6 +86,18 @@ impl Palette {
     }
 }
 
+/// Every sequence [`Palette`] writes (owo-colors' codes for the colours it uses).
+const COLOUR_SEQUENCES: [&str; 8] = [
+    "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[39m", "\x1b[0m", "\x1b[22m",
+];
+
+/// Text from outside (tools, models, plan and store files) with its control characters
+/// escaped, before it is laid out: so a colour terminal cannot be steered by it either, and
+/// table widths and cuts count the escaped text.
+pub fn safe(text: &str) -> String {
+    crate::out::escape_controls(text, &[])
+}
+
 /// An empty table in the house style.
 pub fn table(palette: Palette) -> Table {
     let mut table = Table::new();
@@ -100,9 +119,10 @@ pub fn short_json(value: &serde_json::Value, limit: usize) -> String {
     shorten(&text, limit)
 }
 
-/// `text` on one line, cut to `limit` characters.
+/// `text` on one line, control characters escaped, cut to `limit` characters (of the escaped
+/// text, so a cut cannot leave half an escape sequence).
 pub fn shorten(text: &str, limit: usize) -> String {
-    let one_line = text.replace('\n', " ");
+    let one_line = safe(text).replace(['\n', '\t'], " ");
     if one_line.chars().count() <= limit {
         one_line
     } else {
@@ -119,9 +139,9 @@ pub fn tool_table(tools: &agenthelm::ToolSet, palette: Palette) -> String {
     for spec in tools.specs() {
         let description = spec.description.lines().next().unwrap_or_default();
         table.add_row([
-            spec.name.clone(),
+            safe(&spec.name),
             shorten(description, 70),
-            parameters(&spec.parameters),
+            safe(&parameters(&spec.parameters)),
         ]);
     }
     table.to_string()
@@ -170,50 +190,56 @@ pub fn plan_table(plan: &Plan, palette: Palette) -> String {
     table.set_header(["step", "agent", "tool", "args", "depends on", "description"]);
     for step in &plan.steps {
         table.add_row([
-            step.id.clone(),
-            step.agent_name.clone().unwrap_or_else(|| "-".into()),
-            step.tool_name.clone().unwrap_or_else(|| "-".into()),
+            safe(&step.id),
+            step.agent_name.as_deref().map_or_else(|| "-".into(), safe),
+            step.tool_name.as_deref().map_or_else(|| "-".into(), safe),
             short_json(&step.args, 40),
-            step.depends_on.join(", "),
+            safe(&step.depends_on.join(", ")),
             shorten(&step.description, 50),
         ]);
     }
     format!(
         "{} {}\n{table}",
         palette.bold("Plan:"),
-        plan.goal.replace('\n', " ")
+        safe(&plan.goal).replace('\n', " ")
     )
 }
 
 /// Steps grouped in waves: each wave's steps only depend on earlier waves, so a wave's steps can
-/// run at the same time. Steps caught in a cycle are left out.
+/// run at the same time. Steps caught in a cycle, or waiting for a step that is not in the plan,
+/// are left out. Linear in steps and dependencies: each step is placed once, when its last
+/// dependency is.
 pub fn waves(plan: &Plan) -> Vec<Vec<&str>> {
-    let mut placed: Vec<Option<usize>> = vec![None; plan.steps.len()];
-    let index = |id: &str| plan.steps.iter().position(|s| s.id == id);
-    let mut waves: Vec<Vec<&str>> = Vec::new();
-    loop {
-        let mut progress = false;
-        for (i, step) in plan.steps.iter().enumerate() {
-            if placed[i].is_some() {
-                continue;
+    let index = step_index(plan);
+    let n = plan.steps.len();
+    let mut waiting = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, step) in plan.steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            match index.get(dep.as_str()) {
+                Some(&j) => dependents[j].push(i),
+                // Never ready: the step it waits for does not exist.
+                None => waiting[i] = usize::MAX / 2,
             }
-            let deps: Option<Vec<usize>> = step
-                .depends_on
-                .iter()
-                .map(|d| index(d).and_then(|j| placed[j]))
-                .collect();
-            if let Some(deps) = deps {
-                let wave = deps.iter().map(|w| w + 1).max().unwrap_or(0);
-                placed[i] = Some(wave);
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
+            waiting[i] = waiting[i].saturating_add(1);
         }
     }
-    for (i, wave) in placed.iter().enumerate() {
-        if let Some(w) = *wave {
+    let mut wave: Vec<Option<usize>> = vec![None; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut level = vec![0usize; n];
+    while let Some(j) = ready.pop() {
+        wave[j] = Some(level[j]);
+        for &i in &dependents[j] {
+            level[i] = level[i].max(level[j] + 1);
+            waiting[i] -= 1;
+            if waiting[i] == 0 {
+                ready.push(i);
+            }
+        }
+    }
+    let mut waves: Vec<Vec<&str>> = Vec::new();
+    for (i, w) in wave.iter().enumerate() {
+        if let Some(w) = *w {
             if waves.len() <= w {
                 waves.resize(w + 1, Vec::new());
             }
@@ -221,6 +247,15 @@ pub fn waves(plan: &Plan) -> Vec<Vec<&str>> {
         }
     }
     waves
+}
+
+/// Each step's position by id, so looking a dependency up does not scan the plan.
+fn step_index(plan: &Plan) -> std::collections::HashMap<&str, usize> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| (step.id.as_str(), i))
+        .collect()
 }
 
 /// The dependency graph as text: waves of steps that can run together, and each step's inputs.
@@ -231,11 +266,15 @@ pub fn plan_graph(plan: &Plan, palette: Palette) -> String {
         out.push_str(&format!(
             "  wave {}{parallel}: {}\n",
             n + 1,
-            wave.join(", ")
+            safe(&wave.join(", "))
         ));
     }
     for step in plan.steps.iter().filter(|s| !s.depends_on.is_empty()) {
-        out.push_str(&format!("  {} ← {}\n", step.id, step.depends_on.join(", ")));
+        out.push_str(&format!(
+            "  {} ← {}\n",
+            safe(&step.id),
+            safe(&step.depends_on.join(", "))
+        ));
     }
     out
 }
@@ -252,11 +291,13 @@ pub fn mermaid(plan: &Plan) -> String {
                 .map(|t| format!(": {t}"))
                 .unwrap_or_default()
         );
-        out.push_str(&format!("    s{i}[\"{}\"]\n", label.replace('"', "#quot;")));
+        let label = safe(&label).replace('"', "#quot;");
+        out.push_str(&format!("    s{i}[\"{label}\"]\n"));
     }
+    let index = step_index(plan);
     for (i, step) in plan.steps.iter().enumerate() {
         for dep in &step.depends_on {
-            if let Some(j) = plan.steps.iter().position(|s| &s.id == dep) {
+            if let Some(j) = index.get(dep.as_str()) {
                 out.push_str(&format!("    s{j} --> s{i}\n"));
             }
         }
@@ -266,7 +307,10 @@ pub fn mermaid(plan: &Plan) -> String {
 
 /// The plan as a Graphviz digraph.
 pub fn dot(plan: &Plan) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let quote = |s: &str| {
+        let s = safe(s);
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    };
     let mut out = String::from("digraph plan {\n    rankdir=LR;\n");
     for step in &plan.steps {
         let label = match &step.tool_name {
@@ -290,14 +334,19 @@ pub fn dot(plan: &Plan) -> String {
 
 /// One line of live progress for an event, or `None` for events not worth a line.
 pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
-    let step = event.step_id.as_deref().unwrap_or("-");
+    let step = safe(event.step_id.as_deref().unwrap_or("-"));
+    progress_text(event, &step, palette)
+}
+
+/// [`progress_line`] with the event's step id already made safe.
+fn progress_text(event: &Event, step: &str, palette: Palette) -> Option<String> {
     let line = match &event.kind {
         EventKind::RunStarted { steps, .. } => format!("Running {steps} steps"),
         EventKind::StepStarted { direct_tool } => match direct_tool {
-            Some(tool) => format!("  ▶ {step} started (tool {tool})"),
+            Some(tool) => format!("  ▶ {step} started (tool {})", safe(tool)),
             None => format!(
                 "  ▶ {step} started (agent {})",
-                event.agent.as_deref().unwrap_or("-")
+                safe(event.agent.as_deref().unwrap_or("-"))
             ),
         },
         EventKind::StepFinished {
@@ -321,19 +370,22 @@ pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
                 millis(*duration_ms)
             )
         }
-        EventKind::RollbackStarted { steps } => palette
-            .warn(&format!("  ↺ rolling back: {}", steps.join(", ")))
-            .to_string(),
+        // After a Ctrl-C with nothing to undo there is no rollback to announce.
+        EventKind::RollbackStarted { steps } if steps.is_empty() => return None,
+        EventKind::RollbackStarted { steps } => {
+            palette.warn(&format!("  ↺ rolling back: {}", safe(&steps.join(", "))))
+        }
         EventKind::CompensationFinished {
             tool,
             success,
             error,
             ..
         } => match (success, error) {
-            (true, _) => format!("  ↺ {step} undone with {tool}"),
+            (true, _) => format!("  ↺ {step} undone with {}", safe(tool)),
             (false, error) => palette.bad(&format!(
-                "  ↺ {step} could NOT be undone with {tool}: {}",
-                error.as_deref().unwrap_or("failed")
+                "  ↺ {step} could NOT be undone with {}: {}",
+                safe(tool),
+                safe(error.as_deref().unwrap_or("failed"))
             )),
         },
         EventKind::ToolCall {
@@ -347,7 +399,7 @@ pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
                 Some(e) => palette.bad(&format!(" → error: {}", shorten(e, 120))),
                 None => String::new(),
             };
-            format!("    · {tool}({}){outcome}", short_json(args, 80))
+            format!("    · {}({}){outcome}", safe(tool), short_json(args, 80))
         }
         EventKind::Approval {
             tool,
@@ -355,10 +407,11 @@ pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
             reason,
             ..
         } => palette.warn(&format!(
-            "    · {tool} not approved{}",
+            "    · {} not approved{}",
+            safe(tool),
             reason
                 .as_deref()
-                .map(|r| format!(": {r}"))
+                .map(|r| format!(": {}", safe(r)))
                 .unwrap_or_default()
         )),
         _ => return None,
@@ -397,7 +450,7 @@ pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
     table.set_header(["step", "status", "duration", "error"]);
     for outcome in &result.steps {
         table.add_row([
-            outcome.id.clone(),
+            safe(&outcome.id),
             palette.status(outcome.status),
             millis(outcome.duration_ms),
             outcome
@@ -412,30 +465,91 @@ pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
         if !rollback.compensated.is_empty() {
             out.push_str(&format!(
                 "Rolled back: {}\n",
-                rollback.compensated.join(", ")
+                safe(&rollback.compensated.join(", "))
             ));
         }
         if !rollback.nothing_to_undo.is_empty() {
             out.push_str(&format!(
                 "Nothing to undo: {}\n",
-                rollback.nothing_to_undo.join(", ")
+                safe(&rollback.nothing_to_undo.join(", "))
             ));
         }
         for failure in &rollback.failed {
             out.push_str(&palette.bad(&format!(
                 "Could not undo: {} ({} failed: {})\n",
-                failure.step, failure.tool, failure.error
+                safe(&failure.step),
+                safe(&failure.tool),
+                safe(&failure.error)
             )));
         }
     }
     let verdict = if result.success {
-        palette.ok(&format!("Plan succeeded: {}", plan.goal))
+        palette.ok(&format!("Plan succeeded: {}", safe(&plan.goal)))
     } else {
         palette.bad(&format!(
             "Plan failed: {}",
-            result.error.as_deref().unwrap_or("a step failed")
+            safe(result.error.as_deref().unwrap_or("a step failed"))
         ))
     };
     out.push_str(&format!("{verdict}\n{}\n", usage_line(&result.usage())));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_palettes_own_colours_survive_cleaning_and_nothing_else_does() {
+        let on = Palette { on: true };
+        for painted in [
+            on.ok("x"),
+            on.bad("x"),
+            on.warn("x"),
+            on.dim("x"),
+            on.bold("x"),
+        ] {
+            assert!(painted.contains('\x1b'), "{painted:?}");
+            assert_eq!(on.clean(&painted), painted);
+            assert!(!Palette { on: false }.clean(&painted).contains('\x1b'));
+        }
+        assert_eq!(on.clean("\x1b[2J"), "\\x1b[2J");
+    }
+
+    #[test]
+    fn shortening_counts_the_escaped_text() {
+        assert_eq!(shorten("\x1b[2Jabc", 6), "\\x1b[…");
+        assert!(!shorten("ab\x1b]0;t\x07", 4).contains(['\x1b', '\x07']));
+    }
+
+    #[test]
+    fn an_empty_rollback_is_not_announced() {
+        let event = |steps: Vec<String>| Event {
+            timestamp_ms: 0,
+            run_id: None,
+            step_id: None,
+            agent: None,
+            kind: EventKind::RollbackStarted { steps },
+        };
+        let off = Palette { on: false };
+        assert_eq!(progress_line(&event(vec![]), off), None);
+        assert_eq!(
+            progress_line(&event(vec!["a".into()]), off).as_deref(),
+            Some("  ↺ rolling back: a")
+        );
+    }
+
+    #[test]
+    fn waves_of_a_chain_listed_backwards_are_one_step_each() {
+        let mut plan = Plan::new("g");
+        for i in (0..5).rev() {
+            let mut step = agenthelm::PlanStep::new(format!("s{i}"), "");
+            if i > 0 {
+                step.depends_on = vec![format!("s{}", i - 1)];
+            }
+            plan.steps.push(step);
+        }
+        let expected: Vec<Vec<String>> = (0..5).map(|i| vec![format!("s{i}")]).collect();
+        assert_eq!(waves(&plan), expected);
+    }
 }

@@ -36,24 +36,15 @@ pub async fn export(exporter: &OtlpExporter, store: &dyn RunStore, run_id: &str)
     let events = match store.load_run(run_id) {
         Ok(stored) => stored.events,
         Err(e) => {
-            eprintln!(
-                "{}",
-                palette.warn(&format!("warning: spans not exported: {e}"))
-            );
+            crate::out::note(&palette.warn(&format!("warning: spans not exported: {e}")));
             return;
         }
     };
     match exporter.export(&events).await {
-        Ok(spans) => eprintln!(
-            "{}",
-            palette.dim(&format!(
-                "Exported {spans} spans to {}",
-                exporter.traces_url()
-            ))
-        ),
-        Err(e) => eprintln!(
-            "{}",
-            palette.warn(&format!("warning: spans not exported: {e}"))
-        ),
+        Ok(spans) => crate::out::note(&palette.dim(&format!(
+            "Exported {spans} spans to {}",
+            exporter.traces_url()
+        ))),
+        Err(e) => crate::out::note(&palette.warn(&format!("warning: spans not exported: {e}"))),
     }
 }

@@ -1,7 +1,7 @@
 //! `agenthelm chat`: a conversation with one agent; earlier turns are part of each new task.
 
 use agenthelm::Agent;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use super::Session;
 use crate::cli::ChatArgs;
@@ -23,20 +23,16 @@ async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
     let palette = Palette::stderr();
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!(
-            "{}",
-            palette.dim(&format!(
-                "Chatting with `{name}` ({}). /exit or Ctrl-D to leave.",
-                agent.lm().model_id()
-            ))
-        );
+        crate::out::note(&palette.dim(&format!(
+            "Chatting with `{name}` ({}). /exit or Ctrl-D to leave.",
+            agent.lm().model_id()
+        )));
     }
     let mut history: Vec<(String, String)> = Vec::new();
     let mut lines = std::io::stdin().lock().lines();
     loop {
         if interactive {
-            eprint!("{} ", palette.bold("you>"));
-            std::io::stderr().flush()?;
+            crate::out::prompt(&format!("{} ", palette.bold("you>")));
         }
         let Some(line) = lines.next().transpose()? else {
             break;
@@ -51,16 +47,16 @@ async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
         let result = crate::interrupt::or_ctrl_c(agent.run(&transcript(&history, message))).await?;
         match (&result.answer, result.success) {
             (Some(answer), true) => {
-                println!("{}", answer.trim_end());
+                crate::out::line(answer)?;
                 history.push((message.to_owned(), answer.trim_end().to_owned()));
             }
-            _ => eprintln!(
+            _ => crate::out::note(&format!(
                 "{} {}",
                 palette.bad("error:"),
                 result.error.as_deref().unwrap_or("no answer")
-            ),
+            )),
         }
-        eprintln!("{}", palette.dim(&render::usage_line(&result.usage())));
+        crate::out::note(&palette.dim(&render::usage_line(&result.usage())));
     }
     Ok(())
 }

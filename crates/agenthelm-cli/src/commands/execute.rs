@@ -5,7 +5,7 @@ use agenthelm::otlp::OtlpExporter;
 use agenthelm::store::RunStore;
 use agenthelm::{EventKind, Orchestrator, OrchestratorError, Plan, RunResult};
 use serde_json::{json, Value};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, OnceLock};
 
 use super::Session;
@@ -41,13 +41,13 @@ async fn check_and_execute(
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
     let view = View::new(args.execution.json);
-    view.show_plan(&file.plan);
+    view.show_plan(&file.plan)?;
     if args.dry_run {
         if args.execution.json {
             let plan: Value = serde_json::from_str(&file.plan.to_json()?)?;
-            println!("{}", json!({"dry_run": true, "valid": true, "plan": plan}));
+            crate::out::json(&json!({"dry_run": true, "valid": true, "plan": plan}))?;
         }
-        view.say("Dry run: the plan is valid; nothing was executed.");
+        view.say("Dry run: the plan is valid; nothing was executed.")?;
         return Ok(());
     }
     if !args.yes {
@@ -119,7 +119,7 @@ pub async fn orchestrator(
                 (&event.run_id, &event.kind)
             {
                 if seen.set(id.to_string()).is_ok() {
-                    eprintln!("{}", palette.dim(&format!("Run {id} (kept in {location})")));
+                    crate::out::note(&palette.dim(&format!("Run {id} (kept in {location})")));
                 }
             }
             if let EventKind::RunResumed { interrupted } = &event.kind {
@@ -128,10 +128,10 @@ pub async fn orchestrator(
                 } else {
                     format!("interrupted steps: {}", interrupted.join(", "))
                 };
-                eprintln!("Resuming ({what})");
+                crate::out::note(&format!("Resuming ({})", render::safe(&what)));
             }
             if let Some(line) = render::progress_line(event, palette) {
-                eprintln!("{line}");
+                crate::out::note(&line);
             }
         });
     Ok(Journaled {
@@ -191,14 +191,11 @@ pub fn run_error(error: OrchestratorError) -> anyhow::Error {
 pub fn report(plan: &Plan, result: &RunResult, options: &ExecutionArgs) -> anyhow::Result<()> {
     let view = View::new(options.json);
     if options.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result_json(plan, result))?
-        );
+        crate::out::json(&result_json(plan, result))?;
     }
-    view.say(&render::summary(plan, result, view.palette));
+    view.say(&render::summary(plan, result, view.palette))?;
     if let Some(id) = &result.run_id {
-        view.say(&view.palette.dim(&format!("Run id: {id}")));
+        view.say(&view.palette.dim(&format!("Run id: {id}")))?;
     }
     if result.success {
         Ok(())
@@ -223,7 +220,7 @@ pub fn watch_ctrl_c(
     let mut interrupts = signal(SignalKind::interrupt())?;
     Ok(tokio::spawn(async move {
         if interrupts.recv().await.is_some() {
-            eprintln!("{notice}");
+            crate::out::note(notice);
             cancel.cancel();
             // Later interrupts are received and ignored, so the rollback can finish.
             while interrupts.recv().await.is_some() {}
@@ -273,9 +270,7 @@ pub fn confirm(question: &str) -> anyhow::Result<()> {
         )
         .into());
     }
-    let mut err = std::io::stderr().lock();
-    write!(err, "{question}")?;
-    err.flush()?;
+    crate::out::prompt(question);
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
@@ -305,18 +300,19 @@ impl View {
     }
 
     /// Prints text.
-    pub fn say(&self, text: &str) {
+    pub fn say(&self, text: &str) -> anyhow::Result<()> {
         let text = text.trim_end();
         if self.json {
-            eprintln!("{text}");
+            crate::out::note(text);
+            Ok(())
         } else {
-            println!("{text}");
+            crate::out::line(text)
         }
     }
 
     /// Prints a plan as a table and a dependency graph.
-    pub fn show_plan(&self, plan: &Plan) {
-        self.say(&render::plan_table(plan, self.palette));
-        self.say(&render::plan_graph(plan, self.palette));
+    pub fn show_plan(&self, plan: &Plan) -> anyhow::Result<()> {
+        self.say(&render::plan_table(plan, self.palette))?;
+        self.say(&render::plan_graph(plan, self.palette))
     }
 }

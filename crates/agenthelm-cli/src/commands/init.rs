@@ -40,11 +40,14 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     for (name, text) in FILES {
         write(&dir.join(name), text)?;
     }
-    println!("Created a workspace in {}:", dir.display());
+    crate::out::line(&format!("Created a workspace in {}:", dir.display()))?;
     for (name, _) in FILES {
-        println!("  {name}");
+        crate::out::line(&format!("  {name}"))?;
     }
-    println!("Next: cd {} && agenthelm execute plan.yaml", dir.display());
+    crate::out::line(&format!(
+        "Next: cd {} && agenthelm execute plan.yaml",
+        dir.display()
+    ))?;
     Ok(())
 }
 

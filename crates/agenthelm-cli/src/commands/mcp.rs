@@ -31,20 +31,14 @@ async fn list_tools(session: &Session, args: &McpListArgs) -> anyhow::Result<()>
             .specs()
             .map(|s| json!({"name": s.name, "description": s.description, "parameters": s.parameters}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&specs)?);
+        crate::out::json(&specs)?;
     } else {
-        println!(
-            "{}",
-            render::tool_table(&tools, Palette::stdout()).trim_end()
-        );
-        eprintln!(
-            "{}",
-            Palette::stderr().dim(&format!(
-                "{} tools from MCP server `{}`; [name] marks an optional parameter",
-                tools.len(),
-                server.name()
-            ))
-        );
+        crate::out::line(&render::tool_table(&tools, Palette::stdout()))?;
+        crate::out::note(&Palette::stderr().dim(&format!(
+            "{} tools from MCP server `{}`; [name] marks an optional parameter",
+            tools.len(),
+            server.name()
+        )));
     }
     Ok(())
 }

@@ -26,29 +26,26 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
     // The planner sees the agents' names, roles and tools; their models are not needed for that.
     let registry = assembly.registry(ModelNeed::OnDemand).await?;
     let palette = Palette::stderr();
-    eprintln!(
-        "{}",
-        palette.dim(&format!("Planning with {} ...", lm.model_id()))
-    );
+    crate::out::note(&palette.dim(&format!("Planning with {} ...", lm.model_id())));
     let planner = PlannerAgent::new("planner", lm, assembly.tools.clone()).agents(&registry);
     let (outcome, trace) = crate::interrupt::or_ctrl_c(planner.plan_traced(&args.goal)).await?;
-    eprintln!("{}", palette.dim(&render::usage_line(&trace.usage())));
+    crate::out::note(&palette.dim(&render::usage_line(&trace.usage())));
     let mut plan = outcome.map_err(|e| Failed(e.to_string()))?;
 
     let view = View::new(args.execution.json);
-    view.show_plan(&plan);
+    view.show_plan(&plan)?;
     if let Some(file) = &args.output {
         let text = plan.to_yaml()?;
         std::fs::write(file, text)
             .with_context(|| format!("cannot write the plan to {}", file.display()))?;
-        view.say(&format!("Saved the plan to {}", file.display()));
+        view.say(&format!("Saved the plan to {}", file.display()))?;
     }
     if !args.approve {
         let next = match &args.output {
             Some(file) => format!("agenthelm execute {}", file.display()),
             None => "agenthelm plan ... -o plan.yaml, then agenthelm execute plan.yaml".to_owned(),
         };
-        view.say(&palette.dim(&format!("Not executed. Next: {next}")));
+        view.say(&palette.dim(&format!("Not executed. Next: {next}")))?;
         return Ok(());
     }
     let store = agenthelm_workspace::open_store(assembly.workspace)?;

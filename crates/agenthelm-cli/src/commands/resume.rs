@@ -77,7 +77,7 @@ fn record_end(store: &OpenStore, run_id: &str, success: bool) -> anyhow::Result<
         if success { "succeeded" } else { "failed" }
     );
     if success {
-        eprintln!("{message}");
+        crate::out::note(&message);
         Ok(())
     } else {
         Err(Failed(message).into())

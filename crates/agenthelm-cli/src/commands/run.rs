@@ -53,7 +53,7 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
         .on_event(move |event| {
             if let (Some(id), EventKind::RunStarted { .. }) = (&event.run_id, &event.kind) {
                 if seen.set(id.to_string()).is_ok() {
-                    eprintln!("{}", palette.dim(&format!("Run {id} (kept in {location})")));
+                    crate::out::note(&palette.dim(&format!("Run {id} (kept in {location})")));
                 }
             }
             // The run and its one step are the task itself: only what happens inside is shown.
@@ -67,7 +67,7 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
                 .then(|| render::progress_line(event, palette))
                 .flatten()
             {
-                eprintln!("{line}");
+                crate::out::note(&line);
             }
         });
     let mut plan = one_step_plan(&name, &args.task);
@@ -130,9 +130,9 @@ pub fn pick_agent(assembly: &Assembly<'_>, requested: Option<&str>) -> anyhow::R
 pub fn report(name: &str, result: &RunResult) -> anyhow::Result<()> {
     let palette = Palette::stderr();
     if let Some(answer) = &result.answer {
-        println!("{}", answer.trim_end());
+        crate::out::line(answer)?;
     }
-    eprintln!("{}", palette.dim(&render::usage_line(&result.usage())));
+    crate::out::note(&palette.dim(&render::usage_line(&result.usage())));
     if result.success {
         return Ok(());
     }
@@ -169,7 +169,7 @@ pub fn live(agent: ToolAgent, approve_tools: bool) -> ToolAgent {
         .approval_handler(CliApproval::new(approve_tools))
         .on_event(move |event| {
             if let Some(line) = render::progress_line(event, palette) {
-                eprintln!("{line}");
+                crate::out::note(&line);
             }
         })
 }

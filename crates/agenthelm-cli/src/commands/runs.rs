@@ -19,25 +19,28 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
         RunsAction::List { limit, json } => {
             let runs = store.list_runs(*limit).map_err(crate::exit::read_error)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                crate::out::json(&runs)?;
             } else {
-                println!("{}", list_table(&runs, Palette::stdout()));
+                crate::out::line(&list_table(&runs, Palette::stdout()))?;
             }
         }
         RunsAction::Show { run_id, json } => {
             let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
             let digest = Digest::of(&stored);
             if *json {
-                println!("{}", serde_json::to_string_pretty(&digest)?);
+                crate::out::json(&digest)?;
             } else {
-                println!("{}", digest.render(Palette::stdout()));
+                crate::out::line(&digest.render(Palette::stdout()))?;
             }
         }
         RunsAction::Report { run_id, output } => {
             let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
             std::fs::write(output, agenthelm::report::render_html(&stored))
                 .with_context(|| format!("cannot write {}", output.display()))?;
-            eprintln!("Wrote the report of {run_id} to {}", output.display());
+            crate::out::note(&format!(
+                "Wrote the report of {run_id} to {}",
+                output.display()
+            ));
         }
     }
     Ok(())
@@ -65,7 +68,7 @@ fn list_table(runs: &[RunSummary], palette: Palette) -> String {
             None => palette.warn(run_state(run)),
         };
         table.add_row([
-            run.run_id.clone(),
+            render::safe(&run.run_id),
             format_ms(run.started_ms),
             state,
             run.steps.to_string(),
@@ -180,15 +183,16 @@ impl Digest {
     }
 
     fn render(&self, palette: Palette) -> String {
+        let safe = render::safe;
         let mut out = format!(
             "Run {}  ({})\nGoal: {}\nStarted {}{}\n",
-            self.run_id,
+            safe(&self.run_id),
             match self.state {
                 "succeeded" => palette.ok(self.state),
                 "failed" => palette.bad(self.state),
                 other => palette.warn(other),
             },
-            self.goal,
+            safe(&self.goal),
             self.started,
             self.finished
                 .as_deref()
@@ -202,12 +206,12 @@ impl Digest {
         table.set_header(["step", "status", "by", "runs", "duration", "error"]);
         for step in &self.steps {
             let by = match (&step.tool, &step.agent) {
-                (Some(tool), _) => format!("tool {tool}"),
-                (None, Some(agent)) => format!("agent {agent}"),
+                (Some(tool), _) => format!("tool {}", safe(tool)),
+                (None, Some(agent)) => format!("agent {}", safe(agent)),
                 (None, None) => "-".to_owned(),
             };
             table.add_row([
-                step.id.clone(),
+                safe(&step.id),
                 step.status.clone(),
                 by,
                 step.attempts.to_string(),
@@ -221,22 +225,25 @@ impl Digest {
         out.push_str(&format!("{table}\n"));
         for undo in &self.rollback {
             let line = match (undo.success, &undo.error) {
-                (Some(true), _) => format!("Undone: {} with {}\n", undo.step, undo.tool),
+                (Some(true), _) => {
+                    format!("Undone: {} with {}\n", safe(&undo.step), safe(&undo.tool))
+                }
                 (Some(false), error) => palette.bad(&format!(
                     "Could not undo: {} with {}: {}\n",
-                    undo.step,
-                    undo.tool,
-                    error.as_deref().unwrap_or("failed")
+                    safe(&undo.step),
+                    safe(&undo.tool),
+                    safe(error.as_deref().unwrap_or("failed"))
                 )),
                 (None, _) => palette.warn(&format!(
                     "Undo started, outcome unknown: {} with {}\n",
-                    undo.step, undo.tool
+                    safe(&undo.step),
+                    safe(&undo.tool)
                 )),
             };
             out.push_str(&line);
         }
         if let Some(error) = &self.error {
-            out.push_str(&palette.bad(&format!("Error: {error}\n")));
+            out.push_str(&palette.bad(&format!("Error: {}\n", safe(error))));
         }
         out.push_str(&format!(
             "{}; {} events\n",

@@ -18,11 +18,11 @@ pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     assembly.shutdown().await;
     checked?.map_err(|e| file.problems(e))?;
     match args.format {
-        ShowFormat::Table => View::new(false).show_plan(&file.plan),
-        ShowFormat::Yaml => print!("{}", file.plan.to_yaml()?),
-        ShowFormat::Json => println!("{}", file.plan.to_json()?),
-        ShowFormat::Mermaid => print!("{}", render::mermaid(&file.plan)),
-        ShowFormat::Dot => print!("{}", render::dot(&file.plan)),
+        ShowFormat::Table => View::new(false).show_plan(&file.plan)?,
+        ShowFormat::Yaml => crate::out::line(&file.plan.to_yaml()?)?,
+        ShowFormat::Json => crate::out::json_text(&file.plan.to_json()?)?,
+        ShowFormat::Mermaid => crate::out::line(&render::mermaid(&file.plan))?,
+        ShowFormat::Dot => crate::out::line(&render::dot(&file.plan))?,
     }
     Ok(())
 }

@@ -47,9 +47,9 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
                 ))
             })?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&trace)?);
+                crate::out::json(&trace)?;
             } else {
-                print!("{}", details(&trace));
+                crate::out::line(&details(&trace))?;
             }
             Ok(())
         }
@@ -68,7 +68,11 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             };
             std::fs::write(output, text)
                 .with_context(|| format!("cannot write {}", output.display()))?;
-            eprintln!("Wrote {} traces to {}", traces.len(), output.display());
+            crate::out::note(&format!(
+                "Wrote {} traces to {}",
+                traces.len(),
+                output.display()
+            ));
             Ok(())
         }
     }
@@ -270,11 +274,11 @@ fn parse_id(id: &str) -> anyhow::Result<(&str, usize)> {
 
 fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(traces)?);
+        crate::out::json(&traces)?;
         return Ok(());
     }
     if traces.is_empty() {
-        println!("No traces match.");
+        crate::out::line("No traces match.")?;
         return Ok(());
     }
     let palette = Palette::stdout();
@@ -282,9 +286,9 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
     table.set_header(["id", "time", "call", "step", "status", "duration"]);
     for trace in traces {
         let call = match trace.purpose {
-            Some("compensate") => format!("{} (undo)", trace.name),
-            Some(_) => trace.name.to_owned(),
-            None => format!("llm {}", trace.name),
+            Some("compensate") => format!("{} (undo)", render::safe(trace.name)),
+            Some(_) => render::safe(trace.name),
+            None => format!("llm {}", render::safe(trace.name)),
         };
         let status = if trace.success {
             palette.ok("success")
@@ -292,15 +296,15 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
             palette.bad("failed")
         };
         table.add_row([
-            trace.id.clone(),
+            render::safe(&trace.id),
             trace.time.clone(),
             call,
-            trace.step_id.unwrap_or_default().to_owned(),
+            render::safe(trace.step_id.unwrap_or_default()),
             status,
             render::millis(trace.duration_ms),
         ]);
     }
-    println!("{table}");
+    crate::out::line(&table.to_string())?;
     Ok(())
 }
 
@@ -308,7 +312,7 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
 fn details(trace: &Trace) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
-        let _ = writeln!(out, "{name:<10} {value}");
+        let _ = writeln!(out, "{name:<10} {}", render::safe(&value));
     };
     field("id", trace.id.clone());
     field("time", trace.time.clone());

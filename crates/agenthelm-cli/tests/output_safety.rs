@@ -1,0 +1,209 @@
+//! What reaches a terminal or a pipe (issue 14): control characters from tools, models and plan
+//! files are shown escaped in every human-readable output, and a reader that closes the pipe
+//! early ends the command quietly with its own exit code.
+
+mod common;
+
+use agenthelm::store::{RunStore, SqliteStore};
+use agenthelm::{Plan, PlanStep};
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+/// A tool that prints a window title and a clear screen on stdout (`say`) or on stderr and
+/// fails (`fail`); either waits for the file `go` first.
+const HOSTILE_TOOL: &str = r#"
+import json, os, sys, time
+json.load(sys.stdin)
+for _ in range(4000):
+    if os.path.exists("go"):
+        break
+    time.sleep(0.005)
+attack = "\x1b]0;pwned\x07\x1b[2J"
+if sys.argv[1] == "say":
+    print("said " + attack)
+else:
+    sys.stderr.write("failed " + attack + "\n")
+    sys.exit(1)
+"#;
+
+const HOSTILE_WORKSPACE: &str = r#"
+default_agent: worker
+agents:
+  worker:
+    tools: [say, fail]
+tools:
+  say:
+    command: [python3, hostile.py, say]
+  fail:
+    command: [python3, hostile.py, fail]
+"#;
+
+/// Step ids, a description and the goal carry the attack too (YAML `\e` is ESC, `\a` BEL).
+const HOSTILE_PLAN: &str = r#"
+goal: "goal \e]0;pwned\a\e[2J"
+steps:
+  - id: "said\e[2J"
+    tool: say
+    description: "describe \e]0;pwned\a\e[2J"
+  - id: "failed\a"
+    tool: fail
+    depends_on: ["said\e[2J"]
+"#;
+
+fn hostile_workspace() -> TempDir {
+    let dir = TempDir::new("cli-output-safety");
+    dir.write("hostile.py", HOSTILE_TOOL);
+    dir.write("agenthelm.yaml", HOSTILE_WORKSPACE);
+    dir.write("plan.yaml", HOSTILE_PLAN);
+    dir.write("go", "");
+    dir
+}
+
+/// No ESC or BEL byte in either stream, and the escaped form is shown instead.
+fn assert_escaped(what: &str, run: &Run) {
+    assert_escaped_as(what, run, "\\x1b");
+}
+
+/// Like [`assert_escaped`], with the escaped form the output's own syntax uses.
+fn assert_escaped_as(what: &str, run: &Run, escaped_esc: &str) {
+    let all = run.all();
+    assert!(
+        !all.contains(['\x1b', '\x07']),
+        "{what}: a raw control character reached the output:\n{all:?}"
+    );
+    assert!(
+        all.contains(escaped_esc),
+        "{what}: no escaped ESC in:\n{all}"
+    );
+}
+
+#[test]
+fn control_characters_are_escaped_in_every_human_output() {
+    let dir = hostile_workspace();
+    for (format, escaped_esc) in [
+        ("table", "\\x1b"),
+        ("mermaid", "\\x1b"),
+        ("dot", "\\x1b"),
+        // YAML's own escape in a double-quoted string.
+        ("yaml", "\\e"),
+    ] {
+        let show = run(dir.path(), &["show", "plan.yaml", "-f", format]);
+        assert_eq!(show.code, 0, "{}", show.all());
+        assert_escaped_as(&format!("show -f {format}"), &show, escaped_esc);
+    }
+    let execute = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
+    assert_eq!(execute.code, 1, "{}", execute.all());
+    assert_escaped("execute", &execute);
+    assert!(execute.stderr.contains("failed \\x1b]0;pwned\\x07\\x1b[2J"));
+
+    let list = run(dir.path(), &["runs", "list"]);
+    assert_escaped("runs list", &list);
+    let run_id = list
+        .stdout
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("run-")))
+        .expect("a run id in runs list")
+        .to_owned();
+    assert_escaped("runs show", &run(dir.path(), &["runs", "show", &run_id]));
+    assert_escaped("traces list", &run(dir.path(), &["traces", "list"]));
+    let traces = run(dir.path(), &["traces", "list", "--json"]);
+    let traces: serde_json::Value = serde_json::from_str(&traces.stdout).unwrap();
+    for trace in traces.as_array().unwrap() {
+        let id = trace["id"].as_str().unwrap();
+        let shown = run(dir.path(), &["traces", "show", id]);
+        assert_eq!(shown.code, 0, "{}", shown.all());
+        assert_escaped(&format!("traces show {id}"), &shown);
+    }
+}
+
+#[test]
+fn json_output_stays_json_with_controls_escaped() {
+    let dir = hostile_workspace();
+    let execute = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    assert_eq!(execute.code, 1, "{}", execute.all());
+    assert!(
+        !execute.all().contains(['\x1b', '\x07']),
+        "{}",
+        execute.all()
+    );
+    let json: serde_json::Value = serde_json::from_str(&execute.stdout).unwrap();
+    assert_eq!(json["goal"], "goal \x1b]0;pwned\x07\x1b[2J");
+}
+
+/// Runs the binary with stdout a pipe whose reader takes one line and closes it, then lets the
+/// hostile tool go on (file `go`); returns the exit code and stderr.
+fn read_one_line_and_close(dir: &TempDir, args: &[&str]) -> (i32, String) {
+    let mut child = agenthelm(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    dir.write("go", "");
+    assert!(!first.is_empty(), "agenthelm {args:?} printed nothing");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// A plan far larger than a pipe's buffer, so that writing it meets the closed pipe.
+fn big_plan(last_tool: &str) -> String {
+    let mut plan = String::from("goal: many steps\nsteps:\n");
+    for i in 0..1500 {
+        plan.push_str(&format!(
+            "  - {{id: s{i}, tool: say, description: \"step number {i} of a long plan\"}}\n"
+        ));
+    }
+    plan.push_str(&format!("  - {{id: last, tool: {last_tool}}}\n"));
+    plan
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let dir = hostile_workspace();
+    dir.write("big.yaml", &big_plan("say"));
+    for args in [
+        &["show", "big.yaml"][..],
+        &["show", "big.yaml", "-f", "json"],
+        &["show", "big.yaml", "-f", "mermaid"],
+    ] {
+        let (code, stderr) = read_one_line_and_close(&dir, args);
+        assert_eq!(code, 0, "agenthelm {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "agenthelm {args:?}: {stderr}");
+    }
+    // A run whose goal alone is larger than a pipe's buffer.
+    let store = SqliteStore::open(dir.path().join(".agenthelm/agenthelm.db")).unwrap();
+    let mut plan = Plan::new("g".repeat(200_000));
+    plan.steps.push(PlanStep::new("a", "a step"));
+    store.begin_run("run-big-goal", &plan).unwrap();
+    for args in [
+        &["runs", "list", "--json"][..],
+        &["runs", "show", "run-big-goal"],
+    ] {
+        let (code, stderr) = read_one_line_and_close(&dir, args);
+        assert_eq!(code, 0, "agenthelm {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "agenthelm {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn execute_into_a_closed_pipe_keeps_the_runs_exit_code() {
+    let dir = hostile_workspace();
+    // One step, with a description larger than a pipe's buffer: the plan table alone fills it.
+    let long = "d".repeat(200_000);
+    dir.write(
+        "long.yaml",
+        &format!("goal: g\nsteps:\n  - {{id: a, tool: fail, description: {long}}}\n"),
+    );
+    // The tool goes on only once the reader is gone, so the summary meets the closed pipe.
+    std::fs::remove_file(dir.path().join("go")).unwrap();
+    let (code, stderr) = read_one_line_and_close(&dir, &["execute", "long.yaml", "--yes"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("failed"), "{stderr}");
+}
