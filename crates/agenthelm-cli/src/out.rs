@@ -4,10 +4,14 @@
 //! through [`json`]. A closed pipe (`agenthelm ... | head -1`) ends the output quietly, as
 //! ripgrep does: later writes to that stream are skipped and the command keeps its exit code.
 
+use crate::exit::BadInput;
 use crate::render::Palette;
 use anyhow::Context;
 use serde::Serialize;
+use std::fs::{OpenOptions, Permissions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set once a reader closed standard output; nothing more is written there.
@@ -45,6 +49,27 @@ pub fn prompt(text: &str) {
     let clean = Palette::stderr().clean(text);
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(clean.as_bytes()).and_then(|()| err.flush());
+}
+
+/// Writes `contents` to the file `path` (reports, exports: run data) readable by its owner only,
+/// like the run store it comes from. A file that already exists is narrowed to owner-only too.
+/// A path that cannot be opened for writing is bad input (exit 2); a write that fails after is
+/// not.
+pub fn private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|file| {
+            file.set_permissions(Permissions::from_mode(0o600))?;
+            Ok(file)
+        })
+        .map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(contents)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes to standard output unless a reader closed it; a closed pipe is a quiet end.

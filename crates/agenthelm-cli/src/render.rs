@@ -444,7 +444,8 @@ pub fn usage_line(usage: &Usage) -> String {
     )
 }
 
-/// The summary after a plan run: each step, what was undone and what could not be.
+/// The summary after a plan run: each step, what was undone and what could not be. The run's
+/// error is not repeated here: the command ends with it.
 pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
     let mut table = table(palette);
     table.set_header(["step", "status", "duration", "error"]);
@@ -486,10 +487,8 @@ pub fn summary(plan: &Plan, result: &RunResult, palette: Palette) -> String {
     let verdict = if result.success {
         palette.ok(&format!("Plan succeeded: {}", safe(&plan.goal)))
     } else {
-        palette.bad(&format!(
-            "Plan failed: {}",
-            safe(result.error.as_deref().unwrap_or("a step failed"))
-        ))
+        // Why it failed is the command's closing `error:` line; saying it here too repeated it.
+        palette.bad("Plan failed")
     };
     out.push_str(&format!("{verdict}\n{}\n", usage_line(&result.usage())));
     out

@@ -3,7 +3,6 @@
 use agenthelm::store::{RunSummary, StoredRun};
 use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
-use anyhow::Context;
 use serde::Serialize;
 
 use super::Session;
@@ -35,8 +34,8 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
         }
         RunsAction::Report { run_id, output } => {
             let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
-            std::fs::write(output, agenthelm::report::render_html(&stored))
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            let html = agenthelm::report::render_html(&stored);
+            crate::out::private_file(output, html.as_bytes())?;
             crate::out::note(&format!(
                 "Wrote the report of {run_id} to {}",
                 output.display()

@@ -7,7 +7,6 @@
 use agenthelm::store::RunStore;
 use agenthelm::trace::{CallPurpose, LlmCallRecord, ToolCallRecord};
 use agenthelm::RunState;
-use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -66,8 +65,7 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
                 ExportFormat::Csv => csv(&traces),
                 ExportFormat::Md => markdown(&traces),
             };
-            std::fs::write(output, text)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            crate::out::private_file(output, text.as_bytes())?;
             crate::out::note(&format!(
                 "Wrote {} traces to {}",
                 traces.len(),
@@ -398,13 +396,15 @@ fn row(trace: &Trace) -> [String; 10] {
     ]
 }
 
-/// RFC 4180: fields with commas, quotes or line breaks are quoted, quotes doubled.
+/// RFC 4180: fields with commas, quotes or line breaks are quoted, quotes doubled. A field that
+/// a spreadsheet would take for a formula is defused first ([`defuse_formula`]).
 fn csv(traces: &[Trace]) -> String {
     let quote = |field: &str| {
+        let field = defuse_formula(field);
         if field.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", field.replace('"', "\"\""))
         } else {
-            field.to_owned()
+            field
         }
     };
     let mut out = COLUMNS.join(",") + "\n";
@@ -414,6 +414,17 @@ fn csv(traces: &[Trace]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `field` with a `'` in front when it starts like a spreadsheet formula (`=`, `+`, `-`, `@`, tab
+/// or carriage return), as OWASP advises against CSV injection: a step id `=1+1` or an error
+/// `=HYPERLINK(...)` stays text when the export is opened.
+fn defuse_formula(field: &str) -> String {
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_owned()
+    }
 }
 
 /// A Markdown table; pipes and line breaks in fields are escaped so a row stays a row.
@@ -429,4 +440,27 @@ fn markdown(traces: &[Trace]) -> String {
         let _ = writeln!(out, "| {} |", fields.join(" | "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::defuse_formula;
+
+    #[test]
+    fn formulas_are_defused_and_other_text_is_kept() {
+        for formula in [
+            "=1+1",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "=HYPERLINK(\"x\")",
+        ] {
+            assert_eq!(defuse_formula(formula), format!("'{formula}"));
+        }
+        for text in ["a=1", "step", "", "12.5", "'quoted"] {
+            assert_eq!(defuse_formula(text), text);
+        }
+    }
 }
