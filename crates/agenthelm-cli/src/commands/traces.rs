@@ -23,8 +23,7 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
     let store = agenthelm_workspace::open_store(&workspace)?.store;
     match &args.action {
         TracesAction::List { limit, json } => {
-            let runs = load(store.as_ref(), None)?;
-            let traces = collect(&runs, &Conditions::default(), Some(*limit));
+            let traces = collect(store.as_ref(), None, &Conditions::default(), Some(*limit))?;
             print_list(&traces, *json)
         }
         TracesAction::Filter {
@@ -33,14 +32,13 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             json,
         } => {
             let conditions = Conditions::from_args(filter, now_ms())?;
-            let runs = load(store.as_ref(), filter.run.as_deref())?;
-            let traces = collect(&runs, &conditions, *limit);
+            let traces = collect(store.as_ref(), filter.run.as_deref(), &conditions, *limit)?;
             print_list(&traces, *json)
         }
         TracesAction::Show { id, json } => {
             let (run_id, seq) = parse_id(id)?;
             let run = load_one(store.as_ref(), run_id)?;
-            let trace = Trace::at(&run, seq).ok_or_else(|| {
+            let (trace, call) = Trace::at(&run, seq).ok_or_else(|| {
                 BadInput(format!(
                     "no trace `{id}`: event {seq} of run {run_id} is not a tool call or LLM call"
                 ))
@@ -48,7 +46,7 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             if *json {
                 crate::out::json(&trace)?;
             } else {
-                crate::out::line(&details(&trace))?;
+                crate::out::line(&details(&trace, call))?;
             }
             Ok(())
         }
@@ -58,8 +56,7 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
             filter,
         } => {
             let conditions = Conditions::from_args(filter, now_ms())?;
-            let runs = load(store.as_ref(), filter.run.as_deref())?;
-            let traces = collect(&runs, &conditions, None);
+            let traces = collect(store.as_ref(), filter.run.as_deref(), &conditions, None)?;
             let text = match format {
                 ExportFormat::Json => serde_json::to_string_pretty(&traces)? + "\n",
                 ExportFormat::Csv => csv(&traces),
@@ -82,9 +79,9 @@ struct Run {
     state: RunState,
 }
 
-/// The runs to read traces from: `only` that one, else every run in the store.
-fn load(store: &dyn RunStore, only: Option<&str>) -> anyhow::Result<Vec<Run>> {
-    let run_ids: Vec<String> = match only {
+/// The ids of the runs to read traces from: `only` that one, else every run in the store.
+fn run_ids(store: &dyn RunStore, only: Option<&str>) -> anyhow::Result<Vec<String>> {
+    Ok(match only {
         Some(run) => vec![run.to_owned()],
         None => store
             .list_runs(usize::MAX)
@@ -92,11 +89,7 @@ fn load(store: &dyn RunStore, only: Option<&str>) -> anyhow::Result<Vec<Run>> {
             .into_iter()
             .map(|r| r.run_id)
             .collect(),
-    };
-    run_ids
-        .into_iter()
-        .map(|run_id| load_one(store, &run_id))
-        .collect()
+    })
 }
 
 fn load_one(store: &dyn RunStore, run_id: &str) -> anyhow::Result<Run> {
@@ -115,32 +108,32 @@ enum Call<'s> {
 }
 
 /// One tool call or LLM call, as shown and exported: a view of a record of a run's state.
+/// It owns its fields (no arguments or outputs), so a listing keeps only its rows and not the
+/// runs they came from.
 #[derive(Debug, Serialize)]
-struct Trace<'s> {
+struct Trace {
     id: String,
     time: String,
     /// `tool_call` or `llm_call`.
     kind: &'static str,
     /// The tool, or the model for an LLM call.
-    name: &'s str,
-    run_id: &'s str,
-    step_id: Option<&'s str>,
-    agent: Option<&'s str>,
+    name: String,
+    run_id: String,
+    step_id: Option<String>,
+    agent: Option<String>,
     success: bool,
     duration_ms: f64,
     /// `execute` or `compensate` for tool calls.
     purpose: Option<&'static str>,
-    error: Option<&'s str>,
+    error: Option<String>,
     #[serde(skip)]
     seq: usize,
     #[serde(skip)]
     at_ms: u64,
-    #[serde(skip)]
-    call: Call<'s>,
 }
 
-impl<'s> Trace<'s> {
-    fn of(run: &'s Run, call: Call<'s>) -> Trace<'s> {
+impl Trace {
+    fn of(run: &Run, call: Call<'_>) -> Trace {
         let (seq, step, agent, at_ms, error) = match call {
             Call::Tool(c) => (c.seq, c.step, &c.agent, c.at_ms, &c.error),
             Call::Llm(c) => (c.seq, c.step, &c.agent, c.at_ms, &c.error),
@@ -161,34 +154,40 @@ impl<'s> Trace<'s> {
             id: format!("{}/{seq}", run.id),
             time: format_ms(at_ms),
             kind,
-            name,
-            run_id: &run.id,
-            step_id: step.and_then(|i| run.state.steps().get(i)).map(|s| &*s.id),
-            agent: agent.as_deref(),
+            name: name.to_owned(),
+            run_id: run.id.clone(),
+            step_id: step
+                .and_then(|i| run.state.steps().get(i))
+                .map(|s| s.id.to_string()),
+            agent: agent.as_deref().map(str::to_owned),
             success: error.is_none(),
             duration_ms,
             purpose,
-            error: error.as_deref(),
+            error: error.clone(),
             seq,
             at_ms,
-            call,
         }
     }
 
     /// Every call of `run`.
-    fn all(run: &'s Run) -> impl Iterator<Item = Trace<'s>> + 's {
+    fn calls(run: &Run) -> impl Iterator<Item = Call<'_>> {
         let tools = run.state.tool_calls().iter().map(Call::Tool);
         let llms = run.state.llm_calls().iter().map(Call::Llm);
-        tools.chain(llms).map(move |call| Trace::of(run, call))
+        tools.chain(llms)
     }
 
-    /// The call of `run` whose event is the `seq`th of its journal.
-    fn at(run: &'s Run, seq: usize) -> Option<Trace<'s>> {
+    /// The call of `run` whose event is the `seq`th of its journal, with its trace.
+    fn at(run: &Run, seq: usize) -> Option<(Trace, Call<'_>)> {
         let call = match run.state.tool_call_at(seq) {
             Some(c) => Call::Tool(c),
             None => Call::Llm(run.state.llm_call_at(seq)?),
         };
-        Some(Trace::of(run, call))
+        Some((Trace::of(run, call), call))
+    }
+
+    /// Newest first; ties by run and position, so the order is the same every time.
+    fn newest_first(a: &Trace, b: &Trace) -> std::cmp::Ordering {
+        (b.at_ms, &b.run_id, b.seq).cmp(&(a.at_ms, &a.run_id, a.seq))
     }
 }
 
@@ -235,7 +234,10 @@ impl Conditions {
     fn matches(&self, trace: &Trace) -> bool {
         let d = trace.duration_ms;
         self.name.as_deref().is_none_or(|name| trace.name == name)
-            && self.agent.as_deref().is_none_or(|a| trace.agent == Some(a))
+            && self
+                .agent
+                .as_deref()
+                .is_none_or(|a| trace.agent.as_deref() == Some(a))
             && self.success.is_none_or(|s| trace.success == s)
             && self.since_ms.is_none_or(|t| trace.at_ms >= t)
             && self.until_ms.is_none_or(|t| trace.at_ms <= t)
@@ -244,18 +246,36 @@ impl Conditions {
     }
 }
 
-/// The traces of `runs` that match, newest first, at most `limit`.
-fn collect<'s>(runs: &'s [Run], conditions: &Conditions, limit: Option<usize>) -> Vec<Trace<'s>> {
-    let mut traces: Vec<Trace> = runs
-        .iter()
-        .flat_map(Trace::all)
-        .filter(|trace| conditions.matches(trace))
-        .collect();
-    traces.sort_by(|a, b| (b.at_ms, b.run_id, b.seq).cmp(&(a.at_ms, a.run_id, a.seq)));
+/// The traces that match, newest first, at most `limit`, from run `only` or every run. One run
+/// is loaded at a time and only the rows kept so far stay in memory: listing does not hold every
+/// run's journal (with every tool output) at once.
+fn collect(
+    store: &dyn RunStore,
+    only: Option<&str>,
+    conditions: &Conditions,
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Trace>> {
+    let mut kept: Vec<Trace> = Vec::new();
+    for run_id in run_ids(store, only)? {
+        let run = load_one(store, &run_id)?;
+        let matching = Trace::calls(&run)
+            .map(|call| Trace::of(&run, call))
+            .filter(|trace| conditions.matches(trace));
+        kept.extend(matching);
+        if limit.is_some_and(|limit| kept.len() > limit) {
+            keep_newest(&mut kept, limit);
+        }
+    }
+    keep_newest(&mut kept, limit);
+    Ok(kept)
+}
+
+/// Sorts `traces` newest first and drops all but the `limit` newest.
+fn keep_newest(traces: &mut Vec<Trace>, limit: Option<usize>) {
+    traces.sort_by(Trace::newest_first);
     if let Some(limit) = limit {
         traces.truncate(limit);
     }
-    traces
 }
 
 /// The run id and `seq` of a trace id `RUN_ID/N`.
@@ -284,9 +304,9 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
     table.set_header(["id", "time", "call", "step", "status", "duration"]);
     for trace in traces {
         let call = match trace.purpose {
-            Some("compensate") => format!("{} (undo)", render::safe(trace.name)),
-            Some(_) => render::safe(trace.name),
-            None => format!("llm {}", render::safe(trace.name)),
+            Some("compensate") => format!("{} (undo)", render::safe(&trace.name)),
+            Some(_) => render::safe(&trace.name),
+            None => format!("llm {}", render::safe(&trace.name)),
         };
         let status = if trace.success {
             palette.ok("success")
@@ -297,7 +317,7 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
             render::safe(&trace.id),
             trace.time.clone(),
             call,
-            render::safe(trace.step_id.unwrap_or_default()),
+            render::safe(trace.step_id.as_deref().unwrap_or_default()),
             status,
             render::millis(trace.duration_ms),
         ]);
@@ -307,7 +327,7 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
 }
 
 /// Everything about one trace, for people.
-fn details(trace: &Trace) -> String {
+fn details(trace: &Trace, call: Call<'_>) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
         let _ = writeln!(out, "{name:<10} {}", render::safe(&value));
@@ -315,19 +335,19 @@ fn details(trace: &Trace) -> String {
     field("id", trace.id.clone());
     field("time", trace.time.clone());
     field("kind", trace.kind.to_owned());
-    field("run", trace.run_id.to_owned());
-    if let Some(step) = trace.step_id {
-        field("step", step.to_owned());
+    field("run", trace.run_id.clone());
+    if let Some(step) = &trace.step_id {
+        field("step", step.clone());
     }
-    if let Some(agent) = trace.agent {
-        field("agent", agent.to_owned());
+    if let Some(agent) = &trace.agent {
+        field("agent", agent.clone());
     }
     field(
         "status",
         if trace.success { "success" } else { "failed" }.to_owned(),
     );
     field("duration", render::millis(trace.duration_ms));
-    match trace.call {
+    match call {
         Call::Tool(call) => {
             field("tool", call.tool.clone());
             field("call id", call.call_id.clone());
@@ -355,8 +375,8 @@ fn details(trace: &Trace) -> String {
             field("tool calls", call.tool_calls.to_string());
         }
     }
-    if let Some(error) = trace.error {
-        field("error", error.to_owned());
+    if let Some(error) = &trace.error {
+        field("error", error.clone());
     }
     out
 }
@@ -386,13 +406,13 @@ fn row(trace: &Trace) -> [String; 10] {
         trace.id.clone(),
         trace.time.clone(),
         trace.kind.to_owned(),
-        trace.name.to_owned(),
-        trace.run_id.to_owned(),
-        trace.step_id.unwrap_or_default().to_owned(),
-        trace.agent.unwrap_or_default().to_owned(),
+        trace.name.clone(),
+        trace.run_id.clone(),
+        trace.step_id.clone().unwrap_or_default(),
+        trace.agent.clone().unwrap_or_default(),
         if trace.success { "success" } else { "failed" }.to_owned(),
         format!("{:.3}", trace.duration_ms),
-        trace.error.unwrap_or_default().to_owned(),
+        trace.error.clone().unwrap_or_default(),
     ]
 }
 
@@ -444,7 +464,40 @@ fn markdown(traces: &[Trace]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::defuse_formula;
+    use super::{defuse_formula, keep_newest, Trace};
+
+    fn trace(run_id: &str, at_ms: u64, seq: usize) -> Trace {
+        Trace {
+            id: format!("{run_id}/{seq}"),
+            time: String::new(),
+            kind: "tool_call",
+            name: "t".into(),
+            run_id: run_id.into(),
+            step_id: None,
+            agent: None,
+            success: true,
+            duration_ms: 0.0,
+            purpose: None,
+            error: None,
+            seq,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn only_the_newest_rows_are_kept() {
+        let mut kept = vec![
+            trace("a", 1, 1),
+            trace("b", 3, 1),
+            trace("a", 3, 2),
+            trace("b", 2, 2),
+        ];
+        keep_newest(&mut kept, Some(2));
+        let ids: Vec<&str> = kept.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["b/1", "a/2"]);
+        keep_newest(&mut kept, None);
+        assert_eq!(kept.len(), 2);
+    }
 
     #[test]
     fn formulas_are_defused_and_other_text_is_kept() {
