@@ -2,7 +2,10 @@
 
 use agenthelm::{ApprovalDecision, ApprovalHandler, ApprovalRequest, TerminalApproval};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::io::IsTerminal;
+
+use crate::render;
 
 /// `--approve-tools` approves everything; otherwise the person at the terminal decides, and
 /// without a terminal every such call is denied.
@@ -32,7 +35,47 @@ impl ApprovalHandler for CliApproval {
             CliApproval::Ask(_) if !std::io::stdin().is_terminal() => ApprovalDecision::deny(
                 "approval needed but there is no terminal to ask (pass --approve-tools to allow it)",
             ),
-            CliApproval::Ask(terminal) => terminal.approve(request).await,
+            CliApproval::Ask(terminal) => terminal.approve(&shown(request)).await,
         }
+    }
+}
+
+/// The request as the prompt may show it: step, tool, description and every string in the
+/// arguments with control characters escaped (arguments may carry earlier tools' output).
+fn shown(request: &ApprovalRequest) -> ApprovalRequest {
+    let mut shown = request.clone();
+    shown.step_id = request.step_id.as_deref().map(render::safe);
+    shown.tool = render::safe(&request.tool);
+    shown.description = render::safe(&request.description);
+    shown.args = safe_json(&request.args);
+    shown
+}
+
+fn safe_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(render::safe(s)),
+        Value::Array(items) => Value::Array(items.iter().map(safe_json).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (render::safe(k), safe_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_json;
+    use serde_json::json;
+
+    #[test]
+    fn strings_in_arguments_are_shown_escaped() {
+        let args = json!({"a\u{9b}": ["\x1b[2J", 1, {"b": "\u{7}"}]});
+        assert_eq!(
+            safe_json(&args),
+            json!({"a\\x9b": ["\\x1b[2J", 1, {"b": "\\x07"}]})
+        );
     }
 }

@@ -58,7 +58,7 @@ fn init_logging(verbose: u8) {
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| out::LogWriter)
         .with_ansi(false)
         .try_init();
 }

@@ -51,6 +51,22 @@ pub fn prompt(text: &str) {
     let _ = err.write_all(clean.as_bytes()).and_then(|()| err.flush());
 }
 
+/// Standard error for log lines: their messages may quote tools and models, so control
+/// characters are escaped here too.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let clean = escape_controls(&String::from_utf8_lossy(buf), &[]);
+        std::io::stderr().lock().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Writes `contents` to the file `path` (reports, exports: run data) readable by its owner only,
 /// like the run store it comes from. A file that already exists is narrowed to owner-only too.
 /// A path that cannot be opened for writing is bad input (exit 2); a write that fails after is
