@@ -35,6 +35,11 @@ pub fn json_text(text: &str) -> anyhow::Result<()> {
     write_stdout(format!("{}\n", escape_json_controls(text.trim_end())).as_bytes())
 }
 
+/// Bytes made by a trusted generator (a completion script) on standard output, as they are.
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    write_stdout(bytes)
+}
+
 /// `text` and a line break on standard error, control characters escaped. Errors are
 /// ignored: there is nowhere left to report them.
 pub fn note(text: &str) {

@@ -8,6 +8,7 @@ use agenthelm::store::{RunStore, SqliteStore};
 use agenthelm::{Plan, PlanStep};
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
 /// A tool that prints a window title and a clear screen on stdout (`say`) or on stderr and
@@ -131,27 +132,44 @@ fn json_output_stays_json_with_controls_escaped() {
     assert_eq!(json["goal"], "goal \x1b]0;pwned\x07\x1b[2J");
 }
 
-/// Runs the binary with stdout a pipe whose reader takes one line and closes it, then lets the
-/// hostile tool go on (file `go`); returns the exit code and stderr.
+/// Runs the binary with stdout a small pipe (one page) whose reader takes one line and closes
+/// it, then lets the hostile tool go on (file `go`); returns the exit code and stderr. Output
+/// larger than the pipe meets the closed end whatever the timing.
 fn read_one_line_and_close(dir: &TempDir, args: &[&str]) -> (i32, String) {
-    let mut child = agenthelm(dir.path())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (reader, writer) = small_pipe();
+    let mut cmd = agenthelm(dir.path());
+    cmd.args(args)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The parent's copy of the write end goes with the command.
+    drop(cmd);
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    dir.write("go", "");
+    let mut reader = BufReader::with_capacity(1, reader);
+    reader.read_line(&mut first).unwrap();
+    drop(reader);
     assert!(!first.is_empty(), "agenthelm {args:?} printed nothing");
+    dir.write("go", "");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code().unwrap_or(-1), stderr)
 }
 
-/// A plan far larger than a pipe's buffer, so that writing it meets the closed pipe.
+/// A pipe of one page, both ends closed on exec (the child gets the write end as its stdout).
+fn small_pipe() -> (std::fs::File, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes; each is owned once below.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096);
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// A plan whose table is far larger than a pipe's buffer.
 fn big_plan(last_tool: &str) -> String {
     let mut plan = String::from("goal: many steps\nsteps:\n");
     for i in 0..1500 {
@@ -168,7 +186,8 @@ fn a_closed_pipe_ends_output_quietly() {
     let dir = hostile_workspace();
     dir.write("big.yaml", &big_plan("say"));
     for args in [
-        &["show", "big.yaml"][..],
+        &["completions", "bash"][..],
+        &["show", "big.yaml"],
         &["show", "big.yaml", "-f", "json"],
         &["show", "big.yaml", "-f", "mermaid"],
     ] {

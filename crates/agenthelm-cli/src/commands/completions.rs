@@ -11,11 +11,8 @@ pub fn run(args: &CompletionsArgs) -> anyhow::Result<()> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "agenthelm",
-        &mut std::io::stdout(),
-    );
-    Ok(())
+    // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "agenthelm", &mut script);
+    crate::out::raw(&script)
 }
