@@ -16,7 +16,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,6 +44,20 @@ fn main() -> ExitCode {
             ExitCode::from(exit::code_for(&error))
         }
     }
+}
+
+/// Help and version as clap prints them; a usage error with the arguments it quotes escaped
+/// (they may hold control characters), on standard error with clap's exit code (2).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        error.exit()
+    }
+    out::note(&render::safe(&error.render().to_string()));
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(exit::BAD_INPUT))
 }
 
 /// `-v` raises the level; `RUST_LOG` (when set) decides instead. Logs go to stderr.

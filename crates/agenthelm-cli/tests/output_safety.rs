@@ -119,6 +119,41 @@ fn control_characters_are_escaped_in_every_human_output() {
 }
 
 #[test]
+fn arguments_quoted_in_usage_errors_do_not_reach_the_terminal_raw() {
+    let dir = hostile_workspace();
+    for args in [&["x\x1b[2J"][..], &["show", "plan.yaml", "--x\x1b]0;t\x07"]] {
+        // At a terminal, where clap would write what it quotes as it is.
+        let usage = run_in_pty(dir.path(), args, "never asked", &[], &[]);
+        assert_eq!(usage.code, 2, "{}", usage.all());
+        assert!(
+            !usage.stdout.contains("\x1b[2J") && !usage.stdout.contains("\x1b]0;t"),
+            "{args:?}: {:?}",
+            usage.stdout
+        );
+    }
+}
+
+#[test]
+fn at_a_colour_terminal_only_the_palettes_own_colours_are_raw() {
+    let dir = hostile_workspace();
+    for args in [
+        &["execute", "plan.yaml", "--yes"][..],
+        &["show", "plan.yaml"],
+    ] {
+        let shown = run_in_pty(dir.path(), args, "never asked", &[], &[]);
+        let text = &shown.stdout;
+        assert!(
+            text.contains("\x1b["),
+            "{args:?}: no colours at all: {text:?}"
+        );
+        for raw in ["\x1b[2J", "\x1b]0;pwned", "\x07"] {
+            assert!(!text.contains(raw), "{args:?}: {raw:?} in {text:?}");
+        }
+        assert!(text.contains("\\x1b[2J"), "{args:?}: {text:?}");
+    }
+}
+
+#[test]
 fn json_output_stays_json_with_controls_escaped() {
     let dir = hostile_workspace();
     let execute = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
