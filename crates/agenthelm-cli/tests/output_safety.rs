@@ -6,6 +6,7 @@ mod common;
 
 use agenthelm::store::{RunStore, SqliteStore};
 use agenthelm::{Plan, PlanStep};
+use agenthelm_test_support::{MockServer, Reply};
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -151,6 +152,25 @@ fn at_a_colour_terminal_only_the_palettes_own_colours_are_raw() {
         }
         assert!(text.contains("\\x1b[2J"), "{args:?}: {text:?}");
     }
+}
+
+#[test]
+fn a_model_error_body_is_shown_escaped() {
+    let dir = hostile_workspace();
+    dir.write(
+        "agenthelm.yaml",
+        "model: openai/test-model\nagents:\n  writer: {}\n",
+    );
+    let server = MockServer::always(Reply::raw(500, "overloaded \x1b]0;pwned\x07\x1b[2J"));
+    let out = agenthelm(dir.path())
+        .args(["run", "write a poem"])
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("overloaded"), "{}", run.all());
+    assert_escaped("run with a failing model", &run);
 }
 
 #[test]
