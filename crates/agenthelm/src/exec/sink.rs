@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::store::{RunStore, StoreError};
 use crate::trace::{Event, RunState};
 
-/// A function that sees each event as it is recorded.
+/// A function that sees each event as it is recorded, in the order of the journal.
+///
+/// It is called while the event is being recorded, so parallel steps wait for it: keep it quick
+/// (hand the event to a channel for slow work).
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Where events go: a shared list, observers that see each event as it happens, and optionally
@@ -100,20 +103,20 @@ impl EventSink {
     /// An observer that panics misses that event and nothing else happens: a bug in a progress
     /// display must not stop a run half-way, before its rollback.
     pub fn emit(&self, event: Event) {
-        // Held while the state applies the event, so the state sees events in journal order.
-        let mut pending = self.inner.journal.as_ref().map(|j| lock(&j.pending));
-        if let Some(pending) = pending.as_mut() {
-            pending.push(event.clone());
+        // One critical section for the event list, the journal, the run state and the observers:
+        // all of them see the events of parallel steps in one and the same order.
+        let mut events = lock(&self.inner.events);
+        if let Some(journal) = &self.inner.journal {
+            lock(&journal.pending).push(event.clone());
         }
         if let Some(state) = &self.inner.state {
             lock(state).apply(&event);
         }
-        drop(pending);
         for observer in &self.inner.observers {
             // An observer that panics loses its view of this event, not the event.
             let _ = catch_unwind(AssertUnwindSafe(|| observer(&event)));
         }
-        lock(&self.inner.events).push(event);
+        events.push(event);
     }
 
     /// Writes the events not yet in the journal, in one batch. `Ok` without a journal.
