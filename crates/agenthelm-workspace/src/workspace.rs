@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::WorkspaceError;
-use crate::source::{parse_yaml, SourceError, SourceErrors};
+use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
 pub const FILE_NAME: &str = "agenthelm.yaml";
@@ -333,9 +333,7 @@ impl Workspace {
     /// Every mistake is an error naming the file, line and key: what parsing finds (the first
     /// one), or else every name that refers to nothing and every schema that is not a schema.
     pub fn load(file: &Path) -> Result<Workspace, WorkspaceError> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            SourceError::whole_file(file, format!("cannot read the workspace file: {e}"))
-        })?;
+        let text = read_input(file, "workspace file")?;
         Workspace::from_text(file, &text)
     }
 

@@ -73,7 +73,8 @@ impl Session {
 /// Where the workspace file is, by the rules of [`Session::workspace_file`].
 pub fn locate(config: Option<&Path>, plan: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(file) = config {
-        if !file.is_file() {
+        // Only whether it exists: reading it says what else is wrong (a folder, a FIFO, ...).
+        if !file.exists() {
             return Err(BadInput(format!(
                 "--config {}: no such workspace file",
                 file.display()

@@ -1,0 +1,82 @@
+//! Input files that are not what they seem: devices, FIFOs, huge files, surprising numbers and
+//! keys, workspace files others can write. Each is bad input: exit 2 at once, naming the file.
+
+mod common;
+use common::*;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Waits for the child; one that is still running after a minute (a read that blocks forever)
+/// is killed and fails the test instead of hanging the suite.
+fn finish(mut child: Child) -> Run {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("still running after a minute: blocked on its input");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    output(child.wait_with_output().unwrap())
+}
+
+fn spawn(dir: &TempDir, args: &[&str]) -> Child {
+    agenthelm(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn assert_bad(run: &Run, needles: &[&str]) {
+    assert_eq!(run.code, 2, "{}", run.all());
+    let line = run.stderr.trim_end();
+    assert!(
+        line.starts_with("error: ") && !line.contains('\n'),
+        "{line}"
+    );
+    for needle in needles {
+        assert!(line.contains(needle), "`{needle}` not in: {line}");
+    }
+}
+
+#[test]
+fn a_device_is_not_a_plan_file() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    let run = finish(spawn(&dir, &["show", "/dev/zero"]));
+    assert_bad(&run, &["/dev/zero", "not a regular file", "a device"]);
+}
+
+#[test]
+fn a_fifo_is_not_a_plan_file_nor_a_workspace_file() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    let fifo = dir.path().join("plan.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let run = finish(spawn(&dir, &["show", "plan.fifo"]));
+    assert_bad(&run, &["plan.fifo", "not a regular file", "a FIFO"]);
+    let run = finish(spawn(&dir, &["--config", "plan.fifo", "runs", "list"]));
+    assert_bad(&run, &["plan.fifo", "workspace file", "a FIFO"]);
+}
+
+#[test]
+fn an_oversized_plan_file_is_refused() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    let big = std::fs::File::create(dir.path().join("big.yaml")).unwrap();
+    big.set_len(10 * 1024 * 1024 + 1).unwrap();
+    let run = run(dir.path(), &["show", "big.yaml"]);
+    assert_bad(
+        &run,
+        &[
+            "big.yaml",
+            "too large: 10485761 bytes, the limit is 10485760 bytes",
+        ],
+    );
+}
