@@ -80,3 +80,62 @@ fn an_oversized_plan_file_is_refused() {
         ],
     );
 }
+
+/// A workspace in `dir`, with a plan in `dir/sub`, run from `sub`: the file is found in a parent.
+#[cfg(unix)]
+fn found_in_a_parent() -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("cli-input");
+    let file = workspace(&dir, "");
+    dir.write(
+        "sub/plan.yaml",
+        "goal: g\nsteps:\n  - id: a\n    tool: echo\n",
+    );
+    (dir, file)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_found_workspace_file_others_can_write_is_refused_unless_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, file) = found_in_a_parent();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let sub = dir.path().join("sub");
+    let refused = run(&sub, &["show", "plan.yaml"]);
+    assert_bad(
+        &refused,
+        &[
+            "agenthelm.yaml",
+            "writable by others (mode 666)",
+            "--config",
+        ],
+    );
+    let config = file.to_str().unwrap();
+    let named = run(&sub, &["--config", config, "show", "plan.yaml"]);
+    assert_eq!(named.code, 0, "{}", named.all());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_found_workspace_file_of_another_user_is_refused_unless_named() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, file) = found_in_a_parent();
+    let me = std::fs::metadata(&file).unwrap().uid();
+    if me != 0 {
+        println!("not root: cannot give the file to another user, the owner check is not run");
+        return;
+    }
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    let sub = dir.path().join("sub");
+    let refused = run(&sub, &["show", "plan.yaml"]);
+    assert_bad(
+        &refused,
+        &[
+            "agenthelm.yaml",
+            "owned by user id 65534 (you are 0)",
+            "--config",
+        ],
+    );
+    let config = file.to_str().unwrap();
+    let named = run(&sub, &["--config", config, "show", "plan.yaml"]);
+    assert_eq!(named.code, 0, "{}", named.all());
+}

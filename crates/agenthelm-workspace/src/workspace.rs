@@ -320,11 +320,53 @@ pub struct Workspace {
 }
 
 /// Finds `agenthelm.yaml` in `start` or its parents.
-pub fn discover(start: &Path) -> Option<PathBuf> {
-    start
+///
+/// A file found this way is used only when it is trusted, as git treats a repository it finds
+/// (`safe.directory`): owned by the current user or by root, and not writable by others. Its
+/// tools run as the current user, so a file someone else planted or can change in a folder above
+/// must not be picked up silently; such a file is an error that says how to use it anyway
+/// (`--config PATH`, which names it on purpose, or fixing its owner or permissions).
+pub fn discover(start: &Path) -> Result<Option<PathBuf>, SourceError> {
+    let found = start
         .ancestors()
         .map(|dir| dir.join(FILE_NAME))
-        .find(|file| file.is_file())
+        .find(|file| file.is_file());
+    if let Some(file) = &found {
+        check_trusted(file)?;
+    }
+    Ok(found)
+}
+
+/// Refuses a found workspace file that is owned by someone else (not root) or writable by others.
+#[cfg(unix)]
+fn check_trusted(file: &Path) -> Result<(), SourceError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).map_err(|e| {
+        SourceError::whole_file(file, format!("cannot read the workspace file: {e}"))
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if meta.uid() != me && meta.uid() != 0 {
+        format!("it is owned by user id {} (you are {me})", meta.uid())
+    } else if meta.mode() & 0o002 != 0 {
+        format!("it is writable by others (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(SourceError::whole_file(
+        file,
+        format!(
+            "not using this workspace file found by searching the folders: {why}, and its \
+             tools would run as you. If you trust it, pass `--config {}`; or make it yours \
+             and not writable by others (chown, chmod o-w)",
+            file.display()
+        ),
+    ))
+}
+
+/// Elsewhere files have no owner and mode to check.
+#[cfg(not(unix))]
+fn check_trusted(_file: &Path) -> Result<(), SourceError> {
+    Ok(())
 }
 
 impl Workspace {

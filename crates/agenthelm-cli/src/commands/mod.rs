@@ -88,14 +88,19 @@ pub fn locate(config: Option<&Path>, plan: Option<&Path>) -> anyhow::Result<Path
     let beside_plan = plan
         .and_then(|p| std::path::absolute(p).ok())
         .and_then(|p| p.parent().map(Path::to_path_buf));
-    workspace::discover(&cwd)
-        .or_else(|| beside_plan.as_deref().and_then(workspace::discover))
-        .ok_or_else(|| {
-            BadInput(format!(
-                "no {} found in {} or its parents: run `agenthelm init` or pass --config PATH",
-                workspace::FILE_NAME,
-                cwd.display()
-            ))
-            .into()
-        })
+    let found = match workspace::discover(&cwd)? {
+        Some(file) => Some(file),
+        None => match beside_plan {
+            Some(dir) => workspace::discover(&dir)?,
+            None => None,
+        },
+    };
+    found.ok_or_else(|| {
+        BadInput(format!(
+            "no {} found in {} or its parents: run `agenthelm init` or pass --config PATH",
+            workspace::FILE_NAME,
+            cwd.display()
+        ))
+        .into()
+    })
 }
