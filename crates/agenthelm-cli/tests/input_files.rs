@@ -139,3 +139,21 @@ fn a_found_workspace_file_of_another_user_is_refused_unless_named() {
     let named = run(&sub, &["--config", config, "show", "plan.yaml"]);
     assert_eq!(named.code, 0, "{}", named.all());
 }
+
+#[test]
+fn a_timeout_below_a_millisecond_is_shown_in_microseconds() {
+    let dir = TempDir::new("cli-input");
+    workspace(
+        &dir,
+        "  hang:\n    command: [sleep, '5']\n    timeout: 0.0001\n",
+    );
+    dir.write("plan.yaml", "goal: g\nsteps:\n  - id: a\n    tool: hang\n");
+    let config = dir
+        .read("agenthelm.yaml")
+        .replace("tools: [echo,", "tools: [hang, echo,");
+    dir.write("agenthelm.yaml", &config);
+    let run = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("timed out after 100µs"), "{}", run.all());
+    assert!(!run.all().contains("0.000s"), "{}", run.all());
+}
