@@ -141,6 +141,22 @@ fn a_found_workspace_file_of_another_user_is_refused_unless_named() {
 }
 
 #[test]
+fn a_plan_with_no_steps_is_a_plan_problem() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    for text in ["goal: g\n", "goal: g\nsteps: []\n"] {
+        dir.write("empty.yaml", text);
+        for args in [
+            &["show", "empty.yaml"][..],
+            &["execute", "empty.yaml", "--yes"],
+        ] {
+            let run = run(dir.path(), args);
+            assert_bad(&run, &["empty.yaml", "`steps`: the plan has no steps"]);
+        }
+    }
+}
+
+#[test]
 fn a_timeout_below_a_millisecond_is_shown_in_microseconds() {
     let dir = TempDir::new("cli-input");
     workspace(

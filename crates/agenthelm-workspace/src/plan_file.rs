@@ -49,6 +49,7 @@ impl PlanFile {
     /// The key a problem is about, like `steps[2].agent`.
     fn key_of(&self, problem: &PlanProblem) -> String {
         let (step, field) = match problem {
+            PlanProblem::NoSteps => return "steps".to_owned(),
             PlanProblem::EmptyId { index } => return format!("steps[{index}].id"),
             PlanProblem::DuplicateId { id } => (id, "id"),
             PlanProblem::UnknownDependency { step, .. } => (step, "depends_on"),

@@ -313,7 +313,7 @@ impl Plan {
         self.steps.iter().all(|s| s.status == StepStatus::Completed)
     }
 
-    /// Checks the plan's structure: non-empty unique ids, known dependencies, no cycles, object
+    /// Checks the plan's structure: at least one step, non-empty unique ids, known dependencies, no cycles, object
     /// arguments, and `{{steps.<id>.result}}` references only to steps this one waits for.
     /// Reports every problem at once.
     pub fn validate(&self) -> Result<(), PlanError> {
