@@ -157,6 +157,25 @@ fn a_plan_with_no_steps_is_a_plan_problem() {
 }
 
 #[test]
+fn the_plan_table_names_the_default_agent() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    dir.write(
+        "plan.yaml",
+        "goal: g\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    agent: worker\n    tool: echo\n",
+    );
+    let run = run(dir.path(), &["show", "plan.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let row = |id: &str| {
+        let row = run.stdout.lines().find(|l| l.contains(&format!(" {id} ")));
+        row.unwrap_or_else(|| panic!("no row {id}: {}", run.stdout))
+            .to_owned()
+    };
+    assert!(row("a").contains("worker (default)"), "{}", run.stdout);
+    assert!(!row("b").contains("(default)"), "{}", run.stdout);
+}
+
+#[test]
 fn a_timeout_below_a_millisecond_is_shown_in_microseconds() {
     let dir = TempDir::new("cli-input");
     workspace(
