@@ -192,3 +192,55 @@ fn a_timeout_below_a_millisecond_is_shown_in_microseconds() {
     assert!(run.all().contains("timed out after 100µs"), "{}", run.all());
     assert!(!run.all().contains("0.000s"), "{}", run.all());
 }
+
+/// Values the YAML parser would change in silence (issue 14): each an error naming file, line
+/// and field, in plan files (YAML and JSON) and in the workspace file.
+#[test]
+fn numbers_tags_and_duplicate_keys_are_not_changed_in_silence() {
+    let dir = TempDir::new("cli-input");
+    workspace(&dir, "");
+    let step = "goal: g\nsteps:\n  - id: a\n    tool: echo\n    args:\n";
+    let cases = [
+        (format!("{step}      n: 1e400\n"), "p.yaml:6: `steps[0].args.n`: number `1e400` is out of range"),
+        (format!("{step}      n: .nan\n"), "p.yaml:6: `steps[0].args.n`: `.nan` is not a number"),
+        (format!("{step}      n: -.inf\n"), "p.yaml:6: `steps[0].args.n`: `-.inf` is not a number"),
+        (format!("{step}      n: 1\n      n: 2\n"), "p.yaml:7: `steps[0].args.n`: duplicate key `n`"),
+        (
+            format!("{step}      n: !!python/object:os.system x\n"),
+            "p.yaml:6: `steps[0].args.n`: YAML tag `!!python/object:os.system` is not allowed",
+        ),
+        (
+            "{\"goal\": \"g\",\n \"steps\": [{\"id\": \"a\", \"tool\": \"echo\",\n  \"args\": {\"n\": 1, \"n\": 2}}]}\n".to_owned(),
+            "p.yaml:3: `steps[0].args.n`: duplicate key `n`",
+        ),
+    ];
+    for (text, expected) in &cases {
+        dir.write("p.yaml", text);
+        for args in [&["show", "p.yaml"][..], &["execute", "p.yaml", "--dry-run"]] {
+            assert_bad(&run(dir.path(), args), &[expected]);
+        }
+    }
+    let config = dir.read("agenthelm.yaml");
+    dir.write("p.yaml", "goal: g\nsteps:\n  - id: a\n    tool: echo\n");
+    let tagged = config.replacen(
+        "model: openai/test-model",
+        "model: !!python/object:os.system openai/test-model",
+        1,
+    );
+    dir.write("agenthelm.yaml", &tagged);
+    let run_tagged = run(dir.path(), &["show", "p.yaml"]);
+    assert_bad(
+        &run_tagged,
+        &["agenthelm.yaml:1: `model`: YAML tag `!!python/object:os.system`"],
+    );
+    let doubled = format!("{config}  echo2:\n    command: [x]\n    parameters: {{type: object, properties: {{a: {{type: string}}, a: {{type: number}}}}}}\n");
+    dir.write("agenthelm.yaml", &doubled);
+    let run_doubled = run(dir.path(), &["show", "p.yaml"]);
+    assert_bad(
+        &run_doubled,
+        &[
+            "agenthelm.yaml:",
+            "`tools.echo2.parameters.properties.a`: duplicate key `a`",
+        ],
+    );
+}

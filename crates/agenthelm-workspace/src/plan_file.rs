@@ -102,7 +102,9 @@ impl PlanFile {
     }
 }
 
-fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
+/// A plan error (or a [`agenthelm::plan::check_yaml`] error of any file) as an error naming the
+/// file, line and key.
+pub(crate) fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
     match error {
         PlanError::Parse {
             line,

@@ -141,7 +141,7 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, SourceError> {
     let deserializer = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let value = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         let key = if key == "." { String::new() } else { key };
@@ -157,7 +157,10 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
             key,
             message,
         }
-    })
+    })?;
+    // Tags, numbers out of range, `.nan` and keys given twice, which the parser lets through.
+    agenthelm::plan::check_yaml(text).map_err(|e| crate::plan_file::self_error(file, text, e))?;
+    Ok(value)
 }
 
 /// Drops the " at line N column M" that parsers append, since the error shows the line itself.

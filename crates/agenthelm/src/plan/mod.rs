@@ -19,10 +19,12 @@
 mod error;
 mod format;
 pub(crate) mod graph;
+mod strict;
 mod template;
 pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
+pub use strict::check_yaml;
 pub use template::{references_in, resolve_templates, Reference, Segment, Template};
 
 use serde::{Deserialize, Deserializer, Serialize};
