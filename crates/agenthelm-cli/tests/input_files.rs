@@ -244,3 +244,35 @@ fn numbers_tags_and_duplicate_keys_are_not_changed_in_silence() {
         ],
     );
 }
+
+/// A timeout too large for a `Duration` used to panic (exit 101) in `show`, `--dry-run` and
+/// `execute`; like `timeout: 0` it is bad input naming the line (issue 14).
+#[test]
+fn a_huge_timeout_is_bad_input_not_a_panic() {
+    let dir = TempDir::new("cli-input");
+    dir.write("plan.yaml", "goal: g\nsteps:\n  - id: a\n    tool: echo\n");
+    for value in ["1.8e19", "18446744073709551616", "1e300", ".inf"] {
+        workspace(
+            &dir,
+            &format!("  slow:\n    command: [x]\n    timeout: {value}\n"),
+        );
+        let line = dir
+            .read("agenthelm.yaml")
+            .lines()
+            .position(|l| l.contains("timeout:"));
+        let at = format!("agenthelm.yaml:{}: `tools.slow.timeout`", line.unwrap() + 1);
+        for args in [
+            &["show", "plan.yaml"][..],
+            &["execute", "plan.yaml", "--dry-run"],
+            &["execute", "plan.yaml", "--yes"],
+        ] {
+            assert_bad(&run(dir.path(), args), &[&at, "seconds"]);
+        }
+    }
+    workspace(&dir, "");
+    let config = dir.read("agenthelm.yaml");
+    let mcp = "mcp_servers:\n  m:\n    command: [x]\n    startup_timeout: 1.8e19\n";
+    dir.write("agenthelm.yaml", &format!("{config}{mcp}"));
+    let run = run(dir.path(), &["show", "plan.yaml"]);
+    assert_bad(&run, &["`mcp_servers.m.startup_timeout`", "up to 1e9"]);
+}
