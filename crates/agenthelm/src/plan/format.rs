@@ -43,6 +43,23 @@ pub(super) fn from_json(text: &str) -> Result<Plan, PlanError> {
             e.to_string(),
         )
     })?;
+    // serde_json keeps the last of two equal keys; JSON is YAML, so the same check finds them.
+    super::check_yaml(text).map_err(|e| match e {
+        PlanError::Parse {
+            line,
+            column,
+            path,
+            message,
+            ..
+        } => PlanError::Parse {
+            format: "JSON",
+            line,
+            column,
+            path,
+            message,
+        },
+        other => other,
+    })?;
     Ok(plan)
 }
 

@@ -336,6 +336,17 @@ mod tests {
     }
 
     #[test]
+    fn json_plans_are_checked_too() {
+        let text =
+            "{\"goal\": \"g\", \"steps\": [{\"id\": \"a\", \"args\": {\"n\": 1, \"n\": 2}}]}";
+        let error = crate::Plan::from_json(text).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "JSON plan at line 1, column 54, field `steps[0].args.n`: duplicate key `n`"
+        );
+    }
+
+    #[test]
     fn plain_data_passes() {
         let text = "goal: g\nsteps:\n  - id: a\n    args: { n: 1.5e300, s: '1e400', t: \"nan\", u: inf, v: !!str 12, w: [1, 2] }\n  - id: b\n";
         assert_eq!(check_yaml(text), Ok(()));
