@@ -184,14 +184,18 @@ fn parameters(schema: &serde_json::Value) -> String {
     }
 }
 
-/// A plan as a table: one row per step.
-pub fn plan_table(plan: &Plan, palette: Palette) -> String {
+/// A plan as a table: one row per step. A step that names no agent shows the default agent that
+/// takes it, as `name (default)`.
+pub fn plan_table(plan: &Plan, default_agent: Option<&str>, palette: Palette) -> String {
+    let default = default_agent.map_or_else(|| "-".to_owned(), |a| format!("{a} (default)"));
     let mut table = table(palette);
     table.set_header(["step", "agent", "tool", "args", "depends on", "description"]);
     for step in &plan.steps {
         table.add_row([
             safe(&step.id),
-            step.agent_name.as_deref().map_or_else(|| "-".into(), safe),
+            step.agent_name
+                .as_deref()
+                .map_or_else(|| default.clone(), safe),
             step.tool_name.as_deref().map_or_else(|| "-".into(), safe),
             short_json(&step.args, 40),
             safe(&step.depends_on.join(", ")),

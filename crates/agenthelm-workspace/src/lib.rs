@@ -4,7 +4,8 @@
 //! The `agenthelm` command line, the server and your own programs share this crate, so a
 //! workspace means the same thing everywhere:
 //!
-//! - [`Workspace`]: finding ([`discover`]), reading and checking the file. A mistake in it is a
+//! - [`Workspace`]: finding ([`discover`], which refuses a file others own or can write),
+//!   reading and checking the file. A mistake in it is a
 //!   [`SourceError`] naming the file, line and key (`agenthelm.yaml:7: `tools.x.timeout`: ...`).
 //! - [`CommandTool`]: a program declared under `tools:` as a [`Tool`](agenthelm::Tool). It gets
 //!   its arguments as JSON on stdin and runs in a process group of its own, which is killed
@@ -45,7 +46,7 @@
 //! #     command: [rm, -f, --]
 //! # ")?;
 //! // `agenthelm.yaml` in `dir` or a parent folder.
-//! let file = agenthelm_workspace::discover(&dir).ok_or("no agenthelm.yaml")?;
+//! let file = agenthelm_workspace::discover(&dir)?.ok_or("no agenthelm.yaml")?;
 //! let workspace = Workspace::load(&file)?;
 //!
 //! let assembly = Assembly::new(&workspace, &UserConfig::default(), None);

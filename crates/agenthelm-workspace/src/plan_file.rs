@@ -4,7 +4,7 @@ use agenthelm::plan::PlanProblem;
 use agenthelm::{Plan, PlanError};
 use std::path::{Path, PathBuf};
 
-use crate::source::{line_of, strip_key_prefix, SourceError, SourceErrors};
+use crate::source::{line_of, read_input, strip_key_prefix, SourceError, SourceErrors};
 
 /// A plan read from a file, with the text kept to find lines for later errors.
 #[derive(Debug, Clone)]
@@ -20,9 +20,7 @@ pub struct PlanFile {
 impl PlanFile {
     /// Reads and parses a plan file (YAML; JSON is read as YAML too).
     pub fn load(file: &Path) -> Result<PlanFile, SourceError> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            SourceError::whole_file(file, format!("cannot read the plan file: {e}"))
-        })?;
+        let text = read_input(file, "plan file")?;
         let plan = Plan::from_yaml(&text).map_err(|e| self_error(file, &text, e))?;
         Ok(PlanFile {
             file: file.to_path_buf(),
@@ -51,6 +49,7 @@ impl PlanFile {
     /// The key a problem is about, like `steps[2].agent`.
     fn key_of(&self, problem: &PlanProblem) -> String {
         let (step, field) = match problem {
+            PlanProblem::NoSteps => return "steps".to_owned(),
             PlanProblem::EmptyId { index } => return format!("steps[{index}].id"),
             PlanProblem::DuplicateId { id } => (id, "id"),
             PlanProblem::UnknownDependency { step, .. } => (step, "depends_on"),
@@ -103,7 +102,9 @@ impl PlanFile {
     }
 }
 
-fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
+/// A plan error (or a [`agenthelm::plan::check_yaml`] error of any file) as an error naming the
+/// file, line and key.
+pub(crate) fn self_error(file: &Path, text: &str, error: PlanError) -> SourceError {
     match error {
         PlanError::Parse {
             line,

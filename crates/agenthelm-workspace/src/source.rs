@@ -69,13 +69,79 @@ impl fmt::Display for SourceErrors {
 
 impl std::error::Error for SourceErrors {}
 
+/// The largest input file (plan, workspace file, user settings) that is read: far more than any
+/// hand-written or planner-written file, small enough that a wrong path cannot exhaust memory.
+pub const MAX_INPUT_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Reads a file the user gave as input (`what`, like "plan file"): it must be a regular file of
+/// at most [`MAX_INPUT_BYTES`]. Devices such as `/dev/zero` and FIFOs are refused before they are
+/// opened for reading (one would never end, the other could block forever), and the read itself is
+/// bounded, so a file that grows while it is read cannot exceed the limit either.
+pub fn read_input(file: &Path, what: &str) -> Result<String, SourceError> {
+    let fail = |message: String| SourceError::whole_file(file, message);
+    let meta = std::fs::metadata(file).map_err(|e| fail(format!("cannot read the {what}: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail(format!(
+            "the {what} is not a regular file (it is {})",
+            file_kind(&meta.file_type())
+        )));
+    }
+    let too_big = |size: u64| {
+        fail(format!(
+            "the {what} is too large: {size} bytes, the limit is {MAX_INPUT_BYTES} bytes"
+        ))
+    };
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let opened =
+        std::fs::File::open(file).map_err(|e| fail(format!("cannot read the {what}: {e}")))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(opened, MAX_INPUT_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| fail(format!("cannot read the {what}: {e}")))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "the {what} is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// What a file that is not a regular file is, for the error.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
+}
+
 /// Parses YAML `text` from `file` into `T`, naming the file, line and key of the first problem.
 pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,
     text: &str,
 ) -> Result<T, SourceError> {
     let deserializer = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let value = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         let key = if key == "." { String::new() } else { key };
@@ -91,7 +157,10 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
             key,
             message,
         }
-    })
+    })?;
+    // Tags, numbers out of range, `.nan` and keys given twice, which the parser lets through.
+    agenthelm::plan::check_yaml(text).map_err(|e| crate::plan_file::self_error(file, text, e))?;
+    Ok(value)
 }
 
 /// Drops the " at line N column M" that parsers append, since the error shows the line itself.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use crate::error::WorkspaceError;
-use crate::source::parse_yaml;
+use crate::source::{parse_yaml, read_input};
 
 /// Settings that apply to every workspace of this user.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,11 +38,10 @@ impl UserConfig {
     /// Reads user defaults from `file`; a missing file means no defaults. A mistake in it names
     /// the file, line and key.
     pub fn load_from(file: &Path) -> Result<UserConfig, WorkspaceError> {
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(WorkspaceError::io("read", file, e)),
-        };
+        if matches!(file.try_exists(), Ok(false)) {
+            return Ok(Self::default());
+        }
+        let text = read_input(file, "user settings file")?;
         if text.trim().is_empty() {
             return Ok(Self::default());
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::WorkspaceError;
-use crate::source::{parse_yaml, SourceError, SourceErrors};
+use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
 pub const FILE_NAME: &str = "agenthelm.yaml";
@@ -320,11 +320,53 @@ pub struct Workspace {
 }
 
 /// Finds `agenthelm.yaml` in `start` or its parents.
-pub fn discover(start: &Path) -> Option<PathBuf> {
-    start
+///
+/// A file found this way is used only when it is trusted, as git treats a repository it finds
+/// (`safe.directory`): owned by the current user or by root, and not writable by others. Its
+/// tools run as the current user, so a file someone else planted or can change in a folder above
+/// must not be picked up silently; such a file is an error that says how to use it anyway
+/// (`--config PATH`, which names it on purpose, or fixing its owner or permissions).
+pub fn discover(start: &Path) -> Result<Option<PathBuf>, SourceError> {
+    let found = start
         .ancestors()
         .map(|dir| dir.join(FILE_NAME))
-        .find(|file| file.is_file())
+        .find(|file| file.is_file());
+    if let Some(file) = &found {
+        check_trusted(file)?;
+    }
+    Ok(found)
+}
+
+/// Refuses a found workspace file that is owned by someone else (not root) or writable by others.
+#[cfg(unix)]
+fn check_trusted(file: &Path) -> Result<(), SourceError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).map_err(|e| {
+        SourceError::whole_file(file, format!("cannot read the workspace file: {e}"))
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if meta.uid() != me && meta.uid() != 0 {
+        format!("it is owned by user id {} (you are {me})", meta.uid())
+    } else if meta.mode() & 0o002 != 0 {
+        format!("it is writable by others (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(SourceError::whole_file(
+        file,
+        format!(
+            "not using this workspace file found by searching the folders: {why}, and its \
+             tools would run as you. If you trust it, pass `--config {}`; or make it yours \
+             and not writable by others (chown, chmod o-w)",
+            file.display()
+        ),
+    ))
+}
+
+/// Elsewhere files have no owner and mode to check.
+#[cfg(not(unix))]
+fn check_trusted(_file: &Path) -> Result<(), SourceError> {
+    Ok(())
 }
 
 impl Workspace {
@@ -333,9 +375,7 @@ impl Workspace {
     /// Every mistake is an error naming the file, line and key: what parsing finds (the first
     /// one), or else every name that refers to nothing and every schema that is not a schema.
     pub fn load(file: &Path) -> Result<Workspace, WorkspaceError> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            SourceError::whole_file(file, format!("cannot read the workspace file: {e}"))
-        })?;
+        let text = read_input(file, "workspace file")?;
         Workspace::from_text(file, &text)
     }
 

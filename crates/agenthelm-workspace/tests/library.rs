@@ -41,7 +41,9 @@ async fn a_workspace_from_a_folder_becomes_a_registry_and_an_orchestrator() {
     let dir = TempDir::new("load");
     dir.write("agenthelm.yaml", WORKSPACE);
     std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
-    let file = agenthelm_workspace::discover(&dir.path().join("sub/deeper")).unwrap();
+    let file = agenthelm_workspace::discover(&dir.path().join("sub/deeper"))
+        .unwrap()
+        .unwrap();
     let workspace = Workspace::load(&file).unwrap();
     assert_eq!(workspace.dir, std::path::absolute(dir.path()).unwrap());
 

@@ -931,15 +931,19 @@ async fn completed_steps_are_kept_and_feed_later_steps() {
     assert_eq!(plan.get_step("b").unwrap().error, None);
 }
 
+/// A plan with no steps would do nothing and report success (issue 14): it is a plan problem.
 #[tokio::test]
-async fn an_empty_plan_succeeds() {
+async fn an_empty_plan_is_a_plan_problem() {
     let mut plan = approved("nothing", vec![]);
-    let result = Orchestrator::new(AgentRegistry::new())
+    let err = Orchestrator::new(AgentRegistry::new())
         .execute(&mut plan)
         .await
-        .unwrap();
-    assert!(result.success);
-    assert_eq!(kinds(&result.events), ["run_started", "run_finished"]);
+        .unwrap_err();
+    let OrchestratorError::InvalidPlan(PlanError::Invalid(problems)) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(problems, &[PlanProblem::NoSteps]);
+    assert_eq!(err.to_string(), "invalid plan: the plan has no steps");
 }
 
 #[tokio::test(start_paused = true)]

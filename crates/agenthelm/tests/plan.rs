@@ -82,7 +82,11 @@ fn step_status_serializes_lowercase() {
 fn valid_plan_validates() {
     let plan = plan_of(vec![step("a"), step("b"), step("c").depends_on(["a", "b"])]);
     assert_eq!(plan.validate(), Ok(()));
-    assert_eq!(plan_of(vec![]).validate(), Ok(()));
+    // A plan with no steps would "succeed" doing nothing (issue 14).
+    assert_eq!(
+        plan_of(vec![]).validate(),
+        Err(PlanError::Invalid(vec![PlanProblem::NoSteps]))
+    );
 }
 
 #[test]

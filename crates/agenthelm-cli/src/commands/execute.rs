@@ -28,6 +28,11 @@ pub async fn run(session: &Session, args: &ExecuteArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// The workspace's default agent, for the plan table.
+pub fn default_agent<'a>(assembly: &'a Assembly<'_>) -> Option<&'a str> {
+    assembly.workspace.config.default_agent.as_deref()
+}
+
 async fn check_and_execute(
     assembly: &Assembly<'_>,
     file: &mut PlanFile,
@@ -41,7 +46,7 @@ async fn check_and_execute(
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
     let view = View::new(args.execution.json);
-    view.show_plan(&file.plan)?;
+    view.show_plan(&file.plan, default_agent(assembly))?;
     if args.dry_run {
         if args.execution.json {
             let plan: Value = serde_json::from_str(&file.plan.to_json()?)?;
@@ -310,9 +315,9 @@ impl View {
         }
     }
 
-    /// Prints a plan as a table and a dependency graph.
-    pub fn show_plan(&self, plan: &Plan) -> anyhow::Result<()> {
-        self.say(&render::plan_table(plan, self.palette))?;
+    /// Prints a plan as a table and a dependency graph; `default_agent` takes steps naming none.
+    pub fn show_plan(&self, plan: &Plan, default_agent: Option<&str>) -> anyhow::Result<()> {
+        self.say(&render::plan_table(plan, default_agent, self.palette))?;
         self.say(&render::plan_graph(plan, self.palette))
     }
 }

@@ -22,11 +22,15 @@ const FILES: [(&str, &str); 3] = [
 /// Runs `agenthelm init`.
 pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(BadInput(format!("{} is not a folder", dir.display())).into());
+    }
     if !args.force {
+        // A link counts as there even when it points nowhere: writing would create its target.
         let existing: Vec<&str> = FILES
             .iter()
             .map(|(name, _)| *name)
-            .filter(|name| dir.join(name).exists())
+            .filter(|name| dir.join(name).symlink_metadata().is_ok())
             .collect();
         if !existing.is_empty() {
             return Err(BadInput(format!(
@@ -51,10 +55,35 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a starter file in place of whatever is at `path`. A symbolic link there is replaced
+/// itself, never written through: `--force` must not overwrite a file elsewhere.
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| path_error("create", parent, e))?;
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(path_error("replace", path, e))
+        }
+        _ => {}
+    }
+    // `create_new` (O_EXCL) does not follow a link that appeared since.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| path_error("write", path, e))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A path in the way (a file where a folder must be, a folder where a file must be) is bad input;
+/// anything else is a failure to write.
+fn path_error(action: &str, path: &Path, error: std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
+    let message = format!("cannot {action} {}: {error}", path.display());
+    match error.kind() {
+        NotADirectory | IsADirectory | AlreadyExists => BadInput(message).into(),
+        _ => anyhow::Error::msg(message),
+    }
 }

@@ -4,7 +4,6 @@ use agenthelm::mcp::{McpError, McpServer, McpServerConfig};
 use agenthelm::{Agent, Lm, ToolAgent, ToolSet};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::Duration;
 
 use super::Session;
 use crate::cli::{McpAction, McpArgs, McpListArgs, McpRunArgs, McpServerArgs};
@@ -108,13 +107,9 @@ fn server(args: &McpServerArgs, workspace: Option<&Workspace>) -> anyhow::Result
         }
     };
     if let Some(secs) = args.startup_timeout {
-        if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-            return Err(BadInput(format!(
-                "--startup-timeout must be a positive number of seconds, not {secs}"
-            ))
-            .into());
-        }
-        config = config.startup_timeout(Duration::from_secs_f64(secs));
+        let timeout = agenthelm::duration::from_seconds(secs)
+            .map_err(|e| BadInput(format!("--startup-timeout: {e}")))?;
+        config = config.startup_timeout(timeout);
     }
     Ok(McpServer::new(name, config))
 }

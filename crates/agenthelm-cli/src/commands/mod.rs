@@ -73,7 +73,8 @@ impl Session {
 /// Where the workspace file is, by the rules of [`Session::workspace_file`].
 pub fn locate(config: Option<&Path>, plan: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(file) = config {
-        if !file.is_file() {
+        // Only whether it exists: reading it says what else is wrong (a folder, a FIFO, ...).
+        if !file.exists() {
             return Err(BadInput(format!(
                 "--config {}: no such workspace file",
                 file.display()
@@ -87,14 +88,19 @@ pub fn locate(config: Option<&Path>, plan: Option<&Path>) -> anyhow::Result<Path
     let beside_plan = plan
         .and_then(|p| std::path::absolute(p).ok())
         .and_then(|p| p.parent().map(Path::to_path_buf));
-    workspace::discover(&cwd)
-        .or_else(|| beside_plan.as_deref().and_then(workspace::discover))
-        .ok_or_else(|| {
-            BadInput(format!(
-                "no {} found in {} or its parents: run `agenthelm init` or pass --config PATH",
-                workspace::FILE_NAME,
-                cwd.display()
-            ))
-            .into()
-        })
+    let found = match workspace::discover(&cwd)? {
+        Some(file) => Some(file),
+        None => match beside_plan {
+            Some(dir) => workspace::discover(&dir)?,
+            None => None,
+        },
+    };
+    found.ok_or_else(|| {
+        BadInput(format!(
+            "no {} found in {} or its parents: run `agenthelm init` or pass --config PATH",
+            workspace::FILE_NAME,
+            cwd.display()
+        ))
+        .into()
+    })
 }

@@ -33,7 +33,7 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
     let mut plan = outcome.map_err(|e| Failed(e.to_string()))?;
 
     let view = View::new(args.execution.json);
-    view.show_plan(&plan)?;
+    view.show_plan(&plan, super::execute::default_agent(assembly))?;
     if let Some(file) = &args.output {
         let text = plan.to_yaml()?;
         std::fs::write(file, text)

@@ -18,7 +18,9 @@ pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     assembly.shutdown().await;
     checked?.map_err(|e| file.problems(e))?;
     match args.format {
-        ShowFormat::Table => View::new(false).show_plan(&file.plan)?,
+        ShowFormat::Table => {
+            View::new(false).show_plan(&file.plan, super::execute::default_agent(&assembly))?
+        }
         ShowFormat::Yaml => crate::out::line(&file.plan.to_yaml()?)?,
         ShowFormat::Json => crate::out::json_text(&file.plan.to_json()?)?,
         ShowFormat::Mermaid => crate::out::line(&render::mermaid(&file.plan))?,

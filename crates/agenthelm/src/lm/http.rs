@@ -235,9 +235,11 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
+    // A wait too long for a `Duration` is longer than any limit: saturate rather than panic.
+    let wait = |secs: f64| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
     number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1e3))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+        .map(|ms| wait(ms / 1e3))
+        .or_else(|| number("retry-after").map(wait))
 }
 
 /// The service's own error message when the body is the usual `{"error": {"message": ..}}`,
@@ -315,6 +317,11 @@ mod tests {
         assert_eq!(
             retry_after(&headers(&[("retry-after", "0.25")])),
             Some(Duration::from_millis(250))
+        );
+        // Too long for a Duration: longer than any limit, and no panic.
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1e20")])),
+            Some(Duration::MAX)
         );
         // OpenAI's millisecond header wins over the coarse one.
         assert_eq!(

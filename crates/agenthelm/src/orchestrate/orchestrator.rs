@@ -270,14 +270,21 @@ impl Orchestrator {
     /// ```
     /// use agenthelm::prelude::*;
     /// use agenthelm::orchestrate::CancelToken;
+    /// use agenthelm::tool::FnTool;
+    /// use serde_json::json;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut plan = Plan::new("nothing to do");
+    /// let noop = FnTool::new("noop", "Does nothing", json!({"type": "object"}), |_, _| async {
+    ///     Ok(json!(null))
+    /// })?;
+    /// let mut plan = Plan::new("cancelled before it starts");
+    /// plan.steps.push(PlanStep::new("a", "Do nothing").tool("noop"));
     /// plan.approved = true;
     /// let cancel = CancelToken::new();
     /// cancel.cancel(); // e.g. from a Ctrl-C handler
     /// let result = Orchestrator::new(AgentRegistry::new())
+    ///     .tools(ToolSet::new().with(noop))
     ///     .execute_with_cancel(&mut plan, cancel)
     ///     .await?;
     /// assert!(!result.success);

@@ -65,6 +65,8 @@ fn list(problems: &[PlanProblem]) -> String {
 /// One thing wrong with a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanProblem {
+    /// The plan has no steps: running it would do nothing and report success.
+    NoSteps,
     /// A step has an empty id.
     EmptyId {
         /// Its position in the plan (0-based).
@@ -146,6 +148,7 @@ pub enum PlanProblem {
 impl fmt::Display for PlanProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            PlanProblem::NoSteps => f.write_str("the plan has no steps"),
             PlanProblem::EmptyId { index } => write!(f, "step #{} has an empty id", index + 1),
             PlanProblem::DuplicateId { id } => write!(f, "step id `{id}` is used more than once"),
             PlanProblem::UnknownDependency { step, dependency } => {

@@ -4,7 +4,7 @@ use super::{Plan, PlanError};
 
 pub(super) fn from_yaml(text: &str) -> Result<Plan, PlanError> {
     let deserializer = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let plan = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let location = inner.location();
@@ -15,7 +15,10 @@ pub(super) fn from_yaml(text: &str) -> Result<Plan, PlanError> {
             path,
             inner.to_string(),
         )
-    })
+    })?;
+    // After the deserializer, so its own messages (a duplicate field, say) come first.
+    super::check_yaml(text)?;
+    Ok(plan)
 }
 
 pub(super) fn from_json(text: &str) -> Result<Plan, PlanError> {
@@ -39,6 +42,23 @@ pub(super) fn from_json(text: &str) -> Result<Plan, PlanError> {
             String::new(),
             e.to_string(),
         )
+    })?;
+    // serde_json keeps the last of two equal keys; JSON is YAML, so the same check finds them.
+    super::check_yaml(text).map_err(|e| match e {
+        PlanError::Parse {
+            line,
+            column,
+            path,
+            message,
+            ..
+        } => PlanError::Parse {
+            format: "JSON",
+            line,
+            column,
+            path,
+            message,
+        },
+        other => other,
     })?;
     Ok(plan)
 }

@@ -19,10 +19,12 @@
 mod error;
 mod format;
 pub(crate) mod graph;
+mod strict;
 mod template;
 pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
+pub use strict::check_yaml;
 pub use template::{references_in, resolve_templates, Reference, Segment, Template};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -313,7 +315,7 @@ impl Plan {
         self.steps.iter().all(|s| s.status == StepStatus::Completed)
     }
 
-    /// Checks the plan's structure: non-empty unique ids, known dependencies, no cycles, object
+    /// Checks the plan's structure: at least one step, non-empty unique ids, known dependencies, no cycles, object
     /// arguments, and `{{steps.<id>.result}}` references only to steps this one waits for.
     /// Reports every problem at once.
     pub fn validate(&self) -> Result<(), PlanError> {

@@ -9,6 +9,9 @@ use super::{Plan, PlanProblem, Reference};
 /// Every structural problem of `plan`, and its dependency graph.
 pub(crate) fn analyze(plan: &Plan) -> (Vec<PlanProblem>, Graph) {
     let mut problems = Vec::new();
+    if plan.steps.is_empty() {
+        problems.push(PlanProblem::NoSteps);
+    }
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.steps.len());
     let mut reported: HashSet<&str> = HashSet::new();
     for (i, step) in plan.steps.iter().enumerate() {

@@ -176,12 +176,9 @@ pub(crate) fn deserialize_secs<'de, D: Deserializer<'de>>(
         }
 
         fn visit_f64<E: serde::de::Error>(self, secs: f64) -> Result<Self::Value, E> {
-            if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-                return Err(E::custom(format!(
-                    "expected a positive number of seconds, got {secs}"
-                )));
-            }
-            Ok(Some(Duration::from_secs_f64(secs)))
+            crate::duration::from_seconds(secs)
+                .map(Some)
+                .map_err(E::custom)
         }
 
         fn visit_i64<E: serde::de::Error>(self, secs: i64) -> Result<Self::Value, E> {
@@ -224,7 +221,7 @@ pub enum ToolError {
         reason: Option<String>,
     },
     /// An attempt took longer than the contract's timeout.
-    #[error("tool `{tool}` timed out after {:.3}s", after.as_secs_f64())]
+    #[error("tool `{tool}` timed out after {}", crate::duration::shown(*after))]
     Timeout {
         /// The tool.
         tool: String,
