@@ -149,3 +149,22 @@ fn arguments_that_do_not_fit_the_schema_never_reach_the_tool() {
     assert_eq!(json["steps"][0]["direct_tool"], Value::Null);
     assert!(!dir.path().join("created").exists());
 }
+
+#[test]
+fn a_background_child_holding_stdout_does_not_hold_the_call() {
+    // The tool exits at once; its background child keeps stdout open and would print later.
+    let extra = "  bg:\n    command: [sh, -c, \"(sleep 30; echo late) & echo $! > bg.pid; echo '\\\"done\\\"'\"]\n";
+    let (run, json, dir) = one_step(extra, "bg", "{}");
+    assert_eq!(run.code, 0, "{}", run.all());
+    // The result is what the tool printed before it exited.
+    assert_eq!(json["steps"][0]["result"], "done", "{}", run.all());
+    let pid: u32 = std::fs::read_to_string(dir.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        stops_running(pid),
+        "background child {pid} still runs after the call"
+    );
+}

@@ -17,7 +17,7 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::workspace::ToolConfig;
 
@@ -137,47 +137,104 @@ impl Tool for CommandTool {
             ))
         })?);
         let input = serde_json::to_vec(&args).map_err(|e| self.fail(e))?;
-        let stdin = group.0.stdin().take();
-        let stdout = group.0.stdout().take();
-        let stderr = group.0.stderr().take();
-        // Written beside the reads, so a tool that prints a lot before reading cannot deadlock.
-        let feed = async move {
-            if let Some(mut stdin) = stdin {
-                // A tool that does not read its input closes the pipe early: not an error.
-                let _ = stdin.write_all(&input).await;
-                let _ = stdin.shutdown().await;
-            }
-        };
-        let (_, stdout, stderr) = tokio::join!(
-            feed,
-            read_all(stdout, usize::MAX),
-            read_all(stderr, MAX_STDERR_BYTES)
-        );
-        let lost = |e: std::io::Error| self.fail(format!("lost track of the process: {e}"));
-        let (stdout, stderr) = (stdout.map_err(lost)?, stderr.map_err(lost)?);
-        let status = group.0.wait().await.map_err(lost)?;
-        tracing::debug!(tool = %self.spec.name, %status, stdout_bytes = stdout.len(), "command tool finished");
+        let mut output = Output::default();
+        let status = self.run_to_exit(&mut group, input, &mut output).await?;
+        tracing::debug!(tool = %self.spec.name, %status, stdout_bytes = output.stdout.len(), "command tool finished");
         // Background processes the tool left in its group are killed too: a tool that returned
         // leaves nothing running.
         drop(group);
         if !status.success() {
-            return Err(self.fail(failure_message(status, &stderr)));
+            return Err(self.fail(failure_message(status, &output.stderr)));
         }
-        parse_output(&stdout).map_err(|e| self.fail(e))
+        parse_output(&output.stdout).map_err(|e| self.fail(e))
     }
 }
 
-/// Reads a pipe to its end, keeping at most `keep` bytes.
-async fn read_all(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
+/// What a tool printed. Filled while it is read, so that what was read before the reading
+/// stopped is kept.
+#[derive(Default)]
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl CommandTool {
+    /// Feeds `input` to the program, reads its output into `output` and waits for it to exit.
+    ///
+    /// The program's exit ends the call, not the end of its output: a background child that
+    /// inherited stdout may keep the pipe open for as long as it lives. After the exit, what is
+    /// still in the pipes is read for [`DRAIN_WINDOW`]; then reading stops, and the caller's
+    /// drop of the group kills whatever is left.
+    async fn run_to_exit(
+        &self,
+        group: &mut Group,
+        input: Vec<u8>,
+        output: &mut Output,
+    ) -> Result<ExitStatus, ToolError> {
+        let stdin = group.0.stdin().take();
+        let stdout = group.0.stdout().take();
+        let stderr = group.0.stderr().take();
+        let lost = |e: std::io::Error| self.fail(format!("lost track of the process: {e}"));
+        let reads = read_output(stdin, input, stdout, stderr, output);
+        tokio::pin!(reads);
+        tokio::select! {
+            read = &mut reads => {
+                read.map_err(lost)?;
+                group.0.wait().await.map_err(lost)
+            }
+            status = group.0.wait() => {
+                if let Ok(read) = tokio::time::timeout(DRAIN_WINDOW, &mut reads).await {
+                    read.map_err(lost)?;
+                }
+                status.map_err(lost)
+            }
+        }
+    }
+}
+
+/// How long the pipes are still read after the program exited: enough to take what it wrote
+/// just before exiting, which is already in the pipe.
+const DRAIN_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Writes `input` to stdin and reads stdout and stderr to their ends, all at once, so a tool
+/// that prints a lot before reading cannot deadlock.
+async fn read_output(
+    stdin: Option<impl AsyncWrite + Unpin>,
+    input: Vec<u8>,
+    stdout: Option<impl AsyncRead + Unpin>,
+    stderr: Option<impl AsyncRead + Unpin>,
+    output: &mut Output,
+) -> std::io::Result<()> {
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A tool that does not read its input closes the pipe early: not an error.
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }
+        Ok(())
+    };
+    tokio::try_join!(
+        feed,
+        read_all(stdout, usize::MAX, &mut output.stdout),
+        read_all(stderr, MAX_STDERR_BYTES, &mut output.stderr)
+    )?;
+    Ok(())
+}
+
+/// Reads a pipe to its end into `kept`, keeping at most `keep` bytes.
+async fn read_all(
+    pipe: Option<impl AsyncRead + Unpin>,
+    keep: usize,
+    kept: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let Some(mut pipe) = pipe else {
-        return Ok(kept);
+        return Ok(());
     };
     let mut buffer = [0u8; 8192];
     loop {
         let n = pipe.read(&mut buffer).await?;
         if n == 0 {
-            return Ok(kept);
+            return Ok(());
         }
         let room = keep.saturating_sub(kept.len());
         kept.extend_from_slice(&buffer[..n.min(room)]);
