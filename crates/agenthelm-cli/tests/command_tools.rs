@@ -168,3 +168,27 @@ fn a_background_child_holding_stdout_does_not_hold_the_call() {
         "background child {pid} still runs after the call"
     );
 }
+
+#[test]
+fn output_past_max_output_fails_the_call_and_kills_the_tool() {
+    // Prints 200 KB, then would run on; the limit is 1 KB.
+    let extra = "  flood:\n    command: [sh, -c, \"echo $$ > tool.pid; head -c 200000 /dev/zero | tr '\\\\0' x; sleep 1000\"]\n    max_output: 1KB\n    timeout: 20\n";
+    let (run, json, dir) = one_step(extra, "flood", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    let error = step_error(&json);
+    assert!(
+        error.contains(
+            "tool `flood`: printed more than 1 KB on stdout, the limit of its `max_output`"
+        ),
+        "{error}"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.path().join("tool.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        stops_running(pid),
+        "tool {pid} still runs after the call failed"
+    );
+}

@@ -5,7 +5,8 @@
 //! stdout is the result (JSON when it parses as JSON, else the trimmed text); any other status is
 //! a failure whose message is its stderr. When the call is dropped (a timeout, a cancelled step)
 //! the whole process group is killed, so no grandchild is left behind; when the program ends,
-//! whatever it left running in its group is killed too.
+//! whatever it left running in its group is killed too. Its stdout is read up to a limit
+//! (`max_output`, default [`DEFAULT_MAX_OUTPUT`]); past it the call fails and the group is killed.
 //!
 //! The tool learns which piece of work it serves from environment variables:
 //! [`IDEMPOTENCY_KEY_VAR`] (the same when the same work is attempted again, so a tool can make a
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::byte_size::ByteSize;
 use crate::workspace::ToolConfig;
 
 /// Environment variable with a key that stays the same when the same work is attempted again.
@@ -27,6 +29,9 @@ pub const IDEMPOTENCY_KEY_VAR: &str = "AGENTHELM_IDEMPOTENCY_KEY";
 pub const RUN_ID_VAR: &str = "AGENTHELM_RUN_ID";
 /// Environment variable with the plan step's id (empty outside a plan).
 pub const STEP_ID_VAR: &str = "AGENTHELM_STEP_ID";
+
+/// The most stdout one call may print unless the tool's `max_output` says otherwise.
+pub const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize(10 << 20);
 
 /// Most of a tool's stderr that goes into an error message, in characters.
 const MAX_ERROR_CHARS: usize = 2000;
@@ -50,6 +55,7 @@ pub struct CommandTool {
     spec: ToolSpec,
     argv: Vec<String>,
     dir: PathBuf,
+    max_output: ByteSize,
 }
 
 impl CommandTool {
@@ -60,7 +66,16 @@ impl CommandTool {
             spec,
             argv,
             dir: dir.to_path_buf(),
+            max_output: DEFAULT_MAX_OUTPUT,
         }
+    }
+
+    /// The same tool with another limit on what one call may print on stdout (default
+    /// [`DEFAULT_MAX_OUTPUT`]). A call that prints more fails and its process group is killed;
+    /// more than the limit is never held in memory.
+    pub fn with_max_output(mut self, max_output: ByteSize) -> Self {
+        self.max_output = max_output;
+        self
     }
 
     /// The tool a workspace declares as `name`, running in `dir` (the workspace's folder).
@@ -68,6 +83,7 @@ impl CommandTool {
         let mut spec = ToolSpec::new(name, config.description.clone(), config.parameters.clone());
         spec.contract = config.contract.clone();
         CommandTool::new(spec, config.command.clone(), dir)
+            .with_max_output(config.max_output.unwrap_or(DEFAULT_MAX_OUTPUT))
     }
 
     /// The program and its arguments.
@@ -174,19 +190,27 @@ impl CommandTool {
         let stdin = group.0.stdin().take();
         let stdout = group.0.stdout().take();
         let stderr = group.0.stderr().take();
-        let lost = |e: std::io::Error| self.fail(format!("lost track of the process: {e}"));
-        let reads = read_output(stdin, input, stdout, stderr, output);
+        let lost = |e: ReadError| match e {
+            ReadError::Io(e) => self.fail(format!("lost track of the process: {e}")),
+            ReadError::TooLong => self.fail(format!(
+                "printed more than {} on stdout, the limit of its `max_output`; its process \
+                 group was killed",
+                self.max_output
+            )),
+        };
+        let limit = usize::try_from(self.max_output.0).unwrap_or(usize::MAX);
+        let reads = read_output(stdin, input, stdout, stderr, limit, output);
         tokio::pin!(reads);
         tokio::select! {
             read = &mut reads => {
                 read.map_err(lost)?;
-                group.0.wait().await.map_err(lost)
+                group.0.wait().await.map_err(|e| lost(e.into()))
             }
             status = group.0.wait() => {
                 if let Ok(read) = tokio::time::timeout(DRAIN_WINDOW, &mut reads).await {
                     read.map_err(lost)?;
                 }
-                status.map_err(lost)
+                status.map_err(|e| lost(e.into()))
             }
         }
     }
@@ -203,8 +227,9 @@ async fn read_output(
     input: Vec<u8>,
     stdout: Option<impl AsyncRead + Unpin>,
     stderr: Option<impl AsyncRead + Unpin>,
+    stdout_limit: usize,
     output: &mut Output,
-) -> std::io::Result<()> {
+) -> Result<(), ReadError> {
     let feed = async move {
         if let Some(mut stdin) = stdin {
             // A tool that does not read its input closes the pipe early: not an error.
@@ -215,28 +240,54 @@ async fn read_output(
     };
     tokio::try_join!(
         feed,
-        read_all(stdout, usize::MAX, &mut output.stdout),
-        read_all(stderr, MAX_STDERR_BYTES, &mut output.stderr)
+        read_all(stdout, Over::Fail(stdout_limit), &mut output.stdout),
+        read_all(stderr, Over::Drop(MAX_STDERR_BYTES), &mut output.stderr)
     )?;
     Ok(())
 }
 
-/// Reads a pipe to its end into `kept`, keeping at most `keep` bytes.
+/// Why reading a tool's output stopped early.
+enum ReadError {
+    Io(std::io::Error),
+    /// stdout went past its limit.
+    TooLong,
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// What happens to a pipe's bytes past a limit.
+#[derive(Clone, Copy)]
+enum Over {
+    /// They are read and dropped: the pipe cannot fill up and block the tool.
+    Drop(usize),
+    /// Reading fails: the output is unusable.
+    Fail(usize),
+}
+
+/// Reads a pipe to its end into `kept`, never holding more than the limit.
 async fn read_all(
     pipe: Option<impl AsyncRead + Unpin>,
-    keep: usize,
+    over: Over,
     kept: &mut Vec<u8>,
-) -> std::io::Result<()> {
+) -> Result<(), ReadError> {
     let Some(mut pipe) = pipe else {
         return Ok(());
     };
+    let (Over::Drop(limit) | Over::Fail(limit)) = over;
     let mut buffer = [0u8; 8192];
     loop {
         let n = pipe.read(&mut buffer).await?;
         if n == 0 {
             return Ok(());
         }
-        let room = keep.saturating_sub(kept.len());
+        let room = limit.saturating_sub(kept.len());
+        if n > room && matches!(over, Over::Fail(_)) {
+            return Err(ReadError::TooLong);
+        }
         kept.extend_from_slice(&buffer[..n.min(room)]);
     }
 }
