@@ -40,7 +40,9 @@ impl ByteSize {
 impl std::fmt::Display for ByteSize {
     /// In the largest unit that divides it: `10 MB`, `1536 KB`, `1000 bytes`.
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let unit = UNITS[3..6].iter().find(|(_, unit)| self.0.is_multiple_of(*unit));
+        let unit = UNITS[3..6]
+            .iter()
+            .find(|(_, unit)| self.0.is_multiple_of(*unit));
         match unit {
             Some((name, unit)) => write!(f, "{} {name}", self.0 / unit),
             None => write!(f, "{} bytes", self.0),
