@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exit;
 mod interrupt;
+mod limits;
 mod render;
 mod telemetry;
 mod timestamp;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
+    limits::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

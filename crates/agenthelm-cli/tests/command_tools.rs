@@ -192,3 +192,40 @@ fn output_past_max_output_fails_the_call_and_kills_the_tool() {
         "tool {pid} still runs after the call failed"
     );
 }
+
+#[test]
+fn many_independent_steps_wait_for_a_slot_under_a_low_open_files_limit() {
+    // 200 tools at once would need far more than 256 file descriptors.
+    let dir = TempDir::new("cli-command-tools");
+    workspace(
+        &dir,
+        "  nap:\n    command: [sh, -c, \"sleep 0.2; echo '{\\\"ok\\\": true}'\"]\n",
+    );
+    let steps: String = (0..200)
+        .map(|i| format!("  - {{id: s{i}, tool: nap, args: {{}}}}\n"))
+        .collect();
+    dir.write("plan.yaml", &format!("goal: many at once\nsteps:\n{steps}"));
+    // `ulimit -n` lowers the hard limit too, so agenthelm cannot raise it back.
+    let script = format!(
+        "ulimit -n 256 && exec {} execute plan.yaml --yes --json",
+        bin()
+    );
+    let out = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .env("HOME", dir.path().join(".home"))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 200);
+    assert!(
+        steps.iter().all(|s| s["status"] == "completed"),
+        "{}",
+        run.stderr
+    );
+}

@@ -92,11 +92,9 @@ pub async fn configured(
     let limit = options
         .max_parallel
         .map(|n| n as usize)
-        .or(user.max_parallel);
-    Ok(match limit {
-        Some(limit) => orchestrator.max_concurrency(limit),
-        None => orchestrator,
-    })
+        .or(user.max_parallel)
+        .unwrap_or_else(crate::limits::default_max_parallel);
+    Ok(orchestrator.max_concurrency(limit))
 }
 
 /// The orchestrator for a workspace, with the execution options applied, every run journaled
