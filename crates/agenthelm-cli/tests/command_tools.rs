@@ -85,17 +85,31 @@ fn garbage_output_is_an_error() {
 }
 
 #[test]
-fn a_missing_program_is_a_clear_failure() {
-    let extra = "  ghost:\n    command: [./tools/not-there.sh]\n  ghost2:\n    command: [agenthelm-no-such-program-xyz]\n";
-    let (run, json, _dir) = one_step(extra, "ghost", "{}");
-    assert_eq!(run.code, 1, "{}", run.all());
-    let error = step_error(&json);
-    assert!(
-        error.contains("tool `ghost`: cannot start") && error.contains("not-there.sh"),
-        "{error}"
-    );
-    let (_, json, _dir) = one_step(extra, "ghost2", "{}");
-    assert!(step_error(&json).contains("cannot start `agenthelm-no-such-program-xyz`"));
+fn a_missing_program_is_bad_input_before_the_run() {
+    let extra = "  ghost:\n    command: [./tools/not-there.sh]\n  ghost2:\n    command: [agenthelm-no-such-program-xyz]\n  plain:\n    command: [./tools/t.py]\n";
+    let attempt = |tool: &str| {
+        let dir = TempDir::new("cli-command-tools");
+        workspace(&dir, extra);
+        dir.write(
+            "plan.yaml",
+            &format!("goal: try\nsteps:\n  - {{id: only, tool: {tool}, args: {{}}}}\n"),
+        );
+        run(dir.path(), &["execute", "plan.yaml", "--yes"])
+    };
+    for (tool, why) in [
+        ("ghost", "program `./tools/not-there.sh` does not exist"),
+        (
+            "ghost2",
+            "program `agenthelm-no-such-program-xyz` is not found in PATH",
+        ),
+        ("plain", "program `./tools/t.py` is not executable"),
+    ] {
+        let run = attempt(tool);
+        assert_eq!(run.code, 2, "{}", run.all());
+        let expected = format!("tool `{tool}` (used by step `only`) cannot run: {why}");
+        assert!(run.stderr.contains(&expected), "{}", run.stderr);
+        assert!(!run.stderr.contains("Run run-"), "{}", run.stderr);
+    }
 }
 
 #[test]
@@ -228,4 +242,32 @@ fn many_independent_steps_wait_for_a_slot_under_a_low_open_files_limit() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_missing_compensating_program_is_found_before_anything_runs() {
+    // Step `b`'s compensation calls `undo_b`, whose program does not exist.
+    let dir = TempDir::new("cli-command-tools");
+    workspace(&dir, "  undo_b:\n    command: [./tools/not-there.sh]\n");
+    dir.write(
+        "plan.yaml",
+        "goal: make two things\nsteps:\n  - {id: a, tool: create, args: {name: a}}\n  - {id: b, tool: create, args: {name: b}, depends_on: [a], compensate_tool: undo_b}\n",
+    );
+    for command in [
+        &["execute", "plan.yaml", "--yes"][..],
+        &["execute", "plan.yaml", "--dry-run"],
+        &["show", "plan.yaml"],
+    ] {
+        let run = run(dir.path(), command);
+        assert_eq!(run.code, 2, "{command:?}: {}", run.all());
+        assert!(
+            run.stderr.contains(
+                "tool `undo_b` (used by the compensation of step `b`) cannot run: program"
+            ) && run.stderr.contains("not-there.sh` does not exist"),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    // Nothing ran: step `a` created nothing.
+    assert!(!dir.path().join("created").exists());
 }

@@ -96,6 +96,26 @@ impl CommandTool {
         &self.dir
     }
 
+    /// Checks that the program exists and can be run: a path (relative to the tool's folder
+    /// when it contains a `/`) must be an executable file, a bare name must be one in `PATH`.
+    /// The error says which and why, for a check before anything runs.
+    pub fn check_program(&self) -> Result<(), String> {
+        let program = self.program();
+        let written = self.argv.first().map(String::as_str).unwrap_or_default();
+        let is_path = program.components().count() > 1 || program.is_absolute();
+        if is_path {
+            return executable(&program).map_err(|why| format!("program `{written}` {why}"));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if std::env::split_paths(&path).any(|dir| executable(&dir.join(&program)).is_ok()) {
+            return Ok(());
+        }
+        Err(format!(
+            "program `{}` is not found in PATH",
+            program.display()
+        ))
+    }
+
     fn program(&self) -> PathBuf {
         let program = Path::new(self.argv.first().map(String::as_str).unwrap_or_default());
         if program.is_relative() && program.components().count() > 1 {
@@ -108,6 +128,22 @@ impl CommandTool {
     fn fail(&self, message: impl std::fmt::Display) -> ToolError {
         ToolError::Failed(format!("tool `{}`: {message}", self.spec.name))
     }
+}
+
+/// Whether `path` is a file that may be executed; else why not.
+fn executable(path: &Path) -> Result<(), &'static str> {
+    let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
+    if !meta.is_file() {
+        return Err("is not a file");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err("is not executable");
+        }
+    }
+    Ok(())
 }
 
 /// The running program, whose whole process group is killed when this is dropped: after the

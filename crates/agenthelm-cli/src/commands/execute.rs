@@ -40,6 +40,7 @@ async fn check_and_execute(
         .orchestrator
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
+    assembly.check_programs(&file.plan)?;
     let view = View::new(args.execution.json);
     view.show_plan(&file.plan);
     if args.dry_run {
