@@ -98,7 +98,7 @@ pub struct PlanArgs {
 /// How a plan is executed.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ExecutionArgs {
-    /// Run at most N steps at the same time.
+    /// Run at most N steps at the same time (default: 16, fewer when the open-files limit is low).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
     /// Do not undo finished steps when a step fails.

@@ -35,8 +35,30 @@ impl fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-/// The exit code for an error: 2 when any cause is bad input, else 1.
+/// The command stopped because of a signal (SIGTERM, SIGHUP) after leaving its run resumable.
+/// Exit code 128 + the signal's number, as a shell reports a process that signal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signalled {
+    /// The signal.
+    pub signal: nix::sys::signal::Signal,
+    /// What happened and how to go on.
+    pub message: String,
+}
+
+impl fmt::Display for Signalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Signalled {}
+
+/// The exit code for an error: 128 + the signal for [`Signalled`], 2 when any cause is bad
+/// input, else 1.
 pub fn code_for(error: &anyhow::Error) -> u8 {
+    if let Some(signalled) = error.downcast_ref::<Signalled>() {
+        return u8::try_from(128 + signalled.signal as i32).unwrap_or(FAILED);
+    }
     let bad = error.chain().any(|cause| {
         cause.is::<BadInput>()
             || cause.is::<SourceError>()

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exit;
 mod interrupt;
+mod limits;
 mod out;
 mod render;
 mod telemetry;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(error),
     };
     init_logging(cli.verbose);
+    limits::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

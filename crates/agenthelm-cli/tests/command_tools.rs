@@ -85,17 +85,31 @@ fn garbage_output_is_an_error() {
 }
 
 #[test]
-fn a_missing_program_is_a_clear_failure() {
-    let extra = "  ghost:\n    command: [./tools/not-there.sh]\n  ghost2:\n    command: [agenthelm-no-such-program-xyz]\n";
-    let (run, json, _dir) = one_step(extra, "ghost", "{}");
-    assert_eq!(run.code, 1, "{}", run.all());
-    let error = step_error(&json);
-    assert!(
-        error.contains("tool `ghost`: cannot start") && error.contains("not-there.sh"),
-        "{error}"
-    );
-    let (_, json, _dir) = one_step(extra, "ghost2", "{}");
-    assert!(step_error(&json).contains("cannot start `agenthelm-no-such-program-xyz`"));
+fn a_missing_program_is_bad_input_before_the_run() {
+    let extra = "  ghost:\n    command: [./tools/not-there.sh]\n  ghost2:\n    command: [agenthelm-no-such-program-xyz]\n  plain:\n    command: [./tools/t.py]\n";
+    let attempt = |tool: &str| {
+        let dir = TempDir::new("cli-command-tools");
+        workspace(&dir, extra);
+        dir.write(
+            "plan.yaml",
+            &format!("goal: try\nsteps:\n  - {{id: only, tool: {tool}, args: {{}}}}\n"),
+        );
+        run(dir.path(), &["execute", "plan.yaml", "--yes"])
+    };
+    for (tool, why) in [
+        ("ghost", "program `./tools/not-there.sh` does not exist"),
+        (
+            "ghost2",
+            "program `agenthelm-no-such-program-xyz` is not found in PATH",
+        ),
+        ("plain", "program `./tools/t.py` is not executable"),
+    ] {
+        let run = attempt(tool);
+        assert_eq!(run.code, 2, "{}", run.all());
+        let expected = format!("tool `{tool}` (used by step `only`) cannot run: {why}");
+        assert!(run.stderr.contains(&expected), "{}", run.stderr);
+        assert!(!run.stderr.contains("Run run-"), "{}", run.stderr);
+    }
 }
 
 #[test]
@@ -147,5 +161,113 @@ fn arguments_that_do_not_fit_the_schema_never_reach_the_tool() {
         step_error(&json)
     );
     assert_eq!(json["steps"][0]["direct_tool"], Value::Null);
+    assert!(!dir.path().join("created").exists());
+}
+
+#[test]
+fn a_background_child_holding_stdout_does_not_hold_the_call() {
+    // The tool exits at once; its background child keeps stdout open and would print later.
+    let extra = "  bg:\n    command: [sh, -c, \"(sleep 30; echo late) & echo $! > bg.pid; echo '\\\"done\\\"'\"]\n";
+    let (run, json, dir) = one_step(extra, "bg", "{}");
+    assert_eq!(run.code, 0, "{}", run.all());
+    // The result is what the tool printed before it exited.
+    assert_eq!(json["steps"][0]["result"], "done", "{}", run.all());
+    let pid: u32 = std::fs::read_to_string(dir.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        stops_running(pid),
+        "background child {pid} still runs after the call"
+    );
+}
+
+#[test]
+fn output_past_max_output_fails_the_call_and_kills_the_tool() {
+    // Prints 200 KB, then would run on; the limit is 1 KB.
+    let extra = "  flood:\n    command: [sh, -c, \"echo $$ > tool.pid; head -c 200000 /dev/zero | tr '\\\\0' x; sleep 1000\"]\n    max_output: 1KB\n    timeout: 20\n";
+    let (run, json, dir) = one_step(extra, "flood", "{}");
+    assert_eq!(run.code, 1, "{}", run.all());
+    let error = step_error(&json);
+    assert!(
+        error.contains(
+            "tool `flood`: printed more than 1 KB on stdout, the limit of its `max_output`"
+        ),
+        "{error}"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.path().join("tool.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        stops_running(pid),
+        "tool {pid} still runs after the call failed"
+    );
+}
+
+#[test]
+fn many_independent_steps_wait_for_a_slot_under_a_low_open_files_limit() {
+    // 200 tools at once would need far more than 256 file descriptors.
+    let dir = TempDir::new("cli-command-tools");
+    workspace(
+        &dir,
+        "  nap:\n    command: [sh, -c, \"sleep 0.2; echo '{\\\"ok\\\": true}'\"]\n",
+    );
+    let steps: String = (0..200)
+        .map(|i| format!("  - {{id: s{i}, tool: nap, args: {{}}}}\n"))
+        .collect();
+    dir.write("plan.yaml", &format!("goal: many at once\nsteps:\n{steps}"));
+    // `ulimit -n` lowers the hard limit too, so agenthelm cannot raise it back.
+    let script = format!(
+        "ulimit -n 256 && exec {} execute plan.yaml --yes --json",
+        bin()
+    );
+    let out = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .env("HOME", dir.path().join(".home"))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 200);
+    assert!(
+        steps.iter().all(|s| s["status"] == "completed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_compensating_program_is_found_before_anything_runs() {
+    // Step `b`'s compensation calls `undo_b`, whose program does not exist.
+    let dir = TempDir::new("cli-command-tools");
+    workspace(&dir, "  undo_b:\n    command: [./tools/not-there.sh]\n");
+    dir.write(
+        "plan.yaml",
+        "goal: make two things\nsteps:\n  - {id: a, tool: create, args: {name: a}}\n  - {id: b, tool: create, args: {name: b}, depends_on: [a], compensate_tool: undo_b}\n",
+    );
+    for command in [
+        &["execute", "plan.yaml", "--yes"][..],
+        &["execute", "plan.yaml", "--dry-run"],
+        &["show", "plan.yaml"],
+    ] {
+        let run = run(dir.path(), command);
+        assert_eq!(run.code, 2, "{command:?}: {}", run.all());
+        assert!(
+            run.stderr.contains(
+                "tool `undo_b` (used by the compensation of step `b`) cannot run: program"
+            ) && run.stderr.contains("not-there.sh` does not exist"),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    // Nothing ran: step `a` created nothing.
     assert!(!dir.path().join("created").exists());
 }

@@ -5,7 +5,8 @@
 //! stdout is the result (JSON when it parses as JSON, else the trimmed text); any other status is
 //! a failure whose message is its stderr. When the call is dropped (a timeout, a cancelled step)
 //! the whole process group is killed, so no grandchild is left behind; when the program ends,
-//! whatever it left running in its group is killed too.
+//! whatever it left running in its group is killed too. Its stdout is read up to a limit
+//! (`max_output`, default [`DEFAULT_MAX_OUTPUT`]); past it the call fails and the group is killed.
 //!
 //! The tool learns which piece of work it serves from environment variables:
 //! [`IDEMPOTENCY_KEY_VAR`] (the same when the same work is attempted again, so a tool can make a
@@ -17,8 +18,9 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::byte_size::ByteSize;
 use crate::workspace::ToolConfig;
 
 /// Environment variable with a key that stays the same when the same work is attempted again.
@@ -27,6 +29,9 @@ pub const IDEMPOTENCY_KEY_VAR: &str = "AGENTHELM_IDEMPOTENCY_KEY";
 pub const RUN_ID_VAR: &str = "AGENTHELM_RUN_ID";
 /// Environment variable with the plan step's id (empty outside a plan).
 pub const STEP_ID_VAR: &str = "AGENTHELM_STEP_ID";
+
+/// The most stdout one call may print unless the tool's `max_output` says otherwise.
+pub const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize(10 << 20);
 
 /// Most of a tool's stderr that goes into an error message, in characters.
 const MAX_ERROR_CHARS: usize = 2000;
@@ -50,6 +55,7 @@ pub struct CommandTool {
     spec: ToolSpec,
     argv: Vec<String>,
     dir: PathBuf,
+    max_output: ByteSize,
 }
 
 impl CommandTool {
@@ -60,7 +66,16 @@ impl CommandTool {
             spec,
             argv,
             dir: dir.to_path_buf(),
+            max_output: DEFAULT_MAX_OUTPUT,
         }
+    }
+
+    /// The same tool with another limit on what one call may print on stdout (default
+    /// [`DEFAULT_MAX_OUTPUT`]). A call that prints more fails and its process group is killed;
+    /// more than the limit is never held in memory.
+    pub fn with_max_output(mut self, max_output: ByteSize) -> Self {
+        self.max_output = max_output;
+        self
     }
 
     /// The tool a workspace declares as `name`, running in `dir` (the workspace's folder).
@@ -68,6 +83,7 @@ impl CommandTool {
         let mut spec = ToolSpec::new(name, config.description.clone(), config.parameters.clone());
         spec.contract = config.contract.clone();
         CommandTool::new(spec, config.command.clone(), dir)
+            .with_max_output(config.max_output.unwrap_or(DEFAULT_MAX_OUTPUT))
     }
 
     /// The program and its arguments.
@@ -78,6 +94,26 @@ impl CommandTool {
     /// The folder the program runs in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Checks that the program exists and can be run: a path (relative to the tool's folder
+    /// when it contains a `/`) must be an executable file, a bare name must be one in `PATH`.
+    /// The error says which and why, for a check before anything runs.
+    pub fn check_program(&self) -> Result<(), String> {
+        let program = self.program();
+        let written = self.argv.first().map(String::as_str).unwrap_or_default();
+        let is_path = program.components().count() > 1 || program.is_absolute();
+        if is_path {
+            return executable(&program).map_err(|why| format!("program `{written}` {why}"));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if std::env::split_paths(&path).any(|dir| executable(&dir.join(&program)).is_ok()) {
+            return Ok(());
+        }
+        Err(format!(
+            "program `{}` is not found in PATH",
+            program.display()
+        ))
     }
 
     fn program(&self) -> PathBuf {
@@ -92,6 +128,22 @@ impl CommandTool {
     fn fail(&self, message: impl std::fmt::Display) -> ToolError {
         ToolError::Failed(format!("tool `{}`: {message}", self.spec.name))
     }
+}
+
+/// Whether `path` is a file that may be executed; else why not.
+fn executable(path: &Path) -> Result<(), &'static str> {
+    let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
+    if !meta.is_file() {
+        return Err("is not a file");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err("is not executable");
+        }
+    }
+    Ok(())
 }
 
 /// The running program, whose whole process group is killed when this is dropped: after the
@@ -137,49 +189,141 @@ impl Tool for CommandTool {
             ))
         })?);
         let input = serde_json::to_vec(&args).map_err(|e| self.fail(e))?;
-        let stdin = group.0.stdin().take();
-        let stdout = group.0.stdout().take();
-        let stderr = group.0.stderr().take();
-        // Written beside the reads, so a tool that prints a lot before reading cannot deadlock.
-        let feed = async move {
-            if let Some(mut stdin) = stdin {
-                // A tool that does not read its input closes the pipe early: not an error.
-                let _ = stdin.write_all(&input).await;
-                let _ = stdin.shutdown().await;
-            }
-        };
-        let (_, stdout, stderr) = tokio::join!(
-            feed,
-            read_all(stdout, usize::MAX),
-            read_all(stderr, MAX_STDERR_BYTES)
-        );
-        let lost = |e: std::io::Error| self.fail(format!("lost track of the process: {e}"));
-        let (stdout, stderr) = (stdout.map_err(lost)?, stderr.map_err(lost)?);
-        let status = group.0.wait().await.map_err(lost)?;
-        tracing::debug!(tool = %self.spec.name, %status, stdout_bytes = stdout.len(), "command tool finished");
+        let mut output = Output::default();
+        let status = self.run_to_exit(&mut group, input, &mut output).await?;
+        tracing::debug!(tool = %self.spec.name, %status, stdout_bytes = output.stdout.len(), "command tool finished");
         // Background processes the tool left in its group are killed too: a tool that returned
         // leaves nothing running.
         drop(group);
         if !status.success() {
-            return Err(self.fail(failure_message(status, &stderr)));
+            return Err(self.fail(failure_message(status, &output.stderr)));
         }
-        parse_output(&stdout).map_err(|e| self.fail(e))
+        parse_output(&output.stdout).map_err(|e| self.fail(e))
     }
 }
 
-/// Reads a pipe to its end, keeping at most `keep` bytes.
-async fn read_all(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
-    let Some(mut pipe) = pipe else {
-        return Ok(kept);
+/// What a tool printed. Filled while it is read, so that what was read before the reading
+/// stopped is kept.
+#[derive(Default)]
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl CommandTool {
+    /// Feeds `input` to the program, reads its output into `output` and waits for it to exit.
+    ///
+    /// The program's exit ends the call, not the end of its output: a background child that
+    /// inherited stdout may keep the pipe open for as long as it lives. After the exit, what is
+    /// still in the pipes is read for [`DRAIN_WINDOW`]; then reading stops, and the caller's
+    /// drop of the group kills whatever is left.
+    async fn run_to_exit(
+        &self,
+        group: &mut Group,
+        input: Vec<u8>,
+        output: &mut Output,
+    ) -> Result<ExitStatus, ToolError> {
+        let stdin = group.0.stdin().take();
+        let stdout = group.0.stdout().take();
+        let stderr = group.0.stderr().take();
+        let lost = |e: ReadError| match e {
+            ReadError::Io(e) => self.fail(format!("lost track of the process: {e}")),
+            ReadError::TooLong => self.fail(format!(
+                "printed more than {} on stdout, the limit of its `max_output`; its process \
+                 group was killed",
+                self.max_output
+            )),
+        };
+        let limit = usize::try_from(self.max_output.0).unwrap_or(usize::MAX);
+        let reads = read_output(stdin, input, stdout, stderr, limit, output);
+        tokio::pin!(reads);
+        tokio::select! {
+            read = &mut reads => {
+                read.map_err(lost)?;
+                group.0.wait().await.map_err(|e| lost(e.into()))
+            }
+            status = group.0.wait() => {
+                if let Ok(read) = tokio::time::timeout(DRAIN_WINDOW, &mut reads).await {
+                    read.map_err(lost)?;
+                }
+                status.map_err(|e| lost(e.into()))
+            }
+        }
+    }
+}
+
+/// How long the pipes are still read after the program exited: enough to take what it wrote
+/// just before exiting, which is already in the pipe.
+const DRAIN_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Writes `input` to stdin and reads stdout and stderr to their ends, all at once, so a tool
+/// that prints a lot before reading cannot deadlock.
+async fn read_output(
+    stdin: Option<impl AsyncWrite + Unpin>,
+    input: Vec<u8>,
+    stdout: Option<impl AsyncRead + Unpin>,
+    stderr: Option<impl AsyncRead + Unpin>,
+    stdout_limit: usize,
+    output: &mut Output,
+) -> Result<(), ReadError> {
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A tool that does not read its input closes the pipe early: not an error.
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }
+        Ok(())
     };
+    tokio::try_join!(
+        feed,
+        read_all(stdout, Over::Fail(stdout_limit), &mut output.stdout),
+        read_all(stderr, Over::Drop(MAX_STDERR_BYTES), &mut output.stderr)
+    )?;
+    Ok(())
+}
+
+/// Why reading a tool's output stopped early.
+enum ReadError {
+    Io(std::io::Error),
+    /// stdout went past its limit.
+    TooLong,
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// What happens to a pipe's bytes past a limit.
+#[derive(Clone, Copy)]
+enum Over {
+    /// They are read and dropped: the pipe cannot fill up and block the tool.
+    Drop(usize),
+    /// Reading fails: the output is unusable.
+    Fail(usize),
+}
+
+/// Reads a pipe to its end into `kept`, never holding more than the limit.
+async fn read_all(
+    pipe: Option<impl AsyncRead + Unpin>,
+    over: Over,
+    kept: &mut Vec<u8>,
+) -> Result<(), ReadError> {
+    let Some(mut pipe) = pipe else {
+        return Ok(());
+    };
+    let (Over::Drop(limit) | Over::Fail(limit)) = over;
     let mut buffer = [0u8; 8192];
     loop {
         let n = pipe.read(&mut buffer).await?;
         if n == 0 {
-            return Ok(kept);
+            return Ok(());
         }
-        let room = keep.saturating_sub(kept.len());
+        let room = limit.saturating_sub(kept.len());
+        if n > room && matches!(over, Over::Fail(_)) {
+            return Err(ReadError::TooLong);
+        }
         kept.extend_from_slice(&buffer[..n.min(room)]);
     }
 }

@@ -90,6 +90,10 @@ pub enum WorkspaceError {
     /// A user setting was given a value it cannot have, or is unknown.
     #[error("{0}")]
     InvalidSetting(String),
+    /// Command tools a plan can reach whose programs cannot be run, one message each (naming
+    /// the tool, the step and the program). Found before the plan runs.
+    #[error("{}", .0.join("; "))]
+    MissingPrograms(Vec<String>),
     /// Reading or writing a file failed.
     #[error("cannot {action} {}", path.display())]
     Io {

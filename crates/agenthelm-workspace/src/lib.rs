@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 mod assemble;
+mod byte_size;
 mod command_tool;
 mod error;
 mod plan_file;
@@ -77,7 +78,10 @@ mod user_config;
 mod workspace;
 
 pub use assemble::{Assembly, ModelNeed};
-pub use command_tool::{CommandTool, IDEMPOTENCY_KEY_VAR, RUN_ID_VAR, STEP_ID_VAR};
+pub use byte_size::ByteSize;
+pub use command_tool::{
+    CommandTool, DEFAULT_MAX_OUTPUT, IDEMPOTENCY_KEY_VAR, RUN_ID_VAR, STEP_ID_VAR,
+};
 pub use error::WorkspaceError;
 pub use plan_file::PlanFile;
 pub use source::{line_of, SourceError, SourceErrors};

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
@@ -140,10 +141,13 @@ pub struct ToolConfig {
     /// Rollback, approval, retry and timeout rules; the timeout kills the tool's whole process
     /// group.
     pub contract: ToolContract,
+    /// The most stdout one call may print (`max_output`); `None` for the default,
+    /// [`crate::DEFAULT_MAX_OUTPUT`].
+    pub max_output: Option<ByteSize>,
 }
 
 /// The keys of a tool entry that are not contract rules.
-const TOOL_KEYS: [&str; 3] = ["description", "command", "parameters"];
+const TOOL_KEYS: [&str; 4] = ["description", "command", "parameters", "max_output"];
 
 impl<'de> Deserialize<'de> for ToolConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -173,6 +177,7 @@ impl<'de> Visitor<'de> for ToolVisitor {
             command,
             parameters: own.parameters.unwrap_or_else(any_object),
             contract,
+            max_output: own.max_output,
         })
     }
 }
@@ -182,6 +187,7 @@ struct OwnKeys {
     description: Option<String>,
     command: Option<Vec<String>>,
     parameters: Option<Value>,
+    max_output: Option<ByteSize>,
 }
 
 /// A tool entry as the contract sees it: the tool's own keys are taken out on the way (read in
@@ -203,6 +209,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ContractKeys<'_, A> {
                 "description" => self.own.description = Some(self.map.next_value()?),
                 "command" => self.own.command = Some(self.map.next_value()?),
                 "parameters" => self.own.parameters = Some(self.map.next_value()?),
+                "max_output" => self.own.max_output = Some(self.map.next_value()?),
                 _ => {
                     let key: serde::de::value::StringDeserializer<A::Error> =
                         key.into_deserializer();
@@ -234,14 +241,16 @@ impl<'de> DeserializeSeed<'de> for ToolKey<'_> {
             "description" => self.own.description.is_some(),
             "command" => self.own.command.is_some(),
             "parameters" => self.own.parameters.is_some(),
+            "max_output" => self.own.max_output.is_some(),
             _ => false,
         };
         if seen {
-            return Err(serde::de::Error::duplicate_field(match key.as_str() {
-                "description" => "description",
-                "command" => "command",
-                _ => "parameters",
-            }));
+            let field = TOOL_KEYS
+                .iter()
+                .find(|k| **k == key)
+                .copied()
+                .unwrap_or_default();
+            return Err(serde::de::Error::duplicate_field(field));
         }
         if TOOL_KEYS.contains(&key.as_str()) || contract_keys().contains(&key.as_str()) {
             return Ok(key);
@@ -575,6 +584,25 @@ mod tests {
         assert!(
             errors("tools:\n  t:\n    description: [not, text]\n    command: [x]\n")
                 .starts_with("ws.yaml:3: `tools.t.description`: invalid type: sequence")
+        );
+    }
+
+    #[test]
+    fn max_output_is_a_size_with_line_and_key_on_mistakes() {
+        let parsed = |size: &str| {
+            let text = format!("tools:\n  t:\n    command: [x]\n    max_output: {size}\n");
+            parse(Path::new("ws.yaml"), &text).map(|c| c.tools["t"].max_output)
+        };
+        assert_eq!(parsed("10MB").unwrap(), Some(ByteSize(10 << 20)));
+        assert_eq!(parsed("4096").unwrap(), Some(ByteSize(4096)));
+        assert_eq!(
+            errors("tools:\n  t:\n    command: [x]\n    max_output: 10 parsecs\n"),
+            "ws.yaml:4: `tools.t.max_output`: expected a size such as 10MB, 512KB or a number of \
+             bytes, got \"10 parsecs\""
+        );
+        assert!(
+            errors("tools:\n  t:\n    command: [x]\n    max_output: -5\n")
+                .starts_with("ws.yaml:4: `tools.t.max_output`: must be more than 0 bytes")
         );
     }
 

@@ -403,6 +403,35 @@ async fn cancelling_a_journaled_run_rolls_back_and_is_on_record() {
         .is_some_and(|e| e.starts_with("the run was cancelled")));
 }
 
+#[tokio::test]
+async fn a_suspended_run_is_not_rolled_back_or_ended_and_resumes() {
+    let calls = Calls::default();
+    let dir = TempDir::new("suspend");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
+    let cancel = CancelToken::new();
+    cancel.suspend();
+    let mut plan = plan(false);
+    let error = orchestrator(&calls, store.clone())
+        .execute_with_cancel(&mut plan, cancel)
+        .await
+        .unwrap_err();
+    let OrchestratorError::Suspended { run_id } = error else {
+        panic!("not suspended: {error:?}");
+    };
+    // Nothing ran, nothing was skipped or undone, and the run is unfinished.
+    assert!(calls.lock().unwrap().is_empty());
+    assert!(plan.steps.iter().all(|s| s.status == StepStatus::Pending));
+    assert_eq!(store.list_runs(5).unwrap()[0].success, None);
+    let (plan, result) = orchestrator(&calls, store.clone())
+        .resume(&run_id)
+        .await
+        .unwrap();
+    assert!(result.success, "{:?}", result.error);
+    assert!(plan.success());
+    assert_eq!(count(&calls, "create", "d"), 1);
+    assert_eq!(count(&calls, "remove", "a"), 0);
+}
+
 #[test]
 fn sqlite_store_rejects_foreign_and_damaged_files() {
     let dir = TempDir::new("foreign");

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use super::Session;
 use crate::approval::CliApproval;
 use crate::cli::{ExecuteArgs, ExecutionArgs};
-use crate::exit::{BadInput, Failed};
+use crate::exit::{BadInput, Failed, Signalled};
 use crate::render::{self, Palette};
 use crate::telemetry;
 use agenthelm_workspace::{Assembly, OpenStore, PlanFile, UserConfig};
@@ -45,6 +45,7 @@ async fn check_and_execute(
         .orchestrator
         .check(&file.plan)
         .map_err(|e| file.problems(e))?;
+    assembly.check_programs(&file.plan)?;
     let view = View::new(args.execution.json);
     view.show_plan(&file.plan, default_agent(assembly))?;
     if args.dry_run {
@@ -97,11 +98,9 @@ pub async fn configured(
     let limit = options
         .max_parallel
         .map(|n| n as usize)
-        .or(user.max_parallel);
-    Ok(match limit {
-        Some(limit) => orchestrator.max_concurrency(limit),
-        None => orchestrator,
-    })
+        .or(user.max_parallel)
+        .unwrap_or_else(crate::limits::default_max_parallel);
+    Ok(orchestrator.max_concurrency(limit))
 }
 
 /// The orchestrator for a workspace, with the execution options applied, every run journaled
@@ -184,6 +183,18 @@ pub fn run_error(error: OrchestratorError) -> anyhow::Error {
              when the store works again, continue with `agenthelm resume {id}`"
         ))
         .into(),
+        OrchestratorError::Suspended { run_id: id } => {
+            let signal = crate::interrupt::suspended_by();
+            let name = signal.map_or("a signal", |s| s.as_str());
+            let message = format!(
+                "run {id} was stopped by {name}: no further step was started, running steps were \
+                 stopped and nothing was rolled back; continue with `agenthelm resume {id}`"
+            );
+            match signal {
+                Some(signal) => Signalled { signal, message }.into(),
+                None => Failed(message).into(),
+            }
+        }
         OrchestratorError::NotRecorded(e) => BadInput(format!(
             "the run was not started because the run store cannot record it: {e}"
         ))
@@ -213,24 +224,13 @@ pub fn report(plan: &Plan, result: &RunResult, options: &ExecutionArgs) -> anyho
     }
 }
 
-/// Ctrl-C cancels the run (after printing `notice`): no new step starts, running steps get their
-/// grace period, and completed work is rolled back. The rollback itself is not interrupted by
-/// further Ctrl-Cs.
+/// Ctrl-C cancels the run (after printing `notice`) and rolls it back; SIGTERM and SIGHUP
+/// suspend it, resumable ([`crate::interrupt::watch_run`]).
 pub fn watch_ctrl_c(
     cancel: CancelToken,
     notice: &'static str,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Registered before the run starts, so an early Ctrl-C is not lost.
-    let mut interrupts = signal(SignalKind::interrupt())?;
-    Ok(tokio::spawn(async move {
-        if interrupts.recv().await.is_some() {
-            crate::out::note(notice);
-            cancel.cancel();
-            // Later interrupts are received and ignored, so the rollback can finish.
-            while interrupts.recv().await.is_some() {}
-        }
-    }))
+    crate::interrupt::watch_run(cancel, notice)
 }
 
 /// The machine-readable result of `--json`.

@@ -56,5 +56,6 @@ async fn plan(assembly: &Assembly<'_>, args: &PlanArgs, session: &Session) -> an
             "the planner's plan does not fit the workspace: {e}"
         ))
     })?;
+    assembly.check_programs(&plan)?;
     execute::execute(&journaled, &mut plan, &args.execution).await
 }

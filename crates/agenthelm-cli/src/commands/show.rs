@@ -17,6 +17,7 @@ pub async fn run(session: &Session, args: &ShowArgs) -> anyhow::Result<()> {
     let checked = orchestrator.map(|o| o.check(&file.plan));
     assembly.shutdown().await;
     checked?.map_err(|e| file.problems(e))?;
+    assembly.check_programs(&file.plan)?;
     match args.format {
         ShowFormat::Table => {
             View::new(false).show_plan(&file.plan, super::execute::default_agent(&assembly))?

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::cancel::CancelToken;
 use super::resume::{recover, InterruptedSteps};
-use super::run::{new_run_id, Run};
+use super::run::{new_run_id, Halt, Run};
 use super::RunResult;
 use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
@@ -123,6 +123,14 @@ pub enum OrchestratorError {
         run_id: String,
         /// The store's error.
         source: StoreError,
+    },
+    /// The run was suspended through its [`CancelToken`]: no step started after that, running
+    /// steps were aborted after the grace period, nothing was rolled back and the run's end was
+    /// not recorded. Resume it to go on; the aborted steps run again.
+    #[error("run `{run_id}` was suspended")]
+    Suspended {
+        /// The run, to resume.
+        run_id: String,
     },
     /// Resuming needs a run store.
     #[error("resuming a run needs a run store: set one with Orchestrator::store")]
@@ -413,8 +421,13 @@ impl Orchestrator {
             run_id: run_id.to_string(),
             source,
         };
-        if let Some(e) = halted_by {
-            return (plan, Err(halted(e)));
+        match halted_by {
+            Some(Halt::Store(e)) => return (plan, Err(halted(e))),
+            Some(Halt::Suspended) => {
+                let run_id = run_id.to_string();
+                return (plan, Err(OrchestratorError::Suspended { run_id }));
+            }
+            None => {}
         }
         if let Some(store) = &config.store {
             let recorded = store.finish_run(&run_id, result.success, result.error.as_deref());

@@ -34,6 +34,15 @@ enum Dispatch {
     Agent(Arc<dyn Agent>),
 }
 
+/// Why a run stopped where it was, without rollback and without recording its end: it can be
+/// resumed.
+pub(super) enum Halt {
+    /// The journal could not be written.
+    Store(StoreError),
+    /// The run was suspended through its [`CancelToken`].
+    Suspended,
+}
+
 /// What a finished step task reports back to the scheduler.
 struct Finished {
     index: usize,
@@ -75,6 +84,8 @@ pub(super) struct Run {
     stop: Option<StopReason>,
     /// The journal could not be written: the run stopped where it was.
     halted: Option<StoreError>,
+    /// The token asked to suspend: the run stops where it is after the grace period.
+    suspended: bool,
     rollback: Option<RollbackReport>,
 }
 
@@ -112,6 +123,7 @@ impl Run {
             plan,
             stop: None,
             halted: None,
+            suspended: false,
             rollback: None,
         }
     }
@@ -148,8 +160,9 @@ impl Run {
             .collect();
     }
 
-    /// Runs the plan to its end (or until its journal fails) and gives it back with the result.
-    pub(super) async fn execute(mut self) -> (Plan, RunResult, Option<StoreError>) {
+    /// Runs the plan to its end (or until its journal fails, or it is suspended) and gives it
+    /// back with the result.
+    pub(super) async fn execute(mut self) -> (Plan, RunResult, Option<Halt>) {
         let started = Instant::now();
         if let Some(opening) = self.opening.take() {
             self.emit(opening);
@@ -167,7 +180,12 @@ impl Run {
                     reason: "the run was cancelled".to_owned(),
                 });
             }
-            while self.stop.is_none() && self.halted.is_none() && tasks.len() < limit {
+            self.suspended |= self.cancel.is_suspended();
+            while self.stop.is_none()
+                && !self.suspended
+                && self.halted.is_none()
+                && tasks.len() < limit
+            {
                 let Some(i) = self.ready.pop_front() else {
                     break;
                 };
@@ -181,7 +199,7 @@ impl Run {
                 while tasks.join_next().await.is_some() {}
                 break;
             }
-            let next = if self.stop.is_some() {
+            let next = if self.stop.is_some() || self.suspended {
                 let deadline = *grace_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + self.orch.grace);
                 self.join_within_grace(&mut tasks, deadline).await
@@ -189,7 +207,7 @@ impl Run {
                 tokio::select! {
                     biased;
                     next = tasks.join_next() => next,
-                    () = self.cancel.cancelled() => continue,
+                    () = self.cancel.stop_requested() => continue,
                 }
             };
             match next {
@@ -199,11 +217,16 @@ impl Run {
                 None => break,
             }
         }
-        if self.halted.is_none() {
+        // A run whose every step completed before the grace period ended has nothing to resume.
+        self.suspended &= !self.plan.success();
+        // A suspended run stays as a crash would leave it: steps aborted while running are run
+        // again on resume, and what failed is rolled back then.
+        let stopped_here = self.halted.is_some() || self.suspended;
+        if !stopped_here {
             self.cancel_stragglers();
             self.skip_unstarted();
         }
-        if self.stop.is_some() && self.orch.rollback && self.halted.is_none() {
+        if self.stop.is_some() && self.orch.rollback && !stopped_here {
             let (undo, progress) = self.sink.state(saga_of).unwrap_or_default();
             let report = rollback::run(
                 &self.orch,
@@ -398,13 +421,15 @@ impl Run {
         }
     }
 
-    fn report(mut self, started: Instant) -> (Plan, RunResult, Option<StoreError>) {
+    fn report(mut self, started: Instant) -> (Plan, RunResult, Option<Halt>) {
         let success = self.stop.is_none() && self.halted.is_none() && self.plan.success();
         if self.halted.is_none() {
-            self.emit(EventKind::RunFinished {
-                success,
-                duration_ms: started.elapsed().as_secs_f64() * 1e3,
-            });
+            if !self.suspended {
+                self.emit(EventKind::RunFinished {
+                    success,
+                    duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                });
+            }
             self.halted = self.sink.flush().err();
         }
         let orch = &self.orch;
@@ -423,10 +448,16 @@ impl Run {
             result.error = Some(format!(
                 "the run stopped because its journal could not be written ({e}); resume it once the store works"
             ));
+        } else if self.suspended {
+            result.error = Some("the run was suspended; resume it to go on".to_owned());
         } else {
             result.error = Some(failure_text(self.stop.as_ref(), result.rollback.as_ref()));
         }
-        (self.plan, result, self.halted)
+        let halt = match self.halted {
+            Some(e) => Some(Halt::Store(e)),
+            None => self.suspended.then_some(Halt::Suspended),
+        };
+        (self.plan, result, halt)
     }
 
     /// An event an agent returned in its result: stamped with the run, step and agent when it
