@@ -1,6 +1,6 @@
 //! The embedded SQLite run store.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -39,6 +39,10 @@ const MIGRATIONS: &[&str] = &[r#"
 "#];
 // One index only: every extra index is another page written per event, and trace queries over
 // time or tool scan fast enough at the sizes a workstation keeps.
+
+/// How long a statement waits for another process holding the database (creating it, migrating
+/// it, or writing its events) before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A run store in one SQLite database file (WAL mode, owner-only permissions).
 ///
@@ -82,48 +86,33 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Checks the file is ours and brings its schema up to date. Several processes may open a
+    /// fresh store at once: everything is read and written in one `BEGIN IMMEDIATE` transaction
+    /// (the others wait for it, up to the busy timeout), so no one sees a half-made store or
+    /// runs a migration twice.
     fn prepare(&self) -> Result<(), StoreError> {
         let mut db = self.lock();
         let path = &self.path;
         let corrupt = |e: rusqlite::Error| classify(path, e);
-        let app_id: i64 = db
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
+        // First: every statement below waits for a process creating the store, not fails.
+        db.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(corrupt)?;
-        let version: i64 = db
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        let tables: i64 = db
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
-            return Err(StoreError::Corrupt {
-                path: path.clone(),
-                message: "it is a SQLite database of another program".into(),
-            });
-        }
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(StoreError::TooNew {
-                path: path.clone(),
-                found: version,
-                supported,
-            });
-        }
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(corrupt)?;
-        db.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(corrupt)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(corrupt)?;
-        let tx = db.transaction().map_err(corrupt)?;
+        let version = checked_version(&tx, path)?;
         for migration in &MIGRATIONS[version as usize..] {
             tx.execute_batch(migration).map_err(corrupt)?;
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(corrupt)?;
-        tx.pragma_update(None, "user_version", supported)
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
             .map_err(corrupt)?;
-        tx.commit().map_err(corrupt)
+        tx.commit().map_err(corrupt)?;
+        // After the check: a database of another program is never switched to WAL.
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -302,6 +291,34 @@ impl SqliteStore {
             message: format!("run `{run_id}` has a record that cannot be read: {e}"),
         }
     }
+}
+
+/// The schema version of a database that is ours (or empty); an error for a database of another
+/// program or one made by a newer version.
+fn checked_version(db: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let corrupt = |e: rusqlite::Error| classify(path, e);
+    let read = |sql: &str| {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map_err(corrupt)
+    };
+    let app_id = read("PRAGMA application_id")?;
+    let version = read("PRAGMA user_version")?;
+    let tables = read("SELECT count(*) FROM sqlite_master")?;
+    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: "it is a SQLite database of another program".into(),
+        });
+    }
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
+    }
+    Ok(version)
 }
 
 fn summary_from(
