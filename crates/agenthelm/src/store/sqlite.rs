@@ -2,9 +2,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{EventFilter, RunStore, RunSummary, StoreError, StoredRun};
+use super::claim::ClaimRecord;
+use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
 use crate::plan::Plan;
 use crate::trace::Event;
 
@@ -12,7 +13,8 @@ use crate::trace::Event;
 const APPLICATION_ID: i64 = 0x4148_4C4D;
 
 /// Schema migrations, in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE runs (
         run_id      TEXT PRIMARY KEY,
         goal        TEXT NOT NULL,
@@ -36,7 +38,17 @@ const MIGRATIONS: &[&str] = &[r#"
         body         TEXT NOT NULL
     );
     CREATE INDEX events_by_run ON events (run_id, id);
-"#];
+"#,
+    r#"
+    CREATE TABLE claims (
+        run_id       TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        token        TEXT NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+"#,
+];
 // One index only: every extra index is another page written per event, and trace queries over
 // time or tool scan fast enough at the sizes a workstation keeps.
 
@@ -63,7 +75,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    connection: Mutex<Connection>,
+    // Shared with the claims taken through this store, which release themselves when dropped.
+    connection: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -74,7 +87,7 @@ impl SqliteStore {
         create_private(&path)?;
         let connection = Connection::open(&path).map_err(|e| io(&path, e))?;
         let store = SqliteStore {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
             path,
         };
         store.prepare()?;
@@ -116,9 +129,7 @@ impl SqliteStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.connection)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -245,6 +256,45 @@ impl RunStore for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    fn claim_run(&self, run_id: &str, owner: &Owner) -> Result<Claim, StoreError> {
+        let record = ClaimRecord::new(owner);
+        let mut db = self.lock();
+        // Immediate: no other claimant reads the row between our check and our write.
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let held = tx
+            .query_row(
+                "SELECT host, pid, token, heartbeat_ms FROM claims WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(ClaimRecord {
+                        owner: Owner {
+                            host: r.get(0)?,
+                            pid: r.get(1)?,
+                        },
+                        token: r.get(2)?,
+                        heartbeat_ms: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        ClaimRecord::may_take(held.as_ref(), run_id)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO claims (run_id, host, pid, token, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, record.owner.host, record.owner.pid, record.token, record.heartbeat_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Claim::new(SqliteLease {
+            connection: Arc::clone(&self.connection),
+            path: self.path.clone(),
+            run_id: run_id.to_owned(),
+            token: record.token,
+        }))
+    }
+
     fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         // The indexed columns narrow the search; `matches` applies the whole filter.
         let db = self.lock();
@@ -319,6 +369,44 @@ fn checked_version(db: &Connection, path: &Path) -> Result<i64, StoreError> {
         });
     }
     Ok(version)
+}
+
+/// A claim row of this store; deleted when dropped.
+struct SqliteLease {
+    connection: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    run_id: String,
+    token: String,
+}
+
+impl Lease for SqliteLease {
+    fn refresh(&self) -> Result<(), StoreError> {
+        let updated = lock(&self.connection)
+            .execute(
+                "UPDATE claims SET heartbeat_ms = ?3 WHERE run_id = ?1 AND token = ?2",
+                params![self.run_id, self.token, crate::trace::now_ms() as i64],
+            )
+            .map_err(|e| io(&self.path, e))?;
+        match updated {
+            0 => Err(StoreError::ClaimLost(self.run_id.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SqliteLease {
+    fn drop(&mut self) {
+        // A row left behind (the store failed) names this process: once it has ended, the
+        // next claimant takes the run over.
+        let _ = lock(&self.connection).execute(
+            "DELETE FROM claims WHERE run_id = ?1 AND token = ?2",
+            params![self.run_id, self.token],
+        );
+    }
+}
+
+fn lock(connection: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    connection.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn summary_from(
