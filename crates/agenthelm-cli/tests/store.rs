@@ -210,9 +210,12 @@ fn the_jsonl_backend_keeps_runs_and_resumes_them() {
         std::os::unix::process::ExitStatusExt::signal(&killed.status),
         Some(9)
     );
+    // Run files only: the killed run's claim (`<run id>.claim`, `.claims.lock`) stays beside
+    // them until the run is taken over.
     let files: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".jsonl"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let run_id = files[0].strip_suffix(".jsonl").unwrap().to_owned();
