@@ -119,3 +119,23 @@ async fn a_run_held_by_another_owner_is_not_resumed() {
         drop(store.claim_run("run-held", &Owner::this_process()).unwrap());
     }
 }
+
+#[test]
+fn a_store_made_before_claims_gets_them_on_open() {
+    let dir = TempDir::new("claims-migrate");
+    let path = dir.join("runs.db");
+    drop(SqliteStore::open(&path).unwrap());
+    // Back to the first schema version, as stores made before claims are.
+    let downgraded = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            "import sqlite3; c=sqlite3.connect('{}'); c.execute('DROP TABLE claims'); c.execute('PRAGMA user_version=1'); c.commit()",
+            path.display()
+        )])
+        .status()
+        .unwrap();
+    assert!(downgraded.success());
+    let store = SqliteStore::open(&path).unwrap();
+    let me = Owner::this_process();
+    let _held = store.claim_run("run-1", &me).unwrap();
+    assert_eq!(refused_by(store.claim_run("run-1", &me)), me);
+}
