@@ -440,7 +440,7 @@ fn sqlite_store_rejects_foreign_and_damaged_files() {
 fn a_fresh_store_opened_by_many_at_once_is_made_once_without_errors() {
     // Each opener has its own connection, as separate processes do; they start together.
     const OPENERS: usize = 20;
-    for round in 0..5 {
+    for round in 0..3 {
         let dir = TempDir::new("fresh-race");
         let path = dir.join("store").join("runs.db");
         let start = Arc::new(std::sync::Barrier::new(OPENERS));

@@ -122,8 +122,7 @@ impl SqliteStore {
             .map_err(corrupt)?;
         tx.commit().map_err(corrupt)?;
         // After the check: a database of another program is never switched to WAL.
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(corrupt)?;
+        switch_to_wal(&db, path)?;
         db.pragma_update(None, "synchronous", "NORMAL")
             .map_err(corrupt)
     }
@@ -339,6 +338,26 @@ impl SqliteStore {
         StoreError::Corrupt {
             path: self.path.clone(),
             message: format!("run `{run_id}` has a record that cannot be read: {e}"),
+        }
+    }
+}
+
+/// Puts the database in WAL mode (a no-op once it is). The switch upgrades a read lock to an
+/// exclusive one; while another process opening the store holds its write lock, SQLite answers
+/// "busy" at once instead of waiting (waiting could deadlock), so the switch is tried again until
+/// the busy timeout.
+fn switch_to_wal(db: &Connection, path: &Path) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match db.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(classify(path, e)),
         }
     }
 }
