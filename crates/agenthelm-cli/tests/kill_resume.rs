@@ -636,3 +636,44 @@ fn two_resumes_at_once_carry_the_run_on_once() {
         .count();
     assert_eq!(finished, 1);
 }
+
+/// Issue 14: `resume` of a run that `execute` is still running is refused (exit 2) naming the
+/// `execute` process, and takes nothing from it: every step and compensation runs once.
+#[test]
+fn resume_while_execute_runs_the_run_is_refused() {
+    let bench = Bench::new(FAILING);
+    let mut cmd = agenthelm(bench.path());
+    cmd.args(["execute", "plan.yaml", "--yes"])
+        .env("TOOL_SLEEP", "0.3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut execute = cmd.spawn().unwrap();
+    // As soon as the first tool has begun, the run is in the store and under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bench.log().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run_id = bench.only_run().summary.run_id;
+    let refused = run(bench.path(), &["resume", &run_id]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "is already being run by process {} on ",
+            execute.id()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(execute.wait().unwrap().code(), Some(1));
+    let log = bench.log();
+    for (mode, names) in [("do", &STEPS[..]), ("undo", &["a", "b", "c"][..])] {
+        for name in names {
+            assert_eq!(
+                count(&log, "begin", mode, name),
+                1,
+                "{mode} {name}: {log:?}"
+            );
+        }
+    }
+}
