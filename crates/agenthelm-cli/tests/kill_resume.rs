@@ -564,3 +564,116 @@ fn a_succeeding_plan_killed_anywhere_resumes_to_the_same_end() {
         assert!(covered(&phases, phase), "{phase} never hit: {phases:?}");
     }
 }
+
+/// Issue 14: two `resume`s of one run started at the same moment. The run is claimed by one
+/// process at a time, so exactly one carries it on and the other is refused (exit 2) naming the
+/// owner; no step runs a third time and no compensation runs twice.
+#[test]
+fn two_resumes_at_once_carry_the_run_on_once() {
+    let bench = Bench::new(FAILING);
+    // SIGKILL while step b runs: a is done, b is to be run again, c and d never started.
+    let status = bench.spawn(Some("do:b:before")).wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    bench.wait_for_orphans();
+    let run_id = bench.only_run().summary.run_id;
+
+    let resume = || {
+        let mut cmd = agenthelm(bench.path());
+        // Slow tools, so the second resume starts while the first still works.
+        cmd.args(["resume", &run_id])
+            .env("TOOL_SLEEP", "0.4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let resumes = [resume(), resume()];
+    let pids: Vec<u32> = resumes.iter().map(Child::id).collect();
+    let mut ends: Vec<(i32, u32, String)> = resumes
+        .into_iter()
+        .zip(&pids)
+        .map(|(child, &pid)| {
+            let out = output(child.wait_with_output().unwrap());
+            (out.code, pid, out.stderr)
+        })
+        .collect();
+    ends.sort();
+    let codes: Vec<i32> = ends.iter().map(|e| e.0).collect();
+    assert_eq!(codes, [1, 2], "{ends:#?}");
+    let (owner, refused) = (ends[0].1, &ends[1].2);
+    assert!(
+        refused.contains(&format!("is already being run by process {owner} on ")),
+        "{refused}"
+    );
+    bench.wait_for_orphans();
+
+    let log = bench.log();
+    // b ran in the killed execute and once more on resume; the rest once each.
+    let expected_begins = [
+        ("do", "a", 1),
+        ("do", "b", 2),
+        ("do", "c", 1),
+        ("do", "d", 1),
+    ]
+    .into_iter()
+    .chain([("undo", "a", 1), ("undo", "b", 1), ("undo", "c", 1)]);
+    for (mode, name, times) in expected_begins {
+        assert_eq!(
+            count(&log, "begin", mode, name),
+            times,
+            "{mode} {name}: {log:?}"
+        );
+    }
+    for (word, mode) in [("effect", "do"), ("undone", "undo")] {
+        for name in STEPS {
+            assert!(count(&log, word, mode, name) <= 1, "{word} {name}: {log:?}");
+        }
+    }
+    let journal = bench.only_run();
+    let finished = journal
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::RunFinished { .. }))
+        .count();
+    assert_eq!(finished, 1);
+}
+
+/// Issue 14: `resume` of a run that `execute` is still running is refused (exit 2) naming the
+/// `execute` process, and takes nothing from it: every step and compensation runs once.
+#[test]
+fn resume_while_execute_runs_the_run_is_refused() {
+    let bench = Bench::new(FAILING);
+    let mut cmd = agenthelm(bench.path());
+    cmd.args(["execute", "plan.yaml", "--yes"])
+        .env("TOOL_SLEEP", "0.3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut execute = cmd.spawn().unwrap();
+    // As soon as the first tool has begun, the run is in the store and under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bench.log().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run_id = bench.only_run().summary.run_id;
+    let refused = run(bench.path(), &["resume", &run_id]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "is already being run by process {} on ",
+            execute.id()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(execute.wait().unwrap().code(), Some(1));
+    let log = bench.log();
+    for (mode, names) in [("do", &STEPS[..]), ("undo", &["a", "b", "c"][..])] {
+        for name in names {
+            assert_eq!(
+                count(&log, "begin", mode, name),
+                1,
+                "{mode} {name}: {log:?}"
+            );
+        }
+    }
+}

@@ -210,9 +210,12 @@ fn the_jsonl_backend_keeps_runs_and_resumes_them() {
         std::os::unix::process::ExitStatusExt::signal(&killed.status),
         Some(9)
     );
+    // Run files only: the killed run's claim (`<run id>.claim`, `.claims.lock`) stays beside
+    // them until the run is taken over.
     let files: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".jsonl"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let run_id = files[0].strip_suffix(".jsonl").unwrap().to_owned();
@@ -454,4 +457,67 @@ fn traces_list_show_filter_and_export() {
         "{}",
         unwritable.stderr
     );
+}
+
+/// `agenthelm ARGS` in `dir` (environment as [`agenthelm`] sets it), started by a shell that
+/// first reads one byte from the FIFO `gate`: writing to the FIFO lets all such processes go at
+/// the same moment.
+fn gated(dir: &Path, args: &[&str]) -> std::process::Child {
+    let template = agenthelm(dir);
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"dd if=gate bs=1 count=1 2>/dev/null >&2 && exec "$0" "$@""#,
+    ])
+    .arg(template.get_program())
+    .args(args)
+    .current_dir(dir)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Issue 14: processes started together on a workspace whose store does not exist yet all
+/// create, migrate and use it without an error.
+#[test]
+fn twenty_runs_started_together_on_a_fresh_store_all_work() {
+    const RUNS: usize = 20;
+    for _round in 0..3 {
+        let dir = bench("");
+        dir.write(
+            "one.yaml",
+            "goal: one\nsteps:\n  - {id: a, tool: make, args: {name: a}}\n",
+        );
+        assert!(Command::new("mkfifo")
+            .arg(dir.path().join("gate"))
+            .status()
+            .unwrap()
+            .success());
+        let runs: Vec<_> = (0..RUNS)
+            .map(|_| gated(dir.path(), &["execute", "one.yaml", "--yes"]))
+            .collect();
+        // Opened read-write: never blocks; one byte per waiting process.
+        let mut gate = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("gate"))
+            .unwrap();
+        std::io::Write::write_all(&mut gate, &[b'.'; RUNS]).unwrap();
+        let failures: Vec<String> = runs
+            .into_iter()
+            .map(|child| output(child.wait_with_output().unwrap()))
+            .filter(|run| run.code != 0)
+            .map(|run| format!("exit {}: {}", run.code, run.stderr))
+            .collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+        let listed = json(&run(dir.path(), &["runs", "list", "-n", "100", "--json"]));
+        assert_eq!(listed.as_array().map(Vec::len), Some(RUNS), "{listed}");
+    }
 }

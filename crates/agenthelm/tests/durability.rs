@@ -465,6 +465,35 @@ fn sqlite_store_rejects_foreign_and_damaged_files() {
     }
 }
 
+#[test]
+fn a_fresh_store_opened_by_many_at_once_is_made_once_without_errors() {
+    // Each opener has its own connection, as separate processes do; they start together.
+    const OPENERS: usize = 20;
+    for round in 0..3 {
+        let dir = TempDir::new("fresh-race");
+        let path = dir.join("store").join("runs.db");
+        let start = Arc::new(std::sync::Barrier::new(OPENERS));
+        let openers: Vec<_> = (0..OPENERS)
+            .map(|i| {
+                let (path, start) = (path.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let store = SqliteStore::open(&path)?;
+                    store.begin_run(&format!("run-{i}"), &Plan::new("race"))?;
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .collect();
+        let errors: Vec<String> = openers
+            .into_iter()
+            .filter_map(|t| t.join().unwrap().err().map(|e| e.to_string()))
+            .collect();
+        assert!(errors.is_empty(), "round {round}: {errors:#?}");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.list_runs(100).unwrap().len(), OPENERS);
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn store_files_are_private_and_a_read_only_folder_is_a_clear_error() {

@@ -673,3 +673,81 @@ async fn steps_the_plan_already_completed_are_undone_last() {
     assert_eq!(status(&plan, "earlier"), StepStatus::Compensated);
     assert_eq!(result.rollback.unwrap().compensated, ["now", "earlier"]);
 }
+
+#[tokio::test]
+async fn a_step_whose_reference_has_nothing_to_fill_in_fails_without_a_call() {
+    let log = Log::default();
+    let (orchestrator, lm) = orchestrator_with(journal_tools(&log));
+    let mut plan = approved(
+        "unresolved",
+        vec![
+            create("a"),
+            create("b")
+                .args(json!({"name": "{{steps.a.result.nope}}"}))
+                .depends_on(["a"]),
+        ],
+    );
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(!result.success);
+    assert_eq!(status(&plan, "b"), StepStatus::Failed);
+    let error = result.error.unwrap();
+    assert!(
+        error.contains("{{steps.a.result.nope}}") && error.contains("`.nope`"),
+        "{error}"
+    );
+    // Neither the tool nor the agent's model saw the literal placeholder.
+    assert!(lm.requests().is_empty());
+    assert!(
+        log.entries().iter().all(|e| !e.contains("{{")),
+        "{:?}",
+        log.entries()
+    );
+    assert_eq!(result.rollback.unwrap().compensated, ["a"]);
+}
+
+#[tokio::test]
+async fn a_compensation_whose_reference_has_nothing_to_fill_in_is_not_undone() {
+    let log = Log::default();
+    let (orchestrator, _) = orchestrator_with(journal_tools(&log));
+    let mut a = create("a");
+    a.compensate_args = Some(json!({"id": "{{result.nope}}"}));
+    let mut plan = approved(
+        "unresolved-undo",
+        vec![
+            a,
+            create("b")
+                .compensate("purge", json!({"id": "{{steps.a.result.gone}}"}))
+                .depends_on(["a"]),
+            fail("x").depends_on(["b"]),
+        ],
+    );
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert!(undo_entries(&log).is_empty(), "{:?}", log.entries());
+    let rollback = result.rollback.unwrap();
+    assert!(rollback.compensated.is_empty(), "{rollback:?}");
+    assert!(!rollback.fully_undone());
+    let mut failed: Vec<(&str, &str, &str)> = rollback
+        .failed
+        .iter()
+        .map(|f| (f.step.as_str(), f.tool.as_str(), f.error.as_str()))
+        .collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        [
+            (
+                "a",
+                "delete",
+                "cannot resolve `{{result.nope}}`: the result of the step has nothing at `.nope`"
+            ),
+            (
+                "b",
+                "purge",
+                "cannot resolve `{{steps.a.result.gone}}`: the result of step `a` has nothing at `.gone`"
+            ),
+        ]
+    );
+    for id in ["a", "b"] {
+        assert_ne!(status(&plan, id), StepStatus::Compensated, "{id}");
+    }
+}

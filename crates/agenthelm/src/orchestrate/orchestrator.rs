@@ -1,4 +1,5 @@
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::approval::{ApprovalHandler, DenyAll};
 use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, RollbackMode};
-use crate::store::{RunStore, StoreError};
+use crate::store::{Claim, Owner, RunStore, StoreError, HEARTBEAT};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
 use crate::trace::{Event, EventKind, RunState};
 
@@ -131,6 +132,15 @@ pub enum OrchestratorError {
     Suspended {
         /// The run, to resume.
         run_id: String,
+    },
+    /// Another process carries on the run (it runs or resumes it): nothing ran here. Two
+    /// processes on one run would repeat its steps and compensations.
+    #[error("run `{run_id}` is already being run by {owner}: wait for it to end, or stop that process and resume the run")]
+    Claimed {
+        /// The run.
+        run_id: String,
+        /// Who holds it.
+        owner: Owner,
     },
     /// Resuming needs a run store.
     #[error("resuming a run needs a run store: set one with Orchestrator::store")]
@@ -312,6 +322,7 @@ impl Orchestrator {
         }
         let graph = self.config.check(plan)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
+        let claim = self.claim(&run_id)?;
         if let Some(store) = &self.config.store {
             store
                 .begin_run(&run_id, plan)
@@ -324,7 +335,7 @@ impl Orchestrator {
             steps: owned.steps.len(),
         };
         let (finished, result) = self
-            .run(run_id, graph, cancel, (owned, state, opening))
+            .run(run_id, graph, cancel, claim, (owned, state, opening))
             .await;
         *plan = finished;
         result
@@ -353,6 +364,8 @@ impl Orchestrator {
             .store
             .as_ref()
             .ok_or(OrchestratorError::NoStore)?;
+        // Before reading the journal: it is then complete, and no one else adds to it.
+        let claim = self.claim(run_id)?;
         let stored = store
             .load_run(run_id)
             .map_err(OrchestratorError::NotRecorded)?;
@@ -379,18 +392,37 @@ impl Orchestrator {
             interrupted: recovered.interrupted,
         };
         let start = (stored.plan, recovered.state, opening);
-        let (plan, result) = self.run(Arc::from(run_id), graph, cancel, start).await;
+        let (plan, result) = self
+            .run(Arc::from(run_id), graph, cancel, claim, start)
+            .await;
         result.map(|result| (plan, result))
     }
 
-    /// Runs on a task of its own (see [`execute`](Self::execute)) and records the end. The plan
-    /// comes back in its latest state even when the store failed. `start` is the plan as the
-    /// run began, its state so far and the event that opens this part of the run.
+    /// Claims `run_id` in the store for this process (nothing to claim without a store).
+    fn claim(&self, run_id: &str) -> Result<Claim, OrchestratorError> {
+        let Some(store) = &self.config.store else {
+            return Ok(Claim::unguarded());
+        };
+        store
+            .claim_run(run_id, &Owner::this_process())
+            .map_err(|e| match e {
+                StoreError::Claimed { run_id, owner } => {
+                    OrchestratorError::Claimed { run_id, owner }
+                }
+                e => OrchestratorError::NotRecorded(e),
+            })
+    }
+
+    /// Runs on a task of its own (see [`execute`](Self::execute)), holding `claim` until the
+    /// run ends, and records the end. The plan comes back in its latest state even when the
+    /// store failed. `start` is the plan as the run began, its state so far and the event that
+    /// opens this part of the run.
     async fn run(
         &self,
         run_id: Arc<str>,
         graph: Graph,
         cancel: CancelToken,
+        claim: Claim,
         (plan, state, opening): (Plan, RunState, EventKind),
     ) -> (Plan, Result<RunResult, OrchestratorError>) {
         let config = &self.config;
@@ -404,7 +436,8 @@ impl Orchestrator {
             plan,
             opening,
         );
-        let (plan, result, halted_by) = match tokio::spawn(run.execute()).await {
+        let claimed = while_claimed(claim, run.execute());
+        let (plan, result, halted_by) = match tokio::spawn(claimed).await {
             Ok(finished) => finished,
             Err(e) => {
                 let error = format!("the run stopped abnormally ({e}); the plan's state was lost");
@@ -450,6 +483,28 @@ impl Orchestrator {
     pub fn catalogue(&self) -> Catalogue {
         self.config.catalogue()
     }
+}
+
+/// Runs `work` while refreshing `claim` every [`HEARTBEAT`], then releases the claim. The claim
+/// goes with the run's own task, so a caller that stops waiting does not release it early.
+async fn while_claimed<T>(claim: Claim, work: impl Future<Output = T>) -> T {
+    let heartbeat = async {
+        let mut every = tokio::time::interval(HEARTBEAT);
+        loop {
+            every.tick().await;
+            if claim.refresh().is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = heartbeat => {}
+    }
+    // The claim was lost (the store failed, or another host took over after a long stall):
+    // the run still finishes what it started; its journal writes tell whether the store works.
+    work.await
 }
 
 fn ensure_runtime() -> Result<(), OrchestratorError> {

@@ -17,7 +17,7 @@ use crate::exec::invoke::admit;
 use crate::exec::EventSink;
 use crate::exec::StepContext;
 use crate::plan::graph::Graph;
-use crate::plan::resolve_templates;
+use crate::plan::{try_resolve_templates, UnresolvedReference};
 use crate::plan::{Plan, RollbackMode, StepStatus};
 use crate::tool::panic_message;
 use crate::tool::{RetryPolicy, Tool, ToolError};
@@ -231,10 +231,10 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
             .find(|s| s.id == id)
             .and_then(|s| s.result.as_ref())
     };
-    let own_args = || resolve_templates(&step.args, &results, step.result.as_ref());
+    let own_args = || try_resolve_templates(&step.args, &results, step.result.as_ref());
     // The step's `compensate_args` when given, else its own arguments.
     let step_args = || match &step.compensate_args {
-        Some(args) => resolve_templates(args, &results, step.result.as_ref()),
+        Some(args) => try_resolve_templates(args, &results, step.result.as_ref()),
         None => own_args(),
     };
     let mut job = Job {
@@ -244,23 +244,32 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
         actions: Vec::new(),
         failures: Vec::new(),
     };
-    let action = |name: &str, args: Value| Action {
-        name: name.to_owned(),
-        tool: find(name),
-        args,
+    // Arguments that cannot be filled in make the compensation impossible: it is reported as
+    // not undone, never called with a literal `{{...}}`.
+    let push = |job: &mut Job, name: &str, args: Result<Value, UnresolvedReference>| match args {
+        Ok(args) => job.actions.push(Action {
+            name: name.to_owned(),
+            tool: find(name),
+            args,
+        }),
+        Err(e) => job.failures.push(CompensationFailure {
+            step: step.id.clone(),
+            tool: name.to_owned(),
+            error: e.to_string(),
+        }),
     };
     if let Some(comp) = &step.compensate_tool {
-        job.actions.push(action(comp, step_args()));
+        push(&mut job, comp, step_args());
     } else if !entry.effects.is_empty() {
         for effect in entry.effects.iter().rev() {
             // The step's `compensate_args` are written for undoing the step's own tool.
             let own_tool = step.tool_name.as_deref() == Some(effect.tool.as_str());
             let args = match &step.compensate_args {
                 Some(_) if own_tool => step_args(),
-                _ => effect.args.clone(),
+                _ => Ok(effect.args.clone()),
             };
             match &effect.compensating_tool {
-                Some(comp) => job.actions.push(action(comp, args)),
+                Some(comp) => push(&mut job, comp, args),
                 None => job.failures.push(CompensationFailure {
                     step: step.id.clone(),
                     tool: effect.tool.clone(),
@@ -277,7 +286,7 @@ fn plan_job(orch: &Config, plan: &Plan, entry: Undo) -> Option<Job> {
             .as_deref()
             .and_then(&find)
             .and_then(|tool| tool.spec().contract.compensating_tool.clone())?;
-        job.actions.push(action(&comp, step_args()));
+        push(&mut job, &comp, step_args());
     }
     Some(job)
 }

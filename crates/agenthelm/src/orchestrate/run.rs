@@ -18,7 +18,7 @@ use crate::exec::invoke::invoke;
 use crate::exec::StepContext;
 use crate::exec::{ActionPermit, EventSink};
 use crate::plan::graph::Graph;
-use crate::plan::{references_in, resolve_templates};
+use crate::plan::{references_in, try_resolve_templates, UnresolvedReference};
 use crate::plan::{Plan, PlanStep, StepStatus};
 use crate::store::StoreError;
 use crate::tool::Tool;
@@ -32,6 +32,9 @@ enum Dispatch {
     Direct(Arc<dyn Tool>),
     /// Hand the step to the agent.
     Agent(Arc<dyn Agent>),
+    /// An argument refers to a result that is not there: the step fails with this message and
+    /// nothing is called (a literal `{{...}}` must never reach a tool).
+    Unresolved(String),
 }
 
 /// Why a run stopped where it was, without rollback and without recording its end: it can be
@@ -264,10 +267,16 @@ impl Run {
     /// `None` when the journal could not record the start: then the step must not run.
     fn launch(&mut self, i: usize) -> Option<impl Future<Output = Finished> + Send + 'static> {
         let orch = Arc::clone(&self.orch);
-        let args = self.resolved_args(i);
+        let resolved = self.resolved_args(i);
         let step = &self.plan.steps[i];
         let agent = orch.agent_for(step).cloned();
-        let (dispatch, direct_tool) = choose_dispatch(&orch, step, agent.as_ref(), &args);
+        let (dispatch, direct_tool, args) = match resolved {
+            Ok(args) => {
+                let (dispatch, tool) = choose_dispatch(&orch, step, agent.as_ref(), &args);
+                (dispatch, tool, args)
+            }
+            Err(e) => (Dispatch::Unresolved(e.to_string()), None, step.args.clone()),
+        };
         let task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
@@ -323,11 +332,12 @@ impl Run {
         })
     }
 
-    /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in.
-    fn resolved_args(&mut self, i: usize) -> Value {
+    /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in; an error names
+    /// a reference that has nothing to fill in.
+    fn resolved_args(&mut self, i: usize) -> Result<Value, UnresolvedReference> {
         let args = &self.plan.steps[i].args;
         if references_in(args).is_empty() {
-            return args.clone();
+            return Ok(args.clone());
         }
         let plan = &self.plan;
         let index = self.index.get_or_insert_with(|| {
@@ -338,7 +348,7 @@ impl Run {
                 .collect()
         });
         let results = |id: &str| index.get(id).and_then(|&j| plan.steps[j].result.as_ref());
-        resolve_templates(args, &results, None)
+        try_resolve_templates(args, &results, None)
     }
 
     /// Records a finished step and, once the journal has it, releases the steps waiting on it.
@@ -538,6 +548,7 @@ async fn run_step(
             };
             (outcome, Some(result))
         }
+        Dispatch::Unresolved(message) => (Err(message), None),
     }
 }
 

@@ -25,7 +25,10 @@ pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
 pub use strict::check_yaml;
-pub use template::{references_in, resolve_templates, Reference, Segment, Template};
+pub use template::{
+    references_in, resolve_templates, try_resolve_templates, Reference, Segment, Template,
+    UnresolvedReference,
+};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;

@@ -228,6 +228,18 @@ fn collect_references<'v>(value: &'v Value, found: &mut Vec<Reference<'v>>) {
     }
 }
 
+/// A reference that [`try_resolve_templates`] could not fill in: the step has no result, or the
+/// result has nothing at the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot resolve `{reference}`: {missing}")]
+pub struct UnresolvedReference {
+    /// The placeholder, as plans spell it (`{{steps.a.result.id}}`).
+    pub reference: String,
+    /// What is missing, naming the step and the path (`step `a` has no result`,
+    /// `the result of step `a` has nothing at `.id``).
+    pub missing: String,
+}
+
 /// Fills the references in every string of `args`.
 ///
 /// - `{{steps.<id>.result}}` is the result of step `<id>`; `{{result}}` is `own_result` (the
@@ -236,7 +248,8 @@ fn collect_references<'v>(value: &'v Value, found: &mut Vec<Reference<'v>>) {
 ///   string holding JSON is looked into as JSON.
 /// - A string that is exactly one reference becomes the referenced value with its JSON type; a
 ///   reference inside longer text is replaced by the value's text.
-/// - A reference that cannot be resolved is left as it is.
+/// - A reference that cannot be resolved is left as it is. The orchestrator does not accept
+///   that for arguments it passes to tools: it uses [`try_resolve_templates`].
 ///
 /// ```
 /// use agenthelm::orchestrate::resolve_templates;
@@ -252,49 +265,123 @@ pub fn resolve_templates<'a>(
     step_result: &dyn Fn(&str) -> Option<&'a Value>,
     own_result: Option<&Value>,
 ) -> Value {
-    match args {
-        Value::String(text) if text.contains(OPEN) => {
-            let lookup = |reference: &Reference| -> Option<Value> {
-                let base = match reference {
-                    Reference::Step { id, .. } => step_result(id)?,
-                    Reference::OwnResult { .. } => own_result?,
-                };
-                follow(base, reference.path())
-            };
-            resolve_text(text, &lookup)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| resolve_templates(v, step_result, own_result))
-                .collect(),
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), resolve_templates(v, step_result, own_result)))
-                .collect(),
-        ),
-        other => other.clone(),
+    let results = Results {
+        step_result,
+        own_result,
+    };
+    // Lenient: an unresolved reference keeps its text, so filling never fails.
+    fill(args, &results, false).unwrap_or_else(|_| args.clone())
+}
+
+/// Like [`resolve_templates`], but a reference that cannot be resolved is an error naming it and
+/// what is missing, instead of being passed on as text.
+///
+/// ```
+/// use agenthelm::plan::try_resolve_templates;
+/// use serde_json::json;
+///
+/// let results = json!({"create": {"id": 7}});
+/// let lookup = |id: &str| results.get(id);
+/// let ok = try_resolve_templates(&json!({"id": "{{steps.create.result.id}}"}), &lookup, None);
+/// assert_eq!(ok, Ok(json!({"id": 7})));
+/// let err = try_resolve_templates(&json!("{{steps.create.result.nope}}"), &lookup, None).unwrap_err();
+/// assert_eq!(err.reference, "{{steps.create.result.nope}}");
+/// assert!(err.missing.contains("`.nope`"), "{err}");
+/// ```
+pub fn try_resolve_templates<'a>(
+    args: &Value,
+    step_result: &dyn Fn(&str) -> Option<&'a Value>,
+    own_result: Option<&Value>,
+) -> Result<Value, UnresolvedReference> {
+    let results = Results {
+        step_result,
+        own_result,
+    };
+    fill(args, &results, true)
+}
+
+/// Where references look their values up.
+struct Results<'r, 'a> {
+    step_result: &'r dyn Fn(&str) -> Option<&'a Value>,
+    own_result: Option<&'r Value>,
+}
+
+impl Results<'_, '_> {
+    fn lookup(&self, reference: &Reference) -> Result<Value, UnresolvedReference> {
+        let unresolved = |missing: String| UnresolvedReference {
+            reference: reference.to_string(),
+            missing,
+        };
+        let (base, whose) = match reference {
+            Reference::Step { id, .. } => ((self.step_result)(id), format!("step `{id}`")),
+            Reference::OwnResult { .. } => (self.own_result, "the step".to_owned()),
+        };
+        let base = base.ok_or_else(|| unresolved(format!("{whose} has no result")))?;
+        follow(base, reference.path()).ok_or_else(|| {
+            let path: String = reference.path().iter().map(|k| format!(".{k}")).collect();
+            unresolved(format!("the result of {whose} has nothing at `{path}`"))
+        })
     }
 }
 
-fn resolve_text(text: &str, lookup: &dyn Fn(&Reference) -> Option<Value>) -> Value {
+/// Fills `args`; `strict` makes an unresolved reference an error rather than kept text.
+fn fill(args: &Value, results: &Results, strict: bool) -> Result<Value, UnresolvedReference> {
+    Ok(match args {
+        Value::String(text) if text.contains(OPEN) => fill_text(text, results, strict)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| fill(v, results, strict))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), fill(v, results, strict)?)))
+                .collect::<Result<_, UnresolvedReference>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// The value of one reference; in lenient mode `None` (keep the text) when it cannot be found.
+fn value_of(
+    reference: &Reference,
+    results: &Results,
+    strict: bool,
+) -> Result<Option<Value>, UnresolvedReference> {
+    match results.lookup(reference) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if strict => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+fn fill_text(text: &str, results: &Results, strict: bool) -> Result<Value, UnresolvedReference> {
     let template = Template::parse(text);
     if let Some(only) = template.single_reference() {
-        return lookup(only).unwrap_or_else(|| Value::String(text.to_owned()));
+        let value = value_of(only, results, strict)?;
+        return Ok(value.unwrap_or_else(|| Value::String(text.to_owned())));
     }
     let mut out = String::with_capacity(text.len());
     for segment in template.segments() {
         match segment {
             Segment::Text(plain) => out.push_str(plain),
-            Segment::Placeholder { raw, reference } => match reference.as_ref().and_then(lookup) {
+            // Not a reference (`{{junk}}`): plain text to the plan, kept as written.
+            Segment::Placeholder {
+                raw,
+                reference: None,
+            } => out.push_str(raw),
+            Segment::Placeholder {
+                raw,
+                reference: Some(reference),
+            } => match value_of(reference, results, strict)? {
                 Some(Value::String(s)) => out.push_str(&s),
                 Some(value) => out.push_str(&value.to_string()),
                 None => out.push_str(raw),
             },
         }
     }
-    Value::String(out)
+    Ok(Value::String(out))
 }
 
 fn follow(base: &Value, path: &[&str]) -> Option<Value> {

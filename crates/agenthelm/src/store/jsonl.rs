@@ -6,12 +6,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use super::{EventFilter, RunStore, RunSummary, StoreError, StoredRun};
+use super::claim::ClaimRecord;
+use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
 use crate::plan::Plan;
 use crate::trace::{now_ms, Event};
 
 /// A run store in a folder: `<run_id>.jsonl` per run. The first line holds the plan, each later
-/// line an event or the run's end. Easy to read with any tool; queries scan the files.
+/// line an event or the run's end. Easy to read with any tool; queries scan the files. A run's
+/// claim (see [`RunStore::claim_run`]) is `<run_id>.claim`, its owner as JSON, read and written
+/// only under an exclusive lock of `.claims.lock`.
 ///
 /// ```
 /// use agenthelm::store::{JsonlStore, RunStore};
@@ -78,6 +81,10 @@ impl JsonlStore {
             )));
         }
         Ok(self.dir.join(format!("{run_id}.jsonl")))
+    }
+
+    fn claim_file(&self, run_id: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.file(run_id)?.with_extension("claim"))
     }
 
     fn write_line(&self, path: &Path, line: &Line, create: bool) -> Result<(), StoreError> {
@@ -268,6 +275,25 @@ impl RunStore for JsonlStore {
         Ok(runs)
     }
 
+    fn claim_run(&self, run_id: &str, owner: &Owner) -> Result<Claim, StoreError> {
+        let lease = JsonlLease {
+            guard: self.dir.join(CLAIMS_LOCK),
+            file: self.claim_file(run_id)?,
+            run_id: run_id.to_owned(),
+            token: ClaimRecord::new(owner).token,
+        };
+        lease.exclusively(|held| {
+            ClaimRecord::may_take(held.as_ref(), run_id)?;
+            let record = ClaimRecord {
+                owner: owner.clone(),
+                token: lease.token.clone(),
+                heartbeat_ms: now_ms(),
+            };
+            lease.write(&record)
+        })?;
+        Ok(Claim::new(lease))
+    }
+
     fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let files = match &filter.run_id {
             Some(run_id) => vec![self.file(run_id)?],
@@ -285,6 +311,97 @@ impl RunStore for JsonlStore {
         }
         Ok(events)
     }
+}
+
+/// The file whose exclusive lock makes reading and writing a claim one step.
+const CLAIMS_LOCK: &str = ".claims.lock";
+
+/// A claim file of this store; removed when dropped.
+struct JsonlLease {
+    guard: PathBuf,
+    file: PathBuf,
+    run_id: String,
+    token: String,
+}
+
+impl JsonlLease {
+    /// Runs `f` with the claim file's record (`None` when missing or unreadable, as a claim
+    /// cut short by a crash is) while holding the lock of the claims guard file.
+    fn exclusively<T>(
+        &self,
+        f: impl FnOnce(Option<ClaimRecord>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let guard = options.open(&self.guard).map_err(|e| io(&self.guard, e))?;
+        lock_exclusive(&guard).map_err(|e| io(&self.guard, e))?;
+        let held = std::fs::read(&self.file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        f(held)
+    }
+
+    fn write(&self, record: &ClaimRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_vec(record).map_err(|e| io(&self.file, e))?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&self.file).map_err(|e| io(&self.file, e))?;
+        file.write_all(&text).map_err(|e| io(&self.file, e))
+    }
+
+    fn is_mine(&self, held: Option<&ClaimRecord>) -> bool {
+        held.is_some_and(|held| held.token == self.token)
+    }
+}
+
+impl Lease for JsonlLease {
+    fn refresh(&self) -> Result<(), StoreError> {
+        self.exclusively(|held| match held {
+            Some(mut record) if self.is_mine(Some(&record)) => {
+                record.heartbeat_ms = now_ms();
+                self.write(&record)
+            }
+            _ => Err(StoreError::ClaimLost(self.run_id.clone())),
+        })
+    }
+}
+
+impl Drop for JsonlLease {
+    fn drop(&mut self) {
+        // Only our own claim: after a takeover the file is someone else's.
+        let _ = self.exclusively(|held| match self.is_mine(held.as_ref()) {
+            true => std::fs::remove_file(&self.file).map_err(|e| io(&self.file, e)),
+            false => Ok(()),
+        });
+    }
+}
+
+/// Waits for the exclusive lock of `file`, which other claimants (in this process or others)
+/// take too; the lock goes with the file, also when the process dies. (`File::lock` would do,
+/// but needs Rust 1.89.)
+#[cfg(unix)]
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `flock` only takes the descriptor, which `file` keeps open during the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Elsewhere the check and the write of a claim are not guarded against other processes.
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn stem(path: &Path) -> String {

@@ -9,10 +9,12 @@
 //! Two backends: [`SqliteStore`] (the default, one embedded database file) and [`JsonlStore`]
 //! (one JSON-lines file per run in a folder).
 
+mod claim;
 mod jsonl;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use claim::{Claim, Lease, Owner, HEARTBEAT, LEASE};
 pub use jsonl::JsonlStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -56,6 +58,19 @@ pub trait RunStore: Send + Sync {
 
     /// Events matching `filter`, oldest first.
     fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+
+    /// Claims run `run_id` for `owner`, so no other process carries it on at the same time;
+    /// the claim is released when the returned [`Claim`] is dropped. Refused with
+    /// [`StoreError::Claimed`] while another live owner holds it; a dead owner's claim is taken
+    /// over (see [`Owner`] and [`LEASE`]). Checking and taking is one step that other claimants
+    /// cannot interleave with.
+    ///
+    /// The default keeps no claim: a store that does not override it lets any number of
+    /// processes carry on one run. [`SqliteStore`] and [`JsonlStore`] keep claims.
+    fn claim_run(&self, run_id: &str, owner: &Owner) -> Result<Claim, StoreError> {
+        let _ = (run_id, owner);
+        Ok(Claim::unguarded())
+    }
 }
 
 /// A run as kept by a store.
@@ -177,6 +192,17 @@ pub enum StoreError {
     /// A run with that id exists already.
     #[error("a run `{0}` is already in the store")]
     DuplicateRun(String),
+    /// Another process carries on the run (see [`RunStore::claim_run`]).
+    #[error("run `{run_id}` is being run by {owner}")]
+    Claimed {
+        /// The run.
+        run_id: String,
+        /// Who holds it.
+        owner: Owner,
+    },
+    /// This process's claim on the run was taken over or removed.
+    #[error("the claim on run `{0}` was lost: another process may be running it")]
+    ClaimLost(String),
     /// Anything else the backend reported.
     #[error("run store: {0}")]
     Backend(String),

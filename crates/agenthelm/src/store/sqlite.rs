@@ -1,10 +1,11 @@
 //! The embedded SQLite run store.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{EventFilter, RunStore, RunSummary, StoreError, StoredRun};
+use super::claim::ClaimRecord;
+use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
 use crate::plan::Plan;
 use crate::trace::Event;
 
@@ -12,7 +13,8 @@ use crate::trace::Event;
 const APPLICATION_ID: i64 = 0x4148_4C4D;
 
 /// Schema migrations, in order; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE runs (
         run_id      TEXT PRIMARY KEY,
         goal        TEXT NOT NULL,
@@ -36,9 +38,23 @@ const MIGRATIONS: &[&str] = &[r#"
         body         TEXT NOT NULL
     );
     CREATE INDEX events_by_run ON events (run_id, id);
-"#];
+"#,
+    r#"
+    CREATE TABLE claims (
+        run_id       TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        token        TEXT NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+"#,
+];
 // One index only: every extra index is another page written per event, and trace queries over
 // time or tool scan fast enough at the sizes a workstation keeps.
+
+/// How long a statement waits for another process holding the database (creating it, migrating
+/// it, or writing its events) before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A run store in one SQLite database file (WAL mode, owner-only permissions).
 ///
@@ -59,7 +75,8 @@ const MIGRATIONS: &[&str] = &[r#"
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    connection: Mutex<Connection>,
+    // Shared with the claims taken through this store, which release themselves when dropped.
+    connection: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -70,7 +87,7 @@ impl SqliteStore {
         create_private(&path)?;
         let connection = Connection::open(&path).map_err(|e| io(&path, e))?;
         let store = SqliteStore {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
             path,
         };
         store.prepare()?;
@@ -82,54 +99,36 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Checks the file is ours and brings its schema up to date. Several processes may open a
+    /// fresh store at once: everything is read and written in one `BEGIN IMMEDIATE` transaction
+    /// (the others wait for it, up to the busy timeout), so no one sees a half-made store or
+    /// runs a migration twice.
     fn prepare(&self) -> Result<(), StoreError> {
         let mut db = self.lock();
         let path = &self.path;
         let corrupt = |e: rusqlite::Error| classify(path, e);
-        let app_id: i64 = db
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
+        // First: every statement below waits for a process creating the store, not fails.
+        db.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(corrupt)?;
-        let version: i64 = db
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        let tables: i64 = db
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
-            return Err(StoreError::Corrupt {
-                path: path.clone(),
-                message: "it is a SQLite database of another program".into(),
-            });
-        }
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(StoreError::TooNew {
-                path: path.clone(),
-                found: version,
-                supported,
-            });
-        }
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(corrupt)?;
-        db.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(corrupt)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(corrupt)?;
-        let tx = db.transaction().map_err(corrupt)?;
+        let version = checked_version(&tx, path)?;
         for migration in &MIGRATIONS[version as usize..] {
             tx.execute_batch(migration).map_err(corrupt)?;
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(corrupt)?;
-        tx.pragma_update(None, "user_version", supported)
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
             .map_err(corrupt)?;
-        tx.commit().map_err(corrupt)
+        tx.commit().map_err(corrupt)?;
+        // After the check: a database of another program is never switched to WAL.
+        switch_to_wal(&db, path)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.connection)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -256,6 +255,45 @@ impl RunStore for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    fn claim_run(&self, run_id: &str, owner: &Owner) -> Result<Claim, StoreError> {
+        let record = ClaimRecord::new(owner);
+        let mut db = self.lock();
+        // Immediate: no other claimant reads the row between our check and our write.
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let held = tx
+            .query_row(
+                "SELECT host, pid, token, heartbeat_ms FROM claims WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(ClaimRecord {
+                        owner: Owner {
+                            host: r.get(0)?,
+                            pid: r.get(1)?,
+                        },
+                        token: r.get(2)?,
+                        heartbeat_ms: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        ClaimRecord::may_take(held.as_ref(), run_id)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO claims (run_id, host, pid, token, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, record.owner.host, record.owner.pid, record.token, record.heartbeat_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Claim::new(SqliteLease {
+            connection: Arc::clone(&self.connection),
+            path: self.path.clone(),
+            run_id: run_id.to_owned(),
+            token: record.token,
+        }))
+    }
+
     fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         // The indexed columns narrow the search; `matches` applies the whole filter.
         let db = self.lock();
@@ -302,6 +340,92 @@ impl SqliteStore {
             message: format!("run `{run_id}` has a record that cannot be read: {e}"),
         }
     }
+}
+
+/// Puts the database in WAL mode (a no-op once it is). The switch upgrades a read lock to an
+/// exclusive one; while another process opening the store holds its write lock, SQLite answers
+/// "busy" at once instead of waiting (waiting could deadlock), so the switch is tried again until
+/// the busy timeout.
+fn switch_to_wal(db: &Connection, path: &Path) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match db.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(classify(path, e)),
+        }
+    }
+}
+
+/// The schema version of a database that is ours (or empty); an error for a database of another
+/// program or one made by a newer version.
+fn checked_version(db: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let corrupt = |e: rusqlite::Error| classify(path, e);
+    let read = |sql: &str| {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map_err(corrupt)
+    };
+    let app_id = read("PRAGMA application_id")?;
+    let version = read("PRAGMA user_version")?;
+    let tables = read("SELECT count(*) FROM sqlite_master")?;
+    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: "it is a SQLite database of another program".into(),
+        });
+    }
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
+    }
+    Ok(version)
+}
+
+/// A claim row of this store; deleted when dropped.
+struct SqliteLease {
+    connection: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    run_id: String,
+    token: String,
+}
+
+impl Lease for SqliteLease {
+    fn refresh(&self) -> Result<(), StoreError> {
+        let updated = lock(&self.connection)
+            .execute(
+                "UPDATE claims SET heartbeat_ms = ?3 WHERE run_id = ?1 AND token = ?2",
+                params![self.run_id, self.token, crate::trace::now_ms() as i64],
+            )
+            .map_err(|e| io(&self.path, e))?;
+        match updated {
+            0 => Err(StoreError::ClaimLost(self.run_id.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SqliteLease {
+    fn drop(&mut self) {
+        // A row left behind (the store failed) names this process: once it has ended, the
+        // next claimant takes the run over.
+        let _ = lock(&self.connection).execute(
+            "DELETE FROM claims WHERE run_id = ?1 AND token = ?2",
+            params![self.run_id, self.token],
+        );
+    }
+}
+
+fn lock(connection: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    connection.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn summary_from(
