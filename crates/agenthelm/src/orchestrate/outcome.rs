@@ -56,14 +56,6 @@ impl From<AgentResult> for RunResult {
 }
 
 impl RunResult {
-    /// Adds a step's usage, cost and model calls to the run's totals.
-    pub fn add_usage(&mut self, step: &AgentResult) {
-        self.token_usage += step.token_usage;
-        self.total_cost_usd += step.total_cost_usd;
-        self.unpriced_calls += step.unpriced_calls;
-        self.iterations += step.iterations;
-    }
-
     /// Tokens, cost and model calls, as the one [`Usage`] every view counts with.
     pub fn usage(&self) -> Usage {
         Usage {
