@@ -271,3 +271,47 @@ fn a_missing_compensating_program_is_found_before_anything_runs() {
     // Nothing ran: step `a` created nothing.
     assert!(!dir.path().join("created").exists());
 }
+
+#[test]
+fn resume_checks_the_programs_the_rest_of_the_run_needs_before_anything_runs() {
+    use agenthelm::store::{RunStore, SqliteStore};
+    use agenthelm::{Event, EventKind, Plan};
+
+    // A run that stopped before its first step; since then the program of `b`'s compensation
+    // was removed.
+    let dir = TempDir::new("cli-command-tools-resume");
+    dir.write("tools/undo.sh", "#!/bin/sh\necho '\"undone\"'\n");
+    std::fs::set_permissions(
+        dir.path().join("tools/undo.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    workspace(&dir, "  undo_b:\n    command: [./tools/undo.sh]\n");
+    let plan = Plan::from_yaml(
+        "goal: make two things\napproved: true\nsteps:\n  - {id: a, tool: create, args: {name: a}}\n  - {id: b, tool: create, args: {name: b}, depends_on: [a], compensate_tool: undo_b}\n",
+    )
+    .unwrap();
+    let store = SqliteStore::open(dir.path().join(".agenthelm/agenthelm.db")).unwrap();
+    store.begin_run("run-stopped", &plan).unwrap();
+    let mut started = Event::new(EventKind::RunStarted {
+        goal: plan.goal.clone(),
+        steps: plan.steps.len(),
+    });
+    started.run_id = Some("run-stopped".into());
+    store.append_batch(&[started]).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("tools/undo.sh")).unwrap();
+
+    let resumed = run(dir.path(), &["resume", "run-stopped"]);
+    assert_eq!(resumed.code, 2, "{}", resumed.all());
+    assert!(
+        resumed
+            .stderr
+            .contains("tool `undo_b` (used by the compensation of step `b`) cannot run"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(!dir.path().join("created").exists(), "a step ran");
+    let store = SqliteStore::open(dir.path().join(".agenthelm/agenthelm.db")).unwrap();
+    assert_eq!(store.load_run("run-stopped").unwrap().events.len(), 1);
+}

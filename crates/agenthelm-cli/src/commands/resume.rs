@@ -35,14 +35,17 @@ async fn resume(
         Interrupted::Fail => InterruptedSteps::Fail,
     };
     journaled.orchestrator = journaled.orchestrator.on_interrupted_steps(rule);
-    // Checked up front so an unknown run is reported before anything is set up to run.
-    let unfinished = store
+    // Checked up front so an unknown run, or a program its remaining steps and compensations
+    // need and no longer find, is reported before anything runs.
+    let stored = store
         .store
         .load_run(&args.run_id)
-        .map_err(crate::exit::read_error)?
-        .summary
-        .success
-        .is_none();
+        .map_err(crate::exit::read_error)?;
+    let unfinished = stored.summary.success.is_none();
+    if unfinished {
+        assembly.check_programs(&stored.plan)?;
+    }
+    drop(stored);
     let cancel = CancelToken::new();
     let stop_on_ctrl_c = watch_ctrl_c(
         cancel.clone(),
