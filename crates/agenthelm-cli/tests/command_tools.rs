@@ -2,7 +2,7 @@
 //! tool can go wrong (fails, hangs, prints garbage, is missing).
 
 mod common;
-use agenthelm_test_support::stops_running;
+use agenthelm_test_support::{pid_in, stops_running};
 use common::*;
 use serde_json::Value;
 
@@ -129,11 +129,7 @@ fn a_hanging_tool_is_killed_with_its_whole_process_group() {
         step_error(&json)
     );
     // The tool's own child (`sleep 1000`) is gone too.
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pidfile);
     assert!(
         stops_running(pid),
         "grandchild {pid} still runs after the timeout"
@@ -172,11 +168,7 @@ fn a_background_child_holding_stdout_does_not_hold_the_call() {
     assert_eq!(run.code, 0, "{}", run.all());
     // The result is what the tool printed before it exited.
     assert_eq!(json["steps"][0]["result"], "done", "{}", run.all());
-    let pid: u32 = std::fs::read_to_string(dir.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(dir.path().join("bg.pid"));
     assert!(
         stops_running(pid),
         "background child {pid} still runs after the call"
@@ -196,11 +188,7 @@ fn output_past_max_output_fails_the_call_and_kills_the_tool() {
         ),
         "{error}"
     );
-    let pid: u32 = std::fs::read_to_string(dir.path().join("tool.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(dir.path().join("tool.pid"));
     assert!(
         stops_running(pid),
         "tool {pid} still runs after the call failed"

@@ -14,5 +14,5 @@ mod process;
 mod temp;
 
 pub use http::{MockServer, Received, Reply};
-pub use process::{is_running, stops_running, stops_running_within};
+pub use process::{is_running, pid_in, stops_running, stops_running_within};
 pub use temp::TempDir;

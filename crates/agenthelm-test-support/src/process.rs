@@ -1,5 +1,15 @@
 use std::time::{Duration, Instant};
 
+/// The process id a test's tool wrote to `file` (surrounding whitespace ignored).
+pub fn pid_in(file: impl AsRef<std::path::Path>) -> u32 {
+    let file = file.as_ref();
+    let text = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("cannot read the pid file {}: {e}", file.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{} holds `{text}`, not a pid: {e}", file.display()))
+}
+
 /// Whether process `pid` is running: it exists and is not a zombie (Linux `/proc`).
 pub fn is_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -34,6 +44,14 @@ pub fn stops_running_within(pid: u32, limit: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_is_read_from_its_file() {
+        let file = std::env::temp_dir().join(format!("agenthelm-pid-{}", std::process::id()));
+        std::fs::write(&file, " 4242\n").unwrap();
+        assert_eq!(pid_in(&file), 4242);
+        std::fs::remove_file(file).unwrap();
+    }
 
     #[test]
     fn a_killed_child_stops_running_and_this_process_runs() {

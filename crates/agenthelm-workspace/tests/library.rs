@@ -3,7 +3,7 @@
 
 use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
 use agenthelm::{Plan, PlanStep, StepStatus, ToolContract};
-use agenthelm_test_support::{stops_running, TempDir};
+use agenthelm_test_support::{pid_in, stops_running, TempDir};
 use agenthelm_workspace::{
     open_store, Assembly, CommandTool, ModelNeed, UserConfig, Workspace, WorkspaceError,
 };
@@ -238,11 +238,7 @@ async fn a_command_tool_that_times_out_is_killed_with_its_whole_group() {
     let call = tool.call(json!({}), &info);
     let outcome = tokio::time::timeout(Duration::from_secs(2), call).await;
     assert!(outcome.is_err(), "the tool returned: {outcome:?}");
-    let pid: u32 = std::fs::read_to_string(dir.path().join("grandchild.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(dir.path().join("grandchild.pid"));
     assert!(
         stops_running(pid),
         "grandchild {pid} still runs after the timeout"

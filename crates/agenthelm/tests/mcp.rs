@@ -9,7 +9,7 @@
 use agenthelm::mcp::{McpError, McpServer, McpServerConfig, McpServers, ToolOverride};
 use agenthelm::prelude::*;
 use agenthelm::tool::ToolCallInfo;
-use agenthelm_test_support::{is_running, TempDir};
+use agenthelm_test_support::{is_running, pid_in, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -500,11 +500,7 @@ async fn a_server_that_never_answers_initialize_times_out_and_is_killed() {
         other => panic!("expected a start-up timeout, got {other:?}"),
     }
     assert!(error.to_string().contains("startup_timeout"), "{error}");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pid_file);
     assert!(gone(pid).await, "the silent server {pid} was left running");
 }
 
