@@ -66,13 +66,12 @@ impl AgentResult {
     /// Tokens, cost and model calls, as the one [`Usage`] every view counts with (failed calls
     /// are not told apart here: an agent's result does not keep them).
     pub fn usage(&self) -> Usage {
-        Usage {
-            tokens: self.token_usage,
-            cost_usd: self.total_cost_usd,
-            calls: self.iterations,
-            unpriced_calls: self.unpriced_calls,
-            failed_calls: 0,
-        }
+        Usage::of_totals(
+            self.token_usage,
+            self.total_cost_usd,
+            self.iterations,
+            self.unpriced_calls,
+        )
     }
 
     /// Adds another result's usage, cost and model calls to this one.

@@ -58,13 +58,12 @@ impl From<AgentResult> for RunResult {
 impl RunResult {
     /// Tokens, cost and model calls, as the one [`Usage`] every view counts with.
     pub fn usage(&self) -> Usage {
-        Usage {
-            tokens: self.token_usage,
-            cost_usd: self.total_cost_usd,
-            calls: self.iterations,
-            unpriced_calls: self.unpriced_calls,
-            failed_calls: 0,
-        }
+        Usage::of_totals(
+            self.token_usage,
+            self.total_cost_usd,
+            self.iterations,
+            self.unpriced_calls,
+        )
     }
 
     /// Whether the cost is a lower bound: some model call's price is unknown

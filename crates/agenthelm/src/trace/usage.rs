@@ -33,6 +33,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Totals kept elsewhere (a task's or a run's result), which do not tell failed calls apart.
+    pub fn of_totals(tokens: TokenUsage, cost_usd: f64, calls: u32, unpriced_calls: u32) -> Self {
+        Usage {
+            tokens,
+            cost_usd,
+            calls,
+            unpriced_calls,
+            failed_calls: 0,
+        }
+    }
+
     /// Counts one model call.
     pub fn add_call(&mut self, tokens: TokenUsage, cost_usd: Option<f64>, failed: bool) {
         self.tokens += tokens;
