@@ -32,7 +32,9 @@ pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
 
 /// JSON already serialized, on standard output, escaped like [`json`].
 pub fn json_text(text: &str) -> anyhow::Result<()> {
-    write_stdout(format!("{}\n", escape_json_controls(text.trim_end())).as_bytes())
+    let mut escaped = escape_json_controls(text.trim_end());
+    escaped.push('\n');
+    write_stdout(escaped.as_bytes())
 }
 
 /// Bytes made by a trusted generator (a completion script) on standard output, as they are.

@@ -80,6 +80,7 @@ impl Journal {
         let kind = EventKind::StepFinished {
             status,
             result: None,
+            result_call: None,
             duration_ms: 1.0,
             error: error.map(str::to_owned),
         };

@@ -521,3 +521,53 @@ fn twenty_runs_started_together_on_a_fresh_store_all_work() {
         assert_eq!(listed.as_array().map(Vec::len), Some(RUNS), "{listed}");
     }
 }
+
+#[test]
+fn a_tool_output_is_stored_once_and_read_back_from_its_call() {
+    // `blob` prints 100 KB and has a compensating tool, so its call is also an effect; the
+    // step after it fails, so the run rolls back and `blob` is compensated.
+    let dir = TempDir::new("cli-store");
+    workspace(
+        &dir,
+        "  blob:\n    command: [python3, -c, \"print('{\\\"blob\\\": \\\"' + 'q' * 100000 + '\\\"}')\"]\n    compensating_tool: echo\n",
+    );
+    dir.write(
+        "agenthelm.yaml",
+        &format!(
+            "{}store:\n  backend: jsonl\n  path: journal\n",
+            dir.read("agenthelm.yaml")
+                .replace("tools: [echo,", "tools: [blob, echo,")
+        ),
+    );
+    dir.write(
+        "plan.yaml",
+        "goal: keep a big output once\nsteps:\n  - {id: big, tool: blob, args: {}, compensate_args: {undo: big}}\n  - {id: then, tool: fail, args: {}, depends_on: [big]}\n",
+    );
+    let done = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    assert_eq!(done.code, 1, "{}", done.all());
+    let run_id = json(&done)["run_id"].as_str().unwrap().to_owned();
+    let journal = dir.read(&format!("journal/{run_id}.jsonl"));
+    let blob = "q".repeat(100_000);
+    assert_eq!(
+        journal.matches(&blob).count(),
+        1,
+        "the output is stored more than once"
+    );
+    assert!(
+        journal.len() < 110_000,
+        "journal of {} bytes",
+        journal.len()
+    );
+
+    // Read back: the step's result comes from its call's output.
+    let stored = agenthelm::store::JsonlStore::open(dir.path().join("journal"))
+        .unwrap()
+        .load_run(&run_id)
+        .unwrap();
+    let state = agenthelm::RunState::replay(&stored.plan, &stored.events);
+    assert_eq!(&*state.steps()[0].id, "big");
+    assert_eq!(state.result(0).unwrap()["blob"].as_str(), Some(&*blob));
+    let shown = json(&run(dir.path(), &["runs", "show", &run_id, "--json"]));
+    assert_eq!(shown["rollback"][0]["step"], "big", "{shown}");
+    assert_eq!(shown["rollback"][0]["success"], true, "{shown}");
+}

@@ -363,6 +363,7 @@ async fn a_large_run_goes_in_several_requests() {
             EventKind::StepFinished {
                 status: StepStatus::Completed,
                 result: None,
+                result_call: None,
                 duration_ms: 1.0,
                 error: None,
             },

@@ -4,6 +4,7 @@ use agenthelm::orchestrate::CancelToken;
 use agenthelm::otlp::OtlpExporter;
 use agenthelm::store::RunStore;
 use agenthelm::{EventKind, Orchestrator, OrchestratorError, Plan, RunResult};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, OnceLock};
@@ -233,36 +234,59 @@ pub fn watch_ctrl_c(
     crate::interrupt::watch_run(cancel, notice)
 }
 
-/// The machine-readable result of `--json`.
-fn result_json(plan: &Plan, result: &RunResult) -> Value {
-    let steps: Vec<Value> = result
+/// The machine-readable result of `--json`. It borrows from the run: a step result may be
+/// megabytes, and is not copied to be printed.
+#[derive(Serialize)]
+struct ResultJson<'r> {
+    goal: &'r str,
+    success: bool,
+    run_id: Option<&'r str>,
+    answer: Option<&'r str>,
+    error: Option<&'r str>,
+    steps: Vec<StepJson<'r>>,
+    rollback: &'r Option<agenthelm::orchestrate::RollbackReport>,
+    token_usage: &'r agenthelm::TokenUsage,
+    total_cost_usd: f64,
+    unpriced_calls: u32,
+}
+
+#[derive(Serialize)]
+struct StepJson<'r> {
+    id: &'r str,
+    status: agenthelm::StepStatus,
+    agent: Option<&'r str>,
+    direct_tool: Option<&'r str>,
+    duration_ms: f64,
+    error: Option<&'r str>,
+    result: Option<&'r Value>,
+}
+
+fn result_json<'r>(plan: &'r Plan, result: &'r RunResult) -> ResultJson<'r> {
+    let steps = result
         .steps
         .iter()
-        .map(|outcome| {
-            let step = plan.get_step(&outcome.id);
-            json!({
-                "id": outcome.id,
-                "status": outcome.status,
-                "agent": outcome.agent,
-                "direct_tool": outcome.direct_tool,
-                "duration_ms": outcome.duration_ms,
-                "error": outcome.error,
-                "result": step.and_then(|s| s.result.clone()),
-            })
+        .map(|outcome| StepJson {
+            id: &outcome.id,
+            status: outcome.status,
+            agent: outcome.agent.as_deref(),
+            direct_tool: outcome.direct_tool.as_deref(),
+            duration_ms: outcome.duration_ms,
+            error: outcome.error.as_deref(),
+            result: plan.get_step(&outcome.id).and_then(|s| s.result.as_ref()),
         })
         .collect();
-    json!({
-        "goal": plan.goal,
-        "success": result.success,
-        "run_id": result.run_id,
-        "answer": result.answer,
-        "error": result.error,
-        "steps": steps,
-        "rollback": result.rollback,
-        "token_usage": result.token_usage,
-        "total_cost_usd": result.total_cost_usd,
-        "unpriced_calls": result.unpriced_calls,
-    })
+    ResultJson {
+        goal: &plan.goal,
+        success: result.success,
+        run_id: result.run_id.as_deref(),
+        answer: result.answer.as_deref(),
+        error: result.error.as_deref(),
+        steps,
+        rollback: &result.rollback,
+        token_usage: &result.token_usage,
+        total_cost_usd: result.total_cost_usd,
+        unpriced_calls: result.unpriced_calls,
+    }
 }
 
 /// Asks a yes/no question at the terminal; refuses when there is no terminal.

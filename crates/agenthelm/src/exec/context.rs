@@ -147,7 +147,6 @@ impl StepContext {
             call_id: call_id.to_owned(),
             tool: spec.name.clone(),
             args: args.clone(),
-            result: None,
             compensating_tool: spec.contract.compensating_tool.clone(),
             in_progress: true,
         });
@@ -164,22 +163,18 @@ impl StepContext {
     ) {
         // The outcome replaces the intent noted before the call (same call id) in the run state.
         let contract = &spec.contract;
-        let result = match outcome {
-            Ok(value)
-                if contract.compensating_tool.is_some() || !contract.side_effects.is_empty() =>
-            {
-                Some(value.clone())
-            }
-            Err(ToolError::Failed(_) | ToolError::Timeout { .. }) if contract.partial_effects => {
-                None
-            }
-            _ => return,
+        let changed = match outcome {
+            Ok(_) => contract.compensating_tool.is_some() || !contract.side_effects.is_empty(),
+            Err(ToolError::Failed(_) | ToolError::Timeout { .. }) => contract.partial_effects,
+            Err(_) => false,
         };
+        if !changed {
+            return;
+        }
         self.push_effect(Effect {
             call_id: call_id.to_owned(),
             tool: spec.name.clone(),
             args: args.clone(),
-            result,
             compensating_tool: contract.compensating_tool.clone(),
             in_progress: false,
         });

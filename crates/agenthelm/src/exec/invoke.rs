@@ -20,9 +20,26 @@ pub(crate) async fn invoke(
     ctx: &StepContext,
     purpose: CallPurpose,
 ) -> Result<Value, ToolError> {
+    invoke_recorded(tool, args, ctx, purpose)
+        .await
+        .map(|(output, _)| output)
+}
+
+/// [`invoke`], also giving the id of the call, whose [`ToolCall`](EventKind::ToolCall) event
+/// holds the output: an event that needs the output again can name the call instead.
+pub(crate) async fn invoke_recorded(
+    tool: &Arc<dyn Tool>,
+    args: Value,
+    ctx: &StepContext,
+    purpose: CallPurpose,
+) -> Result<(Value, String), ToolError> {
     let admitted = admit(tool, args, ctx, purpose).await?;
     match ctx.sink().before_action() {
-        Ok(permit) => admitted.call(ctx, permit).await,
+        Ok(permit) => {
+            let call_id = admitted.call_id.clone();
+            let output = admitted.call(ctx, permit).await?;
+            Ok((output, call_id))
+        }
         Err(e) => Err(admitted.not_called(ctx, &e)),
     }
 }

@@ -37,8 +37,10 @@ struct Inner {
 
 struct Journal {
     store: Arc<dyn RunStore>,
-    /// Events not yet written; the lock also keeps flushes in order.
-    pending: Mutex<Vec<Event>>,
+    /// How many of the recorded events are written: the rest wait for the next flush. Taken
+    /// after the event list's lock. (The list itself is the buffer, so an event with a big
+    /// output is not held twice.)
+    written: Mutex<usize>,
     failed: AtomicBool,
     error: Mutex<Option<StoreError>>,
 }
@@ -89,7 +91,7 @@ impl EventSink {
                 observers,
                 journal: journal.map(|store| Journal {
                     store,
-                    pending: Mutex::new(Vec::new()),
+                    written: Mutex::new(0),
                     failed: AtomicBool::new(false),
                     error: Mutex::new(None),
                 }),
@@ -106,9 +108,6 @@ impl EventSink {
         // One critical section for the event list, the journal, the run state and the observers:
         // all of them see the events of parallel steps in one and the same order.
         let mut events = lock(&self.inner.events);
-        if let Some(journal) = &self.inner.journal {
-            lock(&journal.pending).push(event.clone());
-        }
         if let Some(state) = &self.inner.state {
             lock(state).apply(&event);
         }
@@ -124,16 +123,18 @@ impl EventSink {
         let Some(journal) = &self.inner.journal else {
             return Ok(());
         };
-        let mut pending = lock(&journal.pending);
+        let events = lock(&self.inner.events);
+        let mut written = lock(&journal.written);
         if let Some(error) = self.journal_error() {
             return Err(error);
         }
+        let pending = &events[(*written).min(events.len())..];
         if pending.is_empty() {
             return Ok(());
         }
-        match journal.store.append_batch(&pending) {
+        match journal.store.append_batch(pending) {
             Ok(()) => {
-                pending.clear();
+                *written = events.len();
                 Ok(())
             }
             Err(error) => {
@@ -168,9 +169,16 @@ impl EventSink {
         lock(&journal.error).clone()
     }
 
-    /// Takes every event recorded so far, leaving the sink empty.
+    /// Takes every event recorded so far, leaving the sink empty. With a journal, the events
+    /// not yet written are written first (a failure is kept, see
+    /// [`journal_error`](Self::journal_error)).
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *lock(&self.inner.events))
+        let _ = self.flush();
+        let mut events = lock(&self.inner.events);
+        if let Some(journal) = &self.inner.journal {
+            *lock(&journal.written) = 0;
+        }
+        std::mem::take(&mut *events)
     }
 
     /// How many events are recorded and not yet taken.

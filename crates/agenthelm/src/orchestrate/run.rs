@@ -14,7 +14,7 @@ use super::orchestrator::Config;
 use super::outcome::{RollbackReport, RunResult, StepOutcome};
 use super::rollback::{self, Progress, Undo};
 use crate::agent::{Agent, AgentResult, StepTask};
-use crate::exec::invoke::invoke;
+use crate::exec::invoke::invoke_recorded;
 use crate::exec::StepContext;
 use crate::exec::{ActionPermit, EventSink};
 use crate::plan::graph::Graph;
@@ -49,10 +49,16 @@ pub(super) enum Halt {
 /// What a finished step task reports back to the scheduler.
 struct Finished {
     index: usize,
-    outcome: Result<Value, String>,
+    outcome: Result<Output, String>,
     /// The agent's result (usage, cost, events it returned), for agent steps.
     agent_result: Option<AgentResult>,
     duration_ms: f64,
+}
+
+/// A step's result, and the tool call whose output it is (a direct call).
+struct Output {
+    value: Value,
+    call: Option<String>,
 }
 
 /// A step in flight: its context holds the effects it has had so far.
@@ -138,9 +144,9 @@ impl Run {
         self.stop = self
             .sink
             .state(|state| {
-                for (step, record) in plan.steps.iter_mut().zip(state.steps()) {
+                for (i, (step, record)) in plan.steps.iter_mut().zip(state.steps()).enumerate() {
                     step.status = record.status;
-                    step.result.clone_from(&record.result);
+                    step.result = state.result(i).cloned();
                     step.error.clone_from(&record.error);
                 }
                 state.stop_reason()
@@ -362,13 +368,19 @@ impl Run {
                 self.record_agent_event(&running.ctx, event.clone());
             }
         }
-        let (status, result, error) = match finished.outcome {
-            Ok(value) => (StepStatus::Completed, Some(value), None),
-            Err(error) => (StepStatus::Failed, None, Some(error)),
+        let (status, result, result_call, error) = match finished.outcome {
+            Ok(Output { value, call }) => (StepStatus::Completed, Some(value), call, None),
+            Err(error) => (StepStatus::Failed, None, None, Some(error)),
         };
         running.ctx.emit(EventKind::StepFinished {
             status,
-            result: result.clone(),
+            // The output of a direct call is on record already: name the call, not a copy.
+            result: if result_call.is_none() {
+                result.clone()
+            } else {
+                None
+            },
+            result_call,
             duration_ms: finished.duration_ms,
             error: error.clone(),
         });
@@ -417,6 +429,7 @@ impl Run {
             running.ctx.emit(EventKind::StepFinished {
                 status: StepStatus::Failed,
                 result: None,
+                result_call: None,
                 duration_ms,
                 error: Some(error),
             });
@@ -527,17 +540,22 @@ async fn run_step(
     task: StepTask,
     ctx: &StepContext,
     _permit: ActionPermit,
-) -> (Result<Value, String>, Option<AgentResult>) {
+) -> (Result<Output, String>, Option<AgentResult>) {
     match dispatch {
         Dispatch::Direct(tool) => {
             // Boxed so the (rarely small) tool-call state does not bloat every step's task.
-            let call = Box::pin(invoke(&tool, task.args, ctx, CallPurpose::Execute));
-            (call.await.map_err(|e| e.to_string()), None)
+            let call = Box::pin(invoke_recorded(&tool, task.args, ctx, CallPurpose::Execute));
+            let outcome = call.await.map(|(value, call)| Output {
+                value,
+                call: Some(call),
+            });
+            (outcome.map_err(|e| e.to_string()), None)
         }
         Dispatch::Agent(agent) => {
             let result = agent.run_step(&task, ctx).await;
             let outcome = if result.success {
-                Ok(result.answer.clone().map_or(Value::Null, Value::String))
+                let value = result.answer.clone().map_or(Value::Null, Value::String);
+                Ok(Output { value, call: None })
             } else {
                 Err(result.error.clone().unwrap_or_else(|| {
                     format!(

@@ -133,6 +133,7 @@ mod tests {
                 EventKind::StepFinished {
                     status: StepStatus::Completed,
                     result: None,
+                    result_call: None,
                     duration_ms: 3.0,
                     error: None,
                 },

@@ -29,7 +29,7 @@ use crate::trace::{CallPurpose, Event, EventKind, RunState};
 /// let spans = spans_of(&[
 ///     event(None, EventKind::RunStarted { goal: "demo".into(), steps: 1 }),
 ///     event(Some("a"), EventKind::StepStarted { direct_tool: None }),
-///     event(Some("a"), EventKind::StepFinished { status: StepStatus::Completed, result: None, duration_ms: 0.0, error: None }),
+///     event(Some("a"), EventKind::StepFinished { status: StepStatus::Completed, result: None, result_call: None, duration_ms: 0.0, error: None }),
 ///     event(None, EventKind::RunFinished { success: true, duration_ms: 0.0 }),
 /// ]);
 /// assert_eq!(spans.len(), 2);

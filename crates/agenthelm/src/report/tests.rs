@@ -40,6 +40,7 @@ fn finished(
         EventKind::StepFinished {
             status,
             result: None,
+            result_call: None,
             duration_ms,
             error: error.map(str::to_owned),
         },

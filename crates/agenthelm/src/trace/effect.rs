@@ -3,6 +3,10 @@ use serde_json::Value;
 
 /// A tool call that changed (or may have changed) something outside the process: what rollback
 /// has to undo.
+///
+/// The call's output is not repeated here: it is in the call's
+/// [`ToolCall`](crate::EventKind::ToolCall) event (same `call_id`). Journals written before
+/// 0.2 carry a `result` field as well; it is ignored when read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Effect {
     /// The call's id.
@@ -11,8 +15,6 @@ pub struct Effect {
     pub tool: String,
     /// Its arguments.
     pub args: Value,
-    /// Its result (`None` when it failed but declares partial effects).
-    pub result: Option<Value>,
     /// The tool that undoes it, if it has one.
     pub compensating_tool: Option<String>,
     /// Recorded before the call finished (a tool with partial effects): the call may or may not

@@ -155,9 +155,14 @@ pub enum EventKind {
     StepFinished {
         /// Its new status.
         status: StepStatus,
-        /// Its result, when it completed.
+        /// Its result, when it completed and `result_call` is not given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
+        /// The call whose output is the step's result (a step that calls its tool directly):
+        /// the output is kept once, in that call's [`ToolCall`](EventKind::ToolCall) event, which
+        /// comes earlier in the journal. [`RunState`] fills the step's result in from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result_call: Option<String>,
         /// How long it ran.
         duration_ms: f64,
         /// The error, when it failed.

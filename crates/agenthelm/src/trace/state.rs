@@ -87,8 +87,8 @@ pub struct StepRecord {
     pub finished_ms: Option<u64>,
     /// Wall time of its latest finished attempt.
     pub duration_ms: Option<f64>,
-    /// Its result, when it completed.
-    pub result: Option<Value>,
+    /// Its result, when it completed: read it with [`RunState::result`].
+    result: StepResult,
     /// Its error, when it failed.
     pub error: Option<String>,
     /// The agent that ran it (from its events), else the one the plan names.
@@ -99,10 +99,22 @@ pub struct StepRecord {
     pub effects: Vec<Effect>,
     /// The plan gives the step a compensating tool of its own.
     own_compensation: bool,
+    /// Its latest tool call, as a position in the run's tool calls.
+    last_call: Option<usize>,
     /// Queued in the undo log.
     queued: bool,
     /// Named by the rollback's plan.
     in_rollback: bool,
+}
+
+/// Where a step's result is kept: the output of a direct call is not copied out of its call.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum StepResult {
+    #[default]
+    None,
+    Value(Value),
+    /// The output of this tool call (a position in the run's tool calls).
+    Call(usize),
 }
 
 /// Where a compensating action stands.
@@ -320,7 +332,10 @@ impl RunState {
             record.own_compensation = step.compensate_tool.is_some();
             if step.status == StepStatus::Completed {
                 record.status = StepStatus::Completed;
-                record.result = step.result.clone();
+                record.result = step
+                    .result
+                    .clone()
+                    .map_or(StepResult::None, StepResult::Value);
                 state.queue_undo(i);
             }
         }
@@ -393,11 +408,21 @@ impl RunState {
                 EventKind::StepFinished {
                     status,
                     result,
+                    result_call,
                     duration_ms,
                     error,
                 },
                 Some(i),
-            ) => self.finish_step(i, *status, result, error, *duration_ms, at),
+            ) => {
+                let result = match (result_call, result) {
+                    (Some(call), _) => self
+                        .call_of(i, call)
+                        .map_or(StepResult::None, StepResult::Call),
+                    (None, Some(value)) => StepResult::Value(value.clone()),
+                    (None, None) => StepResult::None,
+                };
+                self.finish_step(i, *status, result, error, *duration_ms, at);
+            }
             (EventKind::RollbackStarted { steps }, _) => self.start_rollback(steps),
             (EventKind::CompensationStarted { action, tool, .. }, Some(i)) => {
                 let entry = self.ledger_entry(i, *action, tool);
@@ -465,12 +490,13 @@ impl RunState {
             started_ms: None,
             finished_ms: None,
             duration_ms: None,
-            result: None,
+            result: StepResult::None,
             error: None,
             agent: None,
             direct_tool: None,
             effects: Vec::new(),
             own_compensation: false,
+            last_call: None,
             queued: false,
             in_rollback: false,
         });
@@ -575,9 +601,10 @@ impl RunState {
         };
         if let Some(i) = step {
             // A call that ended without recording an effect did not leave its intent behind.
-            self.steps[i]
-                .effects
+            let s = &mut self.steps[i];
+            s.effects
                 .retain(|e| !(e.in_progress && &e.call_id == call_id));
+            s.last_call = Some(self.tool_calls.len());
         }
         self.tool_calls.push(ToolCallRecord {
             seq: self.seq,
@@ -595,18 +622,31 @@ impl RunState {
         });
     }
 
+    /// Where step `i`'s call `call_id` is among the tool calls: its latest call, normally, else
+    /// found among the calls before it.
+    fn call_of(&self, i: usize, call_id: &str) -> Option<usize> {
+        let is_it = |k: &usize| {
+            let c = &self.tool_calls[*k];
+            c.step == Some(i) && c.call_id == call_id
+        };
+        self.steps[i]
+            .last_call
+            .filter(is_it)
+            .or_else(|| (0..self.tool_calls.len()).rev().find(is_it))
+    }
+
     fn finish_step(
         &mut self,
         i: usize,
         status: StepStatus,
-        result: &Option<Value>,
+        result: StepResult,
         error: &Option<String>,
         duration_ms: f64,
         at_ms: u64,
     ) {
         let s = &mut self.steps[i];
         s.status = status;
-        s.result.clone_from(result);
+        s.result = result;
         s.error.clone_from(error);
         s.duration_ms = Some(duration_ms);
         s.finished_ms = Some(at_ms);
@@ -790,6 +830,15 @@ impl RunState {
         &self.resumes
     }
 
+    /// The result of step `step` (a position in [`steps`](Self::steps)), when it completed.
+    pub fn result(&self, step: usize) -> Option<&Value> {
+        match &self.steps.get(step)?.result {
+            StepResult::None => None,
+            StepResult::Value(value) => Some(value),
+            StepResult::Call(k) => self.tool_calls.get(*k)?.output.as_ref(),
+        }
+    }
+
     /// Why the run is stopping: its first failed step, or (a rollback under way with no failed
     /// step) that it was stopped. `None` while nothing went wrong.
     pub fn stop_reason(&self) -> Option<StopReason> {
@@ -849,7 +898,6 @@ mod tests {
             call_id: call_id.into(),
             tool: "create".into(),
             args: json!({}),
-            result: None,
             compensating_tool: Some("delete".into()),
             in_progress,
         }
@@ -930,6 +978,7 @@ mod tests {
                 EventKind::StepFinished {
                     status: StepStatus::Completed,
                     result: Some(json!("x")),
+                    result_call: None,
                     duration_ms: 6.0,
                     error: None,
                 },
@@ -948,6 +997,7 @@ mod tests {
                 EventKind::StepFinished {
                     status: StepStatus::Failed,
                     result: None,
+                    result_call: None,
                     duration_ms: 1.0,
                     error: Some("no".into()),
                 },
@@ -1218,6 +1268,7 @@ mod tests {
                     EventKind::StepFinished {
                         status: StepStatus::Completed,
                         result: None,
+                        result_call: None,
                         duration_ms: 1.0,
                         error: None,
                     },
@@ -1242,5 +1293,69 @@ mod tests {
             ],
         );
         assert_eq!(state.steps()[0].status, StepStatus::Completed);
+    }
+
+    fn call(call_id: &str, output: Value) -> EventKind {
+        EventKind::ToolCall {
+            call_id: call_id.into(),
+            tool: "create".into(),
+            args: json!({}),
+            output: Some(output),
+            error: None,
+            attempts: 1,
+            duration_ms: 1.0,
+            purpose: CallPurpose::Execute,
+        }
+    }
+
+    fn finished_from(call_id: &str) -> EventKind {
+        EventKind::StepFinished {
+            status: StepStatus::Completed,
+            result: None,
+            result_call: Some(call_id.into()),
+            duration_ms: 1.0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_step_result_named_by_its_call_is_that_calls_output() {
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        plan.steps.push(PlanStep::new("b", "b"));
+        let state = RunState::replay(
+            &plan,
+            &[
+                at(Some("a"), 1, call("a#1", json!({"id": 1}))),
+                at(Some("b"), 1, call("b#1", json!({"id": 2}))),
+                // A later call of the step is not the one named.
+                at(Some("a"), 2, call("a#2", json!("other"))),
+                at(Some("b"), 3, finished_from("b#1")),
+                at(Some("a"), 3, finished_from("a#1")),
+            ],
+        );
+        assert_eq!(state.result(0), Some(&json!({"id": 1})));
+        assert_eq!(state.result(1), Some(&json!({"id": 2})));
+    }
+
+    #[test]
+    fn journals_that_repeat_outputs_still_read() {
+        // Before 0.2 an effect and a step's end carried their own copy of the output.
+        let lines = [
+            r#"{"timestamp_ms":1,"step_id":"a","type":"step_started"}"#,
+            r#"{"timestamp_ms":1,"step_id":"a","type":"effect","effect":{"call_id":"a#1","tool":"create","args":{},"result":{"id":7},"compensating_tool":"delete"}}"#,
+            r#"{"timestamp_ms":2,"step_id":"a","type":"tool_call","call_id":"a#1","tool":"create","args":{},"output":{"id":7},"attempts":1,"duration_ms":1.0,"purpose":"execute"}"#,
+            r#"{"timestamp_ms":3,"step_id":"a","type":"step_finished","status":"completed","result":{"id":7},"duration_ms":1.0}"#,
+        ];
+        let events: Vec<Event> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let mut plan = Plan::new("g");
+        plan.steps.push(PlanStep::new("a", "a"));
+        let state = RunState::replay(&plan, &events);
+        assert_eq!(state.result(0), Some(&json!({"id": 7})));
+        assert_eq!(state.steps()[0].effects.len(), 1);
+        assert_eq!(state.undo_log().count(), 1);
     }
 }
