@@ -8,6 +8,7 @@ use agenthelm::prelude::*;
 use agenthelm::store::{
     EventFilter, JsonlStore, RunStore, RunSummary, SqliteStore, StoreError, StoredRun,
 };
+use agenthelm::RunState;
 use agenthelm_test_support::TempDir;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -632,4 +633,101 @@ async fn a_run_killed_after_its_last_event_is_recorded_as_ended_on_resume() {
     );
     assert_eq!(durable.list_runs(1).unwrap()[0].success, Some(false));
     assert_eq!(count(&calls, "remove", "a"), 1, "nothing was undone twice");
+}
+
+#[tokio::test]
+async fn an_outline_leaves_out_arguments_outputs_and_results_on_both_backends() {
+    let dir = TempDir::new("outline");
+    let stores: Vec<Arc<dyn RunStore>> = vec![
+        Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
+        Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
+    ];
+    for store in stores {
+        let calls = Calls::default();
+        let mut failing = plan(true);
+        // Big enough for the SQLite store to drop it in SQL, before it is read out.
+        failing.steps[0].args = json!({"name": "x".repeat(10_000)});
+        let run = orchestrator(&calls, store.clone())
+            .execute(&mut failing)
+            .await
+            .unwrap();
+        let id = run.run_id.as_deref().unwrap();
+        let full = store.load_run(id).unwrap();
+        let outline = store.load_run_outline(id).unwrap();
+        assert_eq!(outline.summary, full.summary);
+        assert_eq!(outline.plan, full.plan);
+        let outputs = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        &e.kind,
+                        EventKind::ToolCall {
+                            output: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert!(outputs(&full.events) > 0);
+        assert_eq!(outputs(&outline.events), 0);
+        assert_eq!(outline.events.len(), full.events.len());
+        for (whole, thin) in full.events.iter().zip(&outline.events) {
+            let mut stripped = whole.clone();
+            stripped.kind.strip_payloads();
+            assert_eq!(&stripped, thin);
+        }
+        // The run's shape is all there: statuses, attempts, rollback.
+        let whole = RunState::replay(&full.plan, &full.events);
+        let thin = RunState::replay(&outline.plan, &outline.events);
+        assert!(whole.result(0).is_some());
+        assert_eq!(thin.result(0), None);
+        let statuses = |s: &RunState| -> Vec<_> { s.steps().iter().map(|r| r.status).collect() };
+        assert_eq!(statuses(&thin), statuses(&whole));
+        assert_eq!(thin.rollback(), whole.rollback());
+    }
+}
+
+#[test]
+fn the_jsonl_run_list_reads_each_file_s_first_and_last_lines() {
+    let dir = TempDir::new("jsonl-list");
+    let store = JsonlStore::open(dir.join("runs")).unwrap();
+    store
+        .begin_run("run-open", &Plan::new("still going"))
+        .unwrap();
+    let mut event = Event::new(EventKind::Note {
+        message: "working".into(),
+    });
+    event.run_id = Some("run-open".into());
+    store.append(&event).unwrap();
+    store.begin_run("run-done", &Plan::new("done")).unwrap();
+    store
+        .finish_run("run-done", false, Some("it broke"))
+        .unwrap();
+    let listed = store.list_runs(10).unwrap();
+    let by_id: HashMap<_, _> = listed.iter().map(|r| (r.run_id.as_str(), r)).collect();
+    assert_eq!(by_id["run-open"].success, None);
+    assert_eq!(by_id["run-open"].goal, "still going");
+    assert_eq!(by_id["run-done"].success, Some(false));
+    assert_eq!(by_id["run-done"].error.as_deref(), Some("it broke"));
+
+    // A crash cut the last line short: the run is unfinished, and listing is no error.
+    let file = dir.join("runs").join("run-open.jsonl");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(r#"{"record":"finished","finished_ms":"#);
+    std::fs::write(&file, text).unwrap();
+    let listed = store.list_runs(10).unwrap();
+    assert!(listed
+        .iter()
+        .any(|r| r.run_id == "run-open" && r.success.is_none()));
+
+    // A file whose first line is not a run is named as damaged.
+    std::fs::write(
+        dir.join("runs").join("run-bad.jsonl"),
+        "{\"record\":\"finished\"}\n",
+    )
+    .unwrap();
+    let err = store.list_runs(10).unwrap_err();
+    assert!(err.to_string().contains("run-bad.jsonl"), "{err}");
 }

@@ -24,7 +24,10 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
             }
         }
         RunsAction::Show { run_id, json } => {
-            let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
+            // The digest shows no arguments, outputs or results: they are not read.
+            let stored = store
+                .load_run_outline(run_id)
+                .map_err(crate::exit::read_error)?;
             let digest = Digest::of(&stored);
             if *json {
                 crate::out::json(&digest)?;

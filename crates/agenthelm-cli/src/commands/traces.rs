@@ -37,7 +37,7 @@ pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {
         }
         TracesAction::Show { id, json } => {
             let (run_id, seq) = parse_id(id)?;
-            let run = load_one(store.as_ref(), run_id)?;
+            let run = load_one(store.as_ref(), run_id, Detail::Full)?;
             let (trace, call) = Trace::at(&run, seq).ok_or_else(|| {
                 BadInput(format!(
                     "no trace `{id}`: event {seq} of run {run_id} is not a tool call or LLM call"
@@ -92,8 +92,20 @@ fn run_ids(store: &dyn RunStore, only: Option<&str>) -> anyhow::Result<Vec<Strin
     })
 }
 
-fn load_one(store: &dyn RunStore, run_id: &str) -> anyhow::Result<Run> {
-    let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
+/// How much of a run to read: listings show no arguments or outputs, so they read the
+/// outline ([`RunStore::load_run_outline`]).
+#[derive(Debug, Clone, Copy)]
+enum Detail {
+    Full,
+    Outline,
+}
+
+fn load_one(store: &dyn RunStore, run_id: &str, detail: Detail) -> anyhow::Result<Run> {
+    let stored = match detail {
+        Detail::Full => store.load_run(run_id),
+        Detail::Outline => store.load_run_outline(run_id),
+    }
+    .map_err(crate::exit::read_error)?;
     Ok(Run {
         id: run_id.to_owned(),
         state: RunState::replay(&stored.plan, &stored.events),
@@ -257,7 +269,7 @@ fn collect(
 ) -> anyhow::Result<Vec<Trace>> {
     let mut kept: Vec<Trace> = Vec::new();
     for run_id in run_ids(store, only)? {
-        let run = load_one(store, &run_id)?;
+        let run = load_one(store, &run_id, Detail::Outline)?;
         let matching = Trace::calls(&run)
             .map(|call| Trace::of(&run, call))
             .filter(|trace| conditions.matches(trace));

@@ -34,7 +34,8 @@ pub struct JsonlStore {
     write: Mutex<()>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A line as read.
+#[derive(Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 enum Line {
     Run {
@@ -53,6 +54,29 @@ enum Line {
         error: Option<String>,
     },
 }
+
+/// A line to write, borrowing what it holds (an event may hold megabytes).
+#[derive(Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum LineOut<'a> {
+    Run {
+        run_id: &'a str,
+        started_ms: u64,
+        plan: &'a Plan,
+    },
+    Event {
+        #[serde(flatten)]
+        event: &'a Event,
+    },
+    Finished {
+        finished_ms: u64,
+        success: bool,
+        error: Option<&'a str>,
+    },
+}
+
+/// How far from its end a run file is searched for its last line when runs are listed.
+const TAIL: u64 = 1 << 20;
 
 impl JsonlStore {
     /// Uses `dir` (created owner-only when missing).
@@ -87,11 +111,11 @@ impl JsonlStore {
         Ok(self.file(run_id)?.with_extension("claim"))
     }
 
-    fn write_line(&self, path: &Path, line: &Line, create: bool) -> Result<(), StoreError> {
+    fn write_line(&self, path: &Path, line: &LineOut, create: bool) -> Result<(), StoreError> {
         self.write_lines(path, std::slice::from_ref(line), create)
     }
 
-    fn write_lines(&self, path: &Path, lines: &[Line], create: bool) -> Result<(), StoreError> {
+    fn write_lines(&self, path: &Path, lines: &[LineOut], create: bool) -> Result<(), StoreError> {
         let mut text = String::new();
         for line in lines {
             text.push_str(&serde_json::to_string(line).map_err(|e| io(path, e))?);
@@ -114,7 +138,13 @@ impl JsonlStore {
         file.write_all(text.as_bytes()).map_err(|e| io(path, e))
     }
 
-    fn read(&self, path: &Path) -> Result<(RunSummary, Plan, Vec<Event>), StoreError> {
+    /// The whole run in `path`; with `outline`, each event without its payloads (see
+    /// [`RunStore::load_run_outline`]), dropped line by line.
+    fn read(
+        &self,
+        path: &Path,
+        outline: bool,
+    ) -> Result<(RunSummary, Plan, Vec<Event>), StoreError> {
         let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::UnknownRun(stem(path)),
             _ => io(path, e),
@@ -157,7 +187,12 @@ impl JsonlStore {
                     };
                     header = Some((summary, plan));
                 }
-                (Line::Event { event }, Some(_)) => events.push(event),
+                (Line::Event { mut event }, Some(_)) => {
+                    if outline {
+                        event.kind.strip_payloads();
+                    }
+                    events.push(event);
+                }
                 (
                     Line::Finished {
                         finished_ms,
@@ -188,6 +223,48 @@ impl JsonlStore {
         Ok((summary, plan, events))
     }
 
+    /// The summary of the run in `path`, from its first line and its last: a listing does not
+    /// read the events between.
+    fn summary(&self, path: &Path) -> Result<RunSummary, StoreError> {
+        let mut file = File::open(path).map_err(|e| io(path, e))?;
+        let mut first = String::new();
+        BufReader::new(&mut file)
+            .read_line(&mut first)
+            .map_err(|e| io(path, e))?;
+        let mut summary = match serde_json::from_str(&first) {
+            Ok(Line::Run {
+                run_id,
+                started_ms,
+                plan,
+            }) => RunSummary {
+                run_id,
+                goal: plan.goal,
+                steps: plan.steps.len(),
+                started_ms,
+                finished_ms: None,
+                success: None,
+                error: None,
+            },
+            // Not a run's first line: the full read names what is wrong.
+            _ => return self.read(path, true).map(|(summary, ..)| summary),
+        };
+        let Some(last) = last_line(&mut file).map_err(|e| io(path, e))? else {
+            // The last line is longer than the tail searched: only the full read can tell.
+            return self.read(path, true).map(|(summary, ..)| summary);
+        };
+        if let Ok(Line::Finished {
+            finished_ms,
+            success,
+            error,
+        }) = serde_json::from_str(&last)
+        {
+            summary.finished_ms = Some(finished_ms);
+            summary.success = Some(success);
+            summary.error = error;
+        }
+        Ok(summary)
+    }
+
     fn run_files(&self) -> Result<Vec<PathBuf>, StoreError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         let mut files = Vec::new();
@@ -204,10 +281,10 @@ impl JsonlStore {
 impl RunStore for JsonlStore {
     fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
         let path = self.file(run_id)?;
-        let line = Line::Run {
-            run_id: run_id.to_owned(),
+        let line = LineOut::Run {
+            run_id,
             started_ms: now_ms(),
-            plan: plan.clone(),
+            plan,
         };
         self.write_line(&path, &line, true)
     }
@@ -218,14 +295,12 @@ impl RunStore for JsonlStore {
 
     fn append_batch(&self, events: &[Event]) -> Result<(), StoreError> {
         // Events of one batch may belong to different runs: one write per run file.
-        let mut by_run: Vec<(&str, Vec<Line>)> = Vec::new();
+        let mut by_run: Vec<(&str, Vec<LineOut>)> = Vec::new();
         for event in events {
             let run_id = event.run_id.as_deref().ok_or_else(|| {
                 StoreError::Backend("the JSON-lines store keeps only events of a run".into())
             })?;
-            let line = Line::Event {
-                event: event.clone(),
-            };
+            let line = LineOut::Event { event };
             match by_run.iter_mut().find(|(id, _)| *id == run_id) {
                 Some((_, lines)) => lines.push(line),
                 None => by_run.push((run_id, vec![line])),
@@ -244,16 +319,25 @@ impl RunStore for JsonlStore {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let path = self.file(run_id)?;
-        let line = Line::Finished {
+        let line = LineOut::Finished {
             finished_ms: now_ms(),
             success,
-            error: error.map(str::to_owned),
+            error,
         };
         self.write_line(&path, &line, false)
     }
 
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
-        let (summary, plan, events) = self.read(&self.file(run_id)?)?;
+        let (summary, plan, events) = self.read(&self.file(run_id)?, false)?;
+        Ok(StoredRun {
+            summary,
+            plan,
+            events,
+        })
+    }
+
+    fn load_run_outline(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        let (summary, plan, events) = self.read(&self.file(run_id)?, true)?;
         Ok(StoredRun {
             summary,
             plan,
@@ -264,7 +348,7 @@ impl RunStore for JsonlStore {
     fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let mut runs = Vec::new();
         for path in self.run_files()? {
-            runs.push(self.read(&path)?.0);
+            runs.push(self.summary(&path)?);
         }
         runs.sort_by(|a, b| {
             b.started_ms
@@ -301,7 +385,7 @@ impl RunStore for JsonlStore {
         };
         let mut events = Vec::new();
         for path in files {
-            let (_, _, run_events) = self.read(&path)?;
+            let (_, _, run_events) = self.read(&path, false)?;
             events.extend(run_events.into_iter().filter(|e| filter.matches(e)));
         }
         events.sort_by_key(|e| e.timestamp_ms);
@@ -402,6 +486,24 @@ fn lock_exclusive(file: &File) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn lock_exclusive(_file: &File) -> std::io::Result<()> {
     Ok(())
+}
+
+/// The last non-empty line of `file`, read from its end; `None` when it is longer than
+/// [`TAIL`].
+fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.seek(SeekFrom::End(0))?;
+    let from = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::with_capacity((len - from) as usize);
+    file.read_to_end(&mut tail)?;
+    let text = String::from_utf8_lossy(&tail);
+    let text = text.trim_end();
+    match text.rfind('\n') {
+        Some(at) => Ok(Some(text[at + 1..].to_owned())),
+        None if from == 0 => Ok(Some(text.to_owned())),
+        None => Ok(None),
+    }
 }
 
 fn stem(path: &Path) -> String {

@@ -53,6 +53,19 @@ pub trait RunStore: Send + Sync {
     /// A run's plan (as it was when the run began), its summary and all its events, in order.
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError>;
 
+    /// [`load_run`](Self::load_run) without the parts that can be big and that views listing or
+    /// summing up a run do not show: tool arguments, tool outputs and step results are left out
+    /// (see [`EventKind::strip_payloads`](crate::EventKind::strip_payloads)). A run whose tool
+    /// printed megabytes is summed up without reading them into memory where the backend can
+    /// skip them; the default loads the whole run, then strips it.
+    fn load_run_outline(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        let mut run = self.load_run(run_id)?;
+        for event in &mut run.events {
+            event.kind.strip_payloads();
+        }
+        Ok(run)
+    }
+
     /// The most recent runs first, at most `limit`.
     fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
 

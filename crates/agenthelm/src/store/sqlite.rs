@@ -203,40 +203,11 @@ impl RunStore for SqliteStore {
     }
 
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
-        let db = self.lock();
-        let row = db
-            .query_row(
-                "SELECT plan, goal, steps, started_ms, finished_ms, success, error FROM runs WHERE run_id = ?1",
-                [run_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        summary_from(run_id.to_owned(), r, 1)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((plan, summary)) = row else {
-            return Err(StoreError::UnknownRun(run_id.to_owned()));
-        };
-        let plan: Plan = serde_json::from_str(&plan).map_err(|e| self.damaged(run_id, e))?;
-        let mut select = db
-            .prepare("SELECT body FROM events WHERE run_id = ?1 ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let bodies = select
-            .query_map([run_id], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        let mut events = Vec::new();
-        for body in bodies {
-            let body = body.map_err(|e| self.err(e))?;
-            events.push(serde_json::from_str(&body).map_err(|e| self.damaged(run_id, e))?);
-        }
-        Ok(StoredRun {
-            summary,
-            plan,
-            events,
-        })
+        self.load(run_id, false)
+    }
+
+    fn load_run_outline(&self, run_id: &str) -> Result<StoredRun, StoreError> {
+        self.load(run_id, true)
     }
 
     fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
@@ -334,6 +305,50 @@ impl RunStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// A run; with `outline`, each event without its payloads (see
+    /// [`RunStore::load_run_outline`]), dropped row by row.
+    fn load(&self, run_id: &str, outline: bool) -> Result<StoredRun, StoreError> {
+        let db = self.lock();
+        let row = db
+            .query_row(
+                "SELECT plan, goal, steps, started_ms, finished_ms, success, error FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        summary_from(run_id.to_owned(), r, 1)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((plan, summary)) = row else {
+            return Err(StoreError::UnknownRun(run_id.to_owned()));
+        };
+        let plan: Plan = serde_json::from_str(&plan).map_err(|e| self.damaged(run_id, e))?;
+        let mut select = db
+            .prepare("SELECT body FROM events WHERE run_id = ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let mut rows = select.query([run_id]).map_err(|e| self.err(e))?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            // Parsed where SQLite holds it: a body of megabytes is not copied first.
+            let body = row.get_ref(0).map_err(|e| self.err(e))?;
+            let body = body.as_bytes().map_err(|e| self.damaged(run_id, e))?;
+            let mut event: Event =
+                serde_json::from_slice(body).map_err(|e| self.damaged(run_id, e))?;
+            if outline {
+                event.kind.strip_payloads();
+            }
+            events.push(event);
+        }
+        Ok(StoredRun {
+            summary,
+            plan,
+            events,
+        })
+    }
+
     fn damaged(&self, run_id: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),

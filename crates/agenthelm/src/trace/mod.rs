@@ -219,6 +219,22 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Leaves out what can be big and only a detailed view shows: tool arguments (as `null`),
+    /// tool outputs and step results (as `None`). See
+    /// [`RunStore::load_run_outline`](crate::store::RunStore::load_run_outline).
+    pub fn strip_payloads(&mut self) {
+        match self {
+            EventKind::ToolCall { args, output, .. } => {
+                *args = Value::Null;
+                *output = None;
+            }
+            EventKind::StepFinished { result, .. } => *result = None,
+            EventKind::CompensationStarted { args, .. } => *args = Value::Null,
+            EventKind::Effect { effect } => effect.args = Value::Null,
+            _ => {}
+        }
+    }
+
     /// The kind's name, as in the serialized `type` field.
     pub fn name(&self) -> &'static str {
         match self {
