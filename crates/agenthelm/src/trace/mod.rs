@@ -220,8 +220,8 @@ pub enum EventKind {
 
 impl EventKind {
     /// Leaves out what can be big and only a detailed view shows: tool arguments (as `null`),
-    /// tool outputs and step results (as `None`). See
-    /// [`RunStore::load_run_outline`](crate::store::RunStore::load_run_outline).
+    /// tool outputs and step results (as `None`). Run stores use it to load an outline of a
+    /// run for views that list or sum up runs.
     pub fn strip_payloads(&mut self) {
         match self {
             EventKind::ToolCall { args, output, .. } => {
