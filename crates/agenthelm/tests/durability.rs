@@ -8,6 +8,7 @@ use agenthelm::prelude::*;
 use agenthelm::store::{
     EventFilter, JsonlStore, RunStore, RunSummary, SqliteStore, StoreError, StoredRun,
 };
+use agenthelm::trace::RunPhase;
 use agenthelm::RunState;
 use agenthelm_test_support::TempDir;
 use serde_json::{json, Value};
@@ -730,4 +731,78 @@ fn the_jsonl_run_list_reads_each_file_s_first_and_last_lines() {
     .unwrap();
     let err = store.list_runs(10).unwrap_err();
     assert!(err.to_string().contains("run-bad.jsonl"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reviewed_plan_is_kept_as_revised_and_starts_on_resume() {
+    let dir = TempDir::new("review");
+    let stores: Vec<Arc<dyn RunStore>> = vec![
+        Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
+        Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
+    ];
+    for store in stores {
+        let calls = Calls::default();
+        let mut submitted = plan(false);
+        submitted.approved = false;
+        let id = "run-review";
+        store.begin_run(id, &submitted).unwrap();
+        let note = |kind| {
+            let mut event = Event::new(kind);
+            event.run_id = Some(id.into());
+            event
+        };
+        store
+            .append(&note(EventKind::PlanSubmitted {
+                by: Some("bo".into()),
+            }))
+            .unwrap();
+        let state = |store: &Arc<dyn RunStore>| {
+            let run = store.load_run(id).unwrap();
+            RunState::replay(&run.plan, &run.events)
+        };
+        assert_eq!(state(&store).phase(), RunPhase::AwaitingApproval);
+        let orchestrator = orchestrator(&calls, store.clone());
+        let refused = orchestrator.resume(id).await;
+        assert!(
+            matches!(refused, Err(OrchestratorError::NotApproved { .. })),
+            "{refused:?}"
+        );
+        assert!(calls.lock().unwrap().is_empty(), "nothing ran");
+
+        // The reviewer drops step d and approves.
+        let mut revised = submitted.clone();
+        revised.steps.pop();
+        revised.goal = "crash test, three steps".into();
+        revised.approved = true;
+        store.revise_plan(id, &revised).unwrap();
+        store
+            .append(&note(EventKind::PlanReviewed {
+                approved: true,
+                by: "al".into(),
+                reason: None,
+                edited: true,
+            }))
+            .unwrap();
+        assert_eq!(store.load_run(id).unwrap().plan, revised);
+        assert_eq!(
+            store.list_runs(1).unwrap()[0].goal,
+            "crash test, three steps"
+        );
+        assert_eq!(store.list_runs(1).unwrap()[0].steps, 3);
+
+        let (plan, result) = orchestrator.resume(id).await.unwrap();
+        assert!(result.success, "{:?}", result.error);
+        assert_eq!(plan.steps.len(), 3);
+        assert_eq!(calls.lock().unwrap().len(), 3);
+        let run = store.load_run(id).unwrap();
+        let kinds: Vec<&str> = run.events.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(
+            kinds[..3],
+            ["plan_submitted", "plan_reviewed", "run_started"]
+        );
+        assert!(!kinds.contains(&"run_resumed"), "{kinds:?}");
+        assert_eq!(state(&store).phase(), RunPhase::Succeeded);
+        let unknown = store.revise_plan("run-nope", &revised).unwrap_err();
+        assert!(matches!(unknown, StoreError::UnknownRun(_)), "{unknown:?}");
+    }
 }

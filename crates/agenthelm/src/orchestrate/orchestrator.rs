@@ -348,6 +348,10 @@ impl Orchestrator {
     /// [`InterruptedSteps`] rule; a rollback that was under way goes on where it stopped; a
     /// compensation that was started is never run a second time (one whose outcome is unknown
     /// is reported in the rollback's failures).
+    ///
+    /// A run that is recorded but never started (its plan was stored with
+    /// [`RunStore::begin_run`](crate::store::RunStore::begin_run) for a review, then approved)
+    /// starts from the beginning. The stored plan must be approved.
     pub async fn resume(&self, run_id: &str) -> Result<(Plan, RunResult), OrchestratorError> {
         self.resume_with_cancel(run_id, CancelToken::new()).await
     }
@@ -375,6 +379,11 @@ impl Orchestrator {
                 success,
             });
         }
+        if !stored.plan.approved {
+            return Err(OrchestratorError::NotApproved {
+                goal: stored.plan.goal.clone(),
+            });
+        }
         let graph = self.config.check(&stored.plan)?;
         let recovered = recover(&stored.plan, &stored.events, self.config.interrupted);
         if let Some(success) = recovered.state.end().map(|end| end.success) {
@@ -388,8 +397,16 @@ impl Orchestrator {
                 success,
             });
         }
-        let opening = EventKind::RunResumed {
-            interrupted: recovered.interrupted,
+        // A run recorded but never started (a plan approved after review) starts now.
+        let opening = if recovered.state.started() {
+            EventKind::RunResumed {
+                interrupted: recovered.interrupted,
+            }
+        } else {
+            EventKind::RunStarted {
+                goal: stored.plan.goal.clone(),
+                steps: stored.plan.steps.len(),
+            }
         };
         let start = (stored.plan, recovered.state, opening);
         let (plan, result) = self

@@ -187,6 +187,8 @@ impl<'e> TraceBuilder<'e> {
             | EventKind::RunFinished { .. }
             | EventKind::Approval { .. }
             | EventKind::Effect { .. }
+            | EventKind::PlanSubmitted { .. }
+            | EventKind::PlanReviewed { .. }
             | EventKind::Note { .. } => {}
         }
     }

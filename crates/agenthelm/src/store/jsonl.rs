@@ -312,6 +312,45 @@ impl RunStore for JsonlStore {
         Ok(())
     }
 
+    fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        // The plan is the file's first line: the file is written anew beside the old one and
+        // renamed over it, so a crash leaves one or the other, whole.
+        let path = self.file(run_id)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::UnknownRun(run_id.to_owned()),
+            _ => io(&path, e),
+        })?;
+        let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        let started_ms = match serde_json::from_str(first) {
+            Ok(Line::Run { started_ms, .. }) => started_ms,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    message: "line 1: not the run's first line".into(),
+                })
+            }
+        };
+        let header = LineOut::Run {
+            run_id,
+            started_ms,
+            plan,
+        };
+        let mut new = serde_json::to_string(&header).map_err(|e| io(&path, e))?;
+        new.push('\n');
+        new.push_str(rest);
+        let _one_writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let temporary = path.with_extension("jsonl.new");
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary).map_err(|e| io(&temporary, e))?;
+        file.write_all(new.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io(&temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| io(&path, e))
+    }
+
     fn finish_run(
         &self,
         run_id: &str,

@@ -42,6 +42,15 @@ pub trait RunStore: Send + Sync {
         events.iter().try_for_each(|event| self.append(event))
     }
 
+    /// Replaces the plan of run `run_id` before it starts (a plan changed during its review).
+    /// The default refuses: a store that does not override it cannot keep reviewed plans.
+    fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        let _ = plan;
+        Err(StoreError::Backend(format!(
+            "this store cannot change the plan of run `{run_id}`"
+        )))
+    }
+
     /// Records how a run ended.
     fn finish_run(
         &self,

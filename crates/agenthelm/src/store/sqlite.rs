@@ -187,6 +187,21 @@ impl RunStore for SqliteStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
+        let text = serde_json::to_string(plan).map_err(|e| self.err(e))?;
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE runs SET plan = ?2, goal = ?3, steps = ?4 WHERE run_id = ?1",
+                params![run_id, text, plan.goal, plan.steps.len() as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Err(StoreError::UnknownRun(run_id.to_owned()));
+        }
+        Ok(())
+    }
+
     fn finish_run(
         &self,
         run_id: &str,

@@ -11,8 +11,9 @@ mod usage;
 
 pub use effect::Effect;
 pub use state::{
-    began_ms, ApprovalRecord, CompensationState, Interruption, LedgerEntry, LlmCallRecord, Resume,
-    Rollback, RunEnd, RunState, StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
+    began_ms, ApprovalRecord, CompensationState, Interruption, LedgerEntry, LlmCallRecord,
+    PlanDecision, PlanReview, Resume, Rollback, RunEnd, RunPhase, RunState, StepRecord, StopReason,
+    ToolCallRecord, INTERRUPTED_ERROR,
 };
 pub use usage::Usage;
 
@@ -211,6 +212,26 @@ pub enum EventKind {
         #[serde(default)]
         interrupted: Vec<String>,
     },
+    /// A plan was submitted for review: nothing runs until a person approves it.
+    PlanSubmitted {
+        /// Who submitted it, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A person decided on a submitted plan.
+    PlanReviewed {
+        /// Whether the plan may run.
+        approved: bool,
+        /// Who decided.
+        by: String,
+        /// Why, if they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Whether they changed the plan before approving it (the run's stored plan is the
+        /// changed one).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        edited: bool,
+    },
     /// Anything else an agent wants on record.
     Note {
         /// Free text.
@@ -250,6 +271,8 @@ impl EventKind {
             EventKind::CompensationStarted { .. } => "compensation_started",
             EventKind::CompensationFinished { .. } => "compensation_finished",
             EventKind::Effect { .. } => "effect",
+            EventKind::PlanSubmitted { .. } => "plan_submitted",
+            EventKind::PlanReviewed { .. } => "plan_reviewed",
             EventKind::Note { .. } => "note",
         }
     }
@@ -274,7 +297,9 @@ impl EventKind {
             EventKind::LlmCall { error, .. } | EventKind::ToolCall { error, .. } => {
                 Some(error.is_none())
             }
-            EventKind::Approval { approved, .. } => Some(*approved),
+            EventKind::Approval { approved, .. } | EventKind::PlanReviewed { approved, .. } => {
+                Some(*approved)
+            }
             EventKind::StepFinished { status, .. } => Some(*status == StepStatus::Completed),
             _ => None,
         }

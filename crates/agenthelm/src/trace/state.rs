@@ -59,6 +59,101 @@ pub struct RunState {
     approvals: Vec<ApprovalRecord>,
     resumes: Vec<Resume>,
     failure: Option<StopReason>,
+    review: Option<PlanReview>,
+}
+
+/// The review of a plan submitted for approval (see [`EventKind::PlanSubmitted`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanReview {
+    /// Who submitted it, if known.
+    pub submitted_by: Option<String>,
+    /// When (ms since the epoch).
+    pub submitted_ms: u64,
+    /// The decision, once made.
+    pub decision: Option<PlanDecision>,
+}
+
+/// A person's decision on a submitted plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanDecision {
+    /// Whether the plan may run.
+    pub approved: bool,
+    /// Who decided.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// Why, if they said.
+    pub reason: Option<String>,
+    /// Whether the plan was changed before it was approved.
+    pub edited: bool,
+}
+
+/// Where a run stands, in one word: what the server's run list and pages show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// Its plan waits for a person's approval; nothing has run.
+    AwaitingApproval,
+    /// Its plan was rejected; nothing ran.
+    Rejected,
+    /// It runs (or will, once picked up again after a restart).
+    Running,
+    /// A tool call waits for a person's decision.
+    WaitingForApproval,
+    /// Every step completed.
+    Succeeded,
+    /// A step failed (and what could be undone was).
+    Failed,
+    /// It was stopped from outside and rolled back.
+    Cancelled,
+}
+
+impl RunPhase {
+    /// Every phase, in the order a run can pass through them.
+    pub const ALL: [RunPhase; 7] = [
+        RunPhase::AwaitingApproval,
+        RunPhase::Rejected,
+        RunPhase::Running,
+        RunPhase::WaitingForApproval,
+        RunPhase::Succeeded,
+        RunPhase::Failed,
+        RunPhase::Cancelled,
+    ];
+
+    /// Its name, as serialized (`awaiting_approval`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunPhase::AwaitingApproval => "awaiting_approval",
+            RunPhase::Rejected => "rejected",
+            RunPhase::Running => "running",
+            RunPhase::WaitingForApproval => "waiting_for_approval",
+            RunPhase::Succeeded => "succeeded",
+            RunPhase::Failed => "failed",
+            RunPhase::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run will do nothing more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunPhase::Rejected | RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled
+        )
+    }
+}
+
+impl std::str::FromStr for RunPhase {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RunPhase::ALL
+            .into_iter()
+            .find(|phase| phase.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = RunPhase::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown run state `{text}` (one of: {})", names.join(", "))
+            })
+    }
 }
 
 /// How a run ended.
@@ -324,6 +419,7 @@ impl RunState {
             approvals: Vec::new(),
             resumes: Vec::new(),
             failure: None,
+            review: None,
         };
         for step in &plan.steps {
             let i = state.add_step(&step.id);
@@ -462,6 +558,35 @@ impl RunState {
             | (EventKind::CompensationFinished { .. }, None)
             | (EventKind::Effect { .. }, None)
             | (EventKind::Note { .. }, _) => {}
+            (EventKind::PlanSubmitted { by }, _) => {
+                self.review = Some(PlanReview {
+                    submitted_by: by.clone(),
+                    submitted_ms: at,
+                    decision: None,
+                });
+            }
+            (
+                EventKind::PlanReviewed {
+                    approved,
+                    by,
+                    reason,
+                    edited,
+                },
+                _,
+            ) => {
+                let review = self.review.get_or_insert(PlanReview {
+                    submitted_by: None,
+                    submitted_ms: at,
+                    decision: None,
+                });
+                review.decision = Some(PlanDecision {
+                    approved: *approved,
+                    by: by.clone(),
+                    at_ms: at,
+                    reason: reason.clone(),
+                    edited: *edited,
+                });
+            }
         }
     }
 
@@ -839,6 +964,30 @@ impl RunState {
         }
     }
 
+    /// The review of its plan, when it was submitted for one.
+    pub fn review(&self) -> Option<&PlanReview> {
+        self.review.as_ref()
+    }
+
+    /// Where the run stands. A run whose end is on record succeeded, failed, or (stopped from
+    /// outside with no failed step) was cancelled; before its start, its plan's review decides.
+    pub fn phase(&self) -> RunPhase {
+        if let Some(end) = self.end {
+            return if end.success {
+                RunPhase::Succeeded
+            } else if self.failure.is_none() && self.rollback.is_some() {
+                RunPhase::Cancelled
+            } else {
+                RunPhase::Failed
+            };
+        }
+        match self.review.as_ref().map(|r| r.decision.as_ref()) {
+            Some(None) => RunPhase::AwaitingApproval,
+            Some(Some(decision)) if !decision.approved => RunPhase::Rejected,
+            _ => RunPhase::Running,
+        }
+    }
+
     /// Why the run is stopping: its first failed step, or (a rollback under way with no failed
     /// step) that it was stopped. `None` while nothing went wrong.
     pub fn stop_reason(&self) -> Option<StopReason> {
@@ -1043,6 +1192,23 @@ mod tests {
                     duration_ms: 15.0,
                 },
             ),
+            at(
+                None,
+                0,
+                EventKind::PlanSubmitted {
+                    by: Some("bo".into()),
+                },
+            ),
+            at(
+                None,
+                0,
+                EventKind::PlanReviewed {
+                    approved: true,
+                    by: "al".into(),
+                    reason: None,
+                    edited: true,
+                },
+            ),
         ]
     }
 
@@ -1096,6 +1262,13 @@ mod tests {
                     assert_eq!(a.status, StepStatus::Compensated);
                 }
                 EventKind::Note { .. } => assert_eq!(state.steps().len(), 2),
+                EventKind::PlanSubmitted { by } => {
+                    assert_eq!(&state.review().unwrap().submitted_by, by);
+                }
+                EventKind::PlanReviewed { .. } => {
+                    let decision = state.review().unwrap().decision.as_ref().unwrap();
+                    assert!(decision.approved && decision.edited);
+                }
                 EventKind::RunFinished { success, .. } => {
                     assert_eq!(state.end().map(|e| e.success), Some(*success));
                 }
@@ -1357,5 +1530,73 @@ mod tests {
         assert_eq!(state.result(0), Some(&json!({"id": 7})));
         assert_eq!(state.steps()[0].effects.len(), 1);
         assert_eq!(state.undo_log().count(), 1);
+    }
+
+    #[test]
+    fn the_phase_follows_review_and_end() {
+        let plan = Plan::new("g");
+        let submitted = at(None, 1, EventKind::PlanSubmitted { by: None });
+        let decided = |approved| {
+            at(
+                None,
+                2,
+                EventKind::PlanReviewed {
+                    approved,
+                    by: "al".into(),
+                    reason: Some("no".into()),
+                    edited: false,
+                },
+            )
+        };
+        let ended = |success| {
+            at(
+                None,
+                3,
+                EventKind::RunFinished {
+                    success,
+                    duration_ms: 1.0,
+                },
+            )
+        };
+        let rollback = at(None, 3, EventKind::RollbackStarted { steps: vec![] });
+        let phase = |events: &[Event]| RunState::replay(&plan, events).phase();
+        assert_eq!(phase(&[]), RunPhase::Running);
+        assert_eq!(
+            phase(std::slice::from_ref(&submitted)),
+            RunPhase::AwaitingApproval
+        );
+        assert_eq!(
+            phase(&[submitted.clone(), decided(false)]),
+            RunPhase::Rejected
+        );
+        assert_eq!(
+            phase(&[submitted.clone(), decided(true)]),
+            RunPhase::Running
+        );
+        assert_eq!(phase(&[ended(true)]), RunPhase::Succeeded);
+        assert_eq!(
+            phase(&[rollback.clone(), ended(false)]),
+            RunPhase::Cancelled
+        );
+        let failed = at(
+            Some("a"),
+            2,
+            EventKind::StepFinished {
+                status: StepStatus::Failed,
+                result: None,
+                result_call: None,
+                duration_ms: 1.0,
+                error: Some("boom".into()),
+            },
+        );
+        assert_eq!(phase(&[failed, rollback, ended(false)]), RunPhase::Failed);
+        for phase in RunPhase::ALL {
+            assert_eq!(phase.name().parse::<RunPhase>(), Ok(phase));
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.name());
+        }
+        assert!("paused"
+            .parse::<RunPhase>()
+            .unwrap_err()
+            .contains("awaiting_approval"));
     }
 }
