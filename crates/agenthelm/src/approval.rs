@@ -41,6 +41,13 @@ pub enum ApprovalDecision {
         /// Why, for the record and the model.
         reason: Option<String>,
     },
+    /// A person decides later. The request is put on record
+    /// ([`ApprovalRequested`](crate::EventKind::ApprovalRequested)), the call is not made,
+    /// and its step is parked: the run stops without ending once its other running steps are
+    /// done. Put a decision on record ([`Approval`](crate::EventKind::Approval) with the same
+    /// step and call id) and resume the run: the step runs again, finds the decision and goes
+    /// on without asking. For a compensating call, which cannot wait, it counts as a denial.
+    Defer,
 }
 
 impl ApprovalDecision {

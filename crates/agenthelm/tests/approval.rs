@@ -4,7 +4,8 @@
 mod common;
 
 use agenthelm::prelude::*;
-use agenthelm::trace::CallPurpose;
+use agenthelm::trace::{CallPurpose, RunPhase};
+use agenthelm::RunState;
 use common::*;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -420,4 +421,154 @@ async fn a_panicking_handler_fails_that_call_only() {
     );
     assert_eq!(status(&plan, "c"), StepStatus::Compensated);
     assert_eq!(status(&plan, "a"), StepStatus::Completed);
+}
+
+/// A journaled bank whose handler always leaves the decision to a person, counting how often
+/// it is asked.
+fn deferring_bank(
+    store: Arc<dyn agenthelm::store::RunStore>,
+    asked: Arc<Mutex<usize>>,
+    rule: agenthelm::orchestrate::InterruptedSteps,
+) -> Orchestrator {
+    let (registry, _) = bank();
+    Orchestrator::new(registry)
+        .store_shared(store)
+        .on_interrupted_steps(rule)
+        .approval_handler(move |_: &ApprovalRequest| {
+            *asked.lock().unwrap() += 1;
+            ApprovalDecision::Defer
+        })
+}
+
+fn decide(
+    store: &dyn agenthelm::store::RunStore,
+    run_id: &str,
+    approved: bool,
+    edited: Option<serde_json::Value>,
+) {
+    let run = store.load_run(run_id).unwrap();
+    let state = RunState::replay(&run.plan, &run.events);
+    let pending: Vec<_> = state.pending_approvals().cloned().collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let request = &pending[0];
+    let mut event = Event::new(EventKind::Approval {
+        call_id: request.call_id.clone(),
+        tool: request.tool.clone(),
+        approved,
+        reason: (!approved).then(|| "not today".to_owned()),
+        by: Some("al".into()),
+        edited_args: edited,
+    });
+    event.run_id = Some(run_id.into());
+    event.step_id = Some(state.steps()[request.step.unwrap()].id.clone());
+    store.append(&event).unwrap();
+}
+
+fn phase(store: &dyn agenthelm::store::RunStore, run_id: &str) -> RunPhase {
+    let run = store.load_run(run_id).unwrap();
+    RunState::replay(&run.plan, &run.events).phase()
+}
+
+#[tokio::test]
+async fn a_deferred_call_parks_its_run_until_a_person_decides() {
+    use agenthelm::orchestrate::{InterruptedSteps, OrchestratorError};
+    for rule in [InterruptedSteps::Rerun, InterruptedSteps::Fail] {
+        let dir = agenthelm_test_support::TempDir::new("deferred-approval");
+        let store: Arc<dyn agenthelm::store::RunStore> =
+            Arc::new(agenthelm::store::SqliteStore::open(dir.join("runs.db")).unwrap());
+        let asked = Arc::new(Mutex::new(0));
+        let bank = deferring_bank(store.clone(), asked.clone(), rule);
+        let mut plan = approved("pay", vec![pay("a", 100), pay("b", 7).depends_on(["a"])]);
+        let parked = bank.execute(&mut plan).await;
+        let Err(OrchestratorError::AwaitingApproval { run_id, steps }) = parked else {
+            panic!("{parked:?}");
+        };
+        assert_eq!(steps, ["a"]);
+        assert_eq!(phase(store.as_ref(), &run_id), RunPhase::WaitingForApproval);
+        assert_eq!(store.list_runs(1).unwrap()[0].success, None, "not ended");
+
+        // Resumed before anyone decided: it parks again under the same request.
+        let again = bank.resume(&run_id).await;
+        assert!(
+            matches!(again, Err(OrchestratorError::AwaitingApproval { .. })),
+            "{again:?}"
+        );
+        let run = store.load_run(&run_id).unwrap();
+        let requests = run
+            .events
+            .iter()
+            .filter(|e| e.kind.name() == "approval_requested")
+            .count();
+        assert_eq!(requests, 1, "asked once on record");
+        assert_eq!(*asked.lock().unwrap(), 2);
+
+        // A person approves with a smaller amount: a runs with it, without asking again; b
+        // then waits in turn.
+        decide(
+            store.as_ref(),
+            &run_id,
+            true,
+            Some(json!({"amount": 5, "to": "a"})),
+        );
+        let b_waits = bank.resume(&run_id).await;
+        let Err(OrchestratorError::AwaitingApproval { steps, .. }) = b_waits else {
+            panic!("{b_waits:?}");
+        };
+        assert_eq!(steps, ["b"]);
+        assert_eq!(*asked.lock().unwrap(), 3, "a was not asked again");
+        decide(store.as_ref(), &run_id, true, None);
+        let (plan, result) = bank.resume(&run_id).await.unwrap();
+        assert!(result.success, "{:?}", result.error);
+        assert_eq!(
+            plan.get_step("a").unwrap().result,
+            Some(json!("sent 5 to a"))
+        );
+        assert_eq!(
+            plan.get_step("b").unwrap().result,
+            Some(json!("sent 7 to b"))
+        );
+        assert_eq!(phase(store.as_ref(), &run_id), RunPhase::Succeeded);
+        let run = store.load_run(&run_id).unwrap();
+        let state = RunState::replay(&run.plan, &run.events);
+        let decided: Vec<_> = state
+            .approvals()
+            .iter()
+            .map(|a| (a.call_id.as_str(), a.by.as_deref(), a.edited_args.clone()))
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                ("a#1", Some("al"), Some(json!({"amount": 5, "to": "a"}))),
+                ("b#1", Some("al"), None)
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denied_deferred_call_fails_its_step_and_rolls_back() {
+    use agenthelm::orchestrate::{InterruptedSteps, OrchestratorError};
+    let dir = agenthelm_test_support::TempDir::new("deferred-denial");
+    let store: Arc<dyn agenthelm::store::RunStore> =
+        Arc::new(agenthelm::store::SqliteStore::open(dir.join("runs.db")).unwrap());
+    let asked = Arc::new(Mutex::new(0));
+    let bank = deferring_bank(store.clone(), asked, InterruptedSteps::Rerun);
+    let mut plan = approved("pay", vec![pay("a", 100)]);
+    let Err(OrchestratorError::AwaitingApproval { run_id, .. }) = bank.execute(&mut plan).await
+    else {
+        panic!("not parked");
+    };
+    decide(store.as_ref(), &run_id, false, None);
+    let (plan, result) = bank.resume(&run_id).await.unwrap();
+    assert!(!result.success);
+    let error = plan.get_step("a").unwrap().error.clone().unwrap();
+    assert!(error.contains("not approved: not today"), "{error}");
+    assert_eq!(phase(store.as_ref(), &run_id), RunPhase::Failed);
+    let run = store.load_run(&run_id).unwrap();
+    assert!(
+        !run.events
+            .iter()
+            .any(|e| e.kind.name() == "tool_call" && e.kind.succeeded() == Some(true)),
+        "the transfer never ran"
+    );
 }

@@ -161,6 +161,15 @@ impl ToolAgent {
             }
             let outputs =
                 join_all(completion.tool_calls.iter().map(|call| self.act(call, ctx))).await;
+            if ctx.is_parked() {
+                // A call waits for a person: the step stops here and runs again once decided.
+                result.error = Some(format!(
+                    "agent `{}`: a tool call waits for a person's approval",
+                    self.name
+                ));
+                result.answer = last_text;
+                return result;
+            }
             request
                 .messages
                 .push(Message::assistant(text, completion.tool_calls.clone()));

@@ -1,6 +1,6 @@
 use serde_json::Value;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::{invoke, EventSink};
@@ -22,6 +22,8 @@ pub struct StepContext {
     retry: RetryPolicy,
     sink: EventSink,
     calls: AtomicU32,
+    /// A call of this step waits for a person's decision.
+    parked: AtomicBool,
 }
 
 impl Default for StepContext {
@@ -34,6 +36,7 @@ impl Default for StepContext {
             retry: RetryPolicy::default(),
             sink: EventSink::new(),
             calls: AtomicU32::new(0),
+            parked: AtomicBool::new(false),
         }
     }
 }
@@ -121,6 +124,17 @@ impl StepContext {
     /// when it changed something, as an [`Effect`] for rollback.
     pub async fn call_tool(&self, tool: &Arc<dyn Tool>, args: Value) -> Result<Value, ToolError> {
         invoke::invoke(tool, args, self, CallPurpose::Execute).await
+    }
+
+    /// Whether a call made in this context waits for a person's decision
+    /// ([`ApprovalDecision::Defer`](crate::approval::ApprovalDecision::Defer)): the step must
+    /// stop and be run again once the decision is on record.
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn park(&self) {
+        self.parked.store(true, Ordering::Release);
     }
 
     pub(crate) fn next_call_id(&self, purpose: CallPurpose) -> String {

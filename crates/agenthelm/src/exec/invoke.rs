@@ -80,6 +80,8 @@ pub(crate) async fn admit<'t>(
                 started,
             })
         }
+        // Not refused: it waits, on record as a request (and runs once decided).
+        Err(e @ ToolError::AwaitingApproval { .. }) => Err(e),
         Err(e) => {
             let refused = Admitted {
                 tool,
@@ -169,30 +171,44 @@ async fn approve(
     if !spec.contract.requires_approval {
         return Ok(());
     }
-    let request = ApprovalRequest {
-        call_id: call_id.to_owned(),
-        run_id: ctx.run_id().map(str::to_owned),
-        step_id: ctx.step_id().map(str::to_owned),
-        agent: ctx.agent().map(str::to_owned),
-        tool: spec.name.clone(),
-        description: spec.description.clone(),
-        args: args.clone(),
-        purpose,
-    };
-    let decision = ctx.approval_handler().approve(&request).await;
-    let (approved, reason) = match &decision {
-        ApprovalDecision::Approve => (true, None),
-        ApprovalDecision::ApproveWithArgs(_) => {
-            (true, Some("approved with edited arguments".to_owned()))
+    // A decision a person put on record while the step was parked: no one is asked again.
+    let step = ctx.step_id();
+    let decided = ctx
+        .sink()
+        .state(|state| {
+            let step = step.and_then(|id| state.position(id));
+            let record = state.decision_for(step, call_id, &spec.name, args)?;
+            let decision = match (record.approved, &record.edited_args) {
+                (false, _) => ApprovalDecision::Deny {
+                    reason: record.reason.clone(),
+                },
+                (true, Some(edited)) => ApprovalDecision::ApproveWithArgs(edited.clone()),
+                (true, None) => ApprovalDecision::Approve,
+            };
+            Some(decision)
+        })
+        .flatten();
+    let decision = match decided {
+        Some(decision) => decision,
+        None => {
+            let request = ApprovalRequest {
+                call_id: call_id.to_owned(),
+                run_id: ctx.run_id().map(str::to_owned),
+                step_id: step.map(str::to_owned),
+                agent: ctx.agent().map(str::to_owned),
+                tool: spec.name.clone(),
+                description: spec.description.clone(),
+                args: args.clone(),
+                purpose,
+            };
+            let decision = ctx.approval_handler().approve(&request).await;
+            if decision == ApprovalDecision::Defer {
+                return defer(request, ctx);
+            }
+            record_decision(ctx, call_id, &spec.name, &decision);
+            decision
         }
-        ApprovalDecision::Deny { reason } => (false, reason.clone()),
     };
-    ctx.emit(EventKind::Approval {
-        call_id: call_id.to_owned(),
-        tool: spec.name.clone(),
-        approved,
-        reason: reason.clone(),
-    });
     match decision {
         ApprovalDecision::Approve => Ok(()),
         ApprovalDecision::ApproveWithArgs(edited) => {
@@ -203,7 +219,65 @@ async fn approve(
             tool: spec.name.clone(),
             reason,
         }),
+        ApprovalDecision::Defer => Err(ToolError::AwaitingApproval {
+            tool: spec.name.clone(),
+        }),
     }
+}
+
+/// Records the handler's decision on a call.
+fn record_decision(ctx: &StepContext, call_id: &str, tool: &str, decision: &ApprovalDecision) {
+    let (approved, reason, edited_args) = match decision {
+        ApprovalDecision::Approve => (true, None, None),
+        ApprovalDecision::ApproveWithArgs(args) => (
+            true,
+            Some("approved with edited arguments".to_owned()),
+            Some(args.clone()),
+        ),
+        ApprovalDecision::Deny { reason } => (false, reason.clone(), None),
+        ApprovalDecision::Defer => return,
+    };
+    ctx.emit(EventKind::Approval {
+        call_id: call_id.to_owned(),
+        tool: tool.to_owned(),
+        approved,
+        reason,
+        by: None,
+        edited_args,
+    });
+}
+
+/// Puts a request for a person's decision on record (once: a step parked again asks under the
+/// same record) and parks the step. A compensation cannot wait: it is denied.
+fn defer(request: ApprovalRequest, ctx: &StepContext) -> Result<(), ToolError> {
+    if request.purpose == CallPurpose::Compensate {
+        let reason = "a compensating call cannot wait for a person's decision".to_owned();
+        let decision = ApprovalDecision::deny(reason.clone());
+        record_decision(ctx, &request.call_id, &request.tool, &decision);
+        return Err(ToolError::Denied {
+            tool: request.tool,
+            reason: Some(reason),
+        });
+    }
+    let asked = ctx
+        .sink()
+        .state(|state| {
+            let step = request.step_id.as_deref().and_then(|id| state.position(id));
+            state
+                .request_for(step, &request.call_id, &request.tool, &request.args)
+                .is_some()
+        })
+        .unwrap_or(false);
+    if !asked {
+        ctx.emit(EventKind::ApprovalRequested {
+            call_id: request.call_id,
+            tool: request.tool.clone(),
+            args: request.args,
+            purpose: request.purpose,
+        });
+    }
+    ctx.park();
+    Err(ToolError::AwaitingApproval { tool: request.tool })
 }
 
 async fn attempt_all(

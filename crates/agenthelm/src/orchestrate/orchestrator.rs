@@ -133,6 +133,17 @@ pub enum OrchestratorError {
         /// The run, to resume.
         run_id: String,
     },
+    /// Steps wait for a person's decision on a tool call
+    /// ([`ApprovalDecision::Defer`](crate::approval::ApprovalDecision::Defer)): the run stopped
+    /// without ending once its other running steps were done. Put the decisions on record and
+    /// resume it.
+    #[error("run `{run_id}` waits for approval of tool calls in step(s) {}", steps.join(", "))]
+    AwaitingApproval {
+        /// The run, to resume once decided.
+        run_id: String,
+        /// The steps whose calls wait.
+        steps: Vec<String>,
+    },
     /// Another process carries on the run (it runs or resumes it): nothing ran here. Two
     /// processes on one run would repeat its steps and compensations.
     #[error("run `{run_id}` is already being run by {owner}: wait for it to end, or stop that process and resume the run")]
@@ -476,6 +487,13 @@ impl Orchestrator {
             Some(Halt::Suspended) => {
                 let run_id = run_id.to_string();
                 return (plan, Err(OrchestratorError::Suspended { run_id }));
+            }
+            Some(Halt::Parked { steps }) => {
+                let run_id = run_id.to_string();
+                return (
+                    plan,
+                    Err(OrchestratorError::AwaitingApproval { run_id, steps }),
+                );
             }
             None => {}
         }

@@ -29,15 +29,18 @@ pub(crate) struct Recovered {
 /// under way) runs nothing again.
 pub(crate) fn recover(plan: &Plan, events: &[Event], rule: InterruptedSteps) -> Recovered {
     let state = RunState::replay(plan, events);
-    let rerun = state.stop_reason().is_none() && rule == InterruptedSteps::Rerun;
+    let going_on = state.stop_reason().is_none();
+    // A parked step made no call since it was parked: whatever the rule, it runs again (and
+    // finds its decision).
     let interrupted = state
         .steps()
         .iter()
-        .filter(|s| s.status == StepStatus::Running)
-        .map(|s| {
+        .enumerate()
+        .filter(|(_, s)| s.status == StepStatus::Running)
+        .map(|(i, s)| {
             Interruption {
                 step: s.id.to_string(),
-                rerun,
+                rerun: going_on && (rule == InterruptedSteps::Rerun || state.is_parked(i)),
             }
             .to_entry()
         })

@@ -44,6 +44,11 @@ pub(super) enum Halt {
     Store(StoreError),
     /// The run was suspended through its [`CancelToken`].
     Suspended,
+    /// Steps wait for a person's decision on a tool call.
+    Parked {
+        /// The parked steps' ids.
+        steps: Vec<String>,
+    },
 }
 
 /// What a finished step task reports back to the scheduler.
@@ -95,6 +100,9 @@ pub(super) struct Run {
     halted: Option<StoreError>,
     /// The token asked to suspend: the run stops where it is after the grace period.
     suspended: bool,
+    /// Steps parked until a person decides on one of their calls: no step starts while any
+    /// is, and the run stops without ending once the running ones are done.
+    parked: Vec<usize>,
     rollback: Option<RollbackReport>,
 }
 
@@ -133,6 +141,7 @@ impl Run {
             stop: None,
             halted: None,
             suspended: false,
+            parked: Vec::new(),
             rollback: None,
         }
     }
@@ -192,6 +201,7 @@ impl Run {
             self.suspended |= self.cancel.is_suspended();
             while self.stop.is_none()
                 && !self.suspended
+                && self.parked.is_empty()
                 && self.halted.is_none()
                 && tasks.len() < limit
             {
@@ -228,11 +238,14 @@ impl Run {
         }
         // A run whose every step completed before the grace period ended has nothing to resume.
         self.suspended &= !self.plan.success();
-        // A suspended run stays as a crash would leave it: steps aborted while running are run
-        // again on resume, and what failed is rolled back then.
-        let stopped_here = self.halted.is_some() || self.suspended;
+        // A failure (or cancellation) ends the run even with parked steps: they will not run.
+        let parked_here = !self.parked.is_empty() && self.stop.is_none();
+        // A suspended or parked run stays as a crash would leave it: steps aborted while
+        // running (or parked) are run again on resume, and what failed is rolled back then.
+        let stopped_here = self.halted.is_some() || self.suspended || parked_here;
         if !stopped_here {
             self.cancel_stragglers();
+            self.fail_parked();
             self.skip_unstarted();
         }
         if self.stop.is_some() && self.orch.rollback && !stopped_here {
@@ -368,6 +381,11 @@ impl Run {
                 self.record_agent_event(&running.ctx, event.clone());
             }
         }
+        if running.ctx.is_parked() {
+            // Not finished: it runs again once its call is decided.
+            self.parked.push(i);
+            return;
+        }
         let (status, result, result_call, error) = match finished.outcome {
             Ok(Output { value, call }) => (StepStatus::Completed, Some(value), call, None),
             Err(error) => (StepStatus::Failed, None, None, Some(error)),
@@ -436,6 +454,26 @@ impl Run {
         }
     }
 
+    /// Steps parked when the run stopped for another reason: their calls will not be made.
+    fn fail_parked(&mut self) {
+        for i in std::mem::take(&mut self.parked) {
+            let error = "not run: it waited for a person's approval when the run stopped";
+            let step = &mut self.plan.steps[i];
+            step.status = StepStatus::Failed;
+            step.error = Some(error.to_owned());
+            self.emit_for(
+                i,
+                EventKind::StepFinished {
+                    status: StepStatus::Failed,
+                    result: None,
+                    result_call: None,
+                    duration_ms: 0.0,
+                    error: Some(error.to_owned()),
+                },
+            );
+        }
+    }
+
     fn skip_unstarted(&mut self) {
         for step in self.plan.steps.iter_mut() {
             if step.status == StepStatus::Pending {
@@ -446,8 +484,9 @@ impl Run {
 
     fn report(mut self, started: Instant) -> (Plan, RunResult, Option<Halt>) {
         let success = self.stop.is_none() && self.halted.is_none() && self.plan.success();
+        let parked = !self.parked.is_empty() && self.stop.is_none();
         if self.halted.is_none() {
-            if !self.suspended {
+            if !self.suspended && !parked {
                 self.emit(EventKind::RunFinished {
                     success,
                     duration_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -473,12 +512,25 @@ impl Run {
             ));
         } else if self.suspended {
             result.error = Some("the run was suspended; resume it to go on".to_owned());
+        } else if parked {
+            result.error = Some(
+                "steps wait for a person's approval of a tool call; resume the run once decided"
+                    .to_owned(),
+            );
         } else {
             result.error = Some(failure_text(self.stop.as_ref(), result.rollback.as_ref()));
         }
         let halt = match self.halted {
             Some(e) => Some(Halt::Store(e)),
-            None => self.suspended.then_some(Halt::Suspended),
+            None if self.suspended => Some(Halt::Suspended),
+            None if parked => Some(Halt::Parked {
+                steps: self
+                    .parked
+                    .iter()
+                    .map(|&i| self.plan.steps[i].id.clone())
+                    .collect(),
+            }),
+            None => None,
         };
         (self.plan, result, halt)
     }
@@ -501,6 +553,17 @@ impl Run {
             timestamp_ms: now_ms(),
             run_id: Some(Arc::clone(&self.run_id)),
             step_id: None,
+            agent: None,
+            kind,
+        });
+    }
+
+    /// An event of step `i`.
+    fn emit_for(&self, i: usize, kind: EventKind) {
+        self.sink.emit(Event {
+            timestamp_ms: now_ms(),
+            run_id: Some(Arc::clone(&self.run_id)),
+            step_id: Some(Arc::from(self.plan.steps[i].id.as_str())),
             agent: None,
             kind,
         });

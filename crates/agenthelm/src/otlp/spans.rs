@@ -186,6 +186,7 @@ impl<'e> TraceBuilder<'e> {
             EventKind::RunResumed { .. }
             | EventKind::RunFinished { .. }
             | EventKind::Approval { .. }
+            | EventKind::ApprovalRequested { .. }
             | EventKind::Effect { .. }
             | EventKind::PlanSubmitted { .. }
             | EventKind::PlanReviewed { .. }

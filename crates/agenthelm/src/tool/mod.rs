@@ -228,6 +228,13 @@ pub enum ToolError {
         /// The timeout that was exceeded.
         after: Duration,
     },
+    /// The call waits for a person's decision (the approval handler deferred it): it was not
+    /// made.
+    #[error("tool `{tool}` waits for a person's approval")]
+    AwaitingApproval {
+        /// The tool.
+        tool: String,
+    },
     /// The tool ran and reported a failure.
     #[error("{0}")]
     Failed(String),

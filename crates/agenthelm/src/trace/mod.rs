@@ -133,7 +133,21 @@ pub enum EventKind {
         /// Whether the call did work or undid it.
         purpose: CallPurpose,
     },
-    /// An approval handler's decision on a tool call.
+    /// A tool call waits for a person's decision: the call is not made and its step is parked
+    /// (the run stops without ending, and is resumed once an [`Approval`](EventKind::Approval)
+    /// for the call is on record).
+    ApprovalRequested {
+        /// The call waiting.
+        call_id: String,
+        /// The tool's name.
+        tool: String,
+        /// The arguments it would be called with.
+        args: Value,
+        /// Doing or undoing work.
+        purpose: CallPurpose,
+    },
+    /// A decision on a tool call: by the approval handler as the call was made, or by a person
+    /// on a call that waited ([`ApprovalRequested`](EventKind::ApprovalRequested)).
     Approval {
         /// The call the decision is about.
         call_id: String,
@@ -144,6 +158,12 @@ pub enum EventKind {
         /// The handler's reason, if it gave one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Who decided, when a person did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The arguments the call is approved with, when the decision changed them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edited_args: Option<Value>,
     },
     /// A step began.
     StepStarted {
@@ -264,6 +284,7 @@ impl EventKind {
             EventKind::RunResumed { .. } => "run_resumed",
             EventKind::LlmCall { .. } => "llm_call",
             EventKind::ToolCall { .. } => "tool_call",
+            EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::Approval { .. } => "approval",
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepFinished { .. } => "step_finished",
@@ -282,6 +303,7 @@ impl EventKind {
         match self {
             EventKind::ToolCall { tool, .. }
             | EventKind::Approval { tool, .. }
+            | EventKind::ApprovalRequested { tool, .. }
             | EventKind::CompensationStarted { tool, .. }
             | EventKind::CompensationFinished { tool, .. } => Some(tool),
             EventKind::Effect { effect } => Some(&effect.tool),

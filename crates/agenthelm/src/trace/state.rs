@@ -57,6 +57,7 @@ pub struct RunState {
     llm_calls: Vec<LlmCallRecord>,
     tool_calls: Vec<ToolCallRecord>,
     approvals: Vec<ApprovalRecord>,
+    requests: Vec<ApprovalRequestRecord>,
     resumes: Vec<Resume>,
     failure: Option<StopReason>,
     review: Option<PlanReview>,
@@ -316,6 +317,8 @@ pub struct ToolCallRecord {
 /// An approval decision on a tool call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRecord {
+    /// Position of its event in the run's journal, from 1.
+    pub seq: usize,
     /// The step it belongs to, if any.
     pub step: Option<usize>,
     /// The call the decision is about.
@@ -324,6 +327,36 @@ pub struct ApprovalRecord {
     pub tool: String,
     /// Whether the call could go ahead.
     pub approved: bool,
+    /// Why, if a reason was given.
+    pub reason: Option<String>,
+    /// Who decided, when a person did.
+    pub by: Option<String>,
+    /// The arguments approved instead of those asked for.
+    pub edited_args: Option<Value>,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
+/// A tool call that waited, or waits, for a person's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRequestRecord {
+    /// Position of its event in the run's journal, from 1: with the run id, a stable name for
+    /// the request.
+    pub seq: usize,
+    /// The step whose call it is.
+    pub step: Option<usize>,
+    /// The call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The arguments asked for.
+    pub args: Value,
+    /// Doing or undoing work.
+    pub purpose: CallPurpose,
+    /// When it was asked (ms since the epoch).
+    pub asked_ms: u64,
+    /// The decision, once on record: a position in [`RunState::approvals`].
+    pub decision: Option<usize>,
 }
 
 /// A restart of the run after its process stopped.
@@ -417,6 +450,7 @@ impl RunState {
             llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             approvals: Vec::new(),
+            requests: Vec::new(),
             resumes: Vec::new(),
             failure: None,
             review: None,
@@ -477,19 +511,24 @@ impl RunState {
             (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
             (EventKind::LlmCall { .. }, _) => self.llm_call(event, step),
             (EventKind::ToolCall { .. }, _) => self.tool_call(event, step),
+            (EventKind::Approval { .. }, _) => self.decide(event, step),
             (
-                EventKind::Approval {
+                EventKind::ApprovalRequested {
                     call_id,
                     tool,
-                    approved,
-                    ..
+                    args,
+                    purpose,
                 },
                 _,
-            ) => self.approvals.push(ApprovalRecord {
+            ) => self.requests.push(ApprovalRequestRecord {
+                seq: self.seq,
                 step,
                 call_id: call_id.clone(),
                 tool: tool.clone(),
-                approved: *approved,
+                args: args.clone(),
+                purpose: *purpose,
+                asked_ms: at,
+                decision: None,
             }),
             (EventKind::StepStarted { direct_tool }, Some(i)) => {
                 let s = &mut self.steps[i];
@@ -760,6 +799,41 @@ impl RunState {
             .or_else(|| (0..self.tool_calls.len()).rev().find(is_it))
     }
 
+    fn decide(&mut self, event: &Event, step: Option<usize>) {
+        let EventKind::Approval {
+            call_id,
+            tool,
+            approved,
+            reason,
+            by,
+            edited_args,
+        } = &event.kind
+        else {
+            return;
+        };
+        let at = self.approvals.len();
+        self.approvals.push(ApprovalRecord {
+            seq: self.seq,
+            step,
+            call_id: call_id.clone(),
+            tool: tool.clone(),
+            approved: *approved,
+            reason: reason.clone(),
+            by: by.clone(),
+            edited_args: edited_args.clone(),
+            at_ms: event.timestamp_ms,
+        });
+        // It answers the latest open request of that call.
+        if let Some(request) = self
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.step == step && &r.call_id == call_id && r.decision.is_none())
+        {
+            request.decision = Some(at);
+        }
+    }
+
     fn finish_step(
         &mut self,
         i: usize,
@@ -964,6 +1038,63 @@ impl RunState {
         }
     }
 
+    /// Every tool call that waited for a person, in the order asked.
+    pub fn approval_requests(&self) -> &[ApprovalRequestRecord] {
+        &self.requests
+    }
+
+    /// The requests still waiting for a decision. A run that ended has none: what waited when
+    /// it ended will never be called.
+    pub fn pending_approvals(&self) -> impl Iterator<Item = &ApprovalRequestRecord> + '_ {
+        let open = self.end.is_none();
+        self.requests
+            .iter()
+            .filter(move |r| open && r.decision.is_none())
+    }
+
+    /// The decision on record for call `call_id` of step `step` asking for `tool` with `args`:
+    /// a person's answer to a request that waited. A different tool or arguments under the same
+    /// call id (an agent that chose otherwise when its step ran again) is another request.
+    pub fn decision_for(
+        &self,
+        step: Option<usize>,
+        call_id: &str,
+        tool: &str,
+        args: &Value,
+    ) -> Option<&ApprovalRecord> {
+        self.request_for(step, call_id, tool, args)
+            .and_then(|r| r.decision)
+            .map(|i| &self.approvals[i])
+    }
+
+    /// Whether step `step` is parked: it runs and a call of it waited for a person's decision
+    /// that it has not made since (decided or not). Such a step made no call since, so it can
+    /// always run again.
+    pub fn is_parked(&self, step: usize) -> bool {
+        self.steps.get(step).map(|s| s.status) == Some(StepStatus::Running)
+            && self.requests.iter().any(|r| {
+                r.step == Some(step)
+                    && !self
+                        .tool_calls
+                        .iter()
+                        .any(|c| c.step == Some(step) && c.call_id == r.call_id && c.seq > r.seq)
+            })
+    }
+
+    /// The latest request on record for that call, tool and arguments, decided or not.
+    pub fn request_for(
+        &self,
+        step: Option<usize>,
+        call_id: &str,
+        tool: &str,
+        args: &Value,
+    ) -> Option<&ApprovalRequestRecord> {
+        self.requests
+            .iter()
+            .rev()
+            .find(|r| r.step == step && r.call_id == call_id && r.tool == tool && &r.args == args)
+    }
+
     /// The review of its plan, when it was submitted for one.
     pub fn review(&self) -> Option<&PlanReview> {
         self.review.as_ref()
@@ -984,6 +1115,7 @@ impl RunState {
         match self.review.as_ref().map(|r| r.decision.as_ref()) {
             Some(None) => RunPhase::AwaitingApproval,
             Some(Some(decision)) if !decision.approved => RunPhase::Rejected,
+            _ if self.pending_approvals().next().is_some() => RunPhase::WaitingForApproval,
             _ => RunPhase::Running,
         }
     }
@@ -1079,6 +1211,8 @@ mod tests {
                     tool: "create".into(),
                     approved: true,
                     reason: None,
+                    by: None,
+                    edited_args: None,
                 },
             ),
             at(
@@ -1209,6 +1343,16 @@ mod tests {
                     edited: true,
                 },
             ),
+            at(
+                a,
+                17,
+                EventKind::ApprovalRequested {
+                    call_id: "a#9".into(),
+                    tool: "create".into(),
+                    args: json!({}),
+                    purpose: CallPurpose::Execute,
+                },
+            ),
         ]
     }
 
@@ -1229,6 +1373,10 @@ mod tests {
                     assert_eq!((s.status, s.attempts), (StepStatus::Running, 1));
                 }
                 EventKind::Approval { .. } => assert_eq!(state.approvals().len(), 1),
+                EventKind::ApprovalRequested { .. } => {
+                    assert_eq!(state.approval_requests().len(), 1);
+                    assert_eq!(state.pending_approvals().count(), 0, "the run ended");
+                }
                 EventKind::Effect { effect } => {
                     assert_eq!(a.effects.len(), 1, "the outcome replaces the intent");
                     assert_eq!(a.effects[0].in_progress, effect.in_progress);
