@@ -35,6 +35,8 @@ pub enum Command {
     Execute(ExecuteArgs),
     /// Continue a run that was interrupted (killed, crashed, or stopped by its store).
     Resume(ResumeArgs),
+    /// Serve the workspace to a team: runs, plan review and tool-call approvals over HTTP.
+    Serve(ServeArgs),
     /// Past runs kept in the workspace's store.
     Runs(RunsArgs),
     /// Tool calls and LLM calls kept in the workspace's store.
@@ -178,6 +180,17 @@ pub enum Interrupted {
     Rerun,
     /// Mark them failed.
     Fail,
+}
+
+/// `agenthelm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default: put a TLS proxy in front to share it).
+    #[arg(long, default_value = agenthelm_server::DEFAULT_ADDR)]
+    pub addr: std::net::SocketAddr,
+    /// Runs carried on at once; more wait for a slot.
+    #[arg(long, default_value_t = agenthelm_server::DEFAULT_MAX_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_runs: u32,
 }
 
 /// `agenthelm runs`.

@@ -71,3 +71,21 @@ pub async fn or_ctrl_c<F: Future>(work: F) -> anyhow::Result<F::Output> {
         _ = interrupts.recv() => Err(Failed("interrupted: running tools were stopped".into()).into()),
     }
 }
+
+/// Resolves at the first Ctrl-C, SIGTERM or SIGHUP: when a server should stop taking requests.
+/// (Its runs are suspended then, not rolled back: the next start picks them up.)
+pub async fn shutdown_signal() {
+    let (Ok(mut interrupts), Ok(mut terminates), Ok(mut hangups)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without signal handlers the server runs until it is killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupts.recv() => {}
+        _ = terminates.recv() => {}
+        _ = hangups.recv() => {}
+    }
+}

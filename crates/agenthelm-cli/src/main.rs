@@ -11,7 +11,6 @@ mod limits;
 mod out;
 mod render;
 mod telemetry;
-mod timestamp;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -83,13 +83,14 @@ pub use command_tool::{
     CommandTool, DEFAULT_MAX_OUTPUT, IDEMPOTENCY_KEY_VAR, RUN_ID_VAR, STEP_ID_VAR,
 };
 pub use error::WorkspaceError;
-pub use plan_file::PlanFile;
+pub use plan_file::{problem_key, PlanFile};
 pub use source::{line_of, SourceError, SourceErrors};
 pub use store::{open_store, OpenStore};
+pub mod timestamp;
 pub use user_config::UserConfig;
 pub use workspace::{
-    discover, parse, AgentConfig, StoreBackend, StoreConfig, ToolConfig, Workspace,
-    WorkspaceConfig, FILE_NAME,
+    discover, parse, AgentConfig, ServerConfig, ServerUser, StoreBackend, StoreConfig, ToolConfig,
+    Workspace, WorkspaceConfig, FILE_NAME,
 };
 
 /// User defaults in `~/.agenthelm/config.yaml`: where the file is and which keys it takes.

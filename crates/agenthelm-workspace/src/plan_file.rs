@@ -48,38 +48,9 @@ impl PlanFile {
 
     /// The key a problem is about, like `steps[2].agent`.
     fn key_of(&self, problem: &PlanProblem) -> String {
-        let (step, field) = match problem {
-            PlanProblem::NoSteps => return "steps".to_owned(),
-            PlanProblem::EmptyId { index } => return format!("steps[{index}].id"),
-            PlanProblem::DuplicateId { id } => (id, "id"),
-            PlanProblem::UnknownDependency { step, .. } => (step, "depends_on"),
-            PlanProblem::Cycle { steps } => match steps.first() {
-                Some(first) => (first, "depends_on"),
-                None => return "steps".to_owned(),
-            },
-            PlanProblem::ArgsNotObject { step, field } => (step, *field),
-            PlanProblem::UnknownAgent { step, .. } => (step, self.spelling(step, "agent")),
-            PlanProblem::NoAgent { step } => (step, "id"),
-            PlanProblem::UnknownTool { step, .. } => (step, self.spelling(step, "tool")),
-            PlanProblem::BadReference { step, .. } | PlanProblem::InvalidArgs { step, .. } => {
-                (step, "args")
-            }
-            PlanProblem::UnknownCompensatingTool { step, .. } => {
-                let has_own = self
-                    .plan
-                    .get_step(step)
-                    .is_some_and(|s| s.compensate_tool.is_some());
-                if has_own {
-                    (step, "compensate_tool")
-                } else {
-                    (step, self.spelling(step, "tool"))
-                }
-            }
-        };
-        match self.plan.steps.iter().rposition(|s| &s.id == step) {
-            Some(index) => format!("steps[{index}].{field}"),
-            None => "steps".to_owned(),
-        }
+        key_of(&self.plan, problem, |step, short| {
+            self.spelling(step, short)
+        })
     }
 
     /// `agent` or `agent_name` (and `tool` or `tool_name`), whichever the file uses.
@@ -126,5 +97,48 @@ pub(crate) fn self_error(file: &Path, text: &str, error: PlanError) -> SourceErr
             key: String::new(),
             message: other.to_string(),
         },
+    }
+}
+
+/// The key of `plan` a problem is about, like `steps[2].agent`: where to show it.
+pub fn problem_key(plan: &Plan, problem: &PlanProblem) -> String {
+    key_of(plan, problem, |_, short| short)
+}
+
+fn key_of(
+    plan: &Plan,
+    problem: &PlanProblem,
+    spelling: impl Fn(&str, &'static str) -> &'static str,
+) -> String {
+    let (step, field) = match problem {
+        PlanProblem::NoSteps => return "steps".to_owned(),
+        PlanProblem::EmptyId { index } => return format!("steps[{index}].id"),
+        PlanProblem::DuplicateId { id } => (id, "id"),
+        PlanProblem::UnknownDependency { step, .. } => (step, "depends_on"),
+        PlanProblem::Cycle { steps } => match steps.first() {
+            Some(first) => (first, "depends_on"),
+            None => return "steps".to_owned(),
+        },
+        PlanProblem::ArgsNotObject { step, field } => (step, *field),
+        PlanProblem::UnknownAgent { step, .. } => (step, spelling(step, "agent")),
+        PlanProblem::NoAgent { step } => (step, "id"),
+        PlanProblem::UnknownTool { step, .. } => (step, spelling(step, "tool")),
+        PlanProblem::BadReference { step, .. } | PlanProblem::InvalidArgs { step, .. } => {
+            (step, "args")
+        }
+        PlanProblem::UnknownCompensatingTool { step, .. } => {
+            let has_own = plan
+                .get_step(step)
+                .is_some_and(|s| s.compensate_tool.is_some());
+            if has_own {
+                (step, "compensate_tool")
+            } else {
+                (step, spelling(step, "tool"))
+            }
+        }
+    };
+    match plan.steps.iter().rposition(|s| &s.id == step) {
+        Some(index) => format!("steps[{index}].{field}"),
+        None => "steps".to_owned(),
     }
 }

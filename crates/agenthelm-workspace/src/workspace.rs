@@ -45,6 +45,28 @@ pub struct WorkspaceConfig {
     /// `rollback:` wins.
     #[serde(default)]
     pub rollback: Option<RollbackMode>,
+    /// `agenthelm serve`: who may use the server.
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
+}
+
+/// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Users by name, each with the environment variable that holds their token. With none,
+    /// the server makes one owner token on its first start.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub users: BTreeMap<String, ServerUser>,
+}
+
+/// One user of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerUser {
+    /// The environment variable holding the user's token (the token itself never goes in the
+    /// file).
+    pub token_env: String,
 }
 
 /// The run store: `store: path/to/runs.db` (SQLite), or `store: {backend: sqlite|jsonl, path: ...}`.

@@ -10,6 +10,7 @@ mod plan;
 mod resume;
 mod run;
 mod runs;
+mod serve;
 mod show;
 mod traces;
 
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show::run(&session, &args).await,
         Command::Execute(args) => execute::run(&session, &args).await,
         Command::Resume(args) => resume::run(&session, &args).await,
+        Command::Serve(args) => serve::run(&session, &args).await,
         Command::Runs(args) => runs::run(&session, &args),
         Command::Traces(args) => traces::run(&session, &args),
         Command::Chat(args) => chat::run(&session, &args).await,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Session;
 use crate::cli::{RunsAction, RunsArgs};
 use crate::render::{self, Palette};
-use crate::timestamp::format_ms;
+use agenthelm_workspace::timestamp::format_ms;
 
 /// Runs `agenthelm runs`.
 pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {

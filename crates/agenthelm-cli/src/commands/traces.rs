@@ -15,7 +15,7 @@ use super::Session;
 use crate::cli::{ExportFormat, TraceFilterArgs, TraceStatus, TracesAction, TracesArgs};
 use crate::exit::BadInput;
 use crate::render::{self, Palette};
-use crate::timestamp::{format_ms, now_ms, parse_time};
+use agenthelm_workspace::timestamp::{format_ms, now_ms, parse_time};
 
 /// Runs `agenthelm traces`.
 pub fn run(session: &Session, args: &TracesArgs) -> anyhow::Result<()> {

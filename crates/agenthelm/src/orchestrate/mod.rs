@@ -19,3 +19,4 @@ pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use outcome::{CompensationFailure, RollbackReport, RunResult, StepOutcome};
 pub use resume::InterruptedSteps;
+pub use run::new_run_id;

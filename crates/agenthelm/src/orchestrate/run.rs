@@ -737,7 +737,8 @@ fn failure_text(stop: Option<&StopReason>, rollback: Option<&RollbackReport>) ->
     text
 }
 
-pub(super) fn new_run_id() -> String {
+/// A new run id: `run-<ms since the epoch, hex>-<random, hex>`, ordered by time.
+pub fn new_run_id() -> String {
     format!("run-{:x}-{:08x}", now_ms(), fastrand::u32(..))
 }
 

@@ -1,4 +1,4 @@
-//! Times on the command line: printing milliseconds since the Unix epoch as RFC 3339 (UTC), and
+//! Times as people read them: printing milliseconds since the Unix epoch as RFC 3339 (UTC), and
 //! reading `--since`/`--until` as RFC 3339 or as an age (`30s`, `15m`, `2h`, `7d`).
 
 use std::time::{SystemTime, UNIX_EPOCH};

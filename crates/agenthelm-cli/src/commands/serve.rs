@@ -1,0 +1,75 @@
+//! `agenthelm serve`: the workspace's runs over HTTP (see `docs/server.md`).
+
+use agenthelm::agent::PlannerAgent;
+use agenthelm_server::auth::{Users, OWNER_TOKEN_FILE};
+use agenthelm_server::Server;
+use agenthelm_workspace::{Assembly, ModelNeed};
+use anyhow::Context;
+
+use super::Session;
+use crate::cli::ServeArgs;
+use crate::exit::BadInput;
+
+/// Runs `agenthelm serve` until Ctrl-C or SIGTERM.
+pub async fn run(session: &Session, args: &ServeArgs) -> anyhow::Result<()> {
+    let workspace = session.workspace(None)?;
+    let assembly = Assembly::new(&workspace, session.user(), None);
+    let outcome = serve(&assembly, args).await;
+    assembly.shutdown().await;
+    outcome
+}
+
+async fn serve(assembly: &Assembly<'_>, args: &ServeArgs) -> anyhow::Result<()> {
+    let store = agenthelm_workspace::open_store(assembly.workspace)?;
+    let store_dir = if store.location.is_dir() {
+        store.location.clone()
+    } else {
+        store
+            .location
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let users = Users::load(assembly.workspace.config.server.as_ref(), &store_dir)
+        .map_err(|e| BadInput(e.to_string()))?;
+    let orchestrator = assembly.orchestrator().await?;
+    let mut builder = Server::builder(orchestrator, store.store.clone(), users.clone())
+        .max_runs(args.max_runs as usize)
+        .tools(assembly.orchestrator_tools());
+    // Plans from goals need a model; without one the API takes plans only.
+    if let Ok(lm) = assembly.lm(None, ModelNeed::Required) {
+        let registry = assembly.registry(ModelNeed::OnDemand).await?;
+        builder = builder
+            .planner(PlannerAgent::new("planner", lm, assembly.tools.clone()).agents(&registry));
+    }
+    let server = builder.build();
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| BadInput(format!("cannot listen on {}: {e}", args.addr)))?;
+    let address = listener.local_addr().context("no local address")?;
+    let picked_up = server.recover();
+    let url = format!("http://{address}");
+    crate::out::note(&format!(
+        "AgentHelm serves {} at {url} (runs in {})",
+        assembly.workspace.file.display(),
+        store.location.display()
+    ));
+    if picked_up > 0 {
+        crate::out::note(&format!("Picked up {picked_up} unfinished run(s)."));
+    }
+    match users.owner_token() {
+        Some(token) => crate::out::note(&format!(
+            "Sign in with the owner token (kept in {}): {url}/?token={token}",
+            store_dir.join(OWNER_TOKEN_FILE).display()
+        )),
+        None => crate::out::note("Users sign in with their tokens (server.users)."),
+    }
+    let runs = server.runs().clone();
+    server
+        .serve(listener, crate::interrupt::shutdown_signal())
+        .await
+        .context("the server stopped")?;
+    crate::out::note("Stopping: running runs are suspended and picked up at the next start.");
+    runs.suspend_all(std::time::Duration::from_secs(10)).await;
+    Ok(())
+}
