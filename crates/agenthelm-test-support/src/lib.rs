@@ -9,10 +9,12 @@
 //! Helpers panic on setup failures: they only ever run inside tests, where a panic is the failure
 //! report.
 
+mod client;
 mod http;
 mod process;
 mod temp;
 
+pub use client::{request, Answer};
 pub use http::{MockServer, Received, Reply};
 pub use process::{is_running, pid_in, stops_running, stops_running_within};
 pub use temp::TempDir;

@@ -86,6 +86,16 @@ fn steps_without_an_agent_need_a_default_or_an_extra_tool() {
         reader_catalogue().check(&plan),
         [no_agent("think"), no_agent("read")]
     );
+    // A tool no one has is unknown, not a missing agent.
+    let nowhere = plan_of(vec![PlanStep::new("x", "typo").tool("raed")]);
+    assert_eq!(
+        reader_catalogue().check(&nowhere),
+        [PlanProblem::UnknownTool {
+            step: "x".into(),
+            agent: None,
+            tool: "raed".into()
+        }]
+    );
 
     // A default agent takes both; a step naming no agent may still call an extra tool, and a
     // tool that is neither the default agent's nor an extra one is a problem.

@@ -177,9 +177,17 @@ impl Catalogue {
             .as_deref()
             .and_then(|name| self.step_tool(step, agent, name, problems));
         if agent.is_none() && tool.is_none() {
-            return problems.push(PlanProblem::NoAgent {
-                step: step.id.clone(),
-            });
+            // A step naming a tool that no one has was told so above.
+            let unknown = step
+                .tool_name
+                .as_deref()
+                .is_some_and(|name| !self.some_agent_has(name));
+            if !unknown {
+                problems.push(PlanProblem::NoAgent {
+                    step: step.id.clone(),
+                });
+            }
+            return;
         }
         if let Some(tool) = tool {
             self.check_tool_use(step, agent, tool, problems);
@@ -225,14 +233,30 @@ impl Catalogue {
         if let Some(tool) = self.extra_tools.get(name).filter(|_| reachable) {
             return Some(tool);
         }
-        if let (Some(agent), Some(_)) = (agent, own) {
+        // An agent whose tools are not known may have it. With no agent, a tool some agent
+        // has is a missing agent (said by the caller); one nobody has is unknown.
+        let unknown_to = match (agent, own) {
+            (Some(agent), Some(_)) => Some(Some(agent.name.clone())),
+            (None, _) if !self.some_agent_has(name) => Some(None),
+            _ => None,
+        };
+        if let Some(agent) = unknown_to {
             problems.push(PlanProblem::UnknownTool {
                 step: step.id.clone(),
-                agent: Some(agent.name.clone()),
+                agent,
                 tool: name.to_owned(),
             });
         }
         None
+    }
+
+    /// Whether some agent lists tool `name`.
+    fn some_agent_has(&self, name: &str) -> bool {
+        self.agents.iter().chain(&self.default_agent).any(|a| {
+            a.tools
+                .as_ref()
+                .is_some_and(|tools| tools.get(name).is_some())
+        })
     }
 
     /// The tool's own compensation (unless the step overrides it) and its arguments.

@@ -194,9 +194,11 @@ impl Run {
         let mut grace_deadline = None;
         loop {
             if self.stop.is_none() && self.cancel.is_cancelled() {
-                self.stop = Some(StopReason::Stopped {
-                    reason: "the run was cancelled".to_owned(),
+                let reason = "the run was cancelled".to_owned();
+                self.emit(EventKind::RunCancelled {
+                    reason: reason.clone(),
                 });
+                self.stop = Some(StopReason::Stopped { reason });
             }
             self.suspended |= self.cancel.is_suspended();
             while self.stop.is_none()

@@ -190,6 +190,7 @@ impl<'e> TraceBuilder<'e> {
             | EventKind::Effect { .. }
             | EventKind::PlanSubmitted { .. }
             | EventKind::PlanReviewed { .. }
+            | EventKind::RunCancelled { .. }
             | EventKind::Note { .. } => {}
         }
     }

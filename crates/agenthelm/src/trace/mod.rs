@@ -190,6 +190,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The run was asked to stop (cancelled): no new step starts, running steps get the grace
+    /// period, then what was done is rolled back. Steps that fail after this failed because of
+    /// it, not the other way round.
+    RunCancelled {
+        /// Why, as the canceller said.
+        reason: String,
+    },
     /// A rollback began after a failure.
     RollbackStarted {
         /// The steps to undo, in the order they will be undone.
@@ -294,6 +301,7 @@ impl EventKind {
             EventKind::Effect { .. } => "effect",
             EventKind::PlanSubmitted { .. } => "plan_submitted",
             EventKind::PlanReviewed { .. } => "plan_reviewed",
+            EventKind::RunCancelled { .. } => "run_cancelled",
             EventKind::Note { .. } => "note",
         }
     }

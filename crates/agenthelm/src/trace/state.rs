@@ -60,6 +60,8 @@ pub struct RunState {
     requests: Vec<ApprovalRequestRecord>,
     resumes: Vec<Resume>,
     failure: Option<StopReason>,
+    /// Why the run was cancelled, when it was.
+    cancelled: Option<String>,
     review: Option<PlanReview>,
 }
 
@@ -453,6 +455,7 @@ impl RunState {
             requests: Vec::new(),
             resumes: Vec::new(),
             failure: None,
+            cancelled: None,
             review: None,
         };
         for step in &plan.steps {
@@ -597,6 +600,9 @@ impl RunState {
             | (EventKind::CompensationFinished { .. }, None)
             | (EventKind::Effect { .. }, None)
             | (EventKind::Note { .. }, _) => {}
+            (EventKind::RunCancelled { reason }, _) => {
+                self.cancelled.get_or_insert_with(|| reason.clone());
+            }
             (EventKind::PlanSubmitted { by }, _) => {
                 self.review = Some(PlanReview {
                     submitted_by: by.clone(),
@@ -856,7 +862,8 @@ impl RunState {
         if status == StepStatus::Completed || !s.effects.is_empty() {
             self.queue_undo(i);
         }
-        if status == StepStatus::Failed && self.failure.is_none() {
+        // A step that fails once the run was cancelled was stopped by it: not the cause.
+        if status == StepStatus::Failed && self.failure.is_none() && self.cancelled.is_none() {
             self.failure = Some(StopReason::StepFailed {
                 step: self.steps[i].id.to_string(),
                 error: error.clone().unwrap_or_default(),
@@ -1104,9 +1111,12 @@ impl RunState {
     /// outside with no failed step) was cancelled; before its start, its plan's review decides.
     pub fn phase(&self) -> RunPhase {
         if let Some(end) = self.end {
+            // Journals written before `run_cancelled` existed show a cancel as a rollback
+            // with no failed step.
+            let stopped = self.cancelled.is_some() || self.rollback.is_some();
             return if end.success {
                 RunPhase::Succeeded
-            } else if self.failure.is_none() && self.rollback.is_some() {
+            } else if self.failure.is_none() && stopped {
                 RunPhase::Cancelled
             } else {
                 RunPhase::Failed
@@ -1120,14 +1130,18 @@ impl RunState {
         }
     }
 
-    /// Why the run is stopping: its first failed step, or (a rollback under way with no failed
-    /// step) that it was stopped. `None` while nothing went wrong.
+    /// Why the run is stopping: its first failed step, else its cancellation (or a rollback
+    /// under way with no failed step: it was stopped). `None` while nothing went wrong.
     pub fn stop_reason(&self) -> Option<StopReason> {
-        self.failure.clone().or_else(|| {
-            self.rollback.as_ref().map(|_| StopReason::Stopped {
-                reason: "the run was stopped".to_owned(),
-            })
-        })
+        if let Some(failure) = &self.failure {
+            return Some(failure.clone());
+        }
+        let reason = match (&self.cancelled, &self.rollback) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(_)) => "the run was stopped".to_owned(),
+            (None, None) => return None,
+        };
+        Some(StopReason::Stopped { reason })
     }
 }
 
@@ -1353,6 +1367,13 @@ mod tests {
                     purpose: CallPurpose::Execute,
                 },
             ),
+            at(
+                None,
+                18,
+                EventKind::RunCancelled {
+                    reason: "stop".into(),
+                },
+            ),
         ]
     }
 
@@ -1373,6 +1394,9 @@ mod tests {
                     assert_eq!((s.status, s.attempts), (StepStatus::Running, 1));
                 }
                 EventKind::Approval { .. } => assert_eq!(state.approvals().len(), 1),
+                EventKind::RunCancelled { .. } => {
+                    assert!(state.cancelled.is_some());
+                }
                 EventKind::ApprovalRequested { .. } => {
                     assert_eq!(state.approval_requests().len(), 1);
                     assert_eq!(state.pending_approvals().count(), 0, "the run ended");
@@ -1737,7 +1761,31 @@ mod tests {
                 error: Some("boom".into()),
             },
         );
-        assert_eq!(phase(&[failed, rollback, ended(false)]), RunPhase::Failed);
+        assert_eq!(
+            phase(&[failed.clone(), rollback.clone(), ended(false)]),
+            RunPhase::Failed
+        );
+        // A step stopped by a cancel does not make the run failed.
+        let cancel = at(
+            None,
+            1,
+            EventKind::RunCancelled {
+                reason: "asked".into(),
+            },
+        );
+        let state = RunState::replay(&plan, &[cancel.clone(), failed.clone(), rollback.clone()]);
+        assert_eq!(
+            state.stop_reason(),
+            Some(StopReason::Stopped {
+                reason: "asked".into()
+            })
+        );
+        assert_eq!(
+            phase(&[cancel.clone(), failed.clone(), rollback, ended(false)]),
+            RunPhase::Cancelled
+        );
+        // A failure before the cancel stays the cause.
+        assert_eq!(phase(&[failed, cancel, ended(false)]), RunPhase::Failed);
         for phase in RunPhase::ALL {
             assert_eq!(phase.name().parse::<RunPhase>(), Ok(phase));
             assert_eq!(serde_json::to_value(phase).unwrap(), phase.name());
