@@ -61,7 +61,7 @@ fn parse(raw: &[u8]) -> Answer {
         .unwrap_or(0);
     let chunked = head
         .lines()
-        .any(|l| l.to_ascii_lowercase() == "transfer-encoding: chunked");
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
     let body = if chunked {
         unchunk(rest)
     } else {
