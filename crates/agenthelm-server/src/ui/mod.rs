@@ -12,7 +12,8 @@ mod html;
 mod pages;
 pub mod session;
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -40,11 +41,22 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/app.css", get(style))
 }
 
-/// The signed-in user of a page request, or the answer that sends the browser to sign in.
-pub(crate) fn page_user(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
-    session::token(headers)
-        .and_then(|token| state.users.who(&token).map(str::to_owned))
-        .ok_or_else(|| Redirect::to("/login").into_response())
+/// The signed-in user of a page; a browser not signed in is sent to `/login`.
+pub(crate) struct SignedIn(pub String);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Redirect;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Redirect> {
+        user_of(state, &parts.headers)
+            .map(SignedIn)
+            .ok_or_else(|| Redirect::to("/login"))
+    }
+}
+
+/// The user the request's session cookie signs in, if any.
+pub(crate) fn user_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    session::token(headers).and_then(|token| state.users.who(&token).map(str::to_owned))
 }
 
 /// Signs the browser in with `token` and sends it to `to`.

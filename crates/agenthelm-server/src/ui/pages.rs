@@ -5,11 +5,11 @@ use agenthelm::trace::RunPhase;
 use agenthelm::{Plan, RunState};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use std::fmt::Write;
 
 use super::html::{escape, page};
-use super::{page_user, token_link, ListQuery};
+use super::{token_link, user_of, ListQuery, SignedIn};
 use crate::api::AppState;
 use crate::runs::PendingCall;
 use crate::view::RunLine;
@@ -48,9 +48,8 @@ pub(super) async fn runs(
     if let Some(answer) = token_link(&state, &query) {
         return answer;
     }
-    let user = match page_user(&state, &headers) {
-        Ok(user) => user,
-        Err(sign_in) => return sign_in,
+    let Some(user) = user_of(&state, &headers) else {
+        return Redirect::to("/login").into_response();
     };
     let wanted = match query.state.as_deref().filter(|s| !s.is_empty()) {
         Some(name) => match name.parse::<RunPhase>() {
@@ -163,13 +162,9 @@ fn cost(usd: f64, complete: bool) -> String {
 /// `/runs/{id}` (and `/runs/{id}/review`): a run, with its plan review while it awaits one.
 pub(super) async fn run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let user = match page_user(&state, &headers) {
-        Ok(user) => user,
-        Err(sign_in) => return sign_in,
-    };
     let run = match state.runs.store().load_run_outline(&id) {
         Ok(run) => run,
         Err(agenthelm::store::StoreError::UnknownRun(_)) => {
@@ -242,11 +237,7 @@ fn review_section(plan: &Plan) -> String {
 }
 
 /// `/approvals`: the tool calls of every run waiting for a person.
-pub(super) async fn approvals(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let user = match page_user(&state, &headers) {
-        Ok(user) => user,
-        Err(sign_in) => return sign_in,
-    };
+pub(super) async fn approvals(State(state): State<AppState>, SignedIn(user): SignedIn) -> Response {
     match state.runs.pending_approvals() {
         Ok(calls) => html(
             StatusCode::OK,
@@ -291,11 +282,7 @@ fn approvals_body(calls: &[PendingCall]) -> String {
 const EXAMPLE: &str = "goal: say hello\nsteps:\n  - id: hello\n    tool: note\n    description: say hello\n    args: {}\n";
 
 /// `/submit`: a plan's YAML to submit.
-pub(super) async fn submit(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let user = match page_user(&state, &headers) {
-        Ok(user) => user,
-        Err(sign_in) => return sign_in,
-    };
+pub(super) async fn submit(SignedIn(user): SignedIn) -> Response {
     let body = format!(
         "<h1>Submit a plan</h1><section class=\"submit\">\
          <label for=\"submit-yaml\">Plan (YAML)</label>\
