@@ -9,6 +9,7 @@ mod common;
 use common::{start, TestServer, TOKEN};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +27,9 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // Chromium runs in chromedriver's process group: a failed test leaves neither behind.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
@@ -54,6 +57,7 @@ async fn browser(server: &TestServer) -> Option<Browser> {
     let log = std::fs::File::create(server.dir.join("chromedriver.log")).expect("log file");
     let driver = Command::new(chromedriver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

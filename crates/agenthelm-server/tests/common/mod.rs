@@ -16,7 +16,7 @@ tools:
   note:
     command: [sh, -c, "cat > /dev/null; echo '{\"ok\": true}'"]
   slow:
-    command: [sh, -c, "cat > /dev/null; sleep 2; echo '\"slept\"'"]
+    command: [sh, -c, "cat > /dev/null; sleep 3; echo '\"slept\"'"]
   pay:
     command: [sh, -c, "cat >> paid.log; echo >> paid.log; echo '\"paid\"'"]
     parameters: {type: object, properties: {amount: {type: integer}}, required: [amount]}
