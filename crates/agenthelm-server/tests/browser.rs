@@ -395,6 +395,32 @@ steps:
     b.js("document.getElementById('steps').scrollIntoView();", vec![])
         .await;
     b.shot("08-rollback").await;
+    // A plan rejected with a reason: nothing runs, and who rejected it is shown.
+    b.open("/submit").await;
+    b.fill(
+        "#submit-yaml",
+        "goal: never mind\nsteps:\n  - id: a\n    tool: note\n",
+    )
+    .await;
+    b.click("#submit").await;
+    b.wait("the plan review", "document.getElementById('review')")
+        .await;
+    b.fill("#reason", "not today").await;
+    b.click("#reject").await;
+    b.wait("the plan rejected", "!document.getElementById('review') && document.getElementById('state').textContent === 'rejected'").await;
+    let facts = b.text("#facts").await;
+    assert!(
+        facts.contains("Plan rejected by") && facts.contains("alice"),
+        "{facts}"
+    );
+    assert!(facts.contains("not today"), "{facts}");
+    b.open("/").await;
+    b.wait(
+        "both runs in the list",
+        "document.querySelectorAll('#runs tr[data-run]').length === 2",
+    )
+    .await;
+    b.shot("09-runs").await;
     b.open("/?state=failed").await;
     b.wait(
         "the failed run in the list",
@@ -405,7 +431,7 @@ steps:
     b.open("/?state=succeeded").await;
     b.wait("an empty list", "document.querySelector('p.empty')")
         .await;
-    b.shot("09-filtered").await;
+    b.shot("10-filtered").await;
     browser.close().await;
 }
 

@@ -123,7 +123,10 @@ fn runs_body(lines: &[Line], wanted: Option<RunPhase>) -> String {
     }
     out.push_str("</nav>");
     if lines.is_empty() {
-        out.push_str("<p class=\"empty\">No runs yet. <a href=\"/submit\">Submit a plan</a>.</p>");
+        out.push_str(match wanted {
+            Some(_) => "<p class=\"empty\">No run is in this state.</p>",
+            None => "<p class=\"empty\">No runs yet. <a href=\"/submit\">Submit a plan</a>.</p>",
+        });
         return out;
     }
     out.push_str(

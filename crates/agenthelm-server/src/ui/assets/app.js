@@ -107,7 +107,9 @@ function drawFacts(run) {
   const facts = [["Cost", cost], ["LLM calls", u.llm_calls], ["Input tokens", u.input_tokens],
     ["Output tokens", u.output_tokens]];
   if (run.review && run.review.decision) {
-    facts.push(["Plan " + run.review.decision + "d by", run.review.by + (run.review.edited ? " (edited)" : "")]);
+    const verb = run.review.decision === "approve" ? "approved" : "rejected";
+    facts.push(["Plan " + verb + " by", run.review.by + (run.review.edited ? " (edited)" : "")]);
+    if (run.review.reason) facts.push(["Reason", run.review.reason]);
   }
   if (run.error) facts.push(["Error", run.error]);
   const box = document.getElementById("facts");
