@@ -78,7 +78,7 @@ fn login_form(failed: bool) -> String {
         "<section class=\"login\"><h1>Sign in</h1>{notice}\
          <form method=\"post\" action=\"/login\"><label>Token \
          <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" \
-         required autofocus></label><button type=\"submit\" id=\"sign-in\">Sign in</button>\
+         required autofocus></label><button type=\"submit\" id=\"sign-in\" class=\"primary\">Sign in</button>\
          </form><p class=\"hint\">The owner token is in <code>.agenthelm/server-token</code>; \
          <code>agenthelm serve</code> prints a sign-in link.</p></section>"
     );
