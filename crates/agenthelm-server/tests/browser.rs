@@ -225,9 +225,23 @@ async fn review_a_plan_watch_it_run_and_approve_a_call_with_edited_arguments() {
     assert_eq!(injected, json!(0));
     b.shot("02-review").await;
 
-    // A dependency on nothing: the problem shows by step 1's row and under the editor.
+    // A dependency on nothing: approving is refused, and Check shows the problem by step 1's
+    // row and under the editor.
     let broken = PLAN.replace("depends_on: [first]", "depends_on: [nosuch]");
     b.fill("#plan-yaml", &broken).await;
+    b.click("#approve").await;
+    b.wait(
+        "approval refused",
+        "document.getElementById('problems').textContent.includes('nosuch')",
+    )
+    .await;
+    assert_eq!(b.text("#state").await, "awaiting approval");
+    b.js(
+        "document.getElementById('problems').replaceChildren(); \
+         document.querySelectorAll('td.problem').forEach((c) => { c.textContent = ''; });",
+        vec![],
+    )
+    .await;
     b.click("#check").await;
     b.wait(
         "the problem by its row",
@@ -241,12 +255,6 @@ async fn review_a_plan_watch_it_run_and_approve_a_call_with_edited_arguments() {
         "only step 1 is wrong"
     );
     b.shot("03-problem").await;
-    b.click("#approve").await;
-    b.wait(
-        "approval refused",
-        "document.getElementById('problems').textContent.includes('nosuch')",
-    )
-    .await;
 
     // Fixed (and the first step's description edited): it checks, then runs once approved.
     let fixed = PLAN.replace("note <i>one</i>", "note one, edited");
