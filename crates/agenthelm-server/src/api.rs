@@ -22,6 +22,7 @@ use crate::auth::Users;
 use crate::error::{ApiError, Problem};
 use crate::hub::Numbered;
 use crate::runs::{CallDecision, Runs};
+use crate::ui::session;
 use crate::view::{RunLine, RunView};
 
 /// What every handler shares.
@@ -51,6 +52,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/runs/{id}/report", get(report))
         .route("/api/approvals", get(approvals))
         .route("/api/approvals/{id}", post(decide))
+        .route("/api/plans/check", post(check_plan))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -58,6 +60,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .merge(protected)
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -77,12 +80,32 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let user = bearer(request.headers())
-        .and_then(|token| state.users.who(token))
-        .ok_or_else(ApiError::unauthorized)?
-        .to_owned();
+    let user = signed_in(&state, &request)?;
     request.extensions_mut().insert(User(user));
     Ok(next.run(request).await)
+}
+
+/// The user of a request, by its bearer token or, from the web UI, its session cookie. A
+/// cookie-signed request that changes something must come from the server's own pages (403
+/// otherwise): a cross-site form cannot borrow the cookie. Bearer requests are not checked
+/// for that (a browser never adds the header by itself).
+fn signed_in(state: &AppState, request: &Request) -> Result<String, ApiError> {
+    let headers = request.headers();
+    if let Some(token) = bearer(headers) {
+        return state
+            .users
+            .who(token)
+            .map(str::to_owned)
+            .ok_or_else(ApiError::unauthorized);
+    }
+    let token = session::token(headers).ok_or_else(ApiError::unauthorized)?;
+    let user = state.users.who(&token).ok_or_else(ApiError::unauthorized)?;
+    if !request.method().is_safe() && !session::same_origin(headers) {
+        return Err(ApiError::forbidden(
+            "a signed-in browser may change things from this server's own pages only",
+        ));
+    }
+    Ok(user.to_owned())
 }
 
 async fn health() -> Json<Value> {
@@ -167,8 +190,25 @@ async fn submit(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckPlan {
+    plan: Value,
+}
+
+/// Checks a plan without submitting it: 200 `{"ok": true}`, or the problems, each with its
+/// field, as [`submit`] would answer them.
+async fn check_plan(
+    State(state): State<AppState>,
+    Body(body): Body<CheckPlan>,
+) -> Result<Json<Value>, ApiError> {
+    let plan = plan_of(&body.plan)?;
+    state.runs.check(&plan)?;
+    Ok(Json(json!({"ok": true})))
+}
+
 /// A plan sent as an object or as YAML (or JSON) text.
-fn plan_of(value: &Value) -> Result<Plan, ApiError> {
+pub fn plan_of(value: &Value) -> Result<Plan, ApiError> {
     let parsed = match value {
         Value::String(text) => Plan::from_yaml(text),
         Value::Object(_) => Plan::from_json(&value.to_string()),

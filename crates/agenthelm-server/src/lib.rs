@@ -27,6 +27,7 @@ pub mod auth;
 pub mod error;
 pub mod hub;
 pub mod runs;
+pub mod ui;
 pub mod view;
 
 use agenthelm::agent::PlannerAgent;
