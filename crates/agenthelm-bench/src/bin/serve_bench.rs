@@ -113,14 +113,27 @@ async fn bench(runs: usize, steps: usize, max_runs: usize) -> Result<Value, Stri
     let server = Server::builder(orchestrator, store, users)
         .max_runs(max_runs)
         .build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    // The server gets a runtime of its own: the clients below do not queue behind its runs
+    // on the same worker threads.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let base = format!(
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                let _ = server.serve(listener, std::future::pending()).await;
+            }
+        });
+    });
     let http = reqwest::Client::new();
     let plan = plan(steps);
 
