@@ -22,7 +22,7 @@ use crate::auth::Users;
 use crate::error::{ApiError, Problem};
 use crate::hub::Numbered;
 use crate::runs::{CallDecision, Runs};
-use crate::ui::session;
+use crate::session;
 use crate::view::{RunLine, RunView};
 
 /// What every handler shares.
@@ -40,8 +40,8 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct User(pub String);
 
-/// The API's routes.
-pub fn routes(state: AppState) -> Router {
+/// The API's routes (the caller adds `state` to the router; the token check needs it too).
+pub fn routes(state: &AppState) -> Router<AppState> {
     let protected = Router::new()
         .route("/api/runs", post(submit).get(list))
         .route("/api/runs/{id}", get(show))
@@ -60,9 +60,6 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .merge(protected)
-        .merge(crate::ui::routes())
-        .fallback(not_found)
-        .with_state(state)
 }
 
 /// The bearer token of a request, if it sent one.
@@ -112,7 +109,8 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn not_found() -> ApiError {
+/// 404 for anything no route takes.
+pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 

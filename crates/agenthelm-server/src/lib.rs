@@ -27,6 +27,7 @@ pub mod auth;
 pub mod error;
 pub mod hub;
 pub mod runs;
+pub mod session;
 pub mod ui;
 pub mod view;
 
@@ -127,9 +128,12 @@ impl Server {
         &self.state.runs
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes: the API and the web UI.
     pub fn router(&self) -> Router {
-        api::routes(self.state.clone())
+        api::routes(&self.state)
+            .merge(ui::routes())
+            .fallback(api::not_found)
+            .with_state(self.state.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves.

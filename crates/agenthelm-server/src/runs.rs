@@ -412,7 +412,7 @@ impl Runs {
         event.run_id = Some(Arc::from(run_id));
         self.store.append(&event)?;
         let recorded = self.store.load_run_outline(run_id)?.events.len();
-        self.hub.open(run_id, recorded - 1);
+        self.hub.open(run_id, recorded.saturating_sub(1));
         self.hub.publish(&event);
         Ok(())
     }

@@ -475,6 +475,35 @@ async fn a_denied_call_fails_its_step_and_rolls_back() {
 }
 
 #[tokio::test]
+async fn cancelling_a_run_that_waits_for_a_person_rolls_it_back() {
+    let served = serve().await;
+    let plan = "goal: pay\nsteps:\n  - {id: a, tool: make, args: {name: x}}\n  - {id: b, tool: pay, args: {amount: 50}, depends_on: [a]}\n";
+    let id = served.submit(plan, true).await;
+    let run = served.wait_for(&id, "waiting_for_approval").await;
+    let path = format!(
+        "/api/approvals/{}",
+        run["approvals"][0]["id"].as_str().unwrap()
+    );
+    let (status, _) = served
+        .post(&format!("/api/runs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let run = served.wait_for(&id, "cancelled").await;
+    assert_eq!(run["rollback"]["order"], json!(["a"]));
+    assert_eq!(run["steps"][1]["status"], "skipped");
+    let (_, pending) = served.get("/api/approvals").await;
+    assert_eq!(
+        pending,
+        json!([]),
+        "a call of a run that is over waits for nothing"
+    );
+    let (status, _) = served.post(&path, json!({"decision": "approve"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(served.log("paid.log").is_empty());
+    assert_eq!(served.log("unmade.log").len(), 1);
+}
+
+#[tokio::test]
 async fn a_failing_plan_rolls_back_and_cancel_stops_a_running_one() {
     let served = serve().await;
     let failing = "goal: fail\nsteps:\n  - {id: a, tool: make, args: {name: x}}\n  - {id: b, tool: fail, args: {}, depends_on: [a]}\n";

@@ -10,7 +10,6 @@
 
 mod html;
 mod pages;
-pub mod session;
 
 use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -21,6 +20,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::session;
 
 pub use html::escape;
 
