@@ -32,9 +32,14 @@ impl std::fmt::Debug for OpenStore {
 pub fn open_store(workspace: &Workspace) -> Result<OpenStore, WorkspaceError> {
     let config = workspace.store_config();
     let location = config.location(&workspace.dir);
+    let durability = config.durability;
     let opened: Result<Arc<dyn RunStore>, StoreError> = match config.backend {
-        StoreBackend::Sqlite => SqliteStore::open(&location).map(|s| Arc::new(s) as _),
-        StoreBackend::Jsonl => JsonlStore::open(&location).map(|s| Arc::new(s) as _),
+        StoreBackend::Sqlite => SqliteStore::open(&location)
+            .and_then(|s| s.with_durability(durability))
+            .map(|s| Arc::new(s) as _),
+        StoreBackend::Jsonl => {
+            JsonlStore::open(&location).map(|s| Arc::new(s.with_durability(durability)) as _)
+        }
     };
     let store = opened.map_err(|error| WorkspaceError::Store {
         file: workspace.file.clone(),

@@ -2,6 +2,7 @@
 //! mistake in it an error naming the file, line and key.
 
 use agenthelm::mcp::McpServerConfig;
+use agenthelm::store::Durability;
 use agenthelm::{RollbackMode, ToolContract};
 use serde::de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -80,6 +81,10 @@ pub struct StoreConfig {
     /// The database file (sqlite) or folder (jsonl); default under `.agenthelm/`.
     #[serde(default)]
     pub path: Option<String>,
+    /// `normal` (the default: survives a crash of the process) or `full` (survives a power
+    /// loss too, at the cost of a disk flush per write).
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 /// The kinds of run store.
@@ -120,6 +125,7 @@ fn store_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreConfig>,
             Ok(Some(StoreConfig {
                 backend: StoreBackend::Sqlite,
                 path: Some(path.to_owned()),
+                durability: Durability::Normal,
             }))
         }
         fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
@@ -434,6 +440,7 @@ impl Workspace {
         self.config.store.clone().unwrap_or(StoreConfig {
             backend: StoreBackend::Sqlite,
             path: None,
+            durability: Durability::Normal,
         })
     }
 }
@@ -642,10 +649,16 @@ mod tests {
         assert_eq!(jsonl.location(dir), Path::new("/ws/.agenthelm/runs"));
         let sqlite = store("store: {backend: sqlite, path: /tmp/x.db}\n").unwrap();
         assert_eq!(sqlite.location(dir), Path::new("/tmp/x.db"));
+        assert_eq!(sqlite.durability, Durability::Normal);
+        let full = store("store: {durability: full}\n").unwrap();
+        assert_eq!(full.durability, Durability::Full);
+        let wrong = parse(Path::new("ws.yaml"), "store: {durability: always}\n").unwrap_err();
+        assert!(wrong.to_string().contains("durability"), "{wrong}");
         assert_eq!(
             StoreConfig {
                 backend: StoreBackend::Sqlite,
-                path: None
+                path: None,
+                durability: Durability::Normal,
             }
             .location(dir),
             Path::new("/ws/.agenthelm/agenthelm.db")
@@ -660,7 +673,7 @@ mod tests {
         );
         assert_eq!(
             errors("store:\n  backend: jsonl\n  file: x\n"),
-            "ws.yaml:3: `store.file`: unknown field `file`, expected `backend` or `path`"
+            "ws.yaml:3: `store.file`: unknown field `file`, expected one of `backend`, `path`, `durability`"
         );
         assert!(errors("store: [a, b]\n")
             .starts_with("ws.yaml:1: `store`: invalid type: sequence, expected a path"));

@@ -806,3 +806,33 @@ async fn a_reviewed_plan_is_kept_as_revised_and_starts_on_resume() {
         assert!(matches!(unknown, StoreError::UnknownRun(_)), "{unknown:?}");
     }
 }
+
+#[tokio::test]
+async fn both_backends_keep_runs_with_full_durability() {
+    use agenthelm::store::Durability;
+    let dir = TempDir::new("full-durability");
+    let stores: Vec<Arc<dyn RunStore>> = vec![
+        Arc::new(
+            SqliteStore::open(dir.join("runs.db"))
+                .unwrap()
+                .with_durability(Durability::Full)
+                .unwrap(),
+        ),
+        Arc::new(
+            JsonlStore::open(dir.join("jsonl"))
+                .unwrap()
+                .with_durability(Durability::Full),
+        ),
+    ];
+    for store in stores {
+        let calls = Calls::default();
+        let mut ok = plan(false);
+        let run = orchestrator(&calls, store.clone())
+            .execute(&mut ok)
+            .await
+            .unwrap();
+        assert!(run.success);
+        let stored = store.load_run(run.run_id.as_deref().unwrap()).unwrap();
+        assert_eq!(stored.events.len(), run.events.len());
+    }
+}

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use super::claim::ClaimRecord;
-use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
+use super::{
+    Claim, Durability, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun,
+};
 use crate::plan::Plan;
 use crate::trace::{now_ms, Event};
 
@@ -32,6 +34,7 @@ pub struct JsonlStore {
     dir: PathBuf,
     // One writer at a time keeps lines whole.
     write: Mutex<()>,
+    durability: Durability,
 }
 
 /// A line as read.
@@ -90,7 +93,14 @@ impl JsonlStore {
         Ok(JsonlStore {
             dir,
             write: Mutex::new(()),
+            durability: Durability::Normal,
         })
+    }
+
+    /// Sets how hard writes work to last: with [`Durability::Full`] each write is `fsync`ed.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     fn file(&self, run_id: &str) -> Result<PathBuf, StoreError> {
@@ -135,7 +145,11 @@ impl JsonlStore {
             _ => io(path, e),
         })?;
         // One write call per batch: appends of whole lines do not interleave.
-        file.write_all(text.as_bytes()).map_err(|e| io(path, e))
+        file.write_all(text.as_bytes()).map_err(|e| io(path, e))?;
+        if self.durability == Durability::Full {
+            file.sync_data().map_err(|e| io(path, e))?;
+        }
+        Ok(())
     }
 
     /// The whole run in `path`; with `outline`, each event without its payloads (see

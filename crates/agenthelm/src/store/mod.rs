@@ -15,6 +15,7 @@ mod jsonl;
 mod sqlite;
 
 pub use claim::{Claim, Lease, Owner, HEARTBEAT, LEASE};
+
 pub use jsonl::JsonlStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -24,6 +25,20 @@ use std::path::PathBuf;
 
 use crate::plan::Plan;
 use crate::trace::Event;
+
+/// How hard a store works to keep what it has written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A written event survives a crash of the process (what resume needs); a crash of the
+    /// operating system or a power loss may lose the last ones. SQLite `synchronous = NORMAL`
+    /// in WAL mode; JSON lines written without `fsync`. The default.
+    #[default]
+    Normal,
+    /// A written event survives a power loss too, at the cost of a disk flush per write
+    /// (SQLite `synchronous = FULL`; JSON lines `fsync`ed).
+    Full,
+}
 
 /// A place that keeps runs and their events.
 ///

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::claim::ClaimRecord;
-use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
+use super::{
+    Claim, Durability, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun,
+};
 use crate::plan::Plan;
 use crate::trace::Event;
 
@@ -60,6 +62,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 ///
 /// Writes use `synchronous = NORMAL`: a committed event survives a crash of the process (the
 /// case resume is for); an operating-system crash or power loss may lose the last events.
+/// [`with_durability`](Self::with_durability)`(Durability::Full)` keeps them through a power
+/// loss too.
 ///
 /// ```
 /// use agenthelm::store::{RunStore, SqliteStore};
@@ -92,6 +96,18 @@ impl SqliteStore {
         };
         store.prepare()?;
         Ok(store)
+    }
+
+    /// Sets how hard writes work to last (see [`Durability`]).
+    pub fn with_durability(self, durability: Durability) -> Result<Self, StoreError> {
+        let level = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        self.lock()
+            .pragma_update(None, "synchronous", level)
+            .map_err(|e| io(&self.path, e))?;
+        Ok(self)
     }
 
     /// The database file.
