@@ -836,3 +836,98 @@ async fn both_backends_keep_runs_with_full_durability() {
         assert_eq!(stored.events.len(), run.events.len());
     }
 }
+
+/// `create` (compensated by an idempotent `remove` that records each call's idempotency key)
+/// and `fail`.
+fn idempotent_tools(keys: &Arc<Mutex<Vec<(String, String)>>>) -> ToolSet {
+    let schema =
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let create = FnTool::new(
+        "create",
+        "Create",
+        schema.clone(),
+        |args: Value, _| async move { Ok(json!(format!("created {}", args["name"]))) },
+    )
+    .unwrap()
+    .compensating_tool("remove");
+    let keys = Arc::clone(keys);
+    let remove = FnTool::new(
+        "remove",
+        "Remove",
+        schema.clone(),
+        move |args: Value, call: agenthelm::tool::ToolCallInfo| {
+            let keys = Arc::clone(&keys);
+            async move {
+                let name = args["name"].as_str().unwrap_or_default().to_owned();
+                keys.lock().unwrap().push((name, call.idempotency_key));
+                Ok(json!(null))
+            }
+        },
+    )
+    .unwrap()
+    .idempotent(true);
+    let fail = FnTool::new("fail", "Fails", schema, |_, _| async {
+        Err(ToolError::new("the last step always fails"))
+    })
+    .unwrap();
+    ToolSet::new().with(create).with(remove).with(fail)
+}
+
+#[tokio::test]
+async fn an_idempotent_compensation_in_doubt_runs_again_with_the_same_key() {
+    let keys: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let orchestrator = |store: Arc<dyn RunStore>| {
+        let mut registry = AgentRegistry::new();
+        let lm = Lm::from_model(ScriptedLm::new(vec![]));
+        registry
+            .register(ToolAgent::new("worker", lm, idempotent_tools(&keys)))
+            .unwrap();
+        Orchestrator::new(registry).store_shared(store)
+    };
+    // Where the first compensation's end is written, in a run that is not interrupted.
+    let dir = TempDir::new("idempotent-compensation");
+    let clean: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("clean.db")).unwrap());
+    let clean_run = orchestrator(clean.clone())
+        .execute(&mut plan(true))
+        .await
+        .unwrap();
+    let events = clean
+        .load_run(clean_run.run_id.as_deref().unwrap())
+        .unwrap()
+        .events;
+    let end_of_first = 1 + events
+        .iter()
+        .position(|e| e.kind.name() == "compensation_finished")
+        .unwrap();
+    keys.lock().unwrap().clear();
+
+    // The process dies as that end is written: the compensation ran, its end is not on record.
+    let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
+    let dying = Arc::new(DyingStore {
+        inner: durable.clone(),
+        appends: AtomicUsize::new(0),
+        fail_at: end_of_first,
+    });
+    let halted = orchestrator(dying).execute(&mut plan(true)).await;
+    let Err(OrchestratorError::Halted { run_id, .. }) = halted else {
+        panic!("{halted:?}");
+    };
+    let first = keys.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    let (plan, result) = orchestrator(durable).resume(&run_id).await.unwrap();
+    let rollback = result.rollback.unwrap();
+    assert!(
+        rollback.failed.is_empty(),
+        "nothing left for a person: {rollback:?}"
+    );
+    assert!(plan
+        .steps
+        .iter()
+        .filter(|s| s.id != "d")
+        .all(|s| s.status == StepStatus::Compensated));
+    let all = keys.lock().unwrap().clone();
+    let again: Vec<_> = all.iter().filter(|(name, _)| *name == first[0].0).collect();
+    assert_eq!(again.len(), 2, "run again after the crash: {all:?}");
+    assert_eq!(again[0].1, again[1].1, "with the same idempotency key");
+}

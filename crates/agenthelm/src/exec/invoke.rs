@@ -61,11 +61,23 @@ pub(crate) struct Admitted<'t> {
 /// at the gate, before the call.
 pub(crate) async fn admit<'t>(
     tool: &'t Arc<dyn Tool>,
-    mut args: Value,
+    args: Value,
     ctx: &StepContext,
     purpose: CallPurpose,
 ) -> Result<Admitted<'t>, ToolError> {
     let call_id = ctx.next_call_id(purpose);
+    admit_as(tool, args, ctx, purpose, call_id).await
+}
+
+/// [`admit`] under a call id the caller chose: one that must be the same in every attempt of a
+/// run (a compensating action's), so that its idempotency key is too.
+pub(crate) async fn admit_as<'t>(
+    tool: &'t Arc<dyn Tool>,
+    mut args: Value,
+    ctx: &StepContext,
+    purpose: CallPurpose,
+    call_id: String,
+) -> Result<Admitted<'t>, ToolError> {
     let started = Instant::now();
     match approve(tool, &mut args, &call_id, ctx, purpose).await {
         Ok(()) => {

@@ -111,6 +111,8 @@ pub struct ToolOverride {
     pub tags: Option<Vec<String>>,
     /// What the tool changes outside the process.
     pub side_effects: Option<Vec<String>>,
+    /// A repeat with the same idempotency key does nothing more.
+    pub idempotent: Option<bool>,
 }
 
 impl From<ToolContract> for ToolOverride {
@@ -124,6 +126,7 @@ impl From<ToolContract> for ToolOverride {
             tags,
             side_effects,
             partial_effects,
+            idempotent,
         } = contract;
         ToolOverride {
             compensating_tool,
@@ -133,6 +136,7 @@ impl From<ToolContract> for ToolOverride {
             partial_effects: partial_effects.then_some(true),
             tags: (!tags.is_empty()).then_some(tags),
             side_effects: (!side_effects.is_empty()).then_some(side_effects),
+            idempotent: idempotent.then_some(true),
         }
     }
 }
@@ -160,6 +164,9 @@ impl ToolOverride {
         }
         if let Some(side_effects) = &self.side_effects {
             contract.side_effects = side_effects.clone();
+        }
+        if let Some(idempotent) = self.idempotent {
+            contract.idempotent = idempotent;
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::orchestrator::Config;
 use super::outcome::{CompensationFailure, RollbackReport};
 use crate::approval::ApprovalHandler;
-use crate::exec::invoke::admit;
+use crate::exec::invoke::admit_as;
 use crate::exec::EventSink;
 use crate::exec::StepContext;
 use crate::plan::graph::Graph;
@@ -51,6 +51,15 @@ struct Action {
     name: String,
     tool: Option<Arc<dyn Tool>>,
     args: Value,
+}
+
+impl Action {
+    /// Whether its tool declares that a repeat with the same key does nothing more.
+    fn idempotent(&self) -> bool {
+        self.tool
+            .as_ref()
+            .is_some_and(|tool| tool.spec().contract.idempotent)
+    }
 }
 
 /// Undoes the steps of `undo` (newest last) in the plan's rollback mode (else the orchestrator's)
@@ -386,11 +395,15 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
         let outcome = match shared.progress.done.get(&(job.step, n)) {
             Some(true) => continue,
             Some(false) => Err("it failed before the run was resumed".to_owned()),
-            None if shared.progress.uncertain.contains(&(job.step, n)) => Err(
-                "it was running when the process stopped; it is not run again (a \
-                 compensation never runs twice): check by hand whether it took effect"
-                    .to_owned(),
-            ),
+            // In doubt: a tool that declares repeats harmless runs again, with the same key.
+            None if shared.progress.uncertain.contains(&(job.step, n)) && !action.idempotent() => {
+                Err(
+                    "it was running when the process stopped; it is not run again (a \
+                     compensation never runs twice): check by hand whether it took effect, or \
+                     declare the tool `idempotent`"
+                        .to_owned(),
+                )
+            }
             None => match compensate(&ctx, n, &action).await {
                 Some(outcome) => outcome,
                 None => {
@@ -416,11 +429,14 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
 async fn compensate(ctx: &StepContext, n: usize, action: &Action) -> Option<Result<(), String>> {
     let outcome = match &action.tool {
         Some(tool) => {
-            match contained(admit(
+            // The same id (and so the same idempotency key) in every attempt of the run.
+            let call_id = format!("{}#undo{}", ctx.step_id().unwrap_or("step"), n + 1);
+            match contained(admit_as(
                 tool,
                 action.args.clone(),
                 ctx,
                 CallPurpose::Compensate,
+                call_id,
             ))
             .await
             {

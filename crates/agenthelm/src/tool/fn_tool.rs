@@ -116,6 +116,13 @@ impl FnTool {
         self
     }
 
+    /// Declares that a repeat with the same idempotency key does nothing more (see
+    /// [`ToolContract::idempotent`](crate::ToolContract::idempotent)).
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.spec.contract.idempotent = idempotent;
+        self
+    }
+
     /// Requires the approval handler's consent before each call.
     pub fn requires_approval(mut self, required: bool) -> Self {
         self.spec.contract.requires_approval = required;

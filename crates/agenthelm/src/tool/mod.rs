@@ -143,6 +143,10 @@ pub struct ToolContract {
     /// A failed call may still have changed something, so a failed step that used this tool is
     /// compensated too.
     pub partial_effects: bool,
+    /// Calling it again with the same idempotency key does nothing more than the first call
+    /// did. A compensation by such a tool that was running when its process stopped is run
+    /// again on resume, with the same key, instead of being left for a person to check.
+    pub idempotent: bool,
 }
 
 fn serialize_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
