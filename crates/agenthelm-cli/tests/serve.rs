@@ -211,6 +211,21 @@ fn a_waiting_tool_call_survives_a_kill_with_its_id_and_runs_once_approved() {
     assert_eq!(logged(&dir, "effect b"), 1);
     assert_eq!(logged(&dir, "effect a"), 1, "a is not run again");
 
+    // `runs show` tells who decided.
+    let shown = common::run(dir.path(), &["runs", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(shown["review"]["decision"], "approve", "{shown}");
+    assert_eq!(shown["review"]["by"], "al");
+    assert_eq!(shown["approvals"][0]["decision"], "approve");
+    assert_eq!(shown["approvals"][0]["by"], "al");
+    assert_eq!(shown["approvals"][0]["step"], "b");
+    let text = common::run(dir.path(), &["runs", "show", &id]).stdout;
+    assert!(text.contains("Approval: b pay approved by al"), "{text}");
+    assert!(
+        text.contains("Plan: submitted by al, approved by al"),
+        "{text}"
+    );
+
     // The token is never printed nor journaled.
     assert!(!second.printed().contains(TOKEN));
     let journal = std::fs::read(dir.path().join(".agenthelm/agenthelm.db")).unwrap();

@@ -2,6 +2,8 @@
 //! machine (plan review, tool-call approval, cancel), and the event stream with
 //! `Last-Event-ID`. Each test serves a workspace of command tools from a temp folder.
 
+use agenthelm::agent::PlannerAgent;
+use agenthelm::lm::{Lm, ScriptedLm, ScriptedReply};
 use agenthelm_server::{Server, Users};
 use agenthelm_test_support::TempDir;
 use agenthelm_workspace::{Assembly, UserConfig, Workspace};
@@ -52,6 +54,11 @@ impl Drop for Served {
 }
 
 async fn serve() -> Served {
+    serve_with(None).await
+}
+
+/// A server whose planner answers with `plan` (a scripted model, no network).
+async fn serve_with(plan: Option<Value>) -> Served {
     let dir = TempDir::new("server-api");
     let file = dir.write("agenthelm.yaml", WORKSPACE);
     let workspace = Workspace::load(&file).unwrap();
@@ -64,9 +71,17 @@ async fn serve() -> Served {
         .unwrap()
         .grace_period(Duration::from_secs(1));
     let users = Users::from_pairs([("al".into(), AL.into()), ("bo".into(), BO.into())]);
-    let server = Server::builder(orchestrator, store.store, users)
-        .tools(assembly.orchestrator_tools())
-        .build();
+    let mut builder =
+        Server::builder(orchestrator, store.store, users).tools(assembly.orchestrator_tools());
+    if let Some(plan) = plan {
+        let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text(plan.to_string())]));
+        builder = builder.planner(PlannerAgent::new(
+            "planner",
+            lm,
+            assembly.orchestrator_tools(),
+        ));
+    }
+    let server = builder.build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -424,7 +439,7 @@ async fn a_tool_call_waits_for_a_person_and_runs_as_decided() {
             "POST",
             &path,
             Some(BO),
-            Some(json!({"decision": "edit", "args": {"amount": 5}, "reason": "half"})),
+            Some(json!({"decision": "edit", "args": {"amount": 5}, "reason": "half <b>now</b>"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -438,7 +453,20 @@ async fn a_tool_call_waits_for_a_person_and_runs_as_decided() {
     assert_eq!(decided["decision"], "edit");
     assert_eq!(decided["by"], "bo");
     assert_eq!(decided["edited_args"], json!({"amount": 5}));
-    assert_eq!(decided["reason"], "half");
+    assert_eq!(decided["reason"], "half <b>now</b>");
+    // The report says who decided what, as text.
+    let (_, report) = served.get(&format!("/api/runs/{id}/report")).await;
+    let html = report.as_str().unwrap();
+    assert!(html.contains(r#"<table id="approvals">"#), "{html}");
+    assert!(
+        html.contains("approved with edited arguments</td><td>bo</td>"),
+        "{html}"
+    );
+    assert!(html.contains("half &lt;b&gt;now&lt;/b&gt;"), "escaped");
+    assert!(
+        html.contains("Plan: Submitted by al. Approved by al"),
+        "{html}"
+    );
     let (status, _) = served.post(&path, json!({"decision": "approve"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "decided already");
     let (_, pending) = served.get("/api/approvals").await;
@@ -632,4 +660,20 @@ async fn the_event_stream_sends_history_then_live_events_and_resumes_after_last_
     let rest_ids: Vec<usize> = rest.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(rest_ids, [after + 1, after + 2]);
     assert_eq!(rest[1].2, seen[after + 1].2);
+}
+
+#[tokio::test]
+async fn a_goal_is_planned_by_the_workspace_planner_and_waits_for_review() {
+    let plan = json!({"goal": "note it", "reasoning": "one step", "steps": [
+        {"id": "only", "description": "Take a note", "tool_name": "note", "args": {}, "depends_on": []}]});
+    let served = serve_with(Some(plan)).await;
+    let (status, body) = served.post("/api/runs", json!({"goal": "note it"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["state"], "awaiting_approval",
+        "a written plan is reviewed first"
+    );
+    let run = served.run(body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["plan"]["steps"][0]["id"], "only");
+    assert_eq!(run["plan"]["steps"][0]["tool_name"], "note");
 }

@@ -93,6 +93,10 @@ struct Digest {
     resumes: usize,
     steps: Vec<StepLine>,
     rollback: Vec<UndoLine>,
+    /// The review of its plan, when it was submitted for one (`agenthelm serve`).
+    review: Option<ReviewLine>,
+    /// Decisions on tool calls that needed approval, and calls still waiting for one.
+    approvals: Vec<DecisionLine>,
     token_usage: TokenUsage,
     total_cost_usd: f64,
     unpriced_calls: u32,
@@ -114,6 +118,142 @@ struct StepLine {
     attempts: usize,
     duration_ms: Option<f64>,
     error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReviewLine {
+    submitted_by: Option<String>,
+    /// `approve`, `reject`, or null while it waits.
+    decision: Option<&'static str>,
+    by: Option<String>,
+    at: Option<String>,
+    reason: Option<String>,
+    edited: bool,
+}
+
+impl ReviewLine {
+    fn render(&self) -> String {
+        let safe = render::safe;
+        let submitted = self
+            .submitted_by
+            .as_deref()
+            .map(|by| format!("submitted by {}, ", safe(by)))
+            .unwrap_or_default();
+        let decided = match (self.decision, &self.by, &self.at) {
+            (Some(decision), Some(by), Some(at)) => {
+                let verb = if decision == "approve" {
+                    "approved"
+                } else {
+                    "rejected"
+                };
+                let edited = if self.edited { " after editing it" } else { "" };
+                format!("{verb} by {}{edited} at {at}", safe(by))
+            }
+            _ => "waiting for review".to_owned(),
+        };
+        let reason = self
+            .reason
+            .as_deref()
+            .map(|r| format!(": {}", safe(r)))
+            .unwrap_or_default();
+        format!("Plan: {submitted}{decided}{reason}\n")
+    }
+
+    fn of(state: &RunState) -> Option<ReviewLine> {
+        let review = state.review()?;
+        let decision = review.decision.as_ref();
+        Some(ReviewLine {
+            submitted_by: review.submitted_by.clone(),
+            decision: decision.map(|d| if d.approved { "approve" } else { "reject" }),
+            by: decision.map(|d| d.by.clone()),
+            at: decision.map(|d| format_ms(d.at_ms)),
+            reason: decision.and_then(|d| d.reason.clone()),
+            edited: decision.is_some_and(|d| d.edited),
+        })
+    }
+}
+
+/// A decision on a tool call (by a person or the approval handler), or a call still waiting.
+#[derive(Debug, Serialize)]
+struct DecisionLine {
+    step: Option<String>,
+    tool: String,
+    /// `approve`, `edit`, `deny`, or `waiting`.
+    decision: &'static str,
+    /// Who decided; null for the approval handler.
+    by: Option<String>,
+    at: String,
+    reason: Option<String>,
+    edited_args: Option<serde_json::Value>,
+}
+
+impl DecisionLine {
+    fn all(state: &RunState) -> Vec<DecisionLine> {
+        let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
+        let mut lines: Vec<(usize, DecisionLine)> = state
+            .approvals()
+            .iter()
+            .map(|a| {
+                let decision = match (a.approved, &a.edited_args) {
+                    (false, _) => "deny",
+                    (true, Some(_)) => "edit",
+                    (true, None) => "approve",
+                };
+                let line = DecisionLine {
+                    step: step(a.step),
+                    tool: a.tool.clone(),
+                    decision,
+                    by: a.by.clone(),
+                    at: format_ms(a.at_ms),
+                    reason: a.reason.clone(),
+                    edited_args: a.edited_args.clone(),
+                };
+                (a.seq, line)
+            })
+            .collect();
+        lines.extend(state.pending_approvals().map(|r| {
+            let line = DecisionLine {
+                step: step(r.step),
+                tool: r.tool.clone(),
+                decision: "waiting",
+                by: None,
+                at: format_ms(r.asked_ms),
+                reason: None,
+                edited_args: None,
+            };
+            (r.seq, line)
+        }));
+        lines.sort_by_key(|(seq, _)| *seq);
+        lines.into_iter().map(|(_, line)| line).collect()
+    }
+
+    fn render(&self, palette: Palette) -> String {
+        let safe = render::safe;
+        let who = self
+            .by
+            .as_deref()
+            .map_or("the approval handler".to_owned(), safe);
+        let what = match self.decision {
+            "waiting" => palette.warn("waits for a decision"),
+            "deny" => palette.bad(&format!("denied by {who}")),
+            "edit" => format!("approved by {who} with edited arguments"),
+            _ => format!("approved by {who}"),
+        };
+        let mut line = format!(
+            "Approval: {} {} {what} ({})",
+            safe(self.step.as_deref().unwrap_or("-")),
+            safe(&self.tool),
+            self.at
+        );
+        if let Some(reason) = &self.reason {
+            line.push_str(&format!(": {}", safe(reason)));
+        }
+        if let Some(args) = &self.edited_args {
+            line.push_str(&format!(" {}", render::shorten(&args.to_string(), 80)));
+        }
+        line.push('\n');
+        line
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -175,6 +315,8 @@ impl Digest {
                 .iter()
                 .map(|entry| UndoLine::of(&state, entry))
                 .collect(),
+            review: ReviewLine::of(&state),
+            approvals: DecisionLine::all(&state),
             token_usage: usage.tokens,
             total_cost_usd: usage.cost_usd,
             unpriced_calls: usage.unpriced_calls,
@@ -204,6 +346,9 @@ impl Digest {
         if self.resumes > 0 {
             out.push_str(&format!("Resumed {} time(s)\n", self.resumes));
         }
+        if let Some(review) = &self.review {
+            out.push_str(&review.render());
+        }
         let mut table = render::table(palette);
         table.set_header(["step", "status", "by", "runs", "duration", "error"]);
         for step in &self.steps {
@@ -225,6 +370,9 @@ impl Digest {
             ]);
         }
         out.push_str(&format!("{table}\n"));
+        for approval in &self.approvals {
+            out.push_str(&approval.render(palette));
+        }
         for undo in &self.rollback {
             let line = match (undo.success, &undo.error) {
                 (Some(true), _) => {

@@ -83,6 +83,7 @@ pub fn render_html(run: &StoredRun) -> String {
     graph_section(&view, &mut out);
     timeline_section(&view, &mut out);
     steps_table(&view, &mut out);
+    decisions_section(&view, &mut out);
     rollback_section(&view, &mut out);
     out.push_str("</main></body></html>\n");
     out
@@ -250,6 +251,62 @@ fn steps_table(view: &RunView<'_>, out: &mut String) {
         );
     }
     out.push_str("</tbody></table></section>");
+}
+
+/// Who approved the plan and each tool call that needed a decision (nothing when nobody had
+/// to decide).
+fn decisions_section(view: &RunView<'_>, out: &mut String) {
+    if view.review.is_none() && view.decisions.is_empty() {
+        return;
+    }
+    out.push_str(r#"<section id="decisions"><h2>Decisions</h2>"#);
+    if let Some(review) = &view.review {
+        let submitted = review
+            .submitted_by
+            .as_deref()
+            .map(|by| format!("Submitted by {}. ", escape(by)))
+            .unwrap_or_default();
+        let decided = match &review.decision {
+            Some(d) => format!(
+                "{} by {}{} at {}{}.",
+                if d.approved { "Approved" } else { "Rejected" },
+                escape(&d.by),
+                if d.edited { " after editing it" } else { "" },
+                time_format::utc(d.at_ms),
+                d.reason
+                    .as_deref()
+                    .map(|r| format!(": {}", escape(r)))
+                    .unwrap_or_default()
+            ),
+            None => "Waiting for review.".to_owned(),
+        };
+        let _ = write!(out, r#"<p id="plan-review">Plan: {submitted}{decided}</p>"#);
+    }
+    if !view.decisions.is_empty() {
+        out.push_str(
+            r#"<table id="approvals"><thead><tr><th>step</th><th>tool</th><th>decision</th><th>by</th><th>at</th><th>reason</th><th>edited arguments</th></tr></thead><tbody>"#,
+        );
+        for d in &view.decisions {
+            let _ = write!(
+                out,
+                r#"<tr><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td></tr>"#,
+                escape(d.step.as_deref().unwrap_or("-")),
+                escape(&d.tool),
+                d.what,
+                escape(d.by.as_deref().unwrap_or("approval handler")),
+                time_format::utc(d.at_ms),
+                escape(d.reason.as_deref().unwrap_or("")),
+                escape(
+                    &d.edited_args
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
 }
 
 fn rollback_section(view: &RunView<'_>, out: &mut String) {

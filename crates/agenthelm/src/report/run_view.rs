@@ -104,6 +104,63 @@ pub(crate) struct RunView<'a> {
     pub llm_calls: usize,
     pub tool_calls: usize,
     pub rollback: Option<Rollback>,
+    /// The review of the plan, when it was submitted for one.
+    pub review: Option<crate::trace::PlanReview>,
+    /// Decisions on tool calls that needed approval, and calls still waiting, in journal order.
+    pub decisions: Vec<Decision>,
+}
+
+/// A decision on a tool call, or a call waiting for one.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub step: Option<String>,
+    pub tool: String,
+    /// `approved`, `approved with edited arguments`, `denied` or `waiting`.
+    pub what: &'static str,
+    /// Who decided; `None` for the approval handler.
+    pub by: Option<String>,
+    pub at_ms: u64,
+    pub reason: Option<String>,
+    pub edited_args: Option<serde_json::Value>,
+}
+
+fn decisions(state: &RunState) -> Vec<Decision> {
+    let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
+    let mut all: Vec<(usize, Decision)> = state
+        .approvals()
+        .iter()
+        .map(|a| {
+            let what = match (a.approved, &a.edited_args) {
+                (false, _) => "denied",
+                (true, Some(_)) => "approved with edited arguments",
+                (true, None) => "approved",
+            };
+            let decision = Decision {
+                step: step(a.step),
+                tool: a.tool.clone(),
+                what,
+                by: a.by.clone(),
+                at_ms: a.at_ms,
+                reason: a.reason.clone(),
+                edited_args: a.edited_args.clone(),
+            };
+            (a.seq, decision)
+        })
+        .collect();
+    all.extend(state.pending_approvals().map(|r| {
+        let decision = Decision {
+            step: step(r.step),
+            tool: r.tool.clone(),
+            what: "waiting",
+            by: None,
+            at_ms: r.asked_ms,
+            reason: None,
+            edited_args: None,
+        };
+        (r.seq, decision)
+    }));
+    all.sort_by_key(|(seq, _)| *seq);
+    all.into_iter().map(|(_, d)| d).collect()
 }
 
 impl<'a> RunView<'a> {
@@ -150,6 +207,8 @@ impl<'a> RunView<'a> {
                     .map(|e| compensation_outcome(&state, e))
                     .collect(),
             }),
+            review: state.review().cloned(),
+            decisions: decisions(&state),
             steps,
         };
         view.bars = bars(&state, &view.steps, &since, last_ms);
