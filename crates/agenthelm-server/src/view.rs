@@ -156,7 +156,7 @@ fn review_of(state: &RunState) -> Option<ReviewView> {
     let decision = review.decision.as_ref();
     Some(ReviewView {
         submitted_by: review.submitted_by.clone(),
-        decision: decision.map(|d| if d.approved { "approve" } else { "reject" }),
+        decision: decision.map(|d| d.verdict()),
         by: decision.map(|d| d.by.clone()),
         at: decision.map(|d| format_ms(d.at_ms)),
         reason: decision.and_then(|d| d.reason.clone()),
@@ -222,11 +222,7 @@ fn approval_of(run_id: &str, state: &RunState, request: &ApprovalRequestRecord) 
         step_id: request.step.map(|i| state.steps()[i].id.to_string()),
         tool: request.tool.clone(),
         args: request.args.clone(),
-        decision: decision.map(|d| match (d.approved, &d.edited_args) {
-            (false, _) => "deny",
-            (true, Some(_)) => "edit",
-            (true, None) => "approve",
-        }),
+        decision: decision.map(|d| d.verdict()),
         by: decision.and_then(|d| d.by.clone()),
         at: decision.map(|d| format_ms(d.at_ms)),
         reason: decision.and_then(|d| d.reason.clone()),

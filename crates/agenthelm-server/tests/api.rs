@@ -2,11 +2,6 @@
 //! machine (plan review, tool-call approval, cancel), and the event stream with
 //! `Last-Event-ID`. Each test serves a workspace of command tools from a temp folder.
 
-use agenthelm::agent::PlannerAgent;
-use agenthelm::lm::{Lm, ScriptedLm, ScriptedReply};
-use agenthelm_server::{Server, Users};
-use agenthelm_test_support::TempDir;
-use agenthelm_workspace::{Assembly, UserConfig, Workspace};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -37,20 +32,12 @@ tools:
     command: [sh, -c, "cat > /dev/null; echo 'boom <b>bold</b>' >&2; exit 3"]
 "#;
 
-/// A server of a temp workspace, on a free loopback port.
-struct Served {
-    dir: TempDir,
-    base: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
+mod common;
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// A server of [`WORKSPACE`] for al and bo, and a client.
+struct Served {
+    server: common::TestServer,
+    http: reqwest::Client,
 }
 
 async fn serve() -> Served {
@@ -59,40 +46,10 @@ async fn serve() -> Served {
 
 /// A server whose planner answers with `plan` (a scripted model, no network).
 async fn serve_with(plan: Option<Value>) -> Served {
-    let dir = TempDir::new("server-api");
-    let file = dir.write("agenthelm.yaml", WORKSPACE);
-    let workspace = Workspace::load(&file).unwrap();
-    let assembly = Assembly::new(&workspace, &UserConfig::default(), None);
-    let store = agenthelm_workspace::open_store(&workspace).unwrap();
-    // A cancelled step is stopped one second after the cancel, not the default thirty.
-    let orchestrator = assembly
-        .orchestrator()
-        .await
-        .unwrap()
-        .grace_period(Duration::from_secs(1));
-    let users = Users::from_pairs([("al".into(), AL.into()), ("bo".into(), BO.into())]);
-    let mut builder =
-        Server::builder(orchestrator, store.store, users).tools(assembly.orchestrator_tools());
-    if let Some(plan) = plan {
-        let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text(plan.to_string())]));
-        builder = builder.planner(PlannerAgent::new(
-            "planner",
-            lm,
-            assembly.orchestrator_tools(),
-        ));
-    }
-    let server = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = common::start_with("server-api", WORKSPACE, &[("al", AL), ("bo", BO)], plan).await;
     Served {
-        dir,
-        base,
+        server,
         http: reqwest::Client::new(),
-        stop: Some(stop),
     }
 }
 
@@ -105,7 +62,9 @@ impl Served {
         body: Option<Value>,
     ) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.server.url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -156,7 +115,7 @@ impl Served {
     }
 
     fn log(&self, name: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join(name))
+        std::fs::read_to_string(self.server.dir.path().join(name))
             .unwrap_or_default()
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -206,7 +165,7 @@ async fn bad_submissions_name_what_is_wrong() {
     let served = serve().await;
     let response = served
         .http
-        .post(format!("{}/api/runs", served.base))
+        .post(format!("{}/api/runs", served.server.url))
         .bearer_auth(AL)
         .header("content-type", "application/json")
         .body("{not json")
@@ -603,7 +562,7 @@ async fn read_events(response: reqwest::Response, until: &str) -> Vec<(usize, St
 async fn the_event_stream_sends_history_then_live_events_and_resumes_after_last_event_id() {
     let served = serve().await;
     let id = served.submit(TWO_STEPS, false).await;
-    let events_url = format!("{}/api/runs/{id}/events", served.base);
+    let events_url = format!("{}/api/runs/{id}/events", served.server.url);
     // Opened while the plan waits: history first, then the run live once approved.
     let live = served
         .http

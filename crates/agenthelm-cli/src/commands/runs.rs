@@ -1,7 +1,7 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
 use agenthelm::store::{RunSummary, StoredRun};
-use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
+use agenthelm::trace::{CallDecision, CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
 use serde::Serialize;
 
@@ -164,7 +164,7 @@ impl ReviewLine {
         let decision = review.decision.as_ref();
         Some(ReviewLine {
             submitted_by: review.submitted_by.clone(),
-            decision: decision.map(|d| if d.approved { "approve" } else { "reject" }),
+            decision: decision.map(|d| d.verdict()),
             by: decision.map(|d| d.by.clone()),
             at: decision.map(|d| format_ms(d.at_ms)),
             reason: decision.and_then(|d| d.reason.clone()),
@@ -190,41 +190,30 @@ struct DecisionLine {
 impl DecisionLine {
     fn all(state: &RunState) -> Vec<DecisionLine> {
         let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
-        let mut lines: Vec<(usize, DecisionLine)> = state
-            .approvals()
-            .iter()
-            .map(|a| {
-                let decision = match (a.approved, &a.edited_args) {
-                    (false, _) => "deny",
-                    (true, Some(_)) => "edit",
-                    (true, None) => "approve",
-                };
-                let line = DecisionLine {
+        state
+            .call_decisions()
+            .into_iter()
+            .map(|decision| match decision {
+                CallDecision::Decided(a) => DecisionLine {
                     step: step(a.step),
                     tool: a.tool.clone(),
-                    decision,
+                    decision: a.verdict(),
                     by: a.by.clone(),
                     at: format_ms(a.at_ms),
                     reason: a.reason.clone(),
                     edited_args: a.edited_args.clone(),
-                };
-                (a.seq, line)
+                },
+                CallDecision::Waiting(r) => DecisionLine {
+                    step: step(r.step),
+                    tool: r.tool.clone(),
+                    decision: "waiting",
+                    by: None,
+                    at: format_ms(r.asked_ms),
+                    reason: None,
+                    edited_args: None,
+                },
             })
-            .collect();
-        lines.extend(state.pending_approvals().map(|r| {
-            let line = DecisionLine {
-                step: step(r.step),
-                tool: r.tool.clone(),
-                decision: "waiting",
-                by: None,
-                at: format_ms(r.asked_ms),
-                reason: None,
-                edited_args: None,
-            };
-            (r.seq, line)
-        }));
-        lines.sort_by_key(|(seq, _)| *seq);
-        lines.into_iter().map(|(_, line)| line).collect()
+            .collect()
     }
 
     fn render(&self, palette: Palette) -> String {

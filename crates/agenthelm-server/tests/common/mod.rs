@@ -1,9 +1,14 @@
-//! A server of a workspace with command tools, in-process on a loopback port, for the UI tests.
+//! A server of a workspace with command tools, in-process on a loopback port, for the API and
+//! UI tests.
 #![allow(dead_code)]
 
+use agenthelm::agent::PlannerAgent;
+use agenthelm::lm::{Lm, ScriptedLm, ScriptedReply};
 use agenthelm_server::{Server, Users};
 use agenthelm_test_support::TempDir;
 use agenthelm_workspace::{Assembly, UserConfig, Workspace};
+use serde_json::Value;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The signed-in user's token.
@@ -52,19 +57,45 @@ impl Drop for TestServer {
 /// Starts a server of [`WORKSPACE`] in a new temp folder labelled `label`, for user `alice`
 /// with [`TOKEN`].
 pub async fn start(label: &str) -> TestServer {
+    start_with(label, WORKSPACE, &[("alice", TOKEN)], None).await
+}
+
+/// Starts a server of `workspace` (the text of its `agenthelm.yaml`) in a new temp folder, for
+/// `users` (name, token); with `planner_reply`, goals are planned by a scripted model that
+/// answers with it. A cancelled step is stopped after one second (not the default thirty).
+pub async fn start_with(
+    label: &str,
+    workspace: &str,
+    users: &[(&str, &str)],
+    planner_reply: Option<Value>,
+) -> TestServer {
     let dir = TempDir::new(label);
-    let file = dir.write("agenthelm.yaml", WORKSPACE);
+    let file = dir.write("agenthelm.yaml", workspace);
     // The assembly borrows the workspace for as long as the test runs.
     let workspace: &'static Workspace = Box::leak(Box::new(
         Workspace::load(&file).expect("load the workspace"),
     ));
     let assembly = Assembly::new(workspace, &UserConfig::default(), None);
     let store = agenthelm_workspace::open_store(workspace).expect("open the store");
-    let orchestrator = assembly.orchestrator().await.expect("the orchestrator");
-    let users = Users::from_pairs([("alice".to_owned(), TOKEN.to_owned())]);
-    let server = Server::builder(orchestrator, store.store.clone(), users)
-        .tools(assembly.orchestrator_tools())
-        .build();
+    let orchestrator = assembly
+        .orchestrator()
+        .await
+        .expect("the orchestrator")
+        .grace_period(Duration::from_secs(1));
+    let users = Users::from_pairs(users.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+    let mut builder = Server::builder(orchestrator, store.store.clone(), users)
+        .tools(assembly.orchestrator_tools());
+    if let Some(reply) = planner_reply {
+        let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text(
+            reply.to_string(),
+        )]));
+        builder = builder.planner(PlannerAgent::new(
+            "planner",
+            lm,
+            assembly.orchestrator_tools(),
+        ));
+    }
+    let server = builder.build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");

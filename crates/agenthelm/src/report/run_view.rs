@@ -10,7 +10,7 @@ use crate::lm::TokenUsage;
 use crate::plan::{PlanStep, StepStatus};
 use crate::store::StoredRun;
 use crate::trace::{
-    CallPurpose, CompensationState, LedgerEntry, LlmCallRecord, RunState, StepRecord,
+    CallDecision, CallPurpose, CompensationState, LedgerEntry, LlmCallRecord, RunState, StepRecord,
     ToolCallRecord,
 };
 
@@ -126,41 +126,34 @@ pub(crate) struct Decision {
 
 fn decisions(state: &RunState) -> Vec<Decision> {
     let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
-    let mut all: Vec<(usize, Decision)> = state
-        .approvals()
-        .iter()
-        .map(|a| {
-            let what = match (a.approved, &a.edited_args) {
-                (false, _) => "denied",
-                (true, Some(_)) => "approved with edited arguments",
-                (true, None) => "approved",
-            };
-            let decision = Decision {
+    state
+        .call_decisions()
+        .into_iter()
+        .map(|decision| match decision {
+            CallDecision::Decided(a) => Decision {
                 step: step(a.step),
                 tool: a.tool.clone(),
-                what,
+                what: match a.verdict() {
+                    "deny" => "denied",
+                    "edit" => "approved with edited arguments",
+                    _ => "approved",
+                },
                 by: a.by.clone(),
                 at_ms: a.at_ms,
                 reason: a.reason.clone(),
                 edited_args: a.edited_args.clone(),
-            };
-            (a.seq, decision)
+            },
+            CallDecision::Waiting(r) => Decision {
+                step: step(r.step),
+                tool: r.tool.clone(),
+                what: "waiting",
+                by: None,
+                at_ms: r.asked_ms,
+                reason: None,
+                edited_args: None,
+            },
         })
-        .collect();
-    all.extend(state.pending_approvals().map(|r| {
-        let decision = Decision {
-            step: step(r.step),
-            tool: r.tool.clone(),
-            what: "waiting",
-            by: None,
-            at_ms: r.asked_ms,
-            reason: None,
-            edited_args: None,
-        };
-        (r.seq, decision)
-    }));
-    all.sort_by_key(|(seq, _)| *seq);
-    all.into_iter().map(|(_, d)| d).collect()
+        .collect()
 }
 
 impl<'a> RunView<'a> {

@@ -11,9 +11,9 @@ mod usage;
 
 pub use effect::Effect;
 pub use state::{
-    began_ms, ApprovalRecord, ApprovalRequestRecord, CompensationState, Interruption, LedgerEntry,
-    LlmCallRecord, PlanDecision, PlanReview, Resume, Rollback, RunEnd, RunPhase, RunState,
-    StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
+    began_ms, ApprovalRecord, ApprovalRequestRecord, CallDecision, CompensationState, Interruption,
+    LedgerEntry, LlmCallRecord, PlanDecision, PlanReview, Resume, Rollback, RunEnd, RunPhase,
+    RunState, StepRecord, StopReason, ToolCallRecord, INTERRUPTED_ERROR,
 };
 pub use usage::Usage;
 

@@ -205,6 +205,17 @@ pub struct StepRecord {
     in_rollback: bool,
 }
 
+impl PlanDecision {
+    /// `approve` or `reject`.
+    pub fn verdict(&self) -> &'static str {
+        if self.approved {
+            "approve"
+        } else {
+            "reject"
+        }
+    }
+}
+
 /// Where a step's result is kept: the output of a direct call is not copied out of its call.
 #[derive(Debug, Clone, Default, PartialEq)]
 enum StepResult {
@@ -337,6 +348,36 @@ pub struct ApprovalRecord {
     pub edited_args: Option<Value>,
     /// When (ms since the epoch).
     pub at_ms: u64,
+}
+
+impl ApprovalRecord {
+    /// `approve`, `edit` (approved with other arguments) or `deny`.
+    pub fn verdict(&self) -> &'static str {
+        match (self.approved, &self.edited_args) {
+            (false, _) => "deny",
+            (true, Some(_)) => "edit",
+            (true, None) => "approve",
+        }
+    }
+}
+
+/// A decision on a tool call, or a call still waiting for one: what a run's views list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallDecision<'s> {
+    /// Decided, by the approval handler or a person.
+    Decided(&'s ApprovalRecord),
+    /// Waiting for a person.
+    Waiting(&'s ApprovalRequestRecord),
+}
+
+impl CallDecision<'_> {
+    /// Position in the journal of the decision, or of the request still waiting.
+    pub fn seq(&self) -> usize {
+        match self {
+            CallDecision::Decided(record) => record.seq,
+            CallDecision::Waiting(request) => request.seq,
+        }
+    }
 }
 
 /// A tool call that waited, or waits, for a person's decision.
@@ -1057,6 +1098,18 @@ impl RunState {
         self.requests
             .iter()
             .filter(move |r| open && r.decision.is_none())
+    }
+
+    /// Every decision on a tool call and every call still waiting, in journal order.
+    pub fn call_decisions(&self) -> Vec<CallDecision<'_>> {
+        let mut all: Vec<CallDecision<'_>> = self
+            .approvals
+            .iter()
+            .map(CallDecision::Decided)
+            .chain(self.pending_approvals().map(CallDecision::Waiting))
+            .collect();
+        all.sort_by_key(CallDecision::seq);
+        all
     }
 
     /// The decision on record for call `call_id` of step `step` asking for `tool` with `args`:
