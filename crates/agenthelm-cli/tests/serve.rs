@@ -313,3 +313,47 @@ fn a_step_cut_by_a_kill_runs_again_once_and_a_cut_rollback_never_undoes_twice() 
         .collect();
     assert_eq!(undone, ["y", "x"], "{run:#}");
 }
+
+#[test]
+fn sigterm_stops_the_server_and_its_runs_resume_at_the_next_start() {
+    let dir = workspace();
+    let first = Serving::start(&dir, &[("TOOL_SLEEP", "1.5")]);
+    let plan = "goal: two\nsteps:\n  - {id: a, tool: make, args: {name: x1}}\n  - {id: b, tool: make, args: {name: x2}, depends_on: [a]}\n";
+    let id = first.submit(plan, true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logged(&dir, "begin do x1") == 0 {
+        assert!(Instant::now() < deadline, "a never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A browser follows a run that waits for a person: its stream stays open, and must not
+    // keep the server from stopping.
+    let waiting = first.submit(PAY, true);
+    first.wait_for(&waiting, "waiting_for_approval");
+    let mut stream = std::net::TcpStream::connect(&first.addr).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!(
+            "GET /api/runs/{waiting}/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+            first.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut first = first;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "still serving");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}: {}", first.printed());
+    assert!(first.printed().contains("Stopping"), "{}", first.printed());
+    let second = Serving::start(&dir, &[]);
+    second.wait_for(&id, "succeeded");
+    assert_eq!((logged(&dir, "effect x1"), logged(&dir, "effect x2")), (1, 1));
+}

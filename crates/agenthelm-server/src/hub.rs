@@ -87,6 +87,11 @@ impl Hub {
         self.lock().remove(run_id);
     }
 
+    /// Ends every stream: the server is stopping (an open stream would keep it waiting).
+    pub fn close_all(&self) {
+        self.lock().clear();
+    }
+
     /// Run `run_id` is parked (waiting for a person): streams stay open, and the events kept
     /// are dropped (they are in the store).
     pub fn pause(&self, run_id: &str) {

@@ -136,14 +136,20 @@ impl Server {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves; then open event streams end, and
+    /// requests under way are answered before it returns.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let hub = Arc::clone(self.state.runs.hub());
+        let stop = async move {
+            shutdown.await;
+            hub.close_all();
+        };
         axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stop)
             .await
     }
 }
