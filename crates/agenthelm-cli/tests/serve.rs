@@ -355,5 +355,8 @@ fn sigterm_stops_the_server_and_its_runs_resume_at_the_next_start() {
     assert!(first.printed().contains("Stopping"), "{}", first.printed());
     let second = Serving::start(&dir, &[]);
     second.wait_for(&id, "succeeded");
-    assert_eq!((logged(&dir, "effect x1"), logged(&dir, "effect x2")), (1, 1));
+    assert_eq!(
+        (logged(&dir, "effect x1"), logged(&dir, "effect x2")),
+        (1, 1)
+    );
 }
