@@ -360,3 +360,30 @@ fn sigterm_stops_the_server_and_its_runs_resume_at_the_next_start() {
         (1, 1)
     );
 }
+
+#[test]
+fn a_plan_whose_program_is_missing_is_refused_before_anything_runs() {
+    let dir = workspace();
+    let yaml = dir.read("agenthelm.yaml");
+    dir.write(
+        "agenthelm.yaml",
+        &yaml.replace(
+            "server:",
+            "  ghost:\n    command: [no-such-program-for-agenthelm]\nserver:",
+        ),
+    );
+    let serving = Serving::start(&dir, &[]);
+    let plan = "goal: haunt\nsteps:\n  - {id: a, tool: make, args: {name: a}}\n  - {id: b, tool: ghost, args: {}, depends_on: [a]}\n";
+    let answer = serving.call(
+        "POST",
+        "/api/runs",
+        Some(json!({"plan": plan, "approve": true})),
+    );
+    assert_eq!(answer.status, 422, "{answer:?}");
+    let problem = answer.body["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        problem.contains("tool `ghost` (used by step `b`) cannot run"),
+        "{problem}"
+    );
+    assert_eq!(logged(&dir, "begin do a"), 0, "nothing ran");
+}

@@ -60,10 +60,22 @@ pub struct ServerBuilder {
     users: Users,
     tools: ToolSet,
     planner: Option<PlannerAgent>,
+    preflight: Option<runs::Preflight>,
     max_runs: usize,
 }
 
 impl ServerBuilder {
+    /// A check every plan passes before it is accepted or started, besides the plan's own
+    /// checks: each problem it returns is a 422 (the command line passes one that finds
+    /// command tools whose program is missing, before any step runs).
+    pub fn preflight(
+        mut self,
+        check: impl Fn(&agenthelm::Plan) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.preflight = Some(Arc::new(check));
+        self
+    }
+
     /// At most `max_runs` runs carried on at once; more wait for a slot (default 16).
     pub fn max_runs(mut self, max_runs: usize) -> Self {
         self.max_runs = max_runs;
@@ -84,7 +96,13 @@ impl ServerBuilder {
 
     /// The server.
     pub fn build(self) -> Server {
-        let runs = Runs::new(self.orchestrator, self.store, self.tools, self.max_runs);
+        let runs = Runs::new(
+            self.orchestrator,
+            self.store,
+            self.tools,
+            self.max_runs,
+            self.preflight,
+        );
         Server {
             state: api::AppState {
                 runs,
@@ -108,6 +126,7 @@ impl Server {
             users,
             tools: ToolSet::new(),
             planner: None,
+            preflight: None,
             max_runs: DEFAULT_MAX_RUNS as usize,
         }
     }

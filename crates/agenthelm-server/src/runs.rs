@@ -25,8 +25,12 @@ use crate::hub::Hub;
 /// before the run is parked (the decision is put on record only once the run is).
 const PARK_WAIT: Duration = Duration::from_secs(30);
 
+/// A check of a plan besides its own: the problems it finds, each a sentence.
+pub type Preflight = Arc<dyn Fn(&Plan) -> Vec<String> + Send + Sync>;
+
 /// The runs of one workspace, carried on by this server.
 pub struct Runs {
+    preflight: Option<Preflight>,
     store: Arc<dyn RunStore>,
     orchestrator: Orchestrator,
     tools: ToolSet,
@@ -52,13 +56,15 @@ pub enum CallDecision {
 
 impl Runs {
     /// Runs of `orchestrator` (its store, its agents), at most `max_runs` at once. `tools` are
-    /// every tool a run can call, for checking edited arguments. The orchestrator's approval
-    /// handler is replaced: every call that needs approval waits for a person.
+    /// every tool a run can call, for checking edited arguments; `preflight`, when given,
+    /// checks every plan after its own checks. The orchestrator's approval handler is
+    /// replaced: every call that needs approval waits for a person.
     pub fn new(
         orchestrator: Orchestrator,
         store: Arc<dyn RunStore>,
         tools: ToolSet,
         max_runs: usize,
+        preflight: Option<Preflight>,
     ) -> Arc<Runs> {
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub);
@@ -67,6 +73,7 @@ impl Runs {
             .approval_handler(|_: &ApprovalRequest| ApprovalDecision::Defer)
             .on_event(move |event| observer.publish(event));
         Arc::new(Runs {
+            preflight,
             store,
             orchestrator,
             tools,
@@ -90,14 +97,24 @@ impl Runs {
 
     /// Checks `plan` against the workspace's agents and tools: each problem with its field.
     pub fn check(&self, plan: &Plan) -> Result<(), ApiError> {
-        let problems = self.orchestrator.catalogue().check(plan);
-        if problems.is_empty() {
-            return Ok(());
-        }
-        let problems = problems
+        let mut problems: Vec<Problem> = self
+            .orchestrator
+            .catalogue()
+            .check(plan)
             .iter()
             .map(|p| Problem::at(agenthelm_workspace::problem_key(plan, p), p.to_string()))
             .collect();
+        if problems.is_empty() {
+            if let Some(preflight) = &self.preflight {
+                problems.extend(preflight(plan).into_iter().map(|message| Problem {
+                    field: None,
+                    message,
+                }));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
         Err(ApiError::unprocessable(
             "the plan does not pass its checks",
             problems,

@@ -72,6 +72,7 @@ mod byte_size;
 mod command_tool;
 mod error;
 mod plan_file;
+mod preflight;
 mod source;
 mod store;
 mod user_config;
@@ -84,6 +85,7 @@ pub use command_tool::{
 };
 pub use error::WorkspaceError;
 pub use plan_file::{problem_key, PlanFile};
+pub use preflight::check_programs;
 pub use source::{line_of, SourceError, SourceErrors};
 pub use store::{open_store, OpenStore};
 pub mod timestamp;

@@ -33,9 +33,18 @@ async fn serve(assembly: &Assembly<'_>, args: &ServeArgs) -> anyhow::Result<()> 
     let users = Users::load(assembly.workspace.config.server.as_ref(), &store_dir)
         .map_err(|e| BadInput(e.to_string()))?;
     let orchestrator = assembly.orchestrator().await?;
+    // A plan whose command tools cannot run is refused before anything runs, as `execute` does.
+    let workspace = assembly.workspace.clone();
     let mut builder = Server::builder(orchestrator, store.store.clone(), users.clone())
         .max_runs(args.max_runs as usize)
-        .tools(assembly.orchestrator_tools());
+        .tools(assembly.orchestrator_tools())
+        .preflight(
+            move |plan| match agenthelm_workspace::check_programs(&workspace, plan) {
+                Err(agenthelm_workspace::WorkspaceError::MissingPrograms(problems)) => problems,
+                Err(other) => vec![other.to_string()],
+                Ok(()) => Vec::new(),
+            },
+        );
     // Plans from goals need a model; without one the API takes plans only.
     if let Ok(lm) = assembly.lm(None, ModelNeed::Required) {
         let registry = assembly.registry(ModelNeed::OnDemand).await?;
