@@ -303,3 +303,34 @@ fn resume_checks_the_programs_the_rest_of_the_run_needs_before_anything_runs() {
     let store = SqliteStore::open(dir.path().join(".agenthelm/agenthelm.db")).unwrap();
     assert_eq!(store.load_run("run-stopped").unwrap().events.len(), 1);
 }
+
+/// The environment a tool declared with `extra` (YAML keys under the tool) sees.
+fn tool_env(extra: &str) -> Value {
+    let tool = format!(
+        "  env_dump:\n    command: [python3, -c, \"import json, os; print(json.dumps(dict(os.environ)))\"]\n{extra}"
+    );
+    let (run, json, _dir) = one_step(&tool, "env_dump", "{}");
+    assert_eq!(run.code, 0, "{}", run.all());
+    json["steps"][0]["result"].clone()
+}
+
+#[test]
+fn a_tool_gets_no_api_key_unless_it_is_passed_on() {
+    // `agenthelm` runs with OPENAI_API_KEY set (see `common::agenthelm`).
+    let plain = tool_env("");
+    assert_eq!(plain.get("OPENAI_API_KEY"), None, "{plain}");
+    assert!(
+        plain.get("PATH").is_some() && plain.get("HOME").is_some(),
+        "{plain}"
+    );
+    assert!(plain.get("AGENTHELM_RUN_ID").is_some(), "{plain}");
+
+    let passed = tool_env("    pass_env: [OPENAI_API_KEY]\n    env: {MODE: test}\n");
+    assert_eq!(passed["OPENAI_API_KEY"], "test-key");
+    assert_eq!(passed["MODE"], "test");
+    assert_eq!(passed.get("OPENAI_BASE_URL"), None, "only what is named");
+
+    let inherited = tool_env("    inherit_env: true\n");
+    assert_eq!(inherited["OPENAI_API_KEY"], "test-key");
+    assert_eq!(inherited["OPENAI_BASE_URL"], "http://127.0.0.1:9/v1");
+}

@@ -23,6 +23,7 @@ fn workspace() -> TempDir {
     let extra = r#"
   pay:
     command: [python3, tool.py, do]
+    pass_env: [KILL_AT, TOOL_SLEEP]
     parameters:
       type: object
       properties: {name: {type: string}}

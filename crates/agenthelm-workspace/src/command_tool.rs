@@ -12,10 +12,11 @@
 //! [`IDEMPOTENCY_KEY_VAR`] (the same when the same work is attempted again, so a tool can make a
 //! repeat harmless), [`RUN_ID_VAR`] and [`STEP_ID_VAR`].
 
-use agenthelm::tool::{Tool, ToolCallInfo, ToolError, ToolSpec};
+use agenthelm::tool::{ChildEnv, Tool, ToolCallInfo, ToolError, ToolSpec};
 use async_trait::async_trait;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -56,6 +57,9 @@ pub struct CommandTool {
     argv: Vec<String>,
     dir: PathBuf,
     max_output: ByteSize,
+    env: BTreeMap<String, String>,
+    pass_env: Vec<String>,
+    inherit_env: bool,
 }
 
 impl CommandTool {
@@ -67,7 +71,27 @@ impl CommandTool {
             argv,
             dir: dir.to_path_buf(),
             max_output: DEFAULT_MAX_OUTPUT,
+            env: BTreeMap::new(),
+            pass_env: Vec::new(),
+            inherit_env: false,
         }
+    }
+
+    /// The same tool with another environment. By default the program gets only
+    /// [`BASE_ENV`](agenthelm::tool::BASE_ENV) from this process (no API keys), the
+    /// `AGENTHELM_*` variables of the call,
+    /// and nothing else; `env` adds variables, `pass_env` names more of this process's
+    /// variables to pass on, and `inherit_env` passes the whole environment.
+    pub fn with_env(
+        mut self,
+        env: BTreeMap<String, String>,
+        pass_env: Vec<String>,
+        inherit_env: bool,
+    ) -> Self {
+        self.env = env;
+        self.pass_env = pass_env;
+        self.inherit_env = inherit_env;
+        self
     }
 
     /// The same tool with another limit on what one call may print on stdout (default
@@ -84,6 +108,11 @@ impl CommandTool {
         spec.contract = config.contract.clone();
         CommandTool::new(spec, config.command.clone(), dir)
             .with_max_output(config.max_output.unwrap_or(DEFAULT_MAX_OUTPUT))
+            .with_env(
+                config.env.clone(),
+                config.pass_env.clone(),
+                config.inherit_env,
+            )
     }
 
     /// The program and its arguments.
@@ -168,7 +197,12 @@ impl Tool for CommandTool {
         let program = self.program();
         tracing::debug!(tool = %self.spec.name, program = %program.display(), dir = %self.dir.display(), "starting command tool");
         let mut command = tokio::process::Command::new(&program);
+        let env = ChildEnv::new(&self.env, &self.pass_env, self.inherit_env);
+        if env.clear {
+            command.env_clear();
+        }
         command
+            .envs(&env.vars)
             .args(self.argv.iter().skip(1))
             .current_dir(&self.dir)
             .env(IDEMPOTENCY_KEY_VAR, &call.idempotency_key)

@@ -172,10 +172,25 @@ pub struct ToolConfig {
     /// The most stdout one call may print (`max_output`); `None` for the default,
     /// [`crate::DEFAULT_MAX_OUTPUT`].
     pub max_output: Option<ByteSize>,
+    /// Variables set for the program (`env`).
+    pub env: BTreeMap<String, String>,
+    /// Names of this process's variables passed on to the program (`pass_env`), besides
+    /// [`agenthelm::tool::BASE_ENV`].
+    pub pass_env: Vec<String>,
+    /// Pass this process's whole environment, API keys included (`inherit_env: true`).
+    pub inherit_env: bool,
 }
 
 /// The keys of a tool entry that are not contract rules.
-const TOOL_KEYS: [&str; 4] = ["description", "command", "parameters", "max_output"];
+const TOOL_KEYS: [&str; 7] = [
+    "description",
+    "command",
+    "parameters",
+    "max_output",
+    "env",
+    "pass_env",
+    "inherit_env",
+];
 
 impl<'de> Deserialize<'de> for ToolConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -206,6 +221,9 @@ impl<'de> Visitor<'de> for ToolVisitor {
             parameters: own.parameters.unwrap_or_else(any_object),
             contract,
             max_output: own.max_output,
+            env: own.env.unwrap_or_default(),
+            pass_env: own.pass_env.unwrap_or_default(),
+            inherit_env: own.inherit_env.unwrap_or_default(),
         })
     }
 }
@@ -216,6 +234,9 @@ struct OwnKeys {
     command: Option<Vec<String>>,
     parameters: Option<Value>,
     max_output: Option<ByteSize>,
+    env: Option<BTreeMap<String, String>>,
+    pass_env: Option<Vec<String>>,
+    inherit_env: Option<bool>,
 }
 
 /// A tool entry as the contract sees it: the tool's own keys are taken out on the way (read in
@@ -238,6 +259,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ContractKeys<'_, A> {
                 "command" => self.own.command = Some(self.map.next_value()?),
                 "parameters" => self.own.parameters = Some(self.map.next_value()?),
                 "max_output" => self.own.max_output = Some(self.map.next_value()?),
+                "env" => self.own.env = Some(self.map.next_value()?),
+                "pass_env" => self.own.pass_env = Some(self.map.next_value()?),
+                "inherit_env" => self.own.inherit_env = Some(self.map.next_value()?),
                 _ => {
                     let key: serde::de::value::StringDeserializer<A::Error> =
                         key.into_deserializer();
@@ -270,6 +294,9 @@ impl<'de> DeserializeSeed<'de> for ToolKey<'_> {
             "command" => self.own.command.is_some(),
             "parameters" => self.own.parameters.is_some(),
             "max_output" => self.own.max_output.is_some(),
+            "env" => self.own.env.is_some(),
+            "pass_env" => self.own.pass_env.is_some(),
+            "inherit_env" => self.own.inherit_env.is_some(),
             _ => false,
         };
         if seen {

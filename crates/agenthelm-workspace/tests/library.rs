@@ -145,7 +145,7 @@ fn config_errors_name_the_file_line_and_key() {
     .unwrap_err()
     .to_string();
     assert!(
-        typo.starts_with("ws.yaml:4: `tools.t.retry`: unknown field `retry`, expected one of `description`, `command`, `parameters`, `max_output`, `compensating_tool`, `requires_approval`, `retries`, `timeout`"),
+        typo.starts_with("ws.yaml:4: `tools.t.retry`: unknown field `retry`, expected one of `description`, `command`, `parameters`, `max_output`, `env`, `pass_env`, `inherit_env`, `compensating_tool`, `requires_approval`, `retries`, `timeout`"),
         "{typo}"
     );
     let missing = Workspace::from_text(Path::new("ws.yaml"), "tools:\n  t:\n    retries: 2\n")

@@ -307,6 +307,7 @@ pub const LOGGING_WORKSPACE: &str = r#"
 tools:
   make:
     command: [python3, tool.py, do]
+    pass_env: [KILL_AT, TOOL_SLEEP]
     parameters:
       type: object
       properties: {name: {type: string}, fail: {type: boolean}}
@@ -314,6 +315,7 @@ tools:
     compensating_tool: unmake
   unmake:
     command: [python3, tool.py, undo]
+    pass_env: [KILL_AT, TOOL_SLEEP]
     parameters:
       type: object
       properties: {name: {type: string}}

@@ -7,12 +7,7 @@ use std::time::Duration;
 
 use crate::tool::ToolContract;
 
-/// The environment variables every command server gets from this process (when set): what
-/// programs need to run, and nothing that is usually a secret. The official MCP SDKs use a
-/// similar list.
-pub const BASE_ENV: [&str; 10] = [
-    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ",
-];
+pub use crate::tool::BASE_ENV;
 
 /// How long a server may take to start and answer `initialize` unless configured otherwise.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

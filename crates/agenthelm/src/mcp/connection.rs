@@ -14,8 +14,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
 use tokio::task::JoinHandle;
 
-use super::config::{shown_url, McpServerConfig, McpTransport, BASE_ENV};
+use super::config::{shown_url, McpServerConfig, McpTransport};
 use super::error::McpError;
+use crate::tool::ChildEnv;
 
 /// How long a closing server gets to exit by itself before its process group is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(8);
@@ -44,7 +45,7 @@ impl Connection {
                 pass_env,
                 inherit_env,
             } => {
-                let env = child_env(env, pass_env, *inherit_env);
+                let env = ChildEnv::new(env, pass_env, *inherit_env);
                 open_child(name, command, &env, config.startup_timeout).await
             }
             McpTransport::Url { url, headers } => {
@@ -109,10 +110,10 @@ async fn open_child(
     };
     let mut command = tokio::process::Command::new(program);
     command.args(args);
-    match env {
-        ChildEnv::Inherit(extra) => command.envs(extra),
-        ChildEnv::Only(vars) => command.env_clear().envs(vars),
-    };
+    if env.clear {
+        command.env_clear();
+    }
+    command.envs(&env.vars);
     let mut wrapped = process_wrap::tokio::CommandWrap::from(command);
     // Its own process group: a terminal's Ctrl-C does not reach the server (so a rollback
     // after Ctrl-C can still use it), and shutdown can kill everything it started.
@@ -195,29 +196,6 @@ async fn open_http(
             stderr: Vec::new(),
         }),
     }
-}
-
-/// The environment a command server starts with.
-enum ChildEnv {
-    /// This process's environment plus these variables.
-    Inherit(BTreeMap<String, String>),
-    /// Only these variables.
-    Only(BTreeMap<String, String>),
-}
-
-/// [`BASE_ENV`] and `pass_env` from this process, then `env`; or everything with `inherit`.
-fn child_env(env: &BTreeMap<String, String>, pass_env: &[String], inherit: bool) -> ChildEnv {
-    if inherit {
-        return ChildEnv::Inherit(env.clone());
-    }
-    let mut vars: BTreeMap<String, String> = BASE_ENV
-        .iter()
-        .copied()
-        .chain(pass_env.iter().map(String::as_str))
-        .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
-        .collect();
-    vars.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    ChildEnv::Only(vars)
 }
 
 /// Kills a server's process group when dropped, so nothing it started outlives the session,

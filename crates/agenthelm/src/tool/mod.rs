@@ -11,11 +11,13 @@
 //! A [`ToolSet`] is an ordered collection of tools with unique names; `tools![a, b]` builds one
 //! from `#[tool]` functions (or any `Tool + Default` type).
 
+mod child_env;
 mod fn_tool;
 pub mod schema;
 mod set;
 
 pub use crate::retry::RetryPolicy;
+pub use child_env::{ChildEnv, BASE_ENV};
 pub use fn_tool::{check_parameters, FnTool, InvalidSchema};
 pub use set::{IntoTool, ToolFactory, ToolSet};
 
