@@ -221,6 +221,18 @@ pub enum RunsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Delete runs that ended before a time (unfinished runs are always kept).
+    Prune {
+        /// An age (`30d`, `12h`) or an RFC 3339 time: runs that ended before it are deleted.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Keep failed runs (delete only those that succeeded).
+        #[arg(long)]
+        keep_failed: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write one self-contained HTML page with the run's dependency graph and timeline.
     Report {
         /// The run's id.

@@ -571,3 +571,64 @@ fn a_tool_output_is_stored_once_and_read_back_from_its_call() {
     assert_eq!(shown["rollback"][0]["step"], "big", "{shown}");
     assert_eq!(shown["rollback"][0]["success"], true, "{shown}");
 }
+
+#[test]
+fn runs_prune_deletes_old_runs_and_says_how_the_store_shrank() {
+    let dir = bench("");
+    let failed = run(dir.path(), &["execute", "plan.yaml", "--yes", "--json"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    dir.write(
+        "ok.yaml",
+        "goal: fine\nsteps:\n  - {id: a, tool: make, args: {name: a}}\n",
+    );
+    let ok = run(dir.path(), &["execute", "ok.yaml", "--yes", "--json"]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    let ok_id = json(&ok)["run_id"].as_str().unwrap().to_owned();
+
+    let bad = run(dir.path(), &["runs", "prune", "--older-than", "soon"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.stderr.contains("`soon` is not a time"),
+        "{}",
+        bad.stderr
+    );
+
+    // "Older than 0 seconds": everything that has ended, failed runs kept.
+    let pruned = run(
+        dir.path(),
+        &[
+            "runs",
+            "prune",
+            "--older-than",
+            "0s",
+            "--keep-failed",
+            "--json",
+        ],
+    );
+    assert_eq!(pruned.code, 0, "{}", pruned.all());
+    let report = json(&pruned);
+    assert_eq!(report["deleted"], serde_json::json!([ok_id]));
+    assert!(
+        report["size_after"].as_u64() <= report["size_before"].as_u64(),
+        "{report}"
+    );
+    let listed = json(&run(dir.path(), &["runs", "list", "--json"]));
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the failed run is kept"
+    );
+
+    let text = run(dir.path(), &["runs", "prune", "--older-than", "0s"]);
+    assert!(
+        text.stdout
+            .starts_with("Deleted 1 run(s) that ended before"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("the store went from"),
+        "{}",
+        text.stdout
+    );
+}

@@ -931,3 +931,64 @@ async fn an_idempotent_compensation_in_doubt_runs_again_with_the_same_key() {
     assert_eq!(again.len(), 2, "run again after the crash: {all:?}");
     assert_eq!(again[0].1, again[1].1, "with the same idempotency key");
 }
+
+#[tokio::test]
+async fn pruning_deletes_ended_runs_keeps_unfinished_ones_and_shrinks_the_store() {
+    let dir = TempDir::new("prune");
+    let stores: Vec<Arc<dyn RunStore>> = vec![
+        Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
+        Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
+    ];
+    for store in stores {
+        let calls = Calls::default();
+        let mut big = plan(false);
+        big.steps[0].args = json!({"name": "x".repeat(300_000)});
+        let ok = orchestrator(&calls, store.clone())
+            .execute(&mut big)
+            .await
+            .unwrap();
+        let failed = orchestrator(&calls, store.clone())
+            .execute(&mut plan(true))
+            .await
+            .unwrap();
+        store.begin_run("run-unfinished", &plan(false)).unwrap();
+        let later = now_ms() + 1_000;
+
+        let before = store.size_on_disk().unwrap();
+        let deleted = store.prune(later, true).unwrap();
+        assert_eq!(deleted, [ok.run_id.clone().unwrap()]);
+        assert!(store.size_on_disk().unwrap() < before, "the store shrank");
+        let left: Vec<String> = store
+            .list_runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(matches!(
+            store.load_run(ok.run_id.as_deref().unwrap()),
+            Err(StoreError::UnknownRun(_))
+        ));
+
+        // Nothing ended that long ago; then the failed run goes too, never the unfinished one.
+        assert!(store.prune(0, false).unwrap().is_empty());
+        assert_eq!(
+            store.prune(later, false).unwrap(),
+            [failed.run_id.clone().unwrap()]
+        );
+        let left: Vec<String> = store
+            .list_runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left, ["run-unfinished"]);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::Session;
 use crate::cli::{RunsAction, RunsArgs};
 use crate::render::{self, Palette};
-use agenthelm_workspace::timestamp::format_ms;
+use agenthelm_workspace::timestamp::{format_ms, now_ms, parse_time};
+
+use crate::exit::BadInput;
 
 /// Runs `agenthelm runs`.
 pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
@@ -35,6 +37,42 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
                 crate::out::line(&digest.render(Palette::stdout()))?;
             }
         }
+        RunsAction::Prune {
+            older_than,
+            keep_failed,
+            json,
+        } => {
+            let before = parse_time(older_than, now_ms()).map_err(BadInput)?;
+            let size_before = store.size_on_disk();
+            let deleted = store
+                .prune(before, *keep_failed)
+                .map_err(crate::exit::read_error)?;
+            let size_after = store.size_on_disk();
+            if *json {
+                crate::out::json(&serde_json::json!({
+                    "deleted": deleted,
+                    "ended_before": format_ms(before),
+                    "kept_failed": keep_failed,
+                    "size_before": size_before,
+                    "size_after": size_after,
+                }))?;
+            } else {
+                let kept = if *keep_failed {
+                    " (failed runs kept)"
+                } else {
+                    ""
+                };
+                let size = match (size_before, size_after) {
+                    (Some(b), Some(a)) => format!("; the store went from {} to {}", mb(b), mb(a)),
+                    _ => String::new(),
+                };
+                crate::out::line(&format!(
+                    "Deleted {} run(s) that ended before {}{kept}{size}.",
+                    deleted.len(),
+                    format_ms(before)
+                ))?;
+            }
+        }
         RunsAction::Report { run_id, output } => {
             let stored = store.load_run(run_id).map_err(crate::exit::read_error)?;
             let html = agenthelm::report::render_html(&stored);
@@ -46,6 +84,15 @@ pub fn run(session: &Session, args: &RunsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A size in MB with a decimal, or in KB below a megabyte.
+fn mb(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{:.1} KB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
+    }
 }
 
 /// How a run ended, in one word.

@@ -326,6 +326,33 @@ impl RunStore for JsonlStore {
         Ok(())
     }
 
+    fn prune(&self, before_ms: u64, keep_failed: bool) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for path in self.run_files()? {
+            let summary = self.summary(&path)?;
+            let old = summary.finished_ms.is_some_and(|at| at < before_ms);
+            let removable = summary.success == Some(true) || !keep_failed;
+            if old && removable {
+                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                let _ = std::fs::remove_file(path.with_extension("claim"));
+                ids.push(summary.run_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        Some(
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum(),
+        )
+    }
+
     fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
         // The plan is the file's first line: the file is written anew beside the old one and
         // renamed over it, so a crash leaves one or the other, whole.

@@ -90,6 +90,21 @@ pub trait RunStore: Send + Sync {
         Ok(run)
     }
 
+    /// Deletes the runs that ended before `before_ms` (ms since the epoch), with their events;
+    /// with `keep_failed`, only those that succeeded. Unfinished runs are never deleted (they
+    /// can be resumed). Returns the ids deleted. The default refuses.
+    fn prune(&self, before_ms: u64, keep_failed: bool) -> Result<Vec<String>, StoreError> {
+        let _ = (before_ms, keep_failed);
+        Err(StoreError::Backend(
+            "this store cannot delete runs".to_owned(),
+        ))
+    }
+
+    /// How many bytes the store takes on disk (its files), when it can tell.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
     /// The most recent runs first, at most `limit`.
     fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
 

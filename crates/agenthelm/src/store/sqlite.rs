@@ -203,6 +203,45 @@ impl RunStore for SqliteStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    fn prune(&self, before_ms: u64, keep_failed: bool) -> Result<Vec<String>, StoreError> {
+        let mut db = self.lock();
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let ids: Vec<String> = {
+            let mut select = tx
+                .prepare(
+                    "SELECT run_id FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < ?1
+                     AND (success = 1 OR ?2 = 0)",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = select
+                .query_map(params![before_ms as i64, keep_failed], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        for id in &ids {
+            for table in ["events", "claims", "runs"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [id])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        if !ids.is_empty() {
+            // Gives the freed pages back to the file system.
+            db.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(ids)
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Some(size(&self.path) + size(Path::new(&wal)))
+    }
+
     fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
         let text = serde_json::to_string(plan).map_err(|e| self.err(e))?;
         let changed = self
