@@ -264,24 +264,11 @@ async fn list(
         })?),
         None => None,
     };
-    let limit = query.limit.unwrap_or(100);
-    let store = state.runs.store();
-    let mut lines = Vec::new();
-    for summary in store.list_runs(usize::MAX)? {
-        if lines.len() == limit {
-            break;
-        }
-        let phase = match summary.success {
-            Some(true) => RunPhase::Succeeded,
-            _ => {
-                let run = store.load_run_outline(&summary.run_id)?;
-                RunState::replay(&run.plan, &run.events).phase()
-            }
-        };
-        if wanted.is_none_or(|w| w == phase) {
-            lines.push(RunLine::of(&summary, phase));
-        }
-    }
+    let listed = state.runs.list(wanted, query.limit.unwrap_or(100))?;
+    let lines = listed
+        .iter()
+        .map(|(summary, run)| RunLine::of(summary, run.phase()))
+        .collect();
     Ok(Json(lines))
 }
 

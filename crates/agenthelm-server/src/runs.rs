@@ -8,7 +8,7 @@
 
 use agenthelm::approval::{ApprovalDecision, ApprovalRequest};
 use agenthelm::orchestrate::{new_run_id, CancelToken, OrchestratorError};
-use agenthelm::store::{RunStore, StoreError, StoredRun};
+use agenthelm::store::{RunStore, RunSummary, StoreError};
 use agenthelm::tool::ToolSet;
 use agenthelm::trace::{ApprovalRequestRecord, RunPhase};
 use agenthelm::{Event, EventKind, Orchestrator, Plan, RunState};
@@ -125,17 +125,51 @@ impl Runs {
     /// as `agenthelm resume` would. Returns how many were started.
     pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut started = 0;
-        for summary in self.store.list_runs(usize::MAX)? {
-            if summary.success.is_some() {
-                continue;
-            }
-            let run = self.store.load_run_outline(&summary.run_id)?;
-            if RunState::replay(&run.plan, &run.events).phase() == RunPhase::Running {
+        for (summary, state) in self.unfinished()? {
+            if state.phase() == RunPhase::Running {
                 self.start(&summary.run_id);
                 started += 1;
             }
         }
         Ok(started)
+    }
+
+    /// The state of run `run_id`, replayed from an outline of its journal (no tool outputs).
+    pub fn state(&self, run_id: &str) -> Result<RunState, StoreError> {
+        let run = self.store.load_run_outline(run_id)?;
+        Ok(RunState::replay(&run.plan, &run.events))
+    }
+
+    /// The most recent runs first, at most `limit`, only those in state `wanted` (all when
+    /// `None`), each with its state.
+    pub fn list(
+        &self,
+        wanted: Option<RunPhase>,
+        limit: usize,
+    ) -> Result<Vec<(RunSummary, RunState)>, StoreError> {
+        let mut listed = Vec::new();
+        for summary in self.store.list_runs(usize::MAX)? {
+            if listed.len() == limit {
+                break;
+            }
+            let state = self.state(&summary.run_id)?;
+            if wanted.is_none_or(|w| w == state.phase()) {
+                listed.push((summary, state));
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The runs whose end is not recorded, with their states.
+    fn unfinished(&self) -> Result<Vec<(RunSummary, RunState)>, StoreError> {
+        let mut found = Vec::new();
+        for summary in self.store.list_runs(usize::MAX)? {
+            if summary.success.is_none() {
+                let state = self.state(&summary.run_id)?;
+                found.push((summary, state));
+            }
+        }
+        Ok(found)
     }
 
     /// Records a new run of `plan`, submitted by `by`: waiting for review, or (`approve`)
@@ -173,8 +207,8 @@ impl Runs {
         by: &str,
     ) -> Result<(), ApiError> {
         let _one = self.deciding.lock().await;
-        let run = self.load(run_id)?;
-        expect_review(&run, run_id)?;
+        let run = self.store.load_run_outline(run_id)?;
+        expect_review(&RunState::replay(&run.plan, &run.events), run_id)?;
         let is_edited = edited.is_some();
         let mut plan = edited.unwrap_or(run.plan);
         self.check(&plan)?;
@@ -193,8 +227,7 @@ impl Runs {
         by: &str,
     ) -> Result<(), ApiError> {
         let _one = self.deciding.lock().await;
-        let run = self.load(run_id)?;
-        expect_review(&run, run_id)?;
+        expect_review(&self.state(run_id)?, run_id)?;
         let error = match &reason {
             Some(reason) => format!("the plan was rejected by {by}: {reason}"),
             None => format!("the plan was rejected by {by}"),
@@ -213,8 +246,7 @@ impl Runs {
             cancel.cancel();
             return Ok(());
         }
-        let run = self.load(run_id)?;
-        match state_of(&run).phase() {
+        match self.state(run_id)?.phase() {
             RunPhase::AwaitingApproval => Err(ApiError::conflict(format!(
                 "run `{run_id}` has not started: reject its plan instead"
             ))),
@@ -234,12 +266,7 @@ impl Runs {
     /// The tool calls waiting for a person, in every run, oldest first.
     pub fn pending_approvals(&self) -> Result<Vec<PendingCall>, ApiError> {
         let mut pending = Vec::new();
-        for summary in self.store.list_runs(usize::MAX)? {
-            if summary.success.is_some() {
-                continue;
-            }
-            let run = self.store.load_run_outline(&summary.run_id)?;
-            let state = state_of(&run);
+        for (summary, state) in self.unfinished()? {
             for request in state.pending_approvals() {
                 pending.push(PendingCall::of(&summary.run_id, &state, request));
             }
@@ -260,8 +287,7 @@ impl Runs {
         let (run_id, seq) = parse_approval_id(approval_id)?;
         let _one = self.deciding.lock().await;
         self.wait_until_parked(run_id).await?;
-        let run = self.load(run_id)?;
-        let state = state_of(&run);
+        let state = self.state(run_id)?;
         let request = state
             .approval_requests()
             .iter()
@@ -402,10 +428,9 @@ impl Runs {
 
     /// Whether a parked step of run `run_id` has its decision on record already.
     fn decided_while_parking(&self, run_id: &str) -> bool {
-        let Ok(run) = self.store.load_run_outline(run_id) else {
+        let Ok(state) = self.state(run_id) else {
             return false;
         };
-        let state = state_of(&run);
         (0..state.steps().len()).any(|i| {
             state.is_parked(i)
                 && state
@@ -414,10 +439,6 @@ impl Runs {
                     .any(|r| r.step == Some(i) && r.decision.is_some())
                 && state.pending_approvals().all(|r| r.step != Some(i))
         })
-    }
-
-    fn load(&self, run_id: &str) -> Result<StoredRun, ApiError> {
-        Ok(self.store.load_run_outline(run_id)?)
     }
 
     fn record(&self, run_id: &str, kind: EventKind) -> Result<(), ApiError> {
@@ -511,10 +532,6 @@ fn parse_approval_id(id: &str) -> Result<(&str, usize), ApiError> {
         })
 }
 
-fn state_of(run: &StoredRun) -> RunState {
-    RunState::replay(&run.plan, &run.events)
-}
-
 fn review(approved: bool, by: &str, reason: Option<String>, edited: bool) -> EventKind {
     EventKind::PlanReviewed {
         approved,
@@ -525,8 +542,8 @@ fn review(approved: bool, by: &str, reason: Option<String>, edited: bool) -> Eve
 }
 
 /// 409 unless run `run_id` waits for its plan's review.
-fn expect_review(run: &StoredRun, run_id: &str) -> Result<(), ApiError> {
-    match state_of(run).phase() {
+fn expect_review(state: &RunState, run_id: &str) -> Result<(), ApiError> {
+    match state.phase() {
         RunPhase::AwaitingApproval => Ok(()),
         phase => Err(ApiError::conflict(format!(
             "run `{run_id}` does not wait for approval of its plan (it is {})",

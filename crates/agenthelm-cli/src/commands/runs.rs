@@ -1,7 +1,7 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
 use agenthelm::store::{RunSummary, StoredRun};
-use agenthelm::trace::{CallDecision, CompensationState, LedgerEntry, Usage};
+use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
 use serde::Serialize;
 
@@ -236,29 +236,20 @@ struct DecisionLine {
 
 impl DecisionLine {
     fn all(state: &RunState) -> Vec<DecisionLine> {
-        let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
         state
             .call_decisions()
             .into_iter()
-            .map(|decision| match decision {
-                CallDecision::Decided(a) => DecisionLine {
-                    step: step(a.step),
-                    tool: a.tool.clone(),
-                    decision: a.verdict(),
-                    by: a.by.clone(),
-                    at: format_ms(a.at_ms),
-                    reason: a.reason.clone(),
-                    edited_args: a.edited_args.clone(),
-                },
-                CallDecision::Waiting(r) => DecisionLine {
-                    step: step(r.step),
-                    tool: r.tool.clone(),
-                    decision: "waiting",
-                    by: None,
-                    at: format_ms(r.asked_ms),
-                    reason: None,
-                    edited_args: None,
-                },
+            .map(|decision| {
+                let record = decision.decided();
+                DecisionLine {
+                    step: decision.step().map(|i| state.steps()[i].id.to_string()),
+                    tool: decision.tool().to_owned(),
+                    decision: decision.verdict(),
+                    by: record.and_then(|r| r.by.clone()),
+                    at: format_ms(decision.at_ms()),
+                    reason: record.and_then(|r| r.reason.clone()),
+                    edited_args: record.and_then(|r| r.edited_args.clone()),
+                }
             })
             .collect()
     }

@@ -78,24 +78,18 @@ fn run_lines(
     state: &AppState,
     wanted: Option<RunPhase>,
 ) -> Result<Vec<Line>, agenthelm::store::StoreError> {
-    let store = state.runs.store();
-    let mut lines = Vec::new();
-    for summary in store.list_runs(usize::MAX)? {
-        if lines.len() == LIST_LIMIT {
-            break;
-        }
-        let run = store.load_run_outline(&summary.run_id)?;
-        let run_state = RunState::replay(&run.plan, &run.events);
-        let phase = run_state.phase();
-        if wanted.is_none_or(|w| w == phase) {
-            let usage = run_state.usage();
-            lines.push(Line {
-                line: RunLine::of(&summary, phase),
+    let listed = state.runs.list(wanted, LIST_LIMIT)?;
+    let lines = listed
+        .iter()
+        .map(|(summary, run)| {
+            let usage = run.usage();
+            Line {
+                line: RunLine::of(summary, run.phase()),
                 cost_usd: usage.cost_usd,
                 cost_complete: !usage.cost_incomplete(),
-            });
-        }
-    }
+            }
+        })
+        .collect();
     Ok(lines)
 }
 

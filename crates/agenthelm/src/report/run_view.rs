@@ -10,7 +10,7 @@ use crate::lm::TokenUsage;
 use crate::plan::{PlanStep, StepStatus};
 use crate::store::StoredRun;
 use crate::trace::{
-    CallDecision, CallPurpose, CompensationState, LedgerEntry, LlmCallRecord, RunState, StepRecord,
+    CallPurpose, CompensationState, LedgerEntry, LlmCallRecord, RunState, StepRecord,
     ToolCallRecord,
 };
 
@@ -125,33 +125,25 @@ pub(crate) struct Decision {
 }
 
 fn decisions(state: &RunState) -> Vec<Decision> {
-    let step = |i: Option<usize>| i.map(|i| state.steps()[i].id.to_string());
     state
         .call_decisions()
         .into_iter()
-        .map(|decision| match decision {
-            CallDecision::Decided(a) => Decision {
-                step: step(a.step),
-                tool: a.tool.clone(),
-                what: match a.verdict() {
+        .map(|decision| {
+            let record = decision.decided();
+            Decision {
+                step: decision.step().map(|i| state.steps()[i].id.to_string()),
+                tool: decision.tool().to_owned(),
+                what: match decision.verdict() {
                     "deny" => "denied",
                     "edit" => "approved with edited arguments",
-                    _ => "approved",
+                    "approve" => "approved",
+                    _ => "waiting",
                 },
-                by: a.by.clone(),
-                at_ms: a.at_ms,
-                reason: a.reason.clone(),
-                edited_args: a.edited_args.clone(),
-            },
-            CallDecision::Waiting(r) => Decision {
-                step: step(r.step),
-                tool: r.tool.clone(),
-                what: "waiting",
-                by: None,
-                at_ms: r.asked_ms,
-                reason: None,
-                edited_args: None,
-            },
+                by: record.and_then(|r| r.by.clone()),
+                at_ms: decision.at_ms(),
+                reason: record.and_then(|r| r.reason.clone()),
+                edited_args: record.and_then(|r| r.edited_args.clone()),
+            }
         })
         .collect()
 }

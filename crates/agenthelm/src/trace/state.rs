@@ -370,12 +370,52 @@ pub enum CallDecision<'s> {
     Waiting(&'s ApprovalRequestRecord),
 }
 
-impl CallDecision<'_> {
+impl<'s> CallDecision<'s> {
     /// Position in the journal of the decision, or of the request still waiting.
     pub fn seq(&self) -> usize {
         match self {
             CallDecision::Decided(record) => record.seq,
             CallDecision::Waiting(request) => request.seq,
+        }
+    }
+
+    /// The step whose call it is.
+    pub fn step(&self) -> Option<usize> {
+        match self {
+            CallDecision::Decided(record) => record.step,
+            CallDecision::Waiting(request) => request.step,
+        }
+    }
+
+    /// The tool.
+    pub fn tool(&self) -> &'s str {
+        match self {
+            CallDecision::Decided(record) => &record.tool,
+            CallDecision::Waiting(request) => &request.tool,
+        }
+    }
+
+    /// `approve`, `edit`, `deny` (see [`ApprovalRecord::verdict`]) or `waiting`.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            CallDecision::Decided(record) => record.verdict(),
+            CallDecision::Waiting(_) => "waiting",
+        }
+    }
+
+    /// When it was decided, or asked (ms since the epoch).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            CallDecision::Decided(record) => record.at_ms,
+            CallDecision::Waiting(request) => request.asked_ms,
+        }
+    }
+
+    /// The decision, when there is one.
+    pub fn decided(&self) -> Option<&'s ApprovalRecord> {
+        match self {
+            CallDecision::Decided(record) => Some(record),
+            CallDecision::Waiting(_) => None,
         }
     }
 }
