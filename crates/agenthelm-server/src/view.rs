@@ -4,6 +4,7 @@ use agenthelm::store::{RunSummary, StoredRun};
 use agenthelm::trace::{ApprovalRequestRecord, CompensationState, RunPhase};
 use agenthelm::{Plan, RunState, StepStatus};
 use agenthelm_workspace::timestamp::format_ms;
+use agenthelm_workspace::ReviewSummary;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -47,23 +48,13 @@ pub struct RunView<'r> {
     started: String,
     finished: Option<String>,
     error: Option<&'r str>,
-    review: Option<ReviewView>,
+    review: Option<ReviewSummary>,
     steps: Vec<StepView<'r>>,
     rollback: Option<RollbackView>,
     approvals: Vec<ApprovalView>,
     usage: UsageView,
     cost_usd: f64,
     cost_complete: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct ReviewView {
-    submitted_by: Option<String>,
-    decision: Option<&'static str>,
-    by: Option<String>,
-    at: Option<String>,
-    reason: Option<String>,
-    edited: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,7 +122,7 @@ impl<'r> RunView<'r> {
             started: format_ms(run.summary.started_ms),
             finished: run.summary.finished_ms.map(format_ms),
             error: run.summary.error.as_deref(),
-            review: review_of(state),
+            review: ReviewSummary::of(state),
             steps: steps_of(run, state),
             rollback: rollback_of(state),
             approvals: state
@@ -149,19 +140,6 @@ impl<'r> RunView<'r> {
             cost_complete: !usage.cost_incomplete(),
         }
     }
-}
-
-fn review_of(state: &RunState) -> Option<ReviewView> {
-    let review = state.review()?;
-    let decision = review.decision.as_ref();
-    Some(ReviewView {
-        submitted_by: review.submitted_by.clone(),
-        decision: decision.map(|d| d.verdict()),
-        by: decision.map(|d| d.by.clone()),
-        at: decision.map(|d| format_ms(d.at_ms)),
-        reason: decision.and_then(|d| d.reason.clone()),
-        edited: decision.is_some_and(|d| d.edited),
-    })
 }
 
 fn steps_of<'r>(run: &'r StoredRun, state: &'r RunState) -> Vec<StepView<'r>> {

@@ -9,6 +9,7 @@ use super::Session;
 use crate::cli::{RunsAction, RunsArgs};
 use crate::render::{self, Palette};
 use agenthelm_workspace::timestamp::{format_ms, now_ms, parse_time};
+use agenthelm_workspace::ReviewSummary;
 
 use crate::exit::BadInput;
 
@@ -141,7 +142,7 @@ struct Digest {
     steps: Vec<StepLine>,
     rollback: Vec<UndoLine>,
     /// The review of its plan, when it was submitted for one (`agenthelm serve`).
-    review: Option<ReviewLine>,
+    review: Option<ReviewSummary>,
     /// Decisions on tool calls that needed approval, and calls still waiting for one.
     approvals: Vec<DecisionLine>,
     token_usage: TokenUsage,
@@ -167,57 +168,36 @@ struct StepLine {
     error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ReviewLine {
-    submitted_by: Option<String>,
-    /// `approve`, `reject`, or null while it waits.
-    decision: Option<&'static str>,
-    by: Option<String>,
-    at: Option<String>,
-    reason: Option<String>,
-    edited: bool,
-}
-
-impl ReviewLine {
-    fn render(&self) -> String {
-        let safe = render::safe;
-        let submitted = self
-            .submitted_by
-            .as_deref()
-            .map(|by| format!("submitted by {}, ", safe(by)))
-            .unwrap_or_default();
-        let decided = match (self.decision, &self.by, &self.at) {
-            (Some(decision), Some(by), Some(at)) => {
-                let verb = if decision == "approve" {
-                    "approved"
-                } else {
-                    "rejected"
-                };
-                let edited = if self.edited { " after editing it" } else { "" };
-                format!("{verb} by {}{edited} at {at}", safe(by))
-            }
-            _ => "waiting for review".to_owned(),
-        };
-        let reason = self
-            .reason
-            .as_deref()
-            .map(|r| format!(": {}", safe(r)))
-            .unwrap_or_default();
-        format!("Plan: {submitted}{decided}{reason}\n")
-    }
-
-    fn of(state: &RunState) -> Option<ReviewLine> {
-        let review = state.review()?;
-        let decision = review.decision.as_ref();
-        Some(ReviewLine {
-            submitted_by: review.submitted_by.clone(),
-            decision: decision.map(|d| d.verdict()),
-            by: decision.map(|d| d.by.clone()),
-            at: decision.map(|d| format_ms(d.at_ms)),
-            reason: decision.and_then(|d| d.reason.clone()),
-            edited: decision.is_some_and(|d| d.edited),
-        })
-    }
+/// The review line of `runs show`.
+fn render_review(review: &ReviewSummary) -> String {
+    let safe = render::safe;
+    let submitted = review
+        .submitted_by
+        .as_deref()
+        .map(|by| format!("submitted by {}, ", safe(by)))
+        .unwrap_or_default();
+    let decided = match (review.decision, &review.by, &review.at) {
+        (Some(decision), Some(by), Some(at)) => {
+            let verb = if decision == "approve" {
+                "approved"
+            } else {
+                "rejected"
+            };
+            let edited = if review.edited {
+                " after editing it"
+            } else {
+                ""
+            };
+            format!("{verb} by {}{edited} at {at}", safe(by))
+        }
+        _ => "waiting for review".to_owned(),
+    };
+    let reason = review
+        .reason
+        .as_deref()
+        .map(|r| format!(": {}", safe(r)))
+        .unwrap_or_default();
+    format!("Plan: {submitted}{decided}{reason}\n")
 }
 
 /// A decision on a tool call (by a person or the approval handler), or a call still waiting.
@@ -342,7 +322,7 @@ impl Digest {
                 .iter()
                 .map(|entry| UndoLine::of(&state, entry))
                 .collect(),
-            review: ReviewLine::of(&state),
+            review: ReviewSummary::of(&state),
             approvals: DecisionLine::all(&state),
             token_usage: usage.tokens,
             total_cost_usd: usage.cost_usd,
@@ -374,7 +354,7 @@ impl Digest {
             out.push_str(&format!("Resumed {} time(s)\n", self.resumes));
         }
         if let Some(review) = &self.review {
-            out.push_str(&review.render());
+            out.push_str(&render_review(review));
         }
         let mut table = render::table(palette);
         table.set_header(["step", "status", "by", "runs", "duration", "error"]);
