@@ -58,6 +58,7 @@ pub mod mcp;
 pub mod orchestrate;
 pub mod otlp;
 pub mod plan;
+pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod store;

@@ -25,8 +25,9 @@ pub(crate) mod validate;
 
 pub use error::{PlanError, PlanProblem};
 pub use strict::check_yaml;
+pub(crate) use template::fill_env;
 pub use template::{
-    references_in, resolve_templates, try_resolve_templates, Reference, Segment, Template,
+    env_references_in, references_in, resolve_templates, try_resolve_templates, Reference, Segment, Template,
     UnresolvedReference,
 };
 

@@ -1,6 +1,6 @@
-//! `{{steps.<id>.result}}` and `{{result}}` references in step arguments: the one place that
-//! knows their syntax. Everything else (resolution, validation, the planner's schema checks, the
-//! scheduler) works with the parsed form, [`Template`] and [`Reference`].
+//! `{{steps.<id>.result}}`, `{{result}}` and `{{env.NAME}}` references in step arguments: the
+//! one place that knows their syntax. Everything else (resolution, validation, the planner's
+//! schema checks, the scheduler) works with the parsed form, [`Template`] and [`Reference`].
 
 use serde_json::Value;
 use std::fmt;
@@ -225,6 +225,91 @@ fn collect_references<'v>(value: &'v Value, found: &mut Vec<Reference<'v>>) {
         Value::Array(items) => items.iter().for_each(|v| collect_references(v, found)),
         Value::Object(map) => map.values().for_each(|v| collect_references(v, found)),
         _ => {}
+    }
+}
+
+/// The variable an `{{env.NAME}}` placeholder names (`raw` with its braces), when it is one.
+/// `NAME` is letters, digits and `_`.
+fn env_name(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix(OPEN)?.strip_suffix(CLOSE)?.trim();
+    let name = inner.strip_prefix("env.")?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
+}
+
+/// Every `{{env.NAME}}` in the strings of `value`, as the variable names, in order. The
+/// orchestrator resolves them in memory when a tool is called, and only for variables the
+/// workspace allows (`redact.env`); plans are checked against that list before they run.
+///
+/// ```
+/// use agenthelm::plan::env_references_in;
+/// use serde_json::json;
+///
+/// let args = json!({"token": "{{env.API_TOKEN}}", "note": ["for {{ env.USER }}", "{{steps.a.result}}"]});
+/// assert_eq!(env_references_in(&args), ["API_TOKEN", "USER"]);
+/// ```
+pub fn env_references_in(value: &Value) -> Vec<&str> {
+    let mut found = Vec::new();
+    collect_env(value, &mut found);
+    found
+}
+
+fn collect_env<'v>(value: &'v Value, found: &mut Vec<&'v str>) {
+    match value {
+        Value::String(text) if text.contains(OPEN) => {
+            for segment in Template::parse(text).segments() {
+                if let Segment::Placeholder { raw, .. } = segment {
+                    found.extend(env_name(raw));
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_env(v, found)),
+        Value::Object(map) => map.values().for_each(|v| collect_env(v, found)),
+        _ => {}
+    }
+}
+
+/// Replaces each `{{env.NAME}}` in the strings of `value` with `lookup(NAME)`; a placeholder
+/// whose variable `lookup` does not give is kept as written. `None` when there is none to
+/// replace (the common case: no copy is made).
+pub(crate) fn fill_env(value: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Value> {
+    match value {
+        Value::String(text) if text.contains(OPEN) => {
+            let mut changed = false;
+            let mut out = String::with_capacity(text.len());
+            for segment in Template::parse(text).segments() {
+                match segment {
+                    Segment::Text(plain) => out.push_str(plain),
+                    Segment::Placeholder { raw, .. } => match env_name(raw).and_then(lookup) {
+                        Some(secret) => {
+                            changed = true;
+                            out.push_str(&secret);
+                        }
+                        None => out.push_str(raw),
+                    },
+                }
+            }
+            changed.then_some(Value::String(out))
+        }
+        Value::Array(items) => {
+            let filled: Vec<Option<Value>> = items.iter().map(|v| fill_env(v, lookup)).collect();
+            filled.iter().any(Option::is_some).then(|| {
+                let pairs = items.iter().zip(filled);
+                Value::Array(pairs.map(|(old, new)| new.unwrap_or_else(|| old.clone())).collect())
+            })
+        }
+        Value::Object(map) => {
+            let filled: Vec<Option<Value>> = map.values().map(|v| fill_env(v, lookup)).collect();
+            filled.iter().any(Option::is_some).then(|| {
+                let pairs = map.iter().zip(filled);
+                Value::Object(
+                    pairs
+                        .map(|((k, old), new)| (k.clone(), new.unwrap_or_else(|| old.clone())))
+                        .collect(),
+                )
+            })
+        }
+        _ => None,
     }
 }
 
