@@ -126,6 +126,7 @@ fn key_of(
         PlanProblem::BadReference { step, .. } | PlanProblem::InvalidArgs { step, .. } => {
             (step, "args")
         }
+        PlanProblem::BadEnvReference { step, field, .. } => (step, *field),
         PlanProblem::UnknownCompensatingTool { step, .. } => {
             let has_own = plan
                 .get_step(step)

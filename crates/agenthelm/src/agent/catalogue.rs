@@ -1,6 +1,7 @@
 //! What a plan may use (agents, their tools, a default agent, extra tools) and the one check of a
 //! plan against it, shared by the orchestrator and the planner.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use serde_json::Value;
 
 use super::{Agent, AgentRegistry};
 use crate::plan::graph::Graph;
-use crate::plan::{validate, Plan, PlanProblem, PlanStep, Template};
+use crate::plan::{env_references_in, validate, Plan, PlanProblem, PlanStep, Template};
+use crate::redact::Redactor;
 use crate::tool::{schema, Tool, ToolSet};
 
 /// What a catalogue knows of one agent.
@@ -108,6 +110,8 @@ pub struct Catalogue {
     default_agent: Option<AgentInfo>,
     extra_tools: ToolSet,
     strict_args: bool,
+    /// The variables plans may read as `{{env.NAME}}`, each with whether it is set.
+    env: BTreeMap<String, bool>,
 }
 
 impl Catalogue {
@@ -148,6 +152,17 @@ impl Catalogue {
         self
     }
 
+    /// Lets steps read the variables `redactor` allows as `{{env.NAME}}` (see
+    /// [`Redactor::env_var`]); any other `{{env.NAME}}`, or one of a variable that is not set,
+    /// is a problem.
+    pub fn env_from(mut self, redactor: &Redactor) -> Self {
+        self.env = redactor
+            .env_names()
+            .map(|name| (name.to_owned(), redactor.env_status(name) == Some(true)))
+            .collect();
+        self
+    }
+
     /// The agents steps may name, in the order they were added.
     pub fn agents(&self) -> &[AgentInfo] {
         &self.agents
@@ -163,8 +178,31 @@ impl Catalogue {
         let (mut problems, graph) = validate::analyze(plan);
         for step in &plan.steps {
             self.check_step(step, &mut problems);
+            self.check_env(step, &mut problems);
         }
         (problems, graph)
+    }
+
+    /// `{{env.NAME}}` only for the variables allowed, and set: a plan written by a model must
+    /// not read the environment.
+    fn check_env(&self, step: &PlanStep, problems: &mut Vec<PlanProblem>) {
+        let fields = [
+            ("args", Some(&step.args)),
+            ("compensate_args", step.compensate_args.as_ref()),
+        ];
+        for (field, value) in fields {
+            for name in value.map(env_references_in).unwrap_or_default() {
+                let allowed = self.env.get(name);
+                if allowed != Some(&true) {
+                    problems.push(PlanProblem::BadEnvReference {
+                        step: step.id.clone(),
+                        field,
+                        name: name.to_owned(),
+                        allowed: allowed.is_some(),
+                    });
+                }
+            }
+        }
     }
 
     fn check_step(&self, step: &PlanStep, problems: &mut Vec<PlanProblem>) {

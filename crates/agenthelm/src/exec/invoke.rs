@@ -3,6 +3,7 @@
 
 use futures::FutureExt;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -133,8 +134,19 @@ impl Admitted<'_> {
             step_id: ctx.step_id().map(str::to_owned),
             attempt: 0,
         };
+        // Secrets the journal does not hold are filled in here, in memory only; the events
+        // keep the arguments as they were (`{{env.NAME}}`, markers).
+        let args = match ctx.sink().redactor().map(|r| r.reveal(&self.args)) {
+            None => Cow::Borrowed(&self.args),
+            Some(Ok(args)) => args,
+            Some(Err(hidden)) => {
+                let error = ToolError::Failed(format!("not called: {hidden}"));
+                self.record(ctx, &Err(error.clone()), 0);
+                return Err(error);
+            }
+        };
         let mut attempts = 0;
-        let outcome = attempt_all(self.tool, &self.args, info, ctx, &mut attempts).await;
+        let outcome = attempt_all(self.tool, &args, info, ctx, &mut attempts).await;
         if self.purpose == CallPurpose::Execute {
             ctx.record_effect(self.tool.spec(), &self.call_id, &self.args, &outcome);
             // A failed write stops the run at its next gate; the call itself is done either way.
@@ -189,7 +201,7 @@ async fn approve(
         .sink()
         .state(|state| {
             let step = step.and_then(|id| state.position(id));
-            let record = state.decision_for(step, call_id, &spec.name, args)?;
+            let record = state.decision_for(step, call_id, &spec.name, &as_recorded(ctx, args))?;
             let decision = match (record.approved, &record.edited_args) {
                 (false, _) => ApprovalDecision::Deny {
                     reason: record.reason.clone(),
@@ -275,8 +287,9 @@ fn defer(request: ApprovalRequest, ctx: &StepContext) -> Result<(), ToolError> {
         .sink()
         .state(|state| {
             let step = request.step_id.as_deref().and_then(|id| state.position(id));
+            let args = as_recorded(ctx, &request.args);
             state
-                .request_for(step, &request.call_id, &request.tool, &request.args)
+                .request_for(step, &request.call_id, &request.tool, &args)
                 .is_some()
         })
         .unwrap_or(false);
@@ -290,6 +303,18 @@ fn defer(request: ApprovalRequest, ctx: &StepContext) -> Result<(), ToolError> {
     }
     ctx.park();
     Err(ToolError::AwaitingApproval { tool: request.tool })
+}
+
+/// `args` as the journal (and so the run state) has them: redacted when the run redacts.
+fn as_recorded<'a>(ctx: &StepContext, args: &'a Value) -> Cow<'a, Value> {
+    match ctx.sink().redactor() {
+        Some(redactor) => {
+            let mut recorded = args.clone();
+            redactor.redact_value(&mut recorded);
+            Cow::Owned(recorded)
+        }
+        None => Cow::Borrowed(args),
+    }
 }
 
 async fn attempt_all(

@@ -1,10 +1,14 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use serde_json::Value;
+
+use crate::redact::Redactor;
 use crate::store::{RunStore, StoreError};
-use crate::trace::{Event, RunState};
+use crate::trace::{Event, EventKind, RunState};
 
 /// A function that sees each event as it is recorded, in the order of the journal.
 ///
@@ -33,6 +37,11 @@ struct Inner {
     journal: Option<Journal>,
     /// The run's state, when the sink records a plan run: every event is applied to it.
     state: Option<Mutex<RunState>>,
+    /// Redacts every event before anything (state, observers, journal) sees it.
+    redactor: OnceLock<Arc<Redactor>>,
+    /// The real arguments of effects whose recorded arguments were redacted, by call id: so
+    /// that this process's rollback undoes them with the real values.
+    real_effect_args: Mutex<HashMap<String, Value>>,
 }
 
 struct Journal {
@@ -96,8 +105,45 @@ impl EventSink {
                     error: Mutex::new(None),
                 }),
                 state: state.map(Mutex::new),
+                redactor: OnceLock::new(),
+                real_effect_args: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Redacts every event with `redactor` before the run state, the observers and the journal
+    /// see it: secrets and personal data never leave the process. Set it before the first
+    /// event; a sink keeps the first redactor it is given.
+    pub fn with_redactor(self, redactor: Arc<Redactor>) -> Self {
+        if !redactor.is_empty() {
+            let _ = self.inner.redactor.set(redactor);
+        }
+        self
+    }
+
+    /// The redactor of the sink's events, if it has one.
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.inner.redactor.get().map(|r| &**r)
+    }
+
+    /// The arguments an effect recorded with redacted arguments really had (in this process
+    /// only: the journal never holds them).
+    pub(crate) fn real_effect_args(&self, call_id: &str) -> Option<Value> {
+        lock(&self.inner.real_effect_args).get(call_id).cloned()
+    }
+
+    /// `event` as it may be seen and kept.
+    fn redact(&self, event: Event) -> Event {
+        let Some(redactor) = self.inner.redactor.get() else {
+            return event;
+        };
+        let Some(redacted) = event.redacted(redactor) else {
+            return event;
+        };
+        if let EventKind::Effect { effect } = event.kind {
+            lock(&self.inner.real_effect_args).insert(effect.call_id, effect.args);
+        }
+        redacted
     }
 
     /// Records an event and shows it to the observers.
@@ -105,6 +151,7 @@ impl EventSink {
     /// An observer that panics misses that event and nothing else happens: a bug in a progress
     /// display must not stop a run half-way, before its rollback.
     pub fn emit(&self, event: Event) {
+        let event = self.redact(event);
         // One critical section for the event list, the journal, the run state and the observers:
         // all of them see the events of parallel steps in one and the same order.
         let mut events = lock(&self.inner.events);

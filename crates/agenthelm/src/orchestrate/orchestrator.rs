@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::approval::{ApprovalHandler, DenyAll};
 use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, RollbackMode};
+use crate::redact::Redactor;
 use crate::store::{Claim, Owner, RunStore, StoreError, HEARTBEAT};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
 use crate::trace::{Event, EventKind, RunState};
@@ -98,6 +100,8 @@ pub(crate) struct Config {
     pub(crate) observers: Vec<Observer>,
     pub(crate) store: Option<Arc<dyn RunStore>>,
     pub(crate) interrupted: InterruptedSteps,
+    /// Redacts events, the stored plan and results (`None`: nothing to redact).
+    pub(crate) redactor: Option<Arc<Redactor>>,
 }
 
 /// Why a plan was not run at all.
@@ -187,6 +191,7 @@ impl Orchestrator {
                 observers: Vec::new(),
                 store: None,
                 interrupted: InterruptedSteps::default(),
+                redactor: None,
             }),
         }
     }
@@ -268,6 +273,25 @@ impl Orchestrator {
         self
     }
 
+    /// Redacts with `redactor` everything a run records, shows or returns: the stored plan,
+    /// every event (before observers and the journal see it: arguments, results, errors,
+    /// prompts), and the [`RunResult`]'s answer and errors. Tools and models still get the real
+    /// values. Plans may read the variables it allows as `{{env.NAME}}` in arguments, filled in
+    /// in memory when a tool is called; any other `{{env.NAME}}` is a plan problem.
+    ///
+    /// A value redacted from the journal is not there when the run is resumed: a call that
+    /// would need it fails with a message naming the argument (see [`crate::redact`]).
+    pub fn redact(mut self, redactor: Redactor) -> Self {
+        self.config_mut().redactor = Some(Arc::new(redactor));
+        self
+    }
+
+    /// The redactor set with [`redact`](Self::redact), if any: for code that records or shows
+    /// run data besides the orchestrator (a server's decisions, a CLI's output).
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.config.redactor.as_deref()
+    }
+
     /// Calls `observer` with each event as it happens (for progress displays and journals).
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.config_mut().observers.push(Arc::new(observer));
@@ -336,7 +360,7 @@ impl Orchestrator {
         let claim = self.claim(&run_id)?;
         if let Some(store) = &self.config.store {
             store
-                .begin_run(&run_id, plan)
+                .begin_run(&run_id, &self.config.stored(plan))
                 .map_err(OrchestratorError::NotRecorded)?;
         }
         let owned = std::mem::replace(plan, Plan::new(String::new()));
@@ -454,7 +478,10 @@ impl Orchestrator {
         (plan, state, opening): (Plan, RunState, EventKind),
     ) -> (Plan, Result<RunResult, OrchestratorError>) {
         let config = &self.config;
-        let sink = EventSink::for_run(config.observers.clone(), config.store.clone(), state);
+        let mut sink = EventSink::for_run(config.observers.clone(), config.store.clone(), state);
+        if let Some(redactor) = &config.redactor {
+            sink = sink.with_redactor(Arc::clone(redactor));
+        }
         let run = Run::new(
             Arc::clone(config),
             Arc::clone(&run_id),
@@ -559,8 +586,23 @@ impl Config {
         }
     }
 
+    /// `plan` as it may be stored: redacted when the orchestrator redacts.
+    pub(crate) fn stored<'p>(&self, plan: &'p Plan) -> Cow<'p, Plan> {
+        match &self.redactor {
+            Some(redactor) if !redactor.is_empty() => {
+                let mut stored = plan.clone();
+                redactor.redact_plan(&mut stored);
+                Cow::Owned(stored)
+            }
+            _ => Cow::Borrowed(plan),
+        }
+    }
+
     fn catalogue(&self) -> Catalogue {
-        let catalogue = Catalogue::from_registry(&self.registry).extra_tools(&self.tools);
+        let mut catalogue = Catalogue::from_registry(&self.registry).extra_tools(&self.tools);
+        if let Some(redactor) = &self.redactor {
+            catalogue = catalogue.env_from(redactor);
+        }
         match &self.default_agent {
             Some(agent) => catalogue.default_agent(AgentInfo::of(&**agent)),
             None => catalogue,

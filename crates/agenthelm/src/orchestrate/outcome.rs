@@ -3,6 +3,7 @@ use serde::Serialize;
 use crate::agent::AgentResult;
 use crate::lm::TokenUsage;
 use crate::plan::StepStatus;
+use crate::redact::Redactor;
 use crate::trace::{Event, Usage};
 
 /// The outcome of a plan run: what [`Orchestrator::execute`](super::Orchestrator::execute) and
@@ -70,6 +71,19 @@ impl RunResult {
     /// ([`Usage::cost_incomplete`]).
     pub fn cost_incomplete(&self) -> bool {
         self.usage().cost_incomplete()
+    }
+
+    /// Redacts the texts of the result (its events are redacted as they are recorded).
+    pub(crate) fn redact(&mut self, redactor: &Redactor) {
+        let texts = self.answer.iter_mut().chain(self.error.iter_mut());
+        let step_errors = self.steps.iter_mut().filter_map(|s| s.error.as_mut());
+        let undo_errors = self
+            .rollback
+            .iter_mut()
+            .flat_map(|r| r.failed.iter_mut().map(|f| &mut f.error));
+        for text in texts.chain(step_errors).chain(undo_errors) {
+            redactor.redact_string(text);
+        }
     }
 }
 

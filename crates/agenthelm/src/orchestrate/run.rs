@@ -251,7 +251,8 @@ impl Run {
             self.skip_unstarted();
         }
         if self.stop.is_some() && self.orch.rollback && !stopped_here {
-            let (undo, progress) = self.sink.state(saga_of).unwrap_or_default();
+            let (mut undo, progress) = self.sink.state(saga_of).unwrap_or_default();
+            with_real_args(&self.sink, &mut undo);
             let report = rollback::run(
                 &self.orch,
                 &mut self.plan,
@@ -522,6 +523,9 @@ impl Run {
         } else {
             result.error = Some(failure_text(self.stop.as_ref(), result.rollback.as_ref()));
         }
+        if let Some(redactor) = &self.orch.redactor {
+            result.redact(redactor);
+        }
         let halt = match self.halted {
             Some(e) => Some(Halt::Store(e)),
             None if self.suspended => Some(Halt::Suspended),
@@ -685,6 +689,20 @@ fn saga_of(state: &RunState) -> (Vec<Undo>, Progress) {
         }
     }
     (undo, progress)
+}
+
+/// Effects this process recorded have their real arguments back (the state holds them
+/// redacted), so a rollback in the same process undoes them with the values they were done
+/// with. A resumed run has only the journal's.
+fn with_real_args(sink: &EventSink, undo: &mut [Undo]) {
+    if sink.redactor().is_none() {
+        return;
+    }
+    for effect in undo.iter_mut().flat_map(|u| u.effects.iter_mut()) {
+        if let Some(args) = sink.real_effect_args(&effect.call_id) {
+            effect.args = args;
+        }
+    }
 }
 
 /// The run's usage and per-step outcomes, from its state.

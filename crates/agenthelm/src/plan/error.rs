@@ -143,6 +143,18 @@ pub enum PlanProblem {
         /// What is wrong.
         message: String,
     },
+    /// A step reads `{{env.NAME}}` of a variable the orchestrator does not let plans read (a
+    /// workspace lists them under `redact.env`), or of one that is not set.
+    BadEnvReference {
+        /// The step.
+        step: String,
+        /// `args` or `compensate_args`.
+        field: &'static str,
+        /// The variable.
+        name: String,
+        /// Whether it is allowed (and so only unset).
+        allowed: bool,
+    },
 }
 
 impl fmt::Display for PlanProblem {
@@ -201,6 +213,23 @@ impl fmt::Display for PlanProblem {
                     "step `{step}`: arguments for `{tool}`: `{path}`: {message}"
                 ),
             },
+            PlanProblem::BadEnvReference {
+                step,
+                field,
+                name,
+                allowed: false,
+            } => write!(
+                f,
+                "step `{step}`: `{field}` reads `{{{{env.{name}}}}}`, but plans may read only \
+                 the environment variables listed under `redact.env`"
+            ),
+            PlanProblem::BadEnvReference {
+                step, field, name, ..
+            } => write!(
+                f,
+                "step `{step}`: `{field}` reads `{{{{env.{name}}}}}`, but the environment \
+                 variable `{name}` is not set"
+            ),
         }
     }
 }

@@ -27,8 +27,8 @@ pub use error::{PlanError, PlanProblem};
 pub use strict::check_yaml;
 pub(crate) use template::fill_env;
 pub use template::{
-    env_references_in, references_in, resolve_templates, try_resolve_templates, Reference, Segment, Template,
-    UnresolvedReference,
+    env_references_in, references_in, resolve_templates, try_resolve_templates, Reference, Segment,
+    Template, UnresolvedReference,
 };
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -295,7 +295,11 @@ pub(crate) fn fill_env(value: &Value, lookup: &dyn Fn(&str) -> Option<String>) -
             let filled: Vec<Option<Value>> = items.iter().map(|v| fill_env(v, lookup)).collect();
             filled.iter().any(Option::is_some).then(|| {
                 let pairs = items.iter().zip(filled);
-                Value::Array(pairs.map(|(old, new)| new.unwrap_or_else(|| old.clone())).collect())
+                Value::Array(
+                    pairs
+                        .map(|(old, new)| new.unwrap_or_else(|| old.clone()))
+                        .collect(),
+                )
             })
         }
         Value::Object(map) => {

@@ -203,9 +203,9 @@ impl Redactor {
         }
         // Escaped literals and patterns that compiled one by one compile together too; the
         // size limits are raised for long lists of secrets.
-        let secrets = alternation.as_deref().and_then(|a| {
-            RegexBuilder::new(a).size_limit(1 << 26).build().ok()
-        });
+        let secrets = alternation
+            .as_deref()
+            .and_then(|a| RegexBuilder::new(a).size_limit(1 << 26).build().ok());
         let any = RegexSetBuilder::new(&all).size_limit(1 << 26).build().ok();
         self.compiled = Some(Arc::new(Compiled { secrets, any }));
         self
@@ -293,7 +293,10 @@ impl Redactor {
         let mut changed = map
             .values_mut()
             .fold(false, |changed, item| self.redact_value(item) | changed);
-        if map.keys().any(|k| matches!(self.redact_str(k), Cow::Owned(_))) {
+        if map
+            .keys()
+            .any(|k| matches!(self.redact_str(k), Cow::Owned(_)))
+        {
             let entries = std::mem::take(map);
             *map = entries
                 .into_iter()
@@ -309,13 +312,12 @@ impl Redactor {
     /// that is not an object, [`redact_value`](Self::redact_value).
     pub fn redact_value_except(&self, value: &mut Value, keep: &[&str]) -> bool {
         match value {
-            Value::Object(map) if self.compiled.is_some() => {
-                map.iter_mut()
-                    .filter(|(key, _)| !keep.contains(&key.as_str()))
-                    .fold(false, |changed, (_, item)| {
-                        self.redact_value(item) | changed
-                    })
-            }
+            Value::Object(map) if self.compiled.is_some() => map
+                .iter_mut()
+                .filter(|(key, _)| !keep.contains(&key.as_str()))
+                .fold(false, |changed, (_, item)| {
+                    self.redact_value(item) | changed
+                }),
             other => self.redact_value(other),
         }
     }
@@ -332,7 +334,10 @@ impl Redactor {
         for step in &mut plan.steps {
             self.redact_string(&mut step.description);
             self.redact_value(&mut step.args);
-            for value in [&mut step.compensate_args, &mut step.result].into_iter().flatten() {
+            for value in [&mut step.compensate_args, &mut step.result]
+                .into_iter()
+                .flatten()
+            {
                 self.redact_value(value);
             }
             if let Some(error) = &mut step.error {

@@ -158,7 +158,10 @@ mod tests {
     #[test]
     fn a_valid_number_followed_by_more_is_still_found() {
         let text = "4111 1111 1111 1111 22";
-        assert_eq!(Preset::Card.valid_len(text), Some("4111 1111 1111 1111".len()));
+        assert_eq!(
+            Preset::Card.valid_len(text),
+            Some("4111 1111 1111 1111".len())
+        );
         assert_eq!(Preset::Card.valid_len("1234 5678 9012 3456"), None);
     }
 
@@ -167,6 +170,10 @@ mod tests {
         for preset in Preset::ALL {
             assert_eq!(preset.name().parse::<Preset>(), Ok(preset));
         }
-        assert!("phone".parse::<Preset>().unwrap_err().to_string().contains("`phone`"));
+        assert!("phone"
+            .parse::<Preset>()
+            .unwrap_err()
+            .to_string()
+            .contains("`phone`"));
     }
 }

@@ -119,7 +119,11 @@ impl Redactor {
         for (start, end) in spans {
             let name = &text[start + MARKER_OPEN.len()..end - 1];
             let Some(Some(value)) = self.env.get(name) else {
-                let path = if path.is_empty() { "(the arguments)" } else { path };
+                let path = if path.is_empty() {
+                    "(the arguments)"
+                } else {
+                    path
+                };
                 return Err(HiddenArgument::Redacted {
                     path: path.to_owned(),
                     name: name.to_owned(),
@@ -153,7 +157,11 @@ fn path_of(value: &Value, needle: &str) -> String {
                 .enumerate()
                 .find_map(|(i, item)| find(item, needle, &format!("{path}[{i}]"))),
             Value::Object(map) => map.iter().find_map(|(key, item)| {
-                let inner = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let inner = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 find(item, needle, &inner)
             }),
             _ => None,

@@ -36,7 +36,10 @@ fn the_longer_of_two_secrets_that_share_a_start_wins() {
     let redactor = Redactor::new()
         .secret("SHORT", "abcd1234")
         .secret("LONG", "abcd1234-extended");
-    assert_eq!(redactor.redact_str("x abcd1234-extended y abcd1234"), "x [redacted:LONG] y [redacted:SHORT]");
+    assert_eq!(
+        redactor.redact_str("x abcd1234-extended y abcd1234"),
+        "x [redacted:LONG] y [redacted:SHORT]"
+    );
 }
 
 #[test]
@@ -54,28 +57,55 @@ fn email_preset() {
         redactor.redact_str("write to ana.maria+news@mail.example.co.uk today"),
         "write to [redacted:email] today"
     );
-    assert_eq!(redactor.redact_str("not an address: a@b, @home"), "not an address: a@b, @home");
+    assert_eq!(
+        redactor.redact_str("not an address: a@b, @home"),
+        "not an address: a@b, @home"
+    );
 }
 
 #[test]
 fn card_preset_redacts_only_luhn_valid_numbers() {
     let redactor = Redactor::new().preset(Preset::Card);
-    assert_eq!(redactor.redact_str("card 4111 1111 1111 1111 ok"), "card [redacted:card] ok");
-    assert_eq!(redactor.redact_str("card 5500-0000-0000-0004"), "card [redacted:card]");
+    assert_eq!(
+        redactor.redact_str("card 4111 1111 1111 1111 ok"),
+        "card [redacted:card] ok"
+    );
+    assert_eq!(
+        redactor.redact_str("card 5500-0000-0000-0004"),
+        "card [redacted:card]"
+    );
     // Long numbers that fail the check (order ids, timestamps) stay.
-    assert_eq!(redactor.redact_str("order 4111111111111112"), "order 4111111111111112");
+    assert_eq!(
+        redactor.redact_str("order 4111111111111112"),
+        "order 4111111111111112"
+    );
     assert_eq!(redactor.redact_str("ts 1733040000000"), "ts 1733040000000");
-    assert_eq!(redactor.redact_str("short 411111111111"), "short 411111111111");
+    assert_eq!(
+        redactor.redact_str("short 411111111111"),
+        "short 411111111111"
+    );
 }
 
 #[test]
 fn iban_preset_redacts_only_mod97_valid_codes() {
     let redactor = Redactor::new().preset(Preset::Iban);
-    assert_eq!(redactor.redact_str("pay DE89 3704 0044 0532 0130 00 now"), "pay [redacted:iban] now");
-    assert_eq!(redactor.redact_str("GB82WEST12345698765432"), "[redacted:iban]");
-    assert_eq!(redactor.redact_str("DE89 3704 0044 0532 0130 01"), "DE89 3704 0044 0532 0130 01");
+    assert_eq!(
+        redactor.redact_str("pay DE89 3704 0044 0532 0130 00 now"),
+        "pay [redacted:iban] now"
+    );
+    assert_eq!(
+        redactor.redact_str("GB82WEST12345698765432"),
+        "[redacted:iban]"
+    );
+    assert_eq!(
+        redactor.redact_str("DE89 3704 0044 0532 0130 01"),
+        "DE89 3704 0044 0532 0130 01"
+    );
     // A valid code followed by more capitals: the valid part is found.
-    assert_eq!(redactor.redact_str("GB82WEST12345698765432 AND"), "[redacted:iban] AND");
+    assert_eq!(
+        redactor.redact_str("GB82WEST12345698765432 AND"),
+        "[redacted:iban] AND"
+    );
 }
 
 #[test]
@@ -83,10 +113,18 @@ fn a_secret_holding_an_email_is_one_marker_named_after_the_secret() {
     let redactor = Redactor::new()
         .preset(Preset::Email)
         .secret("SMTP_LOGIN", "mailer@example.com:pw-123");
-    assert_eq!(redactor.redact_str("login mailer@example.com:pw-123 ok"), "login [redacted:SMTP_LOGIN] ok");
+    assert_eq!(
+        redactor.redact_str("login mailer@example.com:pw-123 ok"),
+        "login [redacted:SMTP_LOGIN] ok"
+    );
     // An email reaching past the secret is merged into the same marker: nothing shows.
-    let redactor = Redactor::new().preset(Preset::Email).secret("USER", "ana.maria");
-    assert_eq!(redactor.redact_str("ana.maria@example.com"), "[redacted:USER]");
+    let redactor = Redactor::new()
+        .preset(Preset::Email)
+        .secret("USER", "ana.maria");
+    assert_eq!(
+        redactor.redact_str("ana.maria@example.com"),
+        "[redacted:USER]"
+    );
 }
 
 #[test]
@@ -110,7 +148,9 @@ fn patterns_are_named_and_a_bad_one_is_a_clear_error() {
 
 #[test]
 fn every_preset_compiles() {
-    let redactor = Preset::ALL.into_iter().fold(Redactor::new(), Redactor::preset);
+    let redactor = Preset::ALL
+        .into_iter()
+        .fold(Redactor::new(), Redactor::preset);
     assert!(redactor.skipped().is_empty());
     assert_eq!(redactor.rules.len(), 3);
 }
@@ -131,7 +171,10 @@ fn kept_keys_are_left_alone() {
     let redactor = Redactor::new().preset(Preset::Email);
     let mut value = json!({"step_id": "ana@example.com", "error": "ana@example.com"});
     assert!(redactor.redact_value_except(&mut value, &["step_id"]));
-    assert_eq!(value, json!({"step_id": "ana@example.com", "error": "[redacted:email]"}));
+    assert_eq!(
+        value,
+        json!({"step_id": "ana@example.com", "error": "[redacted:email]"})
+    );
 }
 
 #[test]
@@ -144,18 +187,36 @@ fn plans_keep_ids_and_names_and_lose_secrets() {
             .args(json!({"to": "ana@example.com", "token": "{{env.TOKEN}}"})),
     );
     redactor.redact_plan(&mut plan);
-    assert_eq!(plan.goal, "mail [redacted:email] with [redacted:OPENAI_API_KEY]");
+    assert_eq!(
+        plan.goal,
+        "mail [redacted:email] with [redacted:OPENAI_API_KEY]"
+    );
     let step = &plan.steps[0];
-    assert_eq!((step.id.as_str(), step.tool_name.as_deref()), ("send", Some("send")));
+    assert_eq!(
+        (step.id.as_str(), step.tool_name.as_deref()),
+        ("send", Some("send"))
+    );
     assert_eq!(step.description, "send to [redacted:email]");
-    assert_eq!(step.args, json!({"to": "[redacted:email]", "token": "{{env.TOKEN}}"}));
+    assert_eq!(
+        step.args,
+        json!({"to": "[redacted:email]", "token": "{{env.TOKEN}}"})
+    );
 }
 
 #[test]
 fn debug_shows_names_never_values() {
-    let shown = format!("{:?}", everything().env_value("DB_PASSWORD", Some("hunter2-long".into())));
-    assert!(shown.contains("OPENAI_API_KEY") && shown.contains("DB_PASSWORD"), "{shown}");
-    assert!(!shown.contains(KEY) && !shown.contains("hunter2"), "{shown}");
+    let shown = format!(
+        "{:?}",
+        everything().env_value("DB_PASSWORD", Some("hunter2-long".into()))
+    );
+    assert!(
+        shown.contains("OPENAI_API_KEY") && shown.contains("DB_PASSWORD"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(KEY) && !shown.contains("hunter2"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -174,8 +235,16 @@ fn reveal_fills_env_references_and_their_markers() {
 #[test]
 fn reveal_refuses_other_markers_naming_the_argument() {
     let redactor = Redactor::new().preset(Preset::Email);
-    let err = redactor.reveal(&json!({"mail": {"to": ["x", "[redacted:email]"]}})).unwrap_err();
-    assert_eq!(err, HiddenArgument::Redacted { path: "mail.to[1]".into(), name: "email".into() });
+    let err = redactor
+        .reveal(&json!({"mail": {"to": ["x", "[redacted:email]"]}}))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HiddenArgument::Redacted {
+            path: "mail.to[1]".into(),
+            name: "email".into()
+        }
+    );
     assert!(err.to_string().contains("argument `mail.to[1]`"), "{err}");
     assert!(err.to_string().contains("redact.env"), "{err}");
 }
@@ -183,7 +252,15 @@ fn reveal_refuses_other_markers_naming_the_argument() {
 #[test]
 fn reveal_names_an_allowed_variable_that_is_not_set() {
     let redactor = Redactor::new().env_value("TOKEN", None);
-    let err = redactor.reveal(&json!({"auth": "{{env.TOKEN}}"})).unwrap_err();
-    assert_eq!(err, HiddenArgument::Unset { path: "auth".into(), name: "TOKEN".into() });
+    let err = redactor
+        .reveal(&json!({"auth": "{{env.TOKEN}}"}))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HiddenArgument::Unset {
+            path: "auth".into(),
+            name: "TOKEN".into()
+        }
+    );
     assert!(err.to_string().contains("`{{env.TOKEN}}`"), "{err}");
 }

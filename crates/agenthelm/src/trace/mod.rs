@@ -6,6 +6,7 @@
 //! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
 
 mod effect;
+mod redacted;
 mod state;
 mod usage;
 
