@@ -183,7 +183,7 @@ impl Runs {
         self.check(&plan)?;
         let run_id = new_run_id();
         plan.approved = approve;
-        self.store.begin_run(&run_id, &plan)?;
+        self.store.begin_run(&run_id, &self.stored(plan))?;
         self.record(
             &run_id,
             EventKind::PlanSubmitted {
@@ -213,7 +213,7 @@ impl Runs {
         let mut plan = edited.unwrap_or(run.plan);
         self.check(&plan)?;
         plan.approved = true;
-        self.store.revise_plan(run_id, &plan)?;
+        self.store.revise_plan(run_id, &self.stored(plan))?;
         self.record(run_id, review(true, by, None, is_edited))?;
         self.start(run_id);
         Ok(())
@@ -233,6 +233,7 @@ impl Runs {
             None => format!("the plan was rejected by {by}"),
         };
         self.record(run_id, review(false, by, reason, false))?;
+        let error = self.redacted_text(error);
         self.store.finish_run(run_id, false, Some(&error))?;
         self.hub.close(run_id);
         Ok(())
@@ -448,11 +449,30 @@ impl Runs {
     /// Appends an event to a run that runs nothing now, and shows it to the run's streams.
     fn append(&self, run_id: &str, mut event: Event) -> Result<(), ApiError> {
         event.run_id = Some(Arc::from(run_id));
+        if let Some(redacted) = self.orchestrator.redactor().and_then(|r| event.redacted(r)) {
+            event = redacted;
+        }
         self.store.append(&event)?;
         let recorded = self.store.load_run_outline(run_id)?.events.len();
         self.hub.open(run_id, recorded.saturating_sub(1));
         self.hub.publish(&event);
         Ok(())
+    }
+
+    /// `plan` as the store may keep it: redacted as the workspace says (`redact:`). A value
+    /// redacted here is not there when the run starts: plans pass secrets as `{{env.NAME}}`.
+    fn stored(&self, mut plan: Plan) -> Plan {
+        if let Some(redactor) = self.orchestrator.redactor() {
+            redactor.redact_plan(&mut plan);
+        }
+        plan
+    }
+
+    fn redacted_text(&self, mut text: String) -> String {
+        if let Some(redactor) = self.orchestrator.redactor() {
+            redactor.redact_string(&mut text);
+        }
+        text
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {

@@ -4,6 +4,7 @@
 
 use agenthelm::lm::{Completion, CompletionRequest};
 use agenthelm::mcp::{McpError, McpServers};
+use agenthelm::redact::Redactor;
 use agenthelm::{
     AgentRegistry, LanguageModel, Lm, LmError, Orchestrator, Plan, ToolAgent, ToolSet,
 };
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::command_tool::CommandTool;
 use crate::error::WorkspaceError;
+use crate::redact_config::redactor_of;
 use crate::user_config::UserConfig;
 use crate::workspace::Workspace;
 
@@ -229,15 +231,39 @@ impl<'w> Assembly<'w> {
     /// The workspace's `rollback:` mode is applied; everything else (store, approval, whether to
     /// roll back, concurrency) is the caller's to set.
     pub async fn orchestrator(&self) -> Result<Orchestrator, WorkspaceError> {
+        let redactor = self.redactor()?;
         let registry = self.registry(ModelNeed::OnDemand).await?;
         // After the registry: it includes the compensations of the agents' MCP tools.
         let mut orchestrator = Orchestrator::new(registry)
             .tools(self.orchestrator_tools())
-            .rollback_mode(self.workspace.config.rollback.unwrap_or_default());
+            .rollback_mode(self.workspace.config.rollback.unwrap_or_default())
+            .redact(redactor);
         if let Some(name) = &self.workspace.config.default_agent {
             orchestrator = orchestrator.default_agent(self.agent(name, ModelNeed::OnDemand).await?);
         }
         Ok(orchestrator)
+    }
+
+    /// What runs of this workspace redact before anything is journaled, exported or shown:
+    /// the API keys of the providers (when set), the server users' tokens, the `redact.env`
+    /// variables (which plans may read as `{{env.NAME}}`), `redact.patterns` and
+    /// `redact.presets`. Secrets shorter than
+    /// [`MIN_SECRET_LEN`](agenthelm::redact::MIN_SECRET_LEN) are not redacted: a warning
+    /// names them.
+    pub fn redactor(&self) -> Result<Redactor, WorkspaceError> {
+        let redactor = redactor_of(&self.workspace.config, |name| std::env::var(name).ok())
+            .map_err(|e| WorkspaceError::Redact {
+                file: self.workspace.file.clone(),
+                message: e.to_string(),
+            })?;
+        if !redactor.skipped().is_empty() {
+            tracing::warn!(
+                secrets = redactor.skipped().join(", "),
+                "values too short to redact (fewer than {} characters)",
+                agenthelm::redact::MIN_SECRET_LEN
+            );
+        }
+        Ok(redactor)
     }
 
     /// The agent `requested`, else the workspace's default agent, else its only agent.

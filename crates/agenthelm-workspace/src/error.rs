@@ -84,6 +84,15 @@ pub enum WorkspaceError {
         /// Why it cannot be used (part of the message).
         error: StoreError,
     },
+    /// The `redact:` section cannot be applied (its patterns are checked when the file is
+    /// read, so this is rare).
+    #[error("{}: redact: {message}", file.display())]
+    Redact {
+        /// The workspace file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// `HOME` is not set, so there are no user settings.
     #[error("HOME is not set, so there is no ~/.agenthelm")]
     NoHome,

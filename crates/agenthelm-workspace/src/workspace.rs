@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
+use crate::redact_config::RedactConfig;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
@@ -49,6 +50,9 @@ pub struct WorkspaceConfig {
     /// `agenthelm serve`: who may use the server.
     #[serde(default)]
     pub server: Option<ServerConfig>,
+    /// What is redacted from journals, exports and output besides the providers' API keys.
+    #[serde(default)]
+    pub redact: Option<RedactConfig>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
@@ -364,7 +368,7 @@ fn any_object() -> Value {
     serde_json::json!({"type": "object"})
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -6,6 +6,7 @@ use agenthelm::store::RunStore;
 use agenthelm::{EventKind, Orchestrator, OrchestratorError, Plan, RunResult};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, OnceLock};
 
@@ -48,10 +49,11 @@ async fn check_and_execute(
         .map_err(|e| file.problems(e))?;
     assembly.check_programs(&file.plan)?;
     let view = View::new(args.execution.json);
-    view.show_plan(&file.plan, default_agent(assembly))?;
+    let shown_plan = shown(&journaled.orchestrator, &file.plan);
+    view.show_plan(&shown_plan, default_agent(assembly))?;
     if args.dry_run {
         if args.execution.json {
-            let plan: Value = serde_json::from_str(&file.plan.to_json()?)?;
+            let plan: Value = serde_json::from_str(&shown_plan.to_json()?)?;
             crate::out::json(&json!({"dry_run": true, "valid": true, "plan": plan}))?;
         }
         view.say("Dry run: the plan is valid; nothing was executed.")?;
@@ -166,7 +168,20 @@ pub async fn execute(
     stop_on_ctrl_c.abort();
     let result = outcome.map_err(run_error)?;
     journaled.export(result.run_id.as_deref()).await;
-    report(plan, &result, options)
+    report(&shown(&journaled.orchestrator, plan), &result, options)
+}
+
+/// `plan` as it may be shown: redacted as the workspace says (`redact:`). The run's result is
+/// redacted by the orchestrator already; the plan it hands back holds the real values.
+pub fn shown<'p>(orchestrator: &Orchestrator, plan: &'p Plan) -> Cow<'p, Plan> {
+    match orchestrator.redactor() {
+        Some(redactor) if !redactor.is_empty() => {
+            let mut shown = plan.clone();
+            redactor.redact_plan(&mut shown);
+            Cow::Owned(shown)
+        }
+        _ => Cow::Borrowed(plan),
+    }
 }
 
 /// Why a run did not start or did not finish, as the error the command ends with.

@@ -64,7 +64,8 @@ async fn resume(
         Err(e) => return Err(execute::run_error(e)),
     };
     journaled.export(result.run_id.as_deref()).await;
-    execute::report(&plan, &result, &args.execution)
+    let shown = execute::shown(&journaled.orchestrator, &plan);
+    execute::report(&shown, &result, &args.execution)
 }
 
 /// The run's journal ends with its last event, but the process stopped before the run's end

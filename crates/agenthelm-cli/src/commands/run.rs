@@ -49,6 +49,7 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
         .approval_handler(CliApproval::new(args.approve_tools))
         // Ctrl-C stops the running tools at once (there is no other step to wait for).
         .grace_period(Duration::ZERO)
+        .redact(assembly.redactor()?)
         .store_shared(Arc::clone(&store.store))
         .on_event(move |event| {
             if let (Some(id), EventKind::RunStarted { .. }) = (&event.run_id, &event.kind) {

@@ -92,6 +92,12 @@ pub fn provider_names() -> impl Iterator<Item = &'static str> {
     PROVIDERS.iter().map(|p| p.name)
 }
 
+/// The environment variables the providers' API keys come from (`OPENAI_API_KEY`, ...): what
+/// a redactor hides.
+pub fn provider_key_variables() -> impl Iterator<Item = &'static str> {
+    PROVIDERS.iter().filter_map(|p| p.key_var)
+}
+
 /// Reads an environment variable (the process environment unless replaced).
 type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 

@@ -32,7 +32,7 @@ mod pricing;
 mod scripted;
 mod secret;
 
-pub use builder::{provider_names, LmBuilder};
+pub use builder::{provider_key_variables, provider_names, LmBuilder};
 pub use message::{
     Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
     ToolDefinition,

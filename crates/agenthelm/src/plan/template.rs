@@ -245,7 +245,7 @@ fn env_name(raw: &str) -> Option<&str> {
 /// use agenthelm::plan::env_references_in;
 /// use serde_json::json;
 ///
-/// let args = json!({"token": "{{env.API_TOKEN}}", "note": ["for {{ env.USER }}", "{{steps.a.result}}"]});
+/// let args = json!({"auth": "{{env.API_TOKEN}}", "note": ["for {{ env.USER }}", "{{steps.a.result}}"]});
 /// assert_eq!(env_references_in(&args), ["API_TOKEN", "USER"]);
 /// ```
 pub fn env_references_in(value: &Value) -> Vec<&str> {
