@@ -84,7 +84,7 @@ fn card_number_ok(text: &str) -> bool {
             (false, _) => d,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// 15 to 34 letters and digits (spaces aside): the country code, the check digits and the
