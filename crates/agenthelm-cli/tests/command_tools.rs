@@ -325,12 +325,13 @@ fn a_tool_gets_no_api_key_unless_it_is_passed_on() {
     );
     assert!(plain.get("AGENTHELM_RUN_ID").is_some(), "{plain}");
 
+    // The tool sees the key; the printed result has it redacted (docs/guardrails.md).
     let passed = tool_env("    pass_env: [OPENAI_API_KEY]\n    env: {MODE: test}\n");
-    assert_eq!(passed["OPENAI_API_KEY"], "test-key");
+    assert_eq!(passed["OPENAI_API_KEY"], "[redacted:OPENAI_API_KEY]");
     assert_eq!(passed["MODE"], "test");
     assert_eq!(passed.get("OPENAI_BASE_URL"), None, "only what is named");
 
     let inherited = tool_env("    inherit_env: true\n");
-    assert_eq!(inherited["OPENAI_API_KEY"], "test-key");
+    assert_eq!(inherited["OPENAI_API_KEY"], "[redacted:OPENAI_API_KEY]");
     assert_eq!(inherited["OPENAI_BASE_URL"], "http://127.0.0.1:9/v1");
 }

@@ -461,11 +461,11 @@ impl Runs {
 
     /// `plan` as the store may keep it: redacted as the workspace says (`redact:`). A value
     /// redacted here is not there when the run starts: plans pass secrets as `{{env.NAME}}`.
-    fn stored(&self, mut plan: Plan) -> Plan {
-        if let Some(redactor) = self.orchestrator.redactor() {
-            redactor.redact_plan(&mut plan);
+    fn stored(&self, plan: Plan) -> Plan {
+        match self.orchestrator.redacted_plan(&plan) {
+            std::borrow::Cow::Owned(redacted) => redacted,
+            std::borrow::Cow::Borrowed(_) => plan,
         }
-        plan
     }
 
     fn redacted_text(&self, mut text: String) -> String {

@@ -6,7 +6,6 @@ use agenthelm::store::RunStore;
 use agenthelm::{EventKind, Orchestrator, OrchestratorError, Plan, RunResult};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::borrow::Cow;
 use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, OnceLock};
 
@@ -49,7 +48,7 @@ async fn check_and_execute(
         .map_err(|e| file.problems(e))?;
     assembly.check_programs(&file.plan)?;
     let view = View::new(args.execution.json);
-    let shown_plan = shown(&journaled.orchestrator, &file.plan);
+    let shown_plan = journaled.orchestrator.redacted_plan(&file.plan);
     view.show_plan(&shown_plan, default_agent(assembly))?;
     if args.dry_run {
         if args.execution.json {
@@ -168,20 +167,12 @@ pub async fn execute(
     stop_on_ctrl_c.abort();
     let result = outcome.map_err(run_error)?;
     journaled.export(result.run_id.as_deref()).await;
-    report(&shown(&journaled.orchestrator, plan), &result, options)
-}
-
-/// `plan` as it may be shown: redacted as the workspace says (`redact:`). The run's result is
-/// redacted by the orchestrator already; the plan it hands back holds the real values.
-pub fn shown<'p>(orchestrator: &Orchestrator, plan: &'p Plan) -> Cow<'p, Plan> {
-    match orchestrator.redactor() {
-        Some(redactor) if !redactor.is_empty() => {
-            let mut shown = plan.clone();
-            redactor.redact_plan(&mut shown);
-            Cow::Owned(shown)
-        }
-        _ => Cow::Borrowed(plan),
-    }
+    // The result is redacted already; the plan handed back holds the real values.
+    report(
+        &journaled.orchestrator.redacted_plan(plan),
+        &result,
+        options,
+    )
 }
 
 /// Why a run did not start or did not finish, as the error the command ends with.

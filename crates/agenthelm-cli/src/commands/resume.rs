@@ -64,7 +64,7 @@ async fn resume(
         Err(e) => return Err(execute::run_error(e)),
     };
     journaled.export(result.run_id.as_deref()).await;
-    let shown = execute::shown(&journaled.orchestrator, &plan);
+    let shown = journaled.orchestrator.redacted_plan(&plan);
     execute::report(&shown, &result, &args.execution)
 }
 

@@ -292,6 +292,12 @@ impl Orchestrator {
         self.config.redactor.as_deref()
     }
 
+    /// `plan` as it may be stored or shown: redacted as set with [`redact`](Self::redact)
+    /// (borrowed as it is when nothing is redacted).
+    pub fn redacted_plan<'p>(&self, plan: &'p Plan) -> Cow<'p, Plan> {
+        self.config.stored(plan)
+    }
+
     /// Calls `observer` with each event as it happens (for progress displays and journals).
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.config_mut().observers.push(Arc::new(observer));
@@ -358,12 +364,15 @@ impl Orchestrator {
         let graph = self.config.check(plan)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         let claim = self.claim(&run_id)?;
+        let stored = self.config.stored(plan);
         if let Some(store) = &self.config.store {
             store
-                .begin_run(&run_id, &self.config.stored(plan))
+                .begin_run(&run_id, &stored)
                 .map_err(OrchestratorError::NotRecorded)?;
         }
+        drop(stored);
         let owned = std::mem::replace(plan, Plan::new(String::new()));
+        // From the real plan: the results of steps it gives as completed feed later steps.
         let state = RunState::new(&owned);
         let opening = EventKind::RunStarted {
             goal: owned.goal.clone(),
