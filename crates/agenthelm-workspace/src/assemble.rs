@@ -1,6 +1,7 @@
 //! Turning a workspace into the library's pieces: command tools, models, agents, the agent
 //! registry and an orchestrator, with the compensating tools of MCP tools kept reachable for
 //! rollback.
+use agenthelm::budget::Budget;
 
 use agenthelm::lm::{Completion, CompletionRequest};
 use agenthelm::mcp::{McpError, McpServers};
@@ -226,18 +227,24 @@ impl<'w> Assembly<'w> {
     /// direct tool calls need none), the default agent, and as its own tools every command tool
     /// and the compensating tools of the agents' MCP tools, so rollback can reach them.
     ///
-    /// The workspace's `rollback:` mode is applied; everything else (store, approval, whether to
+    /// The workspace's `rollback:` mode and `budget:` are applied; everything else (store, approval, whether to
     /// roll back, concurrency) is the caller's to set.
     pub async fn orchestrator(&self) -> Result<Orchestrator, WorkspaceError> {
         let registry = self.registry(ModelNeed::OnDemand).await?;
         // After the registry: it includes the compensations of the agents' MCP tools.
         let mut orchestrator = Orchestrator::new(registry)
             .tools(self.orchestrator_tools())
-            .rollback_mode(self.workspace.config.rollback.unwrap_or_default());
+            .rollback_mode(self.workspace.config.rollback.unwrap_or_default())
+            .budget(self.budget());
         if let Some(name) = &self.workspace.config.default_agent {
             orchestrator = orchestrator.default_agent(self.agent(name, ModelNeed::OnDemand).await?);
         }
         Ok(orchestrator)
+    }
+
+    /// The workspace's `budget:` (no limits when it has none).
+    pub fn budget(&self) -> Budget {
+        self.workspace.config.budget.unwrap_or_default()
     }
 
     /// The agent `requested`, else the workspace's default agent, else its only agent.

@@ -1,6 +1,7 @@
 //! The workspace file `agenthelm.yaml`: where it is, what it may say, and the checks that make a
 //! mistake in it an error naming the file, line and key.
 
+use agenthelm::budget::Budget;
 use agenthelm::mcp::McpServerConfig;
 use agenthelm::store::Durability;
 use agenthelm::{RollbackMode, ToolContract};
@@ -49,6 +50,11 @@ pub struct WorkspaceConfig {
     /// `agenthelm serve`: who may use the server.
     #[serde(default)]
     pub server: Option<ServerConfig>,
+    /// Limits every plan run of the workspace is kept within:
+    /// `budget: {max_cost_usd: 0.5, max_tokens: 200000, max_llm_calls: 40, max_duration: 10m,
+    /// unpriced: refuse}`. A plan file's own `budget:` can tighten them, not loosen them.
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.

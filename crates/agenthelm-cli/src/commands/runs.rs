@@ -1,5 +1,6 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
+use agenthelm::budget::Budget;
 use agenthelm::store::{RunSummary, StoredRun};
 use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
@@ -143,6 +144,9 @@ struct Digest {
     rollback: Vec<UndoLine>,
     /// The review of its plan, when it was submitted for one (`agenthelm serve`).
     review: Option<ReviewSummary>,
+    /// The limits the run was kept within, when it had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<Budget>,
     /// Decisions on tool calls that needed approval, and calls still waiting for one.
     approvals: Vec<DecisionLine>,
     token_usage: TokenUsage,
@@ -323,6 +327,7 @@ impl Digest {
                 .map(|entry| UndoLine::of(&state, entry))
                 .collect(),
             review: ReviewSummary::of(&state),
+            budget: state.budget().copied(),
             approvals: DecisionLine::all(&state),
             token_usage: usage.tokens,
             total_cost_usd: usage.cost_usd,
@@ -355,6 +360,9 @@ impl Digest {
         }
         if let Some(review) = &self.review {
             out.push_str(&render_review(review));
+        }
+        if let Some(budget) = &self.budget {
+            out.push_str(&format!("Budget: {}\n", render::budget_limits(budget)));
         }
         let mut table = render::table(palette);
         table.set_header(["step", "status", "by", "runs", "duration", "error"]);

@@ -7,7 +7,8 @@ use super::{AgentResult, StepContext};
 use crate::lm::{Completion, CompletionRequest, Lm, LmError};
 use crate::trace::{EventKind, Usage};
 
-/// Sends `request` to `lm`, adds the call's tokens and cost (or one unpriced call, counted as
+/// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
+/// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced call, counted as
 /// [`Usage`] counts it everywhere) to `result`,
 /// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx`.
 pub(crate) async fn ask_model(
@@ -16,6 +17,7 @@ pub(crate) async fn ask_model(
     ctx: &StepContext,
     result: &mut AgentResult,
 ) -> Result<Completion, LmError> {
+    let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
     let started = Instant::now();
     let outcome = lm.complete(request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -23,6 +25,9 @@ pub(crate) async fn ask_model(
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
         Err(_) => (Default::default(), None, 0, String::new()),
     };
+    if let Some(reservation) = reservation {
+        reservation.settle(usage, cost_usd);
+    }
     let mut call = Usage::default();
     call.add_call(usage, cost_usd, outcome.is_err());
     result.add_priced(&call);

@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::{invoke, EventSink};
+use super::{invoke, BudgetGuard, EventSink};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::retry::RetryPolicy;
 use crate::tool::{Tool, ToolError, ToolSpec};
@@ -21,6 +21,7 @@ pub struct StepContext {
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
+    budget: Option<Arc<BudgetGuard>>,
     calls: AtomicU32,
     /// A call of this step waits for a person's decision.
     parked: AtomicBool,
@@ -35,6 +36,7 @@ impl Default for StepContext {
             approval: Arc::new(DenyAll),
             retry: RetryPolicy::default(),
             sink: EventSink::new(),
+            budget: None,
             calls: AtomicU32::new(0),
             parked: AtomicBool::new(false),
         }
@@ -76,6 +78,17 @@ impl StepContext {
     pub fn with_sink(mut self, sink: EventSink) -> Self {
         self.sink = sink;
         self
+    }
+
+    /// Keeps the model calls made in this context within a run's budget.
+    pub fn with_budget(mut self, budget: Arc<BudgetGuard>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The budget model calls are kept within, if any.
+    pub fn budget(&self) -> Option<&BudgetGuard> {
+        self.budget.as_deref()
     }
 
     /// The plan run, if any.

@@ -234,6 +234,9 @@ pub enum LmError {
     /// The model id or its settings are not usable.
     #[error("{0}")]
     Config(String),
+    /// The call was not made: it would cross the run's budget (or a limit was reached already).
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetExceeded),
     /// The provider needs an API key and none was given.
     #[error(
         "model `{model}` needs an API key: set the environment variable {variable}, or pass one \

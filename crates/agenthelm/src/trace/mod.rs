@@ -22,6 +22,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::budget::{Budget, BudgetKind};
 use crate::lm::TokenUsage;
 use crate::plan::StepStatus;
 
@@ -86,6 +87,10 @@ pub enum EventKind {
         goal: String,
         /// How many steps the plan has.
         steps: usize,
+        /// The limits the run is kept within, when it has any: journaled so that a resumed run
+        /// keeps the same budget (and what it spent counts against it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<Budget>,
     },
     /// A plan run ended (after rollback, if there was one).
     RunFinished {
@@ -197,6 +202,18 @@ pub enum EventKind {
         /// Why, as the canceller said.
         reason: String,
     },
+    /// The run reached a limit of its budget and stops like a failure: no new step or model
+    /// call, running steps get the grace period, then what was done is rolled back.
+    BudgetExceeded {
+        /// Which limit.
+        budget: BudgetKind,
+        /// What was spent when it was reached (USD, tokens, calls or seconds).
+        spent: f64,
+        /// The limit, in the same unit.
+        limit: f64,
+        /// What happened, with the figures (`cost budget exceeded: $0.512 spent of $0.500`).
+        message: String,
+    },
     /// A rollback began after a failure.
     RollbackStarted {
         /// The steps to undo, in the order they will be undone.
@@ -299,6 +316,7 @@ impl EventKind {
             EventKind::CompensationStarted { .. } => "compensation_started",
             EventKind::CompensationFinished { .. } => "compensation_finished",
             EventKind::Effect { .. } => "effect",
+            EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::PlanSubmitted { .. } => "plan_submitted",
             EventKind::PlanReviewed { .. } => "plan_reviewed",
             EventKind::RunCancelled { .. } => "run_cancelled",

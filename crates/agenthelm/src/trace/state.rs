@@ -29,9 +29,11 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::usage::Usage;
 use super::{CallPurpose, Effect, Event, EventKind};
+use crate::budget::Budget;
 use crate::plan::{Plan, StepStatus};
 
 /// The error of a step that was running when its process stopped and was marked failed.
@@ -63,6 +65,11 @@ pub struct RunState {
     /// Why the run was cancelled, when it was.
     cancelled: Option<String>,
     review: Option<PlanReview>,
+    budget: Option<Budget>,
+    /// Time the run spent running in earlier processes (before its last start or resume), ms.
+    ran_before_ms: u64,
+    /// When the current stretch of running began (its start or last resume).
+    stretch_start_ms: Option<u64>,
 }
 
 /// The review of a plan submitted for approval (see [`EventKind::PlanSubmitted`]).
@@ -538,6 +545,9 @@ impl RunState {
             failure: None,
             cancelled: None,
             review: None,
+            budget: None,
+            ran_before_ms: 0,
+            stretch_start_ms: None,
         };
         for step in &plan.steps {
             let i = state.add_step(&step.id);
@@ -569,6 +579,8 @@ impl RunState {
     /// without the plan) add those steps.
     pub fn apply(&mut self, event: &Event) {
         self.seq += 1;
+        // The last event before a resume ends the earlier stretch of running.
+        let previous_ms = self.latest_ms;
         self.note_time(event);
         if self.run_id.is_none() {
             self.run_id.clone_from(&event.run_id);
@@ -581,9 +593,11 @@ impl RunState {
         }
         let at = event.timestamp_ms;
         match (&event.kind, step) {
-            (EventKind::RunStarted { goal, .. }, _) => {
+            (EventKind::RunStarted { goal, budget, .. }, _) => {
                 self.goal.clone_from(goal);
                 self.started_ms.get_or_insert(at);
+                self.budget = *budget;
+                self.stretch_start_ms = Some(at);
             }
             (
                 EventKind::RunFinished {
@@ -592,7 +606,13 @@ impl RunState {
                 },
                 _,
             ) => self.finish_run(*success, *duration_ms, at),
-            (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
+            (EventKind::RunResumed { interrupted }, _) => {
+                if let (Some(start), Some(end)) = (self.stretch_start_ms, previous_ms) {
+                    self.ran_before_ms += end.saturating_sub(start);
+                }
+                self.stretch_start_ms = Some(at);
+                self.resume(interrupted, at);
+            }
             (EventKind::LlmCall { .. }, _) => self.llm_call(event, step),
             (EventKind::ToolCall { .. }, _) => self.tool_call(event, step),
             (EventKind::Approval { .. }, _) => self.decide(event, step),
@@ -683,6 +703,15 @@ impl RunState {
             | (EventKind::Note { .. }, _) => {}
             (EventKind::RunCancelled { reason }, _) => {
                 self.cancelled.get_or_insert_with(|| reason.clone());
+            }
+            // A spent budget stops the run as a failure does (and steps that fail after it
+            // failed because of it).
+            (EventKind::BudgetExceeded { message, .. }, _) => {
+                if self.failure.is_none() && self.cancelled.is_none() {
+                    self.failure = Some(StopReason::Stopped {
+                        reason: message.clone(),
+                    });
+                }
             }
             (EventKind::PlanSubmitted { by }, _) => {
                 self.review = Some(PlanReview {
@@ -1097,6 +1126,21 @@ impl RunState {
         &self.usage
     }
 
+    /// The budget the run is kept within, as recorded when it started.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// How long the run has been running: from its start to its latest event, less the time it
+    /// stood still between a stop (a crash, a suspension, a wait for approval) and its resume.
+    pub fn running_time(&self) -> Duration {
+        let current = match (self.stretch_start_ms, self.latest_ms) {
+            (Some(start), Some(latest)) => latest.saturating_sub(start),
+            _ => 0,
+        };
+        Duration::from_millis(self.ran_before_ms + current)
+    }
+
     /// Model calls, in the order they ended.
     pub fn llm_calls(&self) -> &[LlmCallRecord] {
         &self.llm_calls
@@ -1301,6 +1345,7 @@ mod tests {
                 EventKind::RunStarted {
                     goal: "g".into(),
                     steps: 2,
+                    budget: None,
                 },
             ),
             at(
@@ -1463,6 +1508,16 @@ mod tests {
             at(
                 None,
                 18,
+                EventKind::BudgetExceeded {
+                    budget: crate::budget::BudgetKind::Tokens,
+                    spent: 12.0,
+                    limit: 10.0,
+                    message: "token budget exceeded: 12 tokens used of 10 tokens".into(),
+                },
+            ),
+            at(
+                None,
+                18,
                 EventKind::RunCancelled {
                     reason: "stop".into(),
                 },
@@ -1490,6 +1545,7 @@ mod tests {
                 EventKind::RunCancelled { .. } => {
                     assert!(state.cancelled.is_some());
                 }
+                EventKind::BudgetExceeded { .. } => assert!(state.stop_reason().is_some()),
                 EventKind::ApprovalRequested { .. } => {
                     assert_eq!(state.approval_requests().len(), 1);
                     assert_eq!(state.pending_approvals().count(), 0, "the run ended");
