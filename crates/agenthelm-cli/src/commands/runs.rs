@@ -215,6 +215,8 @@ struct DecisionLine {
     by: Option<String>,
     at: String,
     reason: Option<String>,
+    /// The arguments asked for, when an edit replaced them (or the call still waits).
+    asked_args: Option<serde_json::Value>,
     edited_args: Option<serde_json::Value>,
 }
 
@@ -232,6 +234,7 @@ impl DecisionLine {
                     by: record.and_then(|r| r.by.clone()),
                     at: format_ms(decision.at_ms()),
                     reason: record.and_then(|r| r.reason.clone()),
+                    asked_args: decision.asked_args().cloned(),
                     edited_args: record.and_then(|r| r.edited_args.clone()),
                 }
             })
@@ -259,8 +262,14 @@ impl DecisionLine {
         if let Some(reason) = &self.reason {
             line.push_str(&format!(": {}", safe(reason)));
         }
-        if let Some(args) = &self.edited_args {
-            line.push_str(&format!(" {}", render::shorten(&args.to_string(), 80)));
+        let shown =
+            |args: &serde_json::Value| render::safe(&render::shorten(&args.to_string(), 80));
+        match (&self.asked_args, &self.edited_args) {
+            (Some(asked), Some(edited)) => {
+                line.push_str(&format!(" {} → {}", shown(asked), shown(edited)));
+            }
+            (Some(args), None) | (None, Some(args)) => line.push_str(&format!(" {}", shown(args))),
+            (None, None) => {}
         }
         line.push('\n');
         line

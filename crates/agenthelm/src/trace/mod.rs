@@ -169,6 +169,11 @@ pub enum EventKind {
         /// The arguments the call is approved with, when the decision changed them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         edited_args: Option<Value>,
+        /// The arguments the call asked for, when `edited_args` replaced them (a decision on a
+        /// call that waited finds them in its [`ApprovalRequested`](EventKind::ApprovalRequested)
+        /// event instead).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asked_args: Option<Value>,
     },
     /// A step began.
     StepStarted {

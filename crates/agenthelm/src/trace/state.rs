@@ -353,6 +353,8 @@ pub struct ApprovalRecord {
     pub by: Option<String>,
     /// The arguments approved instead of those asked for.
     pub edited_args: Option<Value>,
+    /// The arguments asked for, when the decision edited them.
+    pub asked_args: Option<Value>,
     /// When (ms since the epoch).
     pub at_ms: u64,
 }
@@ -407,6 +409,15 @@ impl<'s> CallDecision<'s> {
         match self {
             CallDecision::Decided(record) => record.verdict(),
             CallDecision::Waiting(_) => "waiting",
+        }
+    }
+
+    /// The arguments the call asked for, when they are not the ones it was (or will be) made
+    /// with: those of a call still waiting, or those an edit replaced.
+    pub fn asked_args(&self) -> Option<&'s Value> {
+        match self {
+            CallDecision::Decided(record) => record.asked_args.as_ref(),
+            CallDecision::Waiting(request) => Some(&request.args),
         }
     }
 
@@ -923,11 +934,26 @@ impl RunState {
             reason,
             by,
             edited_args,
+            asked_args,
         } = &event.kind
         else {
             return;
         };
         let at = self.approvals.len();
+        // It answers the latest open request of that call, which holds the arguments asked for.
+        let request = self
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.step == step && &r.call_id == call_id && r.decision.is_none());
+        let asked_args = match (edited_args, asked_args, &request) {
+            (Some(_), None, Some(request)) => Some(request.args.clone()),
+            (Some(_), asked, _) => asked.clone(),
+            (None, _, _) => None,
+        };
+        if let Some(request) = request {
+            request.decision = Some(at);
+        }
         self.approvals.push(ApprovalRecord {
             seq: self.seq,
             step,
@@ -937,17 +963,9 @@ impl RunState {
             reason: reason.clone(),
             by: by.clone(),
             edited_args: edited_args.clone(),
+            asked_args,
             at_ms: event.timestamp_ms,
         });
-        // It answers the latest open request of that call.
-        if let Some(request) = self
-            .requests
-            .iter_mut()
-            .rev()
-            .find(|r| r.step == step && &r.call_id == call_id && r.decision.is_none())
-        {
-            request.decision = Some(at);
-        }
     }
 
     fn finish_step(
@@ -1196,6 +1214,17 @@ impl RunState {
         all
     }
 
+    /// The decision that let `call` go ahead or stopped it, when its tool needed one: the
+    /// latest decision on its call id before it.
+    pub fn approval_of(&self, call: &ToolCallRecord) -> Option<&ApprovalRecord> {
+        self.approvals.iter().rev().find(|a| {
+            a.seq < call.seq
+                && a.step == call.step
+                && a.call_id == call.call_id
+                && a.tool == call.tool
+        })
+    }
+
     /// The decision on record for call `call_id` of step `step` asking for `tool` with `args`:
     /// a person's answer to a request that waited. A different tool or arguments under the same
     /// call id (an agent that chose otherwise when its step ran again) is another request.
@@ -1365,6 +1394,7 @@ mod tests {
                     reason: None,
                     by: None,
                     edited_args: None,
+                    asked_args: None,
                 },
             ),
             at(
