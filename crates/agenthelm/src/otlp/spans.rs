@@ -191,6 +191,7 @@ impl<'e> TraceBuilder<'e> {
             | EventKind::PlanSubmitted { .. }
             | EventKind::PlanReviewed { .. }
             | EventKind::RunCancelled { .. }
+            | EventKind::RateLimitWait { .. }
             | EventKind::Note { .. } => {}
         }
     }
