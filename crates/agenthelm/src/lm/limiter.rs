@@ -81,6 +81,9 @@ struct Shared {
     /// The line: held by the caller whose turn it is (tokio's mutex is first come, first
     /// served).
     turn: tokio::sync::Mutex<()>,
+    /// Wakes the caller whose turn it is when a call turned out cheaper than charged, so that
+    /// it need not sleep out a wait computed from the estimate.
+    cheaper: tokio::sync::Notify,
 }
 
 /// What the limiter knows: the calls let through within the last window, the callers in line,
@@ -116,6 +119,7 @@ impl RateLimiter {
                 limit,
                 window: Mutex::new(Window::default()),
                 turn: tokio::sync::Mutex::new(()),
+                cheaper: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -154,6 +158,8 @@ impl RateLimiter {
         }
         let _turn = self.shared.turn.lock().await;
         loop {
+            // Made before looking, so that a settlement in between still wakes this caller.
+            let cheaper = self.shared.cheaper.notified();
             let now = Instant::now();
             let (at, cause) = {
                 let mut window = self.lock();
@@ -175,7 +181,10 @@ impl RateLimiter {
                 });
                 announced = Some(at);
             }
-            tokio::time::sleep_until(at).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = cheaper => {}
+            }
         }
     }
 
@@ -216,8 +225,14 @@ impl RateLimiter {
 
     fn settle(&self, id: u64, tokens: u64) {
         let mut window = self.lock();
-        if let Some(sent) = window.sent.iter_mut().find(|s| s.id == id) {
-            sent.tokens = tokens;
+        let Some(sent) = window.sent.iter_mut().find(|s| s.id == id) else {
+            return; // it left the window already
+        };
+        let cheaper = tokens < sent.tokens;
+        sent.tokens = tokens;
+        drop(window);
+        if cheaper {
+            self.shared.cheaper.notify_waiters();
         }
     }
 
@@ -298,7 +313,7 @@ impl Window {
             limit,
             self.sent.iter().copied(),
             self.paused_until,
-            now,
+            (now, RateLimitCause::Requests),
             tokens,
         );
         if at > now {
@@ -320,9 +335,10 @@ impl Window {
     /// has had theirs, each as early as the limit allows.
     fn expected(&self, limit: &RateLimit, now: Instant, tokens: u64) -> (Instant, RateLimitCause) {
         let mut log: Vec<Sent> = self.sent.iter().copied().collect();
-        let mut not_before = now;
+        // Whoever is ahead goes first: this caller's wait has the cause of theirs, if no other.
+        let mut not_before = (now, RateLimitCause::Requests);
         for ahead in &self.waiting {
-            let (at, _) = earliest(
+            let turn = earliest(
                 limit,
                 log.iter().copied(),
                 self.paused_until,
@@ -331,10 +347,10 @@ impl Window {
             );
             log.push(Sent {
                 id: ahead.id,
-                at,
+                at: turn.0,
                 tokens: ahead.tokens,
             });
-            not_before = at;
+            not_before = turn;
         }
         earliest(
             limit,
@@ -346,18 +362,18 @@ impl Window {
     }
 }
 
-/// The earliest instant, not before `not_before`, at which one more call charged `tokens` keeps
+/// The earliest instant, not before `not_before` (with the cause of waiting until then), at which one more call charged `tokens` keeps
 /// every window ending then within `limit`, given the calls in `log` (oldest first), and which
 /// limit holds it back.
 fn earliest(
     limit: &RateLimit,
     log: impl DoubleEndedIterator<Item = Sent>,
     paused_until: Option<Instant>,
-    not_before: Instant,
+    not_before: (Instant, RateLimitCause),
     tokens: u64,
 ) -> (Instant, RateLimitCause) {
     let window = limit.window();
-    let mut at = (not_before, RateLimitCause::Requests);
+    let mut at = not_before;
     let mut later = |candidate: Instant, cause| {
         if candidate > at.0 {
             at = (candidate, cause);
@@ -490,6 +506,19 @@ mod tests {
         let big = limiter.acquire(5_000).await;
         assert_eq!(big.waited(), Duration::from_secs(1));
         assert_eq!(limiter.acquire(1).await.waited(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waiting_on_an_estimate_goes_once_the_call_is_settled_cheaper() {
+        let limiter = RateLimiter::new(RateLimit::tokens_per(100, Duration::from_secs(1)).unwrap());
+        let first = limiter.acquire(80).await;
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(80).await.waited() }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.settle(15);
+        assert_eq!(waiting.await.unwrap(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
