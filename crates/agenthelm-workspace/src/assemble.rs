@@ -2,7 +2,7 @@
 //! registry and an orchestrator, with the compensating tools of MCP tools kept reachable for
 //! rollback.
 
-use agenthelm::lm::{Completion, CompletionRequest};
+use agenthelm::lm::{Completion, CompletionRequest, RateLimits};
 use agenthelm::mcp::{McpError, McpServers};
 use agenthelm::{
     AgentRegistry, LanguageModel, Lm, LmError, Orchestrator, Plan, ToolAgent, ToolSet,
@@ -41,6 +41,9 @@ pub struct Assembly<'w> {
     /// `--model`: overrides every model of the workspace.
     forced_model: Option<String>,
     user_model: Option<String>,
+    /// `rate_limits:`, one limiter per entry for every model this assembly builds (the CLI and
+    /// the server assemble once per process).
+    rate_limits: RateLimits,
 }
 
 impl<'w> Assembly<'w> {
@@ -58,6 +61,7 @@ impl<'w> Assembly<'w> {
             mcp_compensations: Mutex::new(ToolSet::new()),
             forced_model: forced_model.map(str::to_owned),
             user_model: user.model.clone(),
+            rate_limits: crate::rate_limits::registry(&workspace.config.rate_limits),
         }
     }
 
@@ -83,7 +87,10 @@ impl<'w> Assembly<'w> {
     pub fn lm(&self, agent: Option<&str>, need: ModelNeed) -> Result<Lm, WorkspaceError> {
         let id = self.model_id(agent);
         let built = match &id {
-            Some(id) => Lm::new(id).map_err(|e| e.to_string()),
+            Some(id) => Lm::builder(id)
+                .rate_limits(&self.rate_limits)
+                .build()
+                .map_err(|e| e.to_string()),
             None => Err(format!(
                 "no model is configured: set `model:` in {} or pass --model",
                 self.workspace.file.display()

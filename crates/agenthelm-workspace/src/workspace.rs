@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
+use crate::rate_limits::RateLimitConfig;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
@@ -49,6 +50,10 @@ pub struct WorkspaceConfig {
     /// `agenthelm serve`: who may use the server.
     #[serde(default)]
     pub server: Option<ServerConfig>,
+    /// Rate limits for model calls, by provider (`openai`) or model (`openai/gpt-4o`), shared
+    /// by every agent and the planner of the process; a model's entry wins over its provider's.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
@@ -549,6 +554,9 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
                 ),
             );
         }
+    }
+    for (key, message) in crate::rate_limits::problems(&config.rate_limits) {
+        fail(key, message);
     }
     if let Some(store) = &config.store {
         if store.path.as_deref().is_some_and(|p| p.trim().is_empty()) {

@@ -215,12 +215,11 @@ impl LmBuilder {
     }
 
     /// Takes the limiter for this model from `limits`: the model's own entry, else its
-    /// provider's; no change when `limits` has neither.
+    /// provider's, else one that only heeds the service, shared with the other models of the
+    /// same id built with `limits` (see [`RateLimits`]).
     pub fn rate_limits(self, limits: &RateLimits) -> Self {
-        match limits.limiter_for(&self.model) {
-            Some(limiter) => self.rate_limiter(limiter.clone()),
-            None => self,
-        }
+        let limiter = limits.shared_for(&self.model);
+        self.rate_limiter(limiter)
     }
 
     /// Reads environment variables through `lookup` instead of the process environment (for

@@ -64,7 +64,8 @@ const ANNOUNCE_SLACK: Duration = Duration::from_millis(50);
 /// let limiter = RateLimiter::new(RateLimit::per(2, Duration::from_millis(100))?);
 /// let started = tokio::time::Instant::now();
 /// for _ in 0..3 {
-///     limiter.acquire(0).await; // the third waits until the first leaves the window
+///     let permit = limiter.acquire(0).await; // the third waits until the first leaves the window
+///     drop(permit); // nothing to settle: no tokens counted
 /// }
 /// assert!(started.elapsed() >= Duration::from_millis(100));
 /// # Ok(())
@@ -148,7 +149,7 @@ impl RateLimiter {
     pub async fn acquire(&self, tokens: u64) -> RatePermit {
         let started = Instant::now();
         let tokens = self.charge(tokens);
-        let place = self.join_line(tokens);
+        let place = self.join_line(started, tokens);
         let mut announced = place.expected.filter(|at| *at > started);
         if let Some(at) = announced {
             announce(RateWait {
@@ -206,11 +207,10 @@ impl RateLimiter {
         }
     }
 
-    /// Gets in line, with when this caller can expect its turn.
-    fn join_line(&self, tokens: u64) -> Place<'_> {
+    /// Gets in line at `now`, with when this caller can expect its turn.
+    fn join_line(&self, now: Instant, tokens: u64) -> Place<'_> {
         let mut window = self.lock();
         let id = window.new_id();
-        let now = Instant::now();
         window.prune(&self.shared.limit, now);
         let (at, cause) = window.expected(&self.shared.limit, now, tokens);
         window.waiting.push_back(Queued { id, tokens });

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::RateLimiter;
@@ -141,7 +142,9 @@ fn non_empty(window: Duration) -> Result<Duration, RateLimitError> {
 /// turn from the same budget, whichever agent or step it serves.
 ///
 /// A model's own entry wins over its provider's; a provider's entry is one budget shared by all
-/// of that provider's models that have no entry of their own.
+/// of that provider's models that have no entry of their own. Models with no entry at all still
+/// share, by model, what the service says (a 429, rate-limit headers): when one call learns that
+/// nothing is left, the others built with these `RateLimits` wait too.
 ///
 /// ```
 /// use agenthelm::lm::{RateLimit, RateLimits};
@@ -158,6 +161,9 @@ fn non_empty(window: Duration) -> Result<Duration, RateLimitError> {
 #[derive(Debug, Clone, Default)]
 pub struct RateLimits {
     limiters: BTreeMap<String, RateLimiter>,
+    /// For models with no entry: a limiter per model id, made when first asked for, that only
+    /// holds calls back when the service says so.
+    unlimited: Arc<Mutex<BTreeMap<String, RateLimiter>>>,
 }
 
 impl RateLimits {
@@ -180,6 +186,22 @@ impl RateLimits {
         self.limiters
             .get(&id)
             .or_else(|| provider.and_then(|p| self.limiters.get(p)))
+    }
+
+    /// The limiter a model built with these limits uses: its entry's, else one shared by the
+    /// models of the same id that only heeds the service.
+    pub(crate) fn shared_for(&self, model_id: &str) -> RateLimiter {
+        if let Some(limiter) = self.limiter_for(model_id) {
+            return limiter.clone();
+        }
+        let mut unlimited = self
+            .unlimited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        unlimited
+            .entry(normal_key(model_id))
+            .or_insert_with(RateLimiter::unlimited)
+            .clone()
     }
 
     /// Whether there is no limit at all.
