@@ -243,7 +243,10 @@ async fn nothing_remaining_in_the_headers_holds_back_every_model_sharing_the_lim
     let other = builder(&server).rate_limits(&limits).build().unwrap();
 
     let (before, on_wait) = recorder();
-    first.complete_observed(&ask("hi", 10), on_wait).await.unwrap();
+    first
+        .complete_observed(&ask("hi", 10), on_wait)
+        .await
+        .unwrap();
     assert!(before.lock().unwrap().is_empty(), "nothing to wait for yet");
     let (waits, on_wait) = recorder();
     other
