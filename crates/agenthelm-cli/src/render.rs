@@ -1,6 +1,7 @@
 //! What people see: colours, plan tables and graphs, live progress lines, run summaries.
 
 use agenthelm::budget::{Budget, Unpriced};
+use agenthelm::lm::RateLimitCause;
 use agenthelm::trace::{CallPurpose, Usage};
 use agenthelm::{Event, EventKind, Plan, RunResult, StepStatus};
 use comfy_table::{presets, ContentArrangement, Table};
@@ -430,6 +431,21 @@ fn progress_text(event: &Event, step: &str, palette: Palette) -> Option<String> 
                 None => String::new(),
             };
             format!("    · {}({}){outcome}", safe(tool), short_json(args, 80))
+        }
+        EventKind::RateLimitWait {
+            model,
+            limit,
+            wait_ms,
+        } => {
+            let which = match limit {
+                RateLimitCause::Service => "the service's rate limit".to_owned(),
+                other => format!("the {} rate limit", other.as_str()),
+            };
+            palette.dim(&format!(
+                "    ⏳ {step} waits {} for {which} of {}",
+                millis(*wait_ms),
+                safe(model)
+            ))
         }
         EventKind::Approval {
             tool,

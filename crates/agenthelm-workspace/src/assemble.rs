@@ -3,7 +3,7 @@
 //! rollback.
 use agenthelm::budget::Budget;
 
-use agenthelm::lm::{Completion, CompletionRequest};
+use agenthelm::lm::{Completion, CompletionRequest, RateLimits};
 use agenthelm::mcp::{McpError, McpServers};
 use agenthelm::{
     AgentRegistry, LanguageModel, Lm, LmError, Orchestrator, Plan, ToolAgent, ToolSet,
@@ -42,6 +42,9 @@ pub struct Assembly<'w> {
     /// `--model`: overrides every model of the workspace.
     forced_model: Option<String>,
     user_model: Option<String>,
+    /// `rate_limits:`, one limiter per entry for every model this assembly builds (the CLI and
+    /// the server assemble once per process).
+    rate_limits: RateLimits,
 }
 
 impl<'w> Assembly<'w> {
@@ -59,6 +62,7 @@ impl<'w> Assembly<'w> {
             mcp_compensations: Mutex::new(ToolSet::new()),
             forced_model: forced_model.map(str::to_owned),
             user_model: user.model.clone(),
+            rate_limits: crate::rate_limits::registry(&workspace.config.rate_limits),
         }
     }
 
@@ -84,7 +88,10 @@ impl<'w> Assembly<'w> {
     pub fn lm(&self, agent: Option<&str>, need: ModelNeed) -> Result<Lm, WorkspaceError> {
         let id = self.model_id(agent);
         let built = match &id {
-            Some(id) => Lm::new(id).map_err(|e| e.to_string()),
+            Some(id) => Lm::builder(id)
+                .rate_limits(&self.rate_limits)
+                .build()
+                .map_err(|e| e.to_string()),
             None => Err(format!(
                 "no model is configured: set `model:` in {} or pass --model",
                 self.workspace.file.display()

@@ -73,6 +73,7 @@ mod command_tool;
 mod error;
 mod plan_file;
 mod preflight;
+mod rate_limits;
 mod review;
 mod source;
 mod store;
@@ -87,6 +88,7 @@ pub use command_tool::{
 pub use error::WorkspaceError;
 pub use plan_file::{problem_key, PlanFile};
 pub use preflight::check_programs;
+pub use rate_limits::RateLimitConfig;
 pub use review::ReviewSummary;
 pub use source::{line_of, SourceError, SourceErrors};
 pub use store::{open_store, OpenStore};

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
+use crate::rate_limits::RateLimitConfig;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
@@ -55,6 +56,10 @@ pub struct WorkspaceConfig {
     /// unpriced: refuse}`. A plan file's own `budget:` can tighten them, not loosen them.
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// Rate limits for model calls, by provider (`openai`) or model (`openai/gpt-4o`), shared
+    /// by every agent and the planner of the process; a model's entry wins over its provider's.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
@@ -555,6 +560,9 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
                 ),
             );
         }
+    }
+    for (key, message) in crate::rate_limits::problems(&config.rate_limits) {
+        fail(key, message);
     }
     if let Some(store) = &config.store {
         if store.path.as_deref().is_some_and(|p| p.trim().is_empty()) {

@@ -1,5 +1,6 @@
 //! One model call made on an agent's behalf: timed, priced, added to the result's totals and
-//! recorded as an [`EventKind::LlmCall`] event.
+//! recorded as an [`EventKind::LlmCall`] event, with an [`EventKind::RateLimitWait`] before it
+//! for each wait for a rate limit.
 
 use std::time::Instant;
 
@@ -10,7 +11,8 @@ use crate::trace::{EventKind, Usage};
 /// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
 /// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced call, counted as
 /// [`Usage`] counts it everywhere) to `result`,
-/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx`.
+/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx` (and, as they
+/// begin, the call's waits for a rate limit).
 pub(crate) async fn ask_model(
     lm: &Lm,
     request: &CompletionRequest,
@@ -19,7 +21,17 @@ pub(crate) async fn ask_model(
 ) -> Result<Completion, LmError> {
     let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
     let started = Instant::now();
-    let outcome = lm.complete(request).await;
+    let emit = ctx.emitter();
+    let model_id = lm.model_id().to_owned();
+    let outcome = lm
+        .complete_observed(request, move |wait| {
+            emit(EventKind::RateLimitWait {
+                model: model_id.clone(),
+                limit: wait.cause,
+                wait_ms: wait.wait.as_secs_f64() * 1e3,
+            })
+        })
+        .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (usage, cost_usd, tool_calls, model) = match &outcome {
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),

@@ -123,13 +123,20 @@ impl StepContext {
 
     /// Records an event, stamped with this context's run, step and agent.
     pub fn emit(&self, kind: EventKind) {
-        self.sink.emit(Event {
-            timestamp_ms: now_ms(),
-            run_id: self.run_id.clone(),
-            step_id: self.step_id.clone(),
-            agent: self.agent.clone(),
-            kind,
-        });
+        self.sink
+            .emit(stamped(&self.run_id, &self.step_id, &self.agent, kind));
+    }
+
+    /// [`emit`](StepContext::emit) for code that outlives a borrow of the context (a model
+    /// call's rate-limit waits are reported from inside the call).
+    pub(crate) fn emitter(&self) -> impl Fn(EventKind) + Send + Sync + 'static {
+        let sink = self.sink.clone();
+        let (run_id, step_id, agent) = (
+            self.run_id.clone(),
+            self.step_id.clone(),
+            self.agent.clone(),
+        );
+        move |kind| sink.emit(stamped(&run_id, &step_id, &agent, kind))
     }
 
     /// Calls `tool` under its contract: validates the arguments, asks for approval when
@@ -222,5 +229,21 @@ impl fmt::Debug for StepContext {
             .field("agent", &self.agent)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
+    }
+}
+
+/// An event of `kind`, stamped now with where it happened.
+fn stamped(
+    run_id: &Option<Arc<str>>,
+    step_id: &Option<Arc<str>>,
+    agent: &Option<Arc<str>>,
+    kind: EventKind,
+) -> Event {
+    Event {
+        timestamp_ms: now_ms(),
+        run_id: run_id.clone(),
+        step_id: step_id.clone(),
+        agent: agent.clone(),
+        kind,
     }
 }

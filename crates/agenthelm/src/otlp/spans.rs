@@ -195,6 +195,7 @@ impl<'e> TraceBuilder<'e> {
             | EventKind::PlanSubmitted { .. }
             | EventKind::PlanReviewed { .. }
             | EventKind::RunCancelled { .. }
+            | EventKind::RateLimitWait { .. }
             | EventKind::Note { .. } => {}
         }
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::budget::{Budget, BudgetKind};
-use crate::lm::TokenUsage;
+use crate::lm::{RateLimitCause, TokenUsage};
 use crate::plan::StepStatus;
 
 /// One thing that happened during a run, with where it happened.
@@ -108,7 +108,8 @@ pub enum EventKind {
         /// Price of the call in USD; `None` when the model's price is unknown.
         #[serde(default)]
         cost_usd: Option<f64>,
-        /// Time from request to complete answer.
+        /// Time from request to complete answer (waits for a rate limit included: see
+        /// [`RateLimitWait`](EventKind::RateLimitWait)).
         latency_ms: f64,
         /// How many tool calls the answer asked for.
         #[serde(default)]
@@ -116,6 +117,16 @@ pub enum EventKind {
         /// The error, when the call failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A model call begins to wait for a rate limit before it is sent (emitted again if the
+    /// wait turns out longer). Its [`LlmCall`](EventKind::LlmCall) follows once it was answered.
+    RateLimitWait {
+        /// The model (`provider/model`) the call is for.
+        model: String,
+        /// The limit waited for.
+        limit: RateLimitCause,
+        /// How long the call expects to wait, from this event on.
+        wait_ms: f64,
     },
     /// A tool call, after its last attempt.
     ToolCall {
@@ -312,6 +323,7 @@ impl EventKind {
             EventKind::RunFinished { .. } => "run_finished",
             EventKind::RunResumed { .. } => "run_resumed",
             EventKind::LlmCall { .. } => "llm_call",
+            EventKind::RateLimitWait { .. } => "rate_limit_wait",
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::Approval { .. } => "approval",

@@ -712,6 +712,8 @@ impl RunState {
             | (EventKind::CompensationFinished { .. }, None)
             | (EventKind::Effect { .. }, None)
             | (EventKind::Note { .. }, _) => {}
+            // A wait is news while it lasts; what the call cost comes with its `LlmCall`.
+            (EventKind::RateLimitWait { .. }, _) => {}
             (EventKind::RunCancelled { reason }, _) => {
                 self.cancelled.get_or_insert_with(|| reason.clone());
             }
@@ -1552,6 +1554,15 @@ mod tests {
                     reason: "stop".into(),
                 },
             ),
+            at(
+                a,
+                19,
+                EventKind::RateLimitWait {
+                    model: "m".into(),
+                    limit: crate::lm::RateLimitCause::Requests,
+                    wait_ms: 250.0,
+                },
+            ),
         ]
     }
 
@@ -1585,6 +1596,9 @@ mod tests {
                     assert_eq!(a.effects[0].in_progress, effect.in_progress);
                 }
                 EventKind::ToolCall { .. } => assert_eq!(state.tool_calls().len(), 1),
+                EventKind::RateLimitWait { .. } => {
+                    assert_eq!(state.usage().calls, 1, "a wait is not a call");
+                }
                 EventKind::LlmCall { .. } => {
                     let usage = state.usage();
                     assert_eq!((usage.calls, usage.failed_calls), (1, 1));
