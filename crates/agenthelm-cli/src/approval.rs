@@ -38,6 +38,16 @@ impl ApprovalHandler for CliApproval {
             CliApproval::Ask(terminal) => terminal.approve(&shown(request)).await,
         }
     }
+
+    /// The user this process runs as: the one at the terminal, or the one who passed
+    /// `--approve-tools`.
+    fn decider(&self) -> Option<String> {
+        let user = agenthelm::approval::os_user();
+        Some(match self {
+            CliApproval::Everything => format!("{user} (--approve-tools)"),
+            CliApproval::Ask(_) => user,
+        })
+    }
 }
 
 /// The request as the prompt may show it: step, tool, description and every string in the

@@ -309,6 +309,10 @@ pub struct TraceFilterArgs {
     /// Only calls of this run.
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
+    /// Only tool calls whose approval (or denial) this person gave (`by` of the decision: a
+    /// server user, or the OS user who answered at the terminal).
+    #[arg(long, value_name = "NAME")]
+    pub approved_by: Option<String>,
     /// Only successful or only failed calls.
     #[arg(long, value_enum)]
     pub status: Option<TraceStatus>,

@@ -1,5 +1,7 @@
 //! What people see: colours, plan tables and graphs, live progress lines, run summaries.
 
+use agenthelm::budget::{Budget, Unpriced};
+use agenthelm::lm::RateLimitCause;
 use agenthelm::trace::{CallPurpose, Usage};
 use agenthelm::{Event, EventKind, Plan, RunResult, StepStatus};
 use comfy_table::{presets, ContentArrangement, Table};
@@ -336,6 +338,28 @@ pub fn dot(plan: &Plan) -> String {
     out
 }
 
+/// A budget's limits: `$0.500, 200000 tokens, 40 model calls, 10m (unpriced models refused)`.
+pub fn budget_limits(budget: &Budget) -> String {
+    let mut limits = Vec::new();
+    if let Some(usd) = budget.max_cost_usd {
+        limits.push(format!("${usd:.3}"));
+        limits.push(match budget.unpriced {
+            Unpriced::Refuse => "unpriced models refused".to_owned(),
+            Unpriced::Allow => "unpriced models free".to_owned(),
+        });
+    }
+    if let Some(tokens) = budget.max_tokens {
+        limits.push(format!("{tokens} tokens"));
+    }
+    if let Some(calls) = budget.max_llm_calls {
+        limits.push(format!("{calls} model calls"));
+    }
+    if let Some(time) = budget.max_duration {
+        limits.push(format!("{} running", agenthelm::duration::written(time)));
+    }
+    limits.join(", ")
+}
+
 /// One line of live progress for an event, or `None` for events not worth a line.
 pub fn progress_line(event: &Event, palette: Palette) -> Option<String> {
     let step = safe(event.step_id.as_deref().unwrap_or("-"));
@@ -374,6 +398,9 @@ fn progress_text(event: &Event, step: &str, palette: Palette) -> Option<String> 
                 millis(*duration_ms)
             )
         }
+        EventKind::BudgetExceeded { message, .. } => {
+            palette.bad(&format!("  ■ {}: stopping", safe(message)))
+        }
         // After a Ctrl-C with nothing to undo there is no rollback to announce.
         EventKind::RollbackStarted { steps } if steps.is_empty() => return None,
         EventKind::RollbackStarted { steps } => {
@@ -404,6 +431,21 @@ fn progress_text(event: &Event, step: &str, palette: Palette) -> Option<String> 
                 None => String::new(),
             };
             format!("    · {}({}){outcome}", safe(tool), short_json(args, 80))
+        }
+        EventKind::RateLimitWait {
+            model,
+            limit,
+            wait_ms,
+        } => {
+            let which = match limit {
+                RateLimitCause::Service => "the service's rate limit".to_owned(),
+                other => format!("the {} rate limit", other.as_str()),
+            };
+            palette.dim(&format!(
+                "    ⏳ {step} waits {} for {which} of {}",
+                millis(*wait_ms),
+                safe(model)
+            ))
         }
         EventKind::Approval {
             tool,

@@ -284,6 +284,7 @@ fn resume_checks_the_programs_the_rest_of_the_run_needs_before_anything_runs() {
     let mut started = Event::new(EventKind::RunStarted {
         goal: plan.goal.clone(),
         steps: plan.steps.len(),
+        budget: None,
     });
     started.run_id = Some("run-stopped".into());
     store.append_batch(&[started]).unwrap();

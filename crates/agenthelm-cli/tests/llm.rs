@@ -326,3 +326,37 @@ fn ctrl_c_during_run_stops_the_running_tool() {
     assert!(stops_running(tool_pid), "tool {tool_pid} still runs");
     assert!(!dir.path().join("created/never").exists());
 }
+
+#[test]
+fn run_shows_a_wait_for_the_services_rate_limit() {
+    use agenthelm_test_support::{MockServer, Reply};
+    let dir = llm_workspace();
+    // The first answer says no request is left for 2 s (longer than the tool call between the
+    // two model calls takes): the second call waits, visibly.
+    let server = MockServer::start_then(
+        vec![Reply::json(200, tool_reply("echo", json!({})))
+            .header("x-ratelimit-remaining-requests", "0")
+            .header("x-ratelimit-reset-requests", "2s")],
+        Reply::json(200, text_reply("Echoed.", 5, 2)),
+    );
+    let out = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .env("OPENAI_API_KEY", "sk-test")
+        .args(["run", "echo something"])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.stdout.trim(), "Echoed.");
+    assert!(
+        run.stderr
+            .contains("for the service's rate limit of openai/test-model"),
+        "{}",
+        run.stderr
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert!(received[1].at - received[0].at >= std::time::Duration::from_millis(1900));
+    // Only that wait: no limit of the workspace's own holds anything back.
+    assert_eq!(run.stderr.matches("⏳").count(), 1, "{}", run.stderr);
+}

@@ -95,3 +95,57 @@ fn without_a_terminal_approval_is_denied_unless_approve_tools() {
     assert_eq!(allowed.code, 0, "{}", allowed.all());
     assert!(dir.path().join("created/approved-file").exists());
 }
+
+/// `traces filter --json` with extra arguments.
+fn traces(dir: &std::path::Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["traces", "filter", "--json", "--tool", "guarded"];
+    args.extend_from_slice(extra);
+    let out = run(dir, &args);
+    assert_eq!(out.code, 0, "{}", out.all());
+    serde_json::from_str::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn decisions_are_recorded_with_the_os_user_and_found_by_who_made_them() {
+    let dir = setup();
+    let asked = run_in_pty(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes"],
+        "[y/N]",
+        &["y"],
+        &[("USER", "carol")],
+    );
+    assert_eq!(asked.code, 0, "{}", asked.stdout);
+    let mut flagged = agenthelm(dir.path());
+    flagged
+        .env("USER", "dave")
+        .args(["execute", "plan.yaml", "--yes", "--approve-tools"]);
+    let flagged = output(flagged.output().unwrap());
+    assert_eq!(flagged.code, 0, "{}", flagged.all());
+
+    let by_carol = traces(dir.path(), &["--approved-by", "carol"]);
+    assert_eq!(by_carol.len(), 1, "{by_carol:?}");
+    assert_eq!(by_carol[0]["approval"], "approve");
+    let by_dave = traces(dir.path(), &["--approved-by", "dave (--approve-tools)"]);
+    assert_eq!(by_dave.len(), 1, "{by_dave:?}");
+    assert_ne!(by_dave[0]["run_id"], by_carol[0]["run_id"]);
+    assert!(traces(dir.path(), &["--approved-by", "mallory"]).is_empty());
+
+    let run_id = by_carol[0]["run_id"].as_str().unwrap();
+    let shown = run(dir.path(), &["runs", "show", run_id]);
+    assert!(
+        shown
+            .stdout
+            .contains("Approval: g guarded approved by carol"),
+        "{}",
+        shown.stdout
+    );
+    let report = run(dir.path(), &["runs", "report", run_id, "-o", "run.html"]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    let html = dir.read("run.html");
+    assert!(html.contains("<td>carol</td>"), "{html}");
+}

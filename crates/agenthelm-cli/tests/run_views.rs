@@ -68,6 +68,7 @@ impl Journal {
         let kind = EventKind::RunStarted {
             goal: plan.goal.clone(),
             steps: plan.steps.len(),
+            budget: None,
         };
         self.at(ms, None, kind)
     }

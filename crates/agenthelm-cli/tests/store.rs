@@ -437,7 +437,7 @@ fn traces_list_show_filter_and_export() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "id,time,kind,name,run_id,step_id,agent,status,duration_ms,error"
+        "id,time,kind,name,run_id,step_id,agent,status,duration_ms,error,approval,approved_by"
     );
     assert_eq!(lines.len(), 5);
     assert!(

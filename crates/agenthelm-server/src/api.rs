@@ -1,6 +1,7 @@
 //! The HTTP API: JSON in and out under `/api`, a bearer token on every route but health.
 
 use agenthelm::agent::PlannerAgent;
+use agenthelm::budget::Budget;
 use agenthelm::trace::RunPhase;
 use agenthelm::{Plan, PlanError, RunState};
 use axum::extract::rejection::JsonRejection;
@@ -165,6 +166,8 @@ struct Submission {
     goal: Option<String>,
     #[serde(default)]
     approve: bool,
+    /// Limits for this run, beside the plan's and the workspace's (the tightest applies).
+    budget: Option<Budget>,
 }
 
 async fn submit(
@@ -181,6 +184,13 @@ async fn submit(
             ))
         }
     };
+    let mut plan = plan;
+    if let Some(budget) = submission.budget {
+        plan.budget = Some(match &plan.budget {
+            Some(own) => own.tighter(&budget),
+            None => budget,
+        });
+    }
     let (run_id, phase) = state.runs.submit(plan, submission.approve, &user)?;
     Ok((
         StatusCode::CREATED,

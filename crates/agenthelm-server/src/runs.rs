@@ -315,6 +315,7 @@ impl Runs {
             approved,
             reason,
             by: Some(by.to_owned()),
+            asked_args: edited_args.is_some().then(|| request.args.clone()),
             edited_args,
         });
         event.step_id = request.step.map(|i| Arc::clone(&state.steps()[i].id));

@@ -49,6 +49,9 @@ pub struct RunView<'r> {
     finished: Option<String>,
     error: Option<&'r str>,
     review: Option<ReviewSummary>,
+    /// The limits the run is kept within, once it started with any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<agenthelm::budget::Budget>,
     steps: Vec<StepView<'r>>,
     rollback: Option<RollbackView>,
     approvals: Vec<ApprovalView>,
@@ -123,6 +126,7 @@ impl<'r> RunView<'r> {
             finished: run.summary.finished_ms.map(format_ms),
             error: run.summary.error.as_deref(),
             review: ReviewSummary::of(state),
+            budget: state.budget().copied(),
             steps: steps_of(run, state),
             rollback: rollback_of(state),
             approvals: state

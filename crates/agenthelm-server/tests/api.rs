@@ -526,6 +526,40 @@ async fn a_failing_plan_rolls_back_and_cancel_stops_a_running_one() {
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
+#[tokio::test]
+async fn a_run_submitted_with_a_budget_stops_when_it_is_spent() {
+    let served = serve().await;
+    let plan = "goal: busy\nsteps:\n  - {id: a, tool: make, args: {name: z}}\n  - {id: b, tool: note, args: {}, depends_on: [a]}\n";
+    let (status, body) = served
+        .post(
+            "/api/runs",
+            json!({"plan": plan, "approve": true, "budget": {"max_duration": "1ms"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["run_id"].as_str().unwrap();
+    let run = served.wait_for(id, "failed").await;
+    assert_eq!(run["budget"]["max_duration"], "1ms", "{run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("duration budget exceeded: "),
+        "{run:#}"
+    );
+    assert_eq!(run["steps"][1]["status"], "skipped", "{run:#}");
+    assert_eq!(served.log("unmade.log").len(), 1, "a was undone");
+
+    let (status, body) = served
+        .post(
+            "/api/runs",
+            json!({"plan": plan, "budget": {"max_duration": "soon"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("max_duration"), "{body}");
+}
+
 /// The events of an SSE stream as (id, event name, data), until it ends or `until` is seen.
 async fn read_events(response: reqwest::Response, until: &str) -> Vec<(usize, String, Value)> {
     let mut stream = response.bytes_stream();

@@ -105,6 +105,8 @@ enum Script {
     Sequence(std::vec::IntoIter<Reply>, Reply),
     /// The same answer to every request.
     Always(Reply),
+    /// An answer made from each request.
+    Respond(Box<dyn Fn(&Received) -> Reply + Send>),
 }
 
 struct Shared {
@@ -140,6 +142,12 @@ impl MockServer {
     /// Answers every request with `reply`.
     pub fn always(reply: Reply) -> MockServer {
         Self::serve(Script::Always(reply))
+    }
+
+    /// Answers each request with what `respond` makes of it (for answers that depend on the
+    /// request, such as a model's to concurrent conversations).
+    pub fn responding(respond: impl Fn(&Received) -> Reply + Send + 'static) -> MockServer {
+        Self::serve(Script::Respond(Box::new(respond)))
     }
 
     fn serve(script: Script) -> MockServer {
@@ -212,6 +220,7 @@ fn exchange(mut stream: TcpStream, server: &Shared) -> std::io::Result<()> {
     let reply = match &mut *server.script.lock().expect("lock") {
         Script::Sequence(replies, ran_out) => replies.next().unwrap_or_else(|| ran_out.clone()),
         Script::Always(reply) => reply.clone(),
+        Script::Respond(respond) => respond(&request),
     };
     server.received.lock().expect("lock").push(request);
     server.arrived.notify_all();

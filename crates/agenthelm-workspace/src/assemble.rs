@@ -1,8 +1,9 @@
 //! Turning a workspace into the library's pieces: command tools, models, agents, the agent
 //! registry and an orchestrator, with the compensating tools of MCP tools kept reachable for
 //! rollback.
+use agenthelm::budget::Budget;
 
-use agenthelm::lm::{Completion, CompletionRequest};
+use agenthelm::lm::{Completion, CompletionRequest, RateLimits};
 use agenthelm::mcp::{McpError, McpServers};
 use agenthelm::redact::Redactor;
 use agenthelm::{
@@ -43,6 +44,9 @@ pub struct Assembly<'w> {
     /// `--model`: overrides every model of the workspace.
     forced_model: Option<String>,
     user_model: Option<String>,
+    /// `rate_limits:`, one limiter per entry for every model this assembly builds (the CLI and
+    /// the server assemble once per process).
+    rate_limits: RateLimits,
 }
 
 impl<'w> Assembly<'w> {
@@ -60,6 +64,7 @@ impl<'w> Assembly<'w> {
             mcp_compensations: Mutex::new(ToolSet::new()),
             forced_model: forced_model.map(str::to_owned),
             user_model: user.model.clone(),
+            rate_limits: crate::rate_limits::registry(&workspace.config.rate_limits),
         }
     }
 
@@ -85,7 +90,10 @@ impl<'w> Assembly<'w> {
     pub fn lm(&self, agent: Option<&str>, need: ModelNeed) -> Result<Lm, WorkspaceError> {
         let id = self.model_id(agent);
         let built = match &id {
-            Some(id) => Lm::new(id).map_err(|e| e.to_string()),
+            Some(id) => Lm::builder(id)
+                .rate_limits(&self.rate_limits)
+                .build()
+                .map_err(|e| e.to_string()),
             None => Err(format!(
                 "no model is configured: set `model:` in {} or pass --model",
                 self.workspace.file.display()
@@ -228,7 +236,7 @@ impl<'w> Assembly<'w> {
     /// direct tool calls need none), the default agent, and as its own tools every command tool
     /// and the compensating tools of the agents' MCP tools, so rollback can reach them.
     ///
-    /// The workspace's `rollback:` mode is applied; everything else (store, approval, whether to
+    /// The workspace's `rollback:` mode and `budget:` are applied; everything else (store, approval, whether to
     /// roll back, concurrency) is the caller's to set.
     pub async fn orchestrator(&self) -> Result<Orchestrator, WorkspaceError> {
         let redactor = self.redactor()?;
@@ -237,7 +245,8 @@ impl<'w> Assembly<'w> {
         let mut orchestrator = Orchestrator::new(registry)
             .tools(self.orchestrator_tools())
             .rollback_mode(self.workspace.config.rollback.unwrap_or_default())
-            .redact(redactor);
+            .redact(redactor)
+            .budget(self.budget());
         if let Some(name) = &self.workspace.config.default_agent {
             orchestrator = orchestrator.default_agent(self.agent(name, ModelNeed::OnDemand).await?);
         }
@@ -264,6 +273,11 @@ impl<'w> Assembly<'w> {
             );
         }
         Ok(redactor)
+    }
+
+    /// The workspace's `budget:` (no limits when it has none).
+    pub fn budget(&self) -> Budget {
+        self.workspace.config.budget.unwrap_or_default()
     }
 
     /// The agent `requested`, else the workspace's default agent, else its only agent.

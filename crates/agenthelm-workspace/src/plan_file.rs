@@ -122,6 +122,7 @@ fn key_of(
         PlanProblem::ArgsNotObject { step, field } => (step, *field),
         PlanProblem::UnknownAgent { step, .. } => (step, spelling(step, "agent")),
         PlanProblem::NoAgent { step } => (step, "id"),
+        PlanProblem::UnpricedModel { step, .. } => (step, spelling(step, "agent")),
         PlanProblem::UnknownTool { step, .. } => (step, spelling(step, "tool")),
         PlanProblem::BadReference { step, .. } | PlanProblem::InvalidArgs { step, .. } => {
             (step, "args")

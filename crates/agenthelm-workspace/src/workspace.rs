@@ -1,6 +1,7 @@
 //! The workspace file `agenthelm.yaml`: where it is, what it may say, and the checks that make a
 //! mistake in it an error naming the file, line and key.
 
+use agenthelm::budget::Budget;
 use agenthelm::mcp::McpServerConfig;
 use agenthelm::store::Durability;
 use agenthelm::{RollbackMode, ToolContract};
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
 use crate::redact_config::RedactConfig;
+use crate::rate_limits::RateLimitConfig;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
@@ -53,6 +55,15 @@ pub struct WorkspaceConfig {
     /// What is redacted from journals, exports and output besides the providers' API keys.
     #[serde(default)]
     pub redact: Option<RedactConfig>,
+    /// Limits every plan run of the workspace is kept within:
+    /// `budget: {max_cost_usd: 0.5, max_tokens: 200000, max_llm_calls: 40, max_duration: 10m,
+    /// unpriced: refuse}`. A plan file's own `budget:` can tighten them, not loosen them.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Rate limits for model calls, by provider (`openai`) or model (`openai/gpt-4o`), shared
+    /// by every agent and the planner of the process; a model's entry wins over its provider's.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
@@ -553,6 +564,9 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
                 ),
             );
         }
+    }
+    for (key, message) in crate::rate_limits::problems(&config.rate_limits) {
+        fail(key, message);
     }
     if let Some(store) = &config.store {
         if store.path.as_deref().is_some_and(|p| p.trim().is_empty()) {

@@ -79,6 +79,68 @@ impl ApprovalDecision {
 pub trait ApprovalHandler: Send + Sync {
     /// The decision on one call. Parallel steps may ask concurrently.
     async fn approve(&self, request: &ApprovalRequest) -> ApprovalDecision;
+
+    /// Who decides, for the record (the `by` of each decision journaled): a person's or a
+    /// policy's name. `None` (the default) records no one.
+    fn decider(&self) -> Option<String> {
+        None
+    }
+
+    /// This handler, with its decisions recorded as made by `name`:
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    ///
+    /// let policy = AutoApprove.decided_by("release-bot");
+    /// assert_eq!(policy.decider().as_deref(), Some("release-bot"));
+    /// ```
+    fn decided_by(self, name: impl Into<String>) -> DecidedBy<Self>
+    where
+        Self: Sized,
+    {
+        DecidedBy {
+            handler: self,
+            name: name.into(),
+        }
+    }
+}
+
+/// A handler whose decisions are recorded as made by a name (see
+/// [`ApprovalHandler::decided_by`]).
+#[derive(Debug, Clone)]
+pub struct DecidedBy<H> {
+    handler: H,
+    name: String,
+}
+
+#[async_trait]
+impl<H: ApprovalHandler> ApprovalHandler for DecidedBy<H> {
+    async fn approve(&self, request: &ApprovalRequest) -> ApprovalDecision {
+        self.handler.approve(request).await
+    }
+
+    fn decider(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+}
+
+/// The name of the user this process runs as (`$USER`, else `$LOGNAME`, else `uid N`), for
+/// the record of a decision taken at its terminal.
+pub fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty())
+        .or_else(process_uid)
+        .unwrap_or_else(|| "unknown user".to_owned())
+}
+
+/// `uid N` from the kernel's record of this process, where there is one (Linux).
+fn process_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let uid = line.split_whitespace().nth(1)?;
+    Some(format!("uid {uid}"))
 }
 
 #[async_trait]
@@ -148,6 +210,11 @@ impl ApprovalHandler for TerminalApproval {
             Ok(Err(e)) => ApprovalDecision::deny(format!("could not read the answer: {e}")),
             Err(e) => ApprovalDecision::deny(format!("could not ask: {e}")),
         }
+    }
+
+    /// The user at the terminal: the one this process runs as.
+    fn decider(&self) -> Option<String> {
+        Some(os_user())
     }
 }
 

@@ -50,6 +50,7 @@ extern crate self as agenthelm;
 // Modules in layers, lowest first: a module uses only modules above it in this list.
 pub mod agent;
 pub mod approval;
+pub mod budget;
 pub mod duration;
 pub mod exec;
 pub mod lm;

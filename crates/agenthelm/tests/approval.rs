@@ -458,6 +458,7 @@ fn decide(
         reason: (!approved).then(|| "not today".to_owned()),
         by: Some("al".into()),
         edited_args: edited,
+        asked_args: None,
     });
     event.run_id = Some(run_id.into());
     event.step_id = Some(state.steps()[request.step.unwrap()].id.clone());
@@ -571,4 +572,58 @@ async fn a_denied_deferred_call_fails_its_step_and_rolls_back() {
             .any(|e| e.kind.name() == "tool_call" && e.kind.succeeded() == Some(true)),
         "the transfer never ran"
     );
+}
+
+#[tokio::test]
+async fn each_decision_is_on_record_with_who_made_it_and_the_arguments_asked_and_approved() {
+    let (registry, _lm) = bank();
+    let mut plan = approved("pay", vec![pay("a", 100), pay("b", 7)]);
+    // A policy that halves large amounts and denies small ones, under a name of its own.
+    let policy = |request: &ApprovalRequest| match request.args["amount"].as_u64() {
+        Some(amount) if amount >= 100 => ApprovalDecision::ApproveWithArgs(
+            json!({"amount": amount / 2, "to": request.args["to"]}),
+        ),
+        _ => ApprovalDecision::deny("too small to bother"),
+    };
+    let result = Orchestrator::new(registry)
+        .approval_handler(policy.decided_by("payments-policy"))
+        .max_concurrency(1)
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    assert!(!result.success, "b was denied");
+    let state = RunState::replay(&plan, &result.events);
+    let decisions = state.approvals();
+    // a's transfer (edited), b's (denied), and the refund that would undo a (denied: $50).
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(decisions[2].tool, "refund");
+    let edit = &decisions[0];
+    assert_eq!(edit.verdict(), "edit");
+    assert_eq!(edit.by.as_deref(), Some("payments-policy"));
+    assert_eq!(edit.asked_args, Some(json!({"amount": 100, "to": "a"})));
+    assert_eq!(edit.edited_args, Some(json!({"amount": 50, "to": "a"})));
+    let deny = &decisions[1];
+    assert_eq!(
+        (deny.verdict(), deny.by.as_deref(), deny.reason.as_deref()),
+        ("deny", Some("payments-policy"), Some("too small to bother"))
+    );
+    assert_eq!(
+        deny.asked_args, None,
+        "the call's own event has its arguments"
+    );
+    // Each call finds the decision about it.
+    let call = &state.tool_calls()[0];
+    assert_eq!(call.args, json!({"amount": 50, "to": "a"}));
+    assert_eq!(state.approval_of(call).map(|a| a.seq), Some(edit.seq));
+    assert!(state.call_decisions()[0].asked_args().is_some());
+}
+
+#[test]
+fn the_terminal_records_the_os_user_and_plain_handlers_no_one() {
+    assert_eq!(
+        TerminalApproval::new().decider(),
+        Some(agenthelm::approval::os_user())
+    );
+    assert!(!agenthelm::approval::os_user().is_empty());
+    assert_eq!(AutoApprove.decider(), None);
 }

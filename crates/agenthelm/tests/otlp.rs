@@ -348,6 +348,7 @@ async fn a_large_run_goes_in_several_requests() {
         EventKind::RunStarted {
             goal: "big".into(),
             steps: 1500,
+            budget: None,
         },
     )];
     for i in 0..1500 {

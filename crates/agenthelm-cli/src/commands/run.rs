@@ -46,6 +46,7 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
         // Every command tool, and the compensations of the agent's MCP tools: rollback can
         // reach them even when the agent does not list them.
         .tools(assembly.orchestrator_tools())
+        .budget(assembly.budget())
         .approval_handler(CliApproval::new(args.approve_tools))
         // Ctrl-C stops the running tools at once (there is no other step to wait for).
         .grace_period(Duration::ZERO)

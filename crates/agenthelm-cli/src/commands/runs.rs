@@ -1,5 +1,6 @@
 //! `agenthelm runs list|show|report`: past runs from the workspace's store.
 
+use agenthelm::budget::Budget;
 use agenthelm::store::{RunSummary, StoredRun};
 use agenthelm::trace::{CompensationState, LedgerEntry, Usage};
 use agenthelm::{RunState, TokenUsage};
@@ -143,6 +144,9 @@ struct Digest {
     rollback: Vec<UndoLine>,
     /// The review of its plan, when it was submitted for one (`agenthelm serve`).
     review: Option<ReviewSummary>,
+    /// The limits the run was kept within, when it had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<Budget>,
     /// Decisions on tool calls that needed approval, and calls still waiting for one.
     approvals: Vec<DecisionLine>,
     token_usage: TokenUsage,
@@ -211,6 +215,8 @@ struct DecisionLine {
     by: Option<String>,
     at: String,
     reason: Option<String>,
+    /// The arguments asked for, when an edit replaced them (or the call still waits).
+    asked_args: Option<serde_json::Value>,
     edited_args: Option<serde_json::Value>,
 }
 
@@ -228,6 +234,7 @@ impl DecisionLine {
                     by: record.and_then(|r| r.by.clone()),
                     at: format_ms(decision.at_ms()),
                     reason: record.and_then(|r| r.reason.clone()),
+                    asked_args: decision.asked_args().cloned(),
                     edited_args: record.and_then(|r| r.edited_args.clone()),
                 }
             })
@@ -255,8 +262,14 @@ impl DecisionLine {
         if let Some(reason) = &self.reason {
             line.push_str(&format!(": {}", safe(reason)));
         }
-        if let Some(args) = &self.edited_args {
-            line.push_str(&format!(" {}", render::shorten(&args.to_string(), 80)));
+        let shown =
+            |args: &serde_json::Value| render::safe(&render::shorten(&args.to_string(), 80));
+        match (&self.asked_args, &self.edited_args) {
+            (Some(asked), Some(edited)) => {
+                line.push_str(&format!(" {} → {}", shown(asked), shown(edited)));
+            }
+            (Some(args), None) | (None, Some(args)) => line.push_str(&format!(" {}", shown(args))),
+            (None, None) => {}
         }
         line.push('\n');
         line
@@ -323,6 +336,7 @@ impl Digest {
                 .map(|entry| UndoLine::of(&state, entry))
                 .collect(),
             review: ReviewSummary::of(&state),
+            budget: state.budget().copied(),
             approvals: DecisionLine::all(&state),
             token_usage: usage.tokens,
             total_cost_usd: usage.cost_usd,
@@ -355,6 +369,9 @@ impl Digest {
         }
         if let Some(review) = &self.review {
             out.push_str(&render_review(review));
+        }
+        if let Some(budget) = &self.budget {
+            out.push_str(&format!("Budget: {}\n", render::budget_limits(budget)));
         }
         let mut table = render::table(palette);
         table.set_header(["step", "status", "by", "runs", "duration", "error"]);

@@ -5,7 +5,7 @@
 //! 1) of its event in that run's journal. Journals only grow, so the id never changes.
 
 use agenthelm::store::RunStore;
-use agenthelm::trace::{CallPurpose, LlmCallRecord, ToolCallRecord};
+use agenthelm::trace::{ApprovalRecord, CallPurpose, LlmCallRecord, ToolCallRecord};
 use agenthelm::RunState;
 use serde::Serialize;
 use serde_json::Value;
@@ -138,6 +138,10 @@ struct Trace {
     /// `execute` or `compensate` for tool calls.
     purpose: Option<&'static str>,
     error: Option<String>,
+    /// For a tool call that needed approval: `approve`, `edit` or `deny`.
+    approval: Option<&'static str>,
+    /// Who decided on it (none for an approval handler that does not say).
+    approved_by: Option<String>,
     #[serde(skip)]
     seq: usize,
     #[serde(skip)]
@@ -162,6 +166,10 @@ impl Trace {
             ),
             Call::Llm(c) => ("llm_call", c.model.as_str(), c.latency_ms, None),
         };
+        let approval = match call {
+            Call::Tool(c) => run.state.approval_of(c),
+            Call::Llm(_) => None,
+        };
         Trace {
             id: format!("{}/{seq}", run.id),
             time: format_ms(at_ms),
@@ -176,6 +184,8 @@ impl Trace {
             duration_ms,
             purpose,
             error: error.clone(),
+            approval: approval.map(ApprovalRecord::verdict),
+            approved_by: approval.and_then(|a| a.by.clone()),
             seq,
             at_ms,
         }
@@ -209,6 +219,7 @@ struct Conditions {
     /// A tool or a model.
     name: Option<String>,
     agent: Option<String>,
+    approved_by: Option<String>,
     success: Option<bool>,
     since_ms: Option<u64>,
     until_ms: Option<u64>,
@@ -235,6 +246,7 @@ impl Conditions {
         Ok(Conditions {
             name: args.tool.clone(),
             agent: args.agent.clone(),
+            approved_by: args.approved_by.clone(),
             success: args.status.map(|s| s == TraceStatus::Success),
             since_ms: time("--since", &args.since)?,
             until_ms: time("--until", &args.until)?,
@@ -250,6 +262,10 @@ impl Conditions {
                 .agent
                 .as_deref()
                 .is_none_or(|a| trace.agent.as_deref() == Some(a))
+            && self
+                .approved_by
+                .as_deref()
+                .is_none_or(|by| trace.approved_by.as_deref() == Some(by))
             && self.success.is_none_or(|s| trace.success == s)
             && self.since_ms.is_none_or(|t| trace.at_ms >= t)
             && self.until_ms.is_none_or(|t| trace.at_ms <= t)
@@ -313,7 +329,9 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
     }
     let palette = Palette::stdout();
     let mut table = render::table(palette);
-    table.set_header(["id", "time", "call", "step", "status", "duration"]);
+    table.set_header([
+        "id", "time", "call", "step", "status", "duration", "decision",
+    ]);
     for trace in traces {
         let call = match trace.purpose {
             Some("compensate") => format!("{} (undo)", render::safe(&trace.name)),
@@ -332,6 +350,11 @@ fn print_list(traces: &[Trace], json: bool) -> anyhow::Result<()> {
             render::safe(trace.step_id.as_deref().unwrap_or_default()),
             status,
             render::millis(trace.duration_ms),
+            match (trace.approval, &trace.approved_by) {
+                (Some(verdict), Some(by)) => format!("{verdict} by {}", render::safe(by)),
+                (Some(verdict), None) => verdict.to_owned(),
+                (None, _) => String::new(),
+            },
         ]);
     }
     crate::out::line(&table.to_string())?;
@@ -365,6 +388,13 @@ fn details(trace: &Trace, call: Call<'_>) -> String {
             field("call id", call.call_id.clone());
             field("purpose", format!("{:?}", call.purpose).to_lowercase());
             field("attempts", call.attempts.to_string());
+            if let Some(approval) = trace.approval {
+                let by = trace
+                    .approved_by
+                    .as_deref()
+                    .unwrap_or("the approval handler");
+                field("approval", format!("{approval} by {by}"));
+            }
             field("args", call.args.to_string());
             if let Some(output) = &call.output {
                 field("output", pretty(output));
@@ -400,7 +430,7 @@ fn pretty(value: &Value) -> String {
     }
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "id",
     "time",
     "kind",
@@ -411,9 +441,11 @@ const COLUMNS: [&str; 10] = [
     "status",
     "duration_ms",
     "error",
+    "approval",
+    "approved_by",
 ];
 
-fn row(trace: &Trace) -> [String; 10] {
+fn row(trace: &Trace) -> [String; 12] {
     [
         trace.id.clone(),
         trace.time.clone(),
@@ -425,6 +457,8 @@ fn row(trace: &Trace) -> [String; 10] {
         if trace.success { "success" } else { "failed" }.to_owned(),
         format!("{:.3}", trace.duration_ms),
         trace.error.clone().unwrap_or_default(),
+        trace.approval.unwrap_or_default().to_owned(),
+        trace.approved_by.clone().unwrap_or_default(),
     ]
 }
 
@@ -491,6 +525,8 @@ mod tests {
             duration_ms: 0.0,
             purpose: None,
             error: None,
+            approval: None,
+            approved_by: None,
             seq,
             at_ms,
         }

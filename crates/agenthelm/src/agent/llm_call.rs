@@ -1,5 +1,6 @@
 //! One model call made on an agent's behalf: timed, priced, added to the result's totals and
-//! recorded as an [`EventKind::LlmCall`] event.
+//! recorded as an [`EventKind::LlmCall`] event, with an [`EventKind::RateLimitWait`] before it
+//! for each wait for a rate limit.
 
 use std::time::Instant;
 
@@ -7,22 +8,38 @@ use super::{AgentResult, StepContext};
 use crate::lm::{Completion, CompletionRequest, Lm, LmError};
 use crate::trace::{EventKind, Usage};
 
-/// Sends `request` to `lm`, adds the call's tokens and cost (or one unpriced call, counted as
+/// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
+/// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced call, counted as
 /// [`Usage`] counts it everywhere) to `result`,
-/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx`.
+/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx` (and, as they
+/// begin, the call's waits for a rate limit).
 pub(crate) async fn ask_model(
     lm: &Lm,
     request: &CompletionRequest,
     ctx: &StepContext,
     result: &mut AgentResult,
 ) -> Result<Completion, LmError> {
+    let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
     let started = Instant::now();
-    let outcome = lm.complete(request).await;
+    let emit = ctx.emitter();
+    let model_id = lm.model_id().to_owned();
+    let outcome = lm
+        .complete_observed(request, move |wait| {
+            emit(EventKind::RateLimitWait {
+                model: model_id.clone(),
+                limit: wait.cause,
+                wait_ms: wait.wait.as_secs_f64() * 1e3,
+            })
+        })
+        .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (usage, cost_usd, tool_calls, model) = match &outcome {
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
         Err(_) => (Default::default(), None, 0, String::new()),
     };
+    if let Some(reservation) = reservation {
+        reservation.settle(usage, cost_usd);
+    }
     let mut call = Usage::default();
     call.add_call(usage, cost_usd, outcome.is_err());
     result.add_priced(&call);

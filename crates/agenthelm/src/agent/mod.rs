@@ -40,6 +40,7 @@ pub use tool_agent::ToolAgent;
 
 use async_trait::async_trait;
 
+use crate::lm::Lm;
 use crate::tool::ToolSet;
 
 /// A named worker that plans can route steps to.
@@ -61,6 +62,12 @@ pub trait Agent: Send + Sync {
     /// directly for fully specified tool steps, validates plans against them, and finds
     /// compensating tools among them.
     fn tools(&self) -> Option<&ToolSet> {
+        None
+    }
+
+    /// The model the agent thinks with, when it has one: checked against a run's cost budget
+    /// before the run starts (a model without a price cannot be kept within one).
+    fn model(&self) -> Option<&Lm> {
         None
     }
 

@@ -252,6 +252,10 @@ impl Agent for ToolAgent {
         Some(&self.tools)
     }
 
+    fn model(&self) -> Option<&Lm> {
+        Some(&self.lm)
+    }
+
     async fn run_step(&self, task: &StepTask, ctx: &StepContext) -> AgentResult {
         self.think_and_act(&task.prompt(), ctx).await
     }

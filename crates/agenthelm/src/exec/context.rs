@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::{invoke, EventSink};
+use super::{invoke, BudgetGuard, EventSink};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::retry::RetryPolicy;
 use crate::tool::{Tool, ToolError, ToolSpec};
@@ -21,6 +21,7 @@ pub struct StepContext {
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
+    budget: Option<Arc<BudgetGuard>>,
     calls: AtomicU32,
     /// A call of this step waits for a person's decision.
     parked: AtomicBool,
@@ -35,6 +36,7 @@ impl Default for StepContext {
             approval: Arc::new(DenyAll),
             retry: RetryPolicy::default(),
             sink: EventSink::new(),
+            budget: None,
             calls: AtomicU32::new(0),
             parked: AtomicBool::new(false),
         }
@@ -78,6 +80,17 @@ impl StepContext {
         self
     }
 
+    /// Keeps the model calls made in this context within a run's budget.
+    pub fn with_budget(mut self, budget: Arc<BudgetGuard>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The budget model calls are kept within, if any.
+    pub fn budget(&self) -> Option<&BudgetGuard> {
+        self.budget.as_deref()
+    }
+
     /// The plan run, if any.
     pub fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()
@@ -110,13 +123,20 @@ impl StepContext {
 
     /// Records an event, stamped with this context's run, step and agent.
     pub fn emit(&self, kind: EventKind) {
-        self.sink.emit(Event {
-            timestamp_ms: now_ms(),
-            run_id: self.run_id.clone(),
-            step_id: self.step_id.clone(),
-            agent: self.agent.clone(),
-            kind,
-        });
+        self.sink
+            .emit(stamped(&self.run_id, &self.step_id, &self.agent, kind));
+    }
+
+    /// [`emit`](StepContext::emit) for code that outlives a borrow of the context (a model
+    /// call's rate-limit waits are reported from inside the call).
+    pub(crate) fn emitter(&self) -> impl Fn(EventKind) + Send + Sync + 'static {
+        let sink = self.sink.clone();
+        let (run_id, step_id, agent) = (
+            self.run_id.clone(),
+            self.step_id.clone(),
+            self.agent.clone(),
+        );
+        move |kind| sink.emit(stamped(&run_id, &step_id, &agent, kind))
     }
 
     /// Calls `tool` under its contract: validates the arguments, asks for approval when
@@ -209,5 +229,21 @@ impl fmt::Debug for StepContext {
             .field("agent", &self.agent)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
+    }
+}
+
+/// An event of `kind`, stamped now with where it happened.
+fn stamped(
+    run_id: &Option<Arc<str>>,
+    step_id: &Option<Arc<str>>,
+    agent: &Option<Arc<str>>,
+    kind: EventKind,
+) -> Event {
+    Event {
+        timestamp_ms: now_ms(),
+        run_id: run_id.clone(),
+        step_id: step_id.clone(),
+        agent: agent.clone(),
+        kind,
     }
 }

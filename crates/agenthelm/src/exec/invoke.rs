@@ -229,7 +229,7 @@ async fn approve(
             if decision == ApprovalDecision::Defer {
                 return defer(request, ctx);
             }
-            record_decision(ctx, call_id, &spec.name, &decision);
+            record_decision(ctx, &request, &decision);
             decision
         }
     };
@@ -249,8 +249,9 @@ async fn approve(
     }
 }
 
-/// Records the handler's decision on a call.
-fn record_decision(ctx: &StepContext, call_id: &str, tool: &str, decision: &ApprovalDecision) {
+/// Records the handler's decision on a call, with who decided (as the handler says) and, for
+/// an edit, the arguments asked for.
+fn record_decision(ctx: &StepContext, request: &ApprovalRequest, decision: &ApprovalDecision) {
     let (approved, reason, edited_args) = match decision {
         ApprovalDecision::Approve => (true, None, None),
         ApprovalDecision::ApproveWithArgs(args) => (
@@ -262,11 +263,12 @@ fn record_decision(ctx: &StepContext, call_id: &str, tool: &str, decision: &Appr
         ApprovalDecision::Defer => return,
     };
     ctx.emit(EventKind::Approval {
-        call_id: call_id.to_owned(),
-        tool: tool.to_owned(),
+        call_id: request.call_id.clone(),
+        tool: request.tool.clone(),
         approved,
         reason,
-        by: None,
+        by: ctx.approval_handler().decider(),
+        asked_args: edited_args.is_some().then(|| request.args.clone()),
         edited_args,
     });
 }
@@ -277,7 +279,7 @@ fn defer(request: ApprovalRequest, ctx: &StepContext) -> Result<(), ToolError> {
     if request.purpose == CallPurpose::Compensate {
         let reason = "a compensating call cannot wait for a person's decision".to_owned();
         let decision = ApprovalDecision::deny(reason.clone());
-        record_decision(ctx, &request.call_id, &request.tool, &decision);
+        record_decision(ctx, &request, &decision);
         return Err(ToolError::Denied {
             tool: request.tool,
             reason: Some(reason),

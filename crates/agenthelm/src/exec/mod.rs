@@ -6,9 +6,11 @@
 //! [`EventSink::before_action`] hands out, after the journal has everything recorded so far: a
 //! run killed at any moment can be resumed from its record.
 
+mod budget;
 mod context;
 pub(crate) mod invoke;
 mod sink;
 
+pub use budget::{BudgetGuard, Reservation, ASSUMED_MAX_OUTPUT_TOKENS};
 pub use context::StepContext;
 pub use sink::{ActionPermit, EventSink, JournalError, Observer};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::anthropic::AnthropicModel;
 use super::http::{HttpSettings, Transport};
 use super::openai::OpenAiModel;
-use super::{ApiKey, Lm, LmError, Pricing};
+use super::{ApiKey, Lm, LmError, Pricing, RateLimiter, RateLimits};
 use crate::retry::RetryPolicy;
 
 /// Which wire format a provider speaks.
@@ -129,6 +129,7 @@ pub struct LmBuilder {
     settings: HttpSettings,
     pricing: Option<Arc<Pricing>>,
     max_tokens: Option<u32>,
+    limiter: Option<RateLimiter>,
     env: EnvLookup,
 }
 
@@ -141,6 +142,7 @@ impl LmBuilder {
             settings: HttpSettings::default(),
             pricing: None,
             max_tokens: None,
+            limiter: None,
             env: Arc::new(|name| std::env::var(name).ok()),
         }
     }
@@ -199,6 +201,33 @@ impl LmBuilder {
         self
     }
 
+    /// Calls of the model wait for their turn at `limiter`, together with the calls of every
+    /// other model given the same limiter (or a clone of it). Without one, each built model has
+    /// a limiter of its own that only holds calls back when the service says so.
+    ///
+    /// ```
+    /// use agenthelm::lm::{RateLimit, RateLimiter};
+    /// use agenthelm::Lm;
+    ///
+    /// let shared = RateLimiter::new(RateLimit::requests_per_minute(60)?);
+    /// let planner = Lm::builder("openai/gpt-4o").api_key("sk-x").rate_limiter(shared.clone()).build();
+    /// let worker = Lm::builder("openai/gpt-4o").api_key("sk-x").rate_limiter(shared).build();
+    /// # assert!(planner.is_ok() && worker.is_ok());
+    /// # Ok::<(), agenthelm::lm::RateLimitError>(())
+    /// ```
+    pub fn rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Takes the limiter for this model from `limits`: the model's own entry, else its
+    /// provider's, else one that only heeds the service, shared with the other models of the
+    /// same id built with `limits` (see [`RateLimits`]).
+    pub fn rate_limits(self, limits: &RateLimits) -> Self {
+        let limiter = limits.shared_for(&self.model);
+        self.rate_limiter(limiter)
+    }
+
     /// Reads environment variables through `lookup` instead of the process environment (for
     /// tests and for programs that keep settings elsewhere).
     pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
@@ -253,6 +282,7 @@ impl LmBuilder {
             model: self.model.clone(),
             key,
             settings: self.settings,
+            limiter: self.limiter.unwrap_or_else(RateLimiter::unlimited),
         };
         let wire = provider.map_or(Wire::OpenAi, |p| p.wire);
         let lm = match wire {
@@ -327,6 +357,7 @@ impl fmt::Debug for LmBuilder {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key)
             .field("settings", &self.settings)
+            .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }

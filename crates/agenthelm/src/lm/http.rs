@@ -1,13 +1,18 @@
 //! The HTTP side shared by the providers: one JSON POST with a timeout per attempt, retries with
 //! exponential backoff and jitter on 408/409/429/5xx and connection errors (honouring
 //! `Retry-After`), and errors that never carry the API key.
+//!
+//! Every attempt, retries included, first takes its turn from the model's [`RateLimiter`]; what
+//! the service says about its limits (a 429, rate-limit headers) pauses that limiter, so every
+//! call sharing it waits, not just this one.
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use super::{ApiKey, LmError};
+use super::rate_headers::exhausted_for;
+use super::{ApiKey, LmError, RateLimiter};
 use crate::retry::RetryPolicy;
 
 /// How a provider talks HTTP: client, limits and retry rules.
@@ -18,6 +23,8 @@ pub(crate) struct Transport {
     pub model: String,
     pub key: Option<ApiKey>,
     pub settings: HttpSettings,
+    /// Whose turn it is: shared with the other models of the same limit, or this model's own.
+    pub limiter: RateLimiter,
 }
 
 /// Limits and retry rules of the HTTP providers.
@@ -72,11 +79,23 @@ impl Transport {
         body: &Value,
         permanent: &(dyn Fn(u16, &str) -> bool + Sync),
     ) -> Result<Value, LmError> {
+        let charge = if self.limiter.counts_tokens() {
+            estimated_tokens(body)
+        } else {
+            0
+        };
         let mut retry = 0;
         loop {
+            // A failed attempt keeps its estimate charged: the service may have counted it.
+            let permit = self.limiter.acquire(charge).await;
             let outcome = self.attempt(url, headers.clone(), body, permanent).await;
             match outcome {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if let Some(used) = tokens_used(&value) {
+                        permit.settle(used);
+                    }
+                    return Ok(value);
+                }
                 Err(Attempt::Stop(error)) => return Err(error),
                 Err(Attempt::Retry(asked, error)) => {
                     if retry >= self.settings.max_retries {
@@ -84,7 +103,13 @@ impl Transport {
                     }
                     retry += 1;
                     let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(retry));
-                    tokio::time::sleep(wait).await;
+                    if matches!(error, LmError::Http { status: 429, .. }) {
+                        // The limit is the service's, for every call sharing the limiter: they
+                        // all wait (and the next attempt waits for its turn there).
+                        self.limiter.pause_for(wait);
+                    } else {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
         }
@@ -116,6 +141,12 @@ impl Transport {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        if let Some(wait) = exhausted_for(response.headers(), SystemTime::now()) {
+            // Nothing left until the reset: hold back the calls sharing the limiter, up to the
+            // longest wait this client accepts from a service.
+            self.limiter
+                .pause_for(wait.min(self.settings.max_retry_wait));
+        }
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(e) if e.is_timeout() => return Err(Attempt::Stop(self.timeout())),
@@ -218,6 +249,38 @@ fn gave_up(error: LmError, attempts: u32) -> LmError {
         },
         other => other,
     }
+}
+
+/// Answer length assumed for a request that sets no limit, in estimates of its tokens.
+const ASSUMED_ANSWER_TOKENS: u64 = 1024;
+
+/// The tokens a request may use, charged before it is sent: its JSON size at four bytes a token
+/// (more than the prompt's tokens, as the JSON around the text counts too) plus the answer's
+/// limit.
+fn estimated_tokens(body: &Value) -> u64 {
+    let prompt = body.to_string().len() as u64 / 4;
+    let answer = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|field| body.get(field).and_then(Value::as_u64))
+        .unwrap_or(ASSUMED_ANSWER_TOKENS);
+    prompt.saturating_add(answer)
+}
+
+/// The tokens an answer says it used: OpenAI's `prompt_tokens` + `completion_tokens`, or
+/// Anthropic's `input_tokens` + `output_tokens`.
+fn tokens_used(answer: &Value) -> Option<u64> {
+    let usage = answer.get("usage")?;
+    let fields = [
+        "prompt_tokens",
+        "completion_tokens",
+        "input_tokens",
+        "output_tokens",
+    ];
+    let counts: Vec<u64> = fields
+        .iter()
+        .filter_map(|field| usage.get(field).and_then(Value::as_u64))
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 /// Rate limits, overload and server errors pass; client errors (bad request, bad key) do not.

@@ -22,22 +22,33 @@
 //! Every [`Lm`] prices its calls with a [`Pricing`] table ([`Pricing::builtin`] unless replaced):
 //! a completion whose model is in the table gets its [`Completion::cost_usd`]; any other keeps
 //! `None` (unknown, never 0).
+//!
+//! Calls can be held to a [`RateLimit`] (requests and tokens per minute) by a [`RateLimiter`]
+//! shared by every handle built with it ([`LmBuilder::rate_limiter`], [`LmBuilder::rate_limits`]):
+//! a call waits for its turn rather than fail. Every HTTP model also heeds what the service says
+//! (a 429 with `Retry-After`, or rate-limit headers saying nothing is left) by pausing its limiter,
+//! so the other calls sharing it wait too instead of all running into the limit.
 
 mod anthropic;
 mod builder;
 mod http;
+mod limiter;
 mod message;
 mod openai;
 mod pricing;
+mod rate_headers;
+mod rate_limit;
 mod scripted;
 mod secret;
 
 pub use builder::{provider_key_variables, provider_names, LmBuilder};
+pub use limiter::{RateLimiter, RatePermit};
 pub use message::{
     Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
     ToolDefinition,
 };
 pub use pricing::{ModelPrice, Pricing, PricingError};
+pub use rate_limit::{RateLimit, RateLimitCause, RateLimitError, RateLimits, RateWait};
 pub use scripted::{ScriptedLm, ScriptedReply};
 pub use secret::ApiKey;
 
@@ -160,6 +171,37 @@ impl Lm {
         }
         Ok(completion)
     }
+
+    /// [`complete`](Lm::complete), telling `on_wait` each time the call begins to wait for a
+    /// rate limit (see [`RateLimiter`]), so that the wait can be shown while it lasts.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::lm::CompletionRequest;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text("hi")]));
+    /// let waits = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = Arc::clone(&waits);
+    /// let answer = lm
+    ///     .complete_observed(&CompletionRequest::default(), move |wait| {
+    ///         seen.lock().unwrap().push(*wait)
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(answer.text.as_deref(), Some("hi"));
+    /// assert!(waits.lock().unwrap().is_empty()); // no limit, no wait
+    /// # }
+    /// ```
+    pub async fn complete_observed(
+        &self,
+        request: &CompletionRequest,
+        on_wait: impl Fn(&RateWait) + Send + Sync + 'static,
+    ) -> Result<Completion, LmError> {
+        limiter::observing(Arc::new(on_wait), self.complete(request)).await
+    }
 }
 
 impl Lm {
@@ -234,6 +276,9 @@ pub enum LmError {
     /// The model id or its settings are not usable.
     #[error("{0}")]
     Config(String),
+    /// The call was not made: it would cross the run's budget (or a limit was reached already).
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetExceeded),
     /// The provider needs an API key and none was given.
     #[error(
         "model `{model}` needs an API key: set the environment variable {variable}, or pass one \

@@ -11,9 +11,10 @@ use super::RunResult;
 use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
 use crate::approval::{ApprovalHandler, DenyAll};
+use crate::budget::{Budget, Unpriced};
 use crate::exec::{EventSink, Observer};
 use crate::plan::graph::Graph;
-use crate::plan::{Plan, PlanError, RollbackMode};
+use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
 use crate::redact::Redactor;
 use crate::store::{Claim, Owner, RunStore, StoreError, HEARTBEAT};
 use crate::tool::{RetryPolicy, Tool, ToolSet};
@@ -102,6 +103,7 @@ pub(crate) struct Config {
     pub(crate) interrupted: InterruptedSteps,
     /// Redacts events, the stored plan and results (`None`: nothing to redact).
     pub(crate) redactor: Option<Arc<Redactor>>,
+    pub(crate) budget: Budget,
 }
 
 /// Why a plan was not run at all.
@@ -192,6 +194,7 @@ impl Orchestrator {
                 store: None,
                 interrupted: InterruptedSteps::default(),
                 redactor: None,
+                budget: Budget::default(),
             }),
         }
     }
@@ -298,6 +301,25 @@ impl Orchestrator {
         self.config.stored(plan)
     }
 
+    /// Keeps every run within `budget`: a run that reaches a limit stops like a failure (no new
+    /// step or model call, running steps get the grace period, completed work is rolled back),
+    /// and its error gives the figures. A plan's own [`budget`](Plan::budget) can tighten
+    /// these limits, not loosen them. The budget a run starts with is journaled: a resumed run
+    /// keeps it, and what it spent before counts.
+    ///
+    /// ```
+    /// use agenthelm::budget::Budget;
+    /// use agenthelm::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// let orchestrator = Orchestrator::new(AgentRegistry::new())
+    ///     .budget(Budget::new().max_cost_usd(0.50).max_duration(Duration::from_secs(600)));
+    /// ```
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.config_mut().budget = budget;
+        self
+    }
+
     /// Calls `observer` with each event as it happens (for progress displays and journals).
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.config_mut().observers.push(Arc::new(observer));
@@ -374,10 +396,7 @@ impl Orchestrator {
         let owned = std::mem::replace(plan, Plan::new(String::new()));
         // From the real plan: the results of steps it gives as completed feed later steps.
         let state = RunState::new(&owned);
-        let opening = EventKind::RunStarted {
-            goal: owned.goal.clone(),
-            steps: owned.steps.len(),
-        };
+        let opening = self.config.opening(&owned);
         let (finished, result) = self
             .run(run_id, graph, cancel, claim, (owned, state, opening))
             .await;
@@ -447,10 +466,7 @@ impl Orchestrator {
                 interrupted: recovered.interrupted,
             }
         } else {
-            EventKind::RunStarted {
-                goal: stored.plan.goal.clone(),
-                steps: stored.plan.steps.len(),
-            }
+            self.config.opening(&stored.plan)
         };
         let start = (stored.plan, recovered.state, opening);
         let (plan, result) = self
@@ -585,9 +601,55 @@ fn ensure_runtime() -> Result<(), OrchestratorError> {
 }
 
 impl Config {
+    /// The event that starts a run of `plan`, with the budget it is kept within: this
+    /// orchestrator's, tightened by the plan's own.
+    fn opening(&self, plan: &Plan) -> EventKind {
+        let budget = self.budget_for(plan);
+        EventKind::RunStarted {
+            goal: plan.goal.clone(),
+            steps: plan.steps.len(),
+            budget: budget.is_limited().then_some(budget),
+        }
+    }
+
     /// Validates `plan` for these agents and tools and returns its dependency graph.
+    /// The budget a run of `plan` is kept within: this orchestrator's, tightened by the plan's.
+    fn budget_for(&self, plan: &Plan) -> Budget {
+        match &plan.budget {
+            Some(own) => self.budget.tighter(own),
+            None => self.budget,
+        }
+    }
+
+    /// Steps whose agent thinks with a model that has no price, under a cost budget that
+    /// refuses those: found before the run starts rather than at the step's first model call.
+    fn unpriced_models(&self, plan: &Plan) -> Vec<PlanProblem> {
+        let budget = self.budget_for(plan);
+        if budget.max_cost_usd.is_none() || budget.unpriced == Unpriced::Allow {
+            return Vec::new();
+        }
+        plan.steps
+            .iter()
+            // A step that names a tool is normally a direct call: no model.
+            .filter(|step| step.tool_name.is_none())
+            .filter_map(|step| {
+                let agent = self.agent_for(step)?;
+                let lm = agent.model()?;
+                lm.pricing()
+                    .lookup(lm.model_id())
+                    .is_none()
+                    .then(|| PlanProblem::UnpricedModel {
+                        step: step.id.clone(),
+                        agent: agent.name().to_owned(),
+                        model: lm.model_id().to_owned(),
+                    })
+            })
+            .collect()
+    }
+
     pub(crate) fn check(&self, plan: &Plan) -> Result<Graph, PlanError> {
-        let (problems, graph) = self.catalogue().analyze(plan);
+        let (mut problems, graph) = self.catalogue().analyze(plan);
+        problems.extend(self.unpriced_models(plan));
         if problems.is_empty() {
             Ok(graph)
         } else {

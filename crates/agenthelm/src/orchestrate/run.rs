@@ -16,7 +16,7 @@ use super::rollback::{self, Progress, Undo};
 use crate::agent::{Agent, AgentResult, StepTask};
 use crate::exec::invoke::invoke_recorded;
 use crate::exec::StepContext;
-use crate::exec::{ActionPermit, EventSink};
+use crate::exec::{ActionPermit, BudgetGuard, EventSink};
 use crate::plan::graph::Graph;
 use crate::plan::{references_in, try_resolve_templates, UnresolvedReference};
 use crate::plan::{Plan, PlanStep, StepStatus};
@@ -104,6 +104,8 @@ pub(super) struct Run {
     /// is, and the run stops without ending once the running ones are done.
     parked: Vec<usize>,
     rollback: Option<RollbackReport>,
+    /// The run's budget and what it spent, when it has one (known once the run has opened).
+    budget: Option<Arc<BudgetGuard>>,
 }
 
 impl Run {
@@ -143,6 +145,7 @@ impl Run {
             suspended: false,
             parked: Vec::new(),
             rollback: None,
+            budget: None,
         }
     }
 
@@ -187,6 +190,7 @@ impl Run {
         }
         self.halted = self.sink.flush().err();
         self.prepare();
+        self.budget = self.sink.state(guard_of).flatten();
         let limit = self.orch.max_concurrency.unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         // Set once, at the first failure: the grace period must not restart each time another
@@ -200,6 +204,7 @@ impl Run {
                 });
                 self.stop = Some(StopReason::Stopped { reason });
             }
+            self.note_budget();
             self.suspended |= self.cancel.is_suspended();
             while self.stop.is_none()
                 && !self.suspended
@@ -229,6 +234,7 @@ impl Run {
                     biased;
                     next = tasks.join_next() => next,
                     () = self.cancel.stop_requested() => continue,
+                    () = over_budget(self.budget.as_deref()) => continue,
                 }
             };
             match next {
@@ -319,6 +325,9 @@ impl Run {
             .with_approval(Arc::clone(&orch.approval))
             .with_retry(orch.retry)
             .with_sink(self.sink.clone());
+        if let Some(budget) = &self.budget {
+            ctx = ctx.with_budget(Arc::clone(budget));
+        }
         if let Some(name) = agent.as_ref().and_then(|a| self.agent_names.get(a.name())) {
             ctx = ctx.with_agent(Arc::clone(name));
         }
@@ -389,6 +398,9 @@ impl Run {
             self.parked.push(i);
             return;
         }
+        // Before the step's end: a step that failed because the budget refused its model call
+        // failed because of the budget, which is why the run stops.
+        self.note_budget();
         let (status, result, result_call, error) = match finished.outcome {
             Ok(Output { value, call }) => (StepStatus::Completed, Some(value), call, None),
             Err(error) => (StepStatus::Failed, None, None, Some(error)),
@@ -433,7 +445,8 @@ impl Run {
     fn cancel_stragglers(&mut self) {
         let cause = match &self.stop {
             Some(StopReason::StepFailed { step, .. }) => format!("step `{step}` failed"),
-            _ => "the run was cancelled".to_owned(),
+            Some(StopReason::Stopped { reason }) => reason.clone(),
+            None => "the run was cancelled".to_owned(),
         };
         for i in 0..self.running.len() {
             let Some(running) = self.running[i].take() else {
@@ -455,6 +468,26 @@ impl Run {
                 error: Some(error),
             });
         }
+    }
+
+    /// Stops the run when its budget is spent (the first time it is seen): no step or model
+    /// call starts after this.
+    fn note_budget(&mut self) {
+        if self.stop.is_some() {
+            return;
+        }
+        let Some(Err(exceeded)) = self.budget.as_ref().map(|b| b.check()) else {
+            return;
+        };
+        self.emit(EventKind::BudgetExceeded {
+            budget: exceeded.kind,
+            spent: exceeded.spent,
+            limit: exceeded.limit,
+            message: exceeded.message.clone(),
+        });
+        self.stop = Some(StopReason::Stopped {
+            reason: exceeded.message,
+        });
     }
 
     /// Steps parked when the run stopped for another reason: their calls will not be made.
@@ -661,6 +694,22 @@ fn final_answer(plan: &Plan, graph: &Graph) -> String {
             .map(|s| format!("[{}] {}", s.id, text(s)))
             .collect::<Vec<_>>()
             .join("\n\n"),
+    }
+}
+
+/// The guard of the run's budget, from its state: the limits it started with and what it has
+/// spent (tokens, cost and calls, and running time) so far.
+fn guard_of(state: &RunState) -> Option<Arc<BudgetGuard>> {
+    let budget = state.budget()?;
+    let guard = BudgetGuard::new(*budget, *state.usage(), state.running_time());
+    Some(Arc::new(guard))
+}
+
+/// Resolves once the budget is spent; never without one.
+async fn over_budget(budget: Option<&BudgetGuard>) {
+    match budget {
+        Some(budget) => budget.tripped().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::trace::{CallPurpose, Event, EventKind, RunState};
 ///     kind,
 /// };
 /// let spans = spans_of(&[
-///     event(None, EventKind::RunStarted { goal: "demo".into(), steps: 1 }),
+///     event(None, EventKind::RunStarted { goal: "demo".into(), steps: 1, budget: None }),
 ///     event(Some("a"), EventKind::StepStarted { direct_tool: None }),
 ///     event(Some("a"), EventKind::StepFinished { status: StepStatus::Completed, result: None, result_call: None, duration_ms: 0.0, error: None }),
 ///     event(None, EventKind::RunFinished { success: true, duration_ms: 0.0 }),
@@ -124,11 +124,15 @@ impl<'e> TraceBuilder<'e> {
         let step = event.step_id.as_deref();
         let run = &mut self.run;
         match &event.kind {
-            EventKind::RunStarted { goal, steps } => {
+            EventKind::RunStarted { goal, steps, .. } => {
                 run.attributes
                     .push(("agenthelm.goal".into(), goal.as_str().into()));
                 run.attributes
                     .push(("agenthelm.steps".into(), (*steps).into()));
+            }
+            EventKind::BudgetExceeded { message, .. } => {
+                run.attributes
+                    .push(("agenthelm.budget.exceeded".into(), message.as_str().into()));
             }
             EventKind::RollbackStarted { steps } => {
                 run.attributes
@@ -191,6 +195,7 @@ impl<'e> TraceBuilder<'e> {
             | EventKind::PlanSubmitted { .. }
             | EventKind::PlanReviewed { .. }
             | EventKind::RunCancelled { .. }
+            | EventKind::RateLimitWait { .. }
             | EventKind::Note { .. } => {}
         }
     }

@@ -117,6 +117,16 @@ pub enum PlanProblem {
         /// The tool.
         tool: String,
     },
+    /// A step goes to an agent whose model has no price, and the run has a cost budget that
+    /// refuses unpriced models.
+    UnpricedModel {
+        /// The step.
+        step: String,
+        /// The agent.
+        agent: String,
+        /// Its model.
+        model: String,
+    },
     /// A step refers to the result of a step that does not finish before it starts.
     BadReference {
         /// The step.
@@ -193,6 +203,10 @@ impl fmt::Display for PlanProblem {
                 Some(agent) => write!(f, "step `{step}`: agent `{agent}` has no tool `{tool}`"),
                 None => write!(f, "step `{step}`: no tool `{tool}` is available"),
             },
+            PlanProblem::UnpricedModel { step, agent, model } => write!(
+                f,
+                "step `{step}` goes to agent `{agent}`, whose model `{model}` has no price, and the run has a cost budget (add the model to the price table, or set `budget.unpriced: allow` to count it as free)"
+            ),
             PlanProblem::BadReference { step, reference } => write!(
                 f,
                 "step `{step}` uses the result of `{reference}`, but does not depend on it"

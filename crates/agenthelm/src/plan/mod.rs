@@ -35,6 +35,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::fmt;
 
+use crate::budget::Budget;
+
 /// Where a step is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,6 +235,10 @@ pub struct Plan {
     /// orchestrator's own setting). Written `rollback: sequential` or `rollback: parallel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackMode>,
+    /// Limits for runs of this plan, beside those of whoever runs it (the tighter of each
+    /// applies). Written `budget: {max_cost_usd: 0.5, max_duration: 10m}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 impl Plan {
@@ -244,6 +250,7 @@ impl Plan {
             steps: Vec::new(),
             approved: false,
             rollback: None,
+            budget: None,
         }
     }
 

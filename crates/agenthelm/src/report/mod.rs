@@ -284,18 +284,24 @@ fn decisions_section(view: &RunView<'_>, out: &mut String) {
     }
     if !view.decisions.is_empty() {
         out.push_str(
-            r#"<table id="approvals"><thead><tr><th>step</th><th>tool</th><th>decision</th><th>by</th><th>at</th><th>reason</th><th>edited arguments</th></tr></thead><tbody>"#,
+            r#"<table id="approvals"><thead><tr><th>step</th><th>tool</th><th>decision</th><th>by</th><th>at</th><th>reason</th><th>arguments asked</th><th>edited arguments</th></tr></thead><tbody>"#,
         );
         for d in &view.decisions {
             let _ = write!(
                 out,
-                r#"<tr><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td></tr>"#,
+                r#"<tr><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td></tr>"#,
                 escape(d.step.as_deref().unwrap_or("-")),
                 escape(&d.tool),
                 d.what,
                 escape(d.by.as_deref().unwrap_or("approval handler")),
                 time_format::utc(d.at_ms),
                 escape(d.reason.as_deref().unwrap_or("")),
+                escape(
+                    &d.asked_args
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
                 escape(
                     &d.edited_args
                         .as_ref()

@@ -121,6 +121,8 @@ pub(crate) struct Decision {
     pub by: Option<String>,
     pub at_ms: u64,
     pub reason: Option<String>,
+    /// The arguments asked for, when an edit replaced them (or the call still waits).
+    pub asked_args: Option<serde_json::Value>,
     pub edited_args: Option<serde_json::Value>,
 }
 
@@ -142,6 +144,7 @@ fn decisions(state: &RunState) -> Vec<Decision> {
                 by: record.and_then(|r| r.by.clone()),
                 at_ms: decision.at_ms(),
                 reason: record.and_then(|r| r.reason.clone()),
+                asked_args: decision.asked_args().cloned(),
                 edited_args: record.and_then(|r| r.edited_args.clone()),
             }
         })

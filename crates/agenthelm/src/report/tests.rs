@@ -102,6 +102,7 @@ fn finished_run() -> StoredRun {
             EventKind::RunStarted {
                 goal: "finished".into(),
                 steps: 4,
+                budget: None,
             },
         ),
         started(1, "c"),
@@ -448,6 +449,7 @@ fn report_otlp_and_run_state_agree() {
             EventKind::RunStarted {
                 goal: "views".into(),
                 steps: 3,
+                budget: None,
             },
         ),
         started(1, "a"),

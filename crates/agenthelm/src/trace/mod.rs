@@ -23,7 +23,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::lm::TokenUsage;
+use crate::budget::{Budget, BudgetKind};
+use crate::lm::{RateLimitCause, TokenUsage};
 use crate::plan::StepStatus;
 
 /// One thing that happened during a run, with where it happened.
@@ -87,6 +88,10 @@ pub enum EventKind {
         goal: String,
         /// How many steps the plan has.
         steps: usize,
+        /// The limits the run is kept within, when it has any: journaled so that a resumed run
+        /// keeps the same budget (and what it spent counts against it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<Budget>,
     },
     /// A plan run ended (after rollback, if there was one).
     RunFinished {
@@ -104,7 +109,8 @@ pub enum EventKind {
         /// Price of the call in USD; `None` when the model's price is unknown.
         #[serde(default)]
         cost_usd: Option<f64>,
-        /// Time from request to complete answer.
+        /// Time from request to complete answer (waits for a rate limit included: see
+        /// [`RateLimitWait`](EventKind::RateLimitWait)).
         latency_ms: f64,
         /// How many tool calls the answer asked for.
         #[serde(default)]
@@ -112,6 +118,16 @@ pub enum EventKind {
         /// The error, when the call failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A model call begins to wait for a rate limit before it is sent (emitted again if the
+    /// wait turns out longer). Its [`LlmCall`](EventKind::LlmCall) follows once it was answered.
+    RateLimitWait {
+        /// The model (`provider/model`) the call is for.
+        model: String,
+        /// The limit waited for.
+        limit: RateLimitCause,
+        /// How long the call expects to wait, from this event on.
+        wait_ms: f64,
     },
     /// A tool call, after its last attempt.
     ToolCall {
@@ -165,6 +181,11 @@ pub enum EventKind {
         /// The arguments the call is approved with, when the decision changed them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         edited_args: Option<Value>,
+        /// The arguments the call asked for, when `edited_args` replaced them (a decision on a
+        /// call that waited finds them in its [`ApprovalRequested`](EventKind::ApprovalRequested)
+        /// event instead).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asked_args: Option<Value>,
     },
     /// A step began.
     StepStarted {
@@ -197,6 +218,18 @@ pub enum EventKind {
     RunCancelled {
         /// Why, as the canceller said.
         reason: String,
+    },
+    /// The run reached a limit of its budget and stops like a failure: no new step or model
+    /// call, running steps get the grace period, then what was done is rolled back.
+    BudgetExceeded {
+        /// Which limit.
+        budget: BudgetKind,
+        /// What was spent when it was reached (USD, tokens, calls or seconds).
+        spent: f64,
+        /// The limit, in the same unit.
+        limit: f64,
+        /// What happened, with the figures (`cost budget exceeded: $0.512 spent of $0.500`).
+        message: String,
     },
     /// A rollback began after a failure.
     RollbackStarted {
@@ -291,6 +324,7 @@ impl EventKind {
             EventKind::RunFinished { .. } => "run_finished",
             EventKind::RunResumed { .. } => "run_resumed",
             EventKind::LlmCall { .. } => "llm_call",
+            EventKind::RateLimitWait { .. } => "rate_limit_wait",
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::Approval { .. } => "approval",
@@ -300,6 +334,7 @@ impl EventKind {
             EventKind::CompensationStarted { .. } => "compensation_started",
             EventKind::CompensationFinished { .. } => "compensation_finished",
             EventKind::Effect { .. } => "effect",
+            EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::PlanSubmitted { .. } => "plan_submitted",
             EventKind::PlanReviewed { .. } => "plan_reviewed",
             EventKind::RunCancelled { .. } => "run_cancelled",

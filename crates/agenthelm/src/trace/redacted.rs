@@ -26,6 +26,9 @@ const IDENTIFIERS: &[&str] = &[
     "steps",
     "interrupted",
     "effect",
+    // Settings and kinds: a run's budget, the limit a call waited for.
+    "budget",
+    "limit",
 ];
 
 /// The identifiers of an [`Effect`](super::Effect).

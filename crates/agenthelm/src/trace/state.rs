@@ -29,9 +29,11 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::usage::Usage;
 use super::{CallPurpose, Effect, Event, EventKind};
+use crate::budget::Budget;
 use crate::plan::{Plan, StepStatus};
 
 /// The error of a step that was running when its process stopped and was marked failed.
@@ -63,6 +65,11 @@ pub struct RunState {
     /// Why the run was cancelled, when it was.
     cancelled: Option<String>,
     review: Option<PlanReview>,
+    budget: Option<Budget>,
+    /// Time the run spent running in earlier processes (before its last start or resume), ms.
+    ran_before_ms: u64,
+    /// When the current stretch of running began (its start or last resume).
+    stretch_start_ms: Option<u64>,
 }
 
 /// The review of a plan submitted for approval (see [`EventKind::PlanSubmitted`]).
@@ -346,6 +353,8 @@ pub struct ApprovalRecord {
     pub by: Option<String>,
     /// The arguments approved instead of those asked for.
     pub edited_args: Option<Value>,
+    /// The arguments asked for, when the decision edited them.
+    pub asked_args: Option<Value>,
     /// When (ms since the epoch).
     pub at_ms: u64,
 }
@@ -400,6 +409,15 @@ impl<'s> CallDecision<'s> {
         match self {
             CallDecision::Decided(record) => record.verdict(),
             CallDecision::Waiting(_) => "waiting",
+        }
+    }
+
+    /// The arguments the call asked for, when they are not the ones it was (or will be) made
+    /// with: those of a call still waiting, or those an edit replaced.
+    pub fn asked_args(&self) -> Option<&'s Value> {
+        match self {
+            CallDecision::Decided(record) => record.asked_args.as_ref(),
+            CallDecision::Waiting(request) => Some(&request.args),
         }
     }
 
@@ -538,6 +556,9 @@ impl RunState {
             failure: None,
             cancelled: None,
             review: None,
+            budget: None,
+            ran_before_ms: 0,
+            stretch_start_ms: None,
         };
         for step in &plan.steps {
             let i = state.add_step(&step.id);
@@ -569,6 +590,8 @@ impl RunState {
     /// without the plan) add those steps.
     pub fn apply(&mut self, event: &Event) {
         self.seq += 1;
+        // The last event before a resume ends the earlier stretch of running.
+        let previous_ms = self.latest_ms;
         self.note_time(event);
         if self.run_id.is_none() {
             self.run_id.clone_from(&event.run_id);
@@ -581,9 +604,11 @@ impl RunState {
         }
         let at = event.timestamp_ms;
         match (&event.kind, step) {
-            (EventKind::RunStarted { goal, .. }, _) => {
+            (EventKind::RunStarted { goal, budget, .. }, _) => {
                 self.goal.clone_from(goal);
                 self.started_ms.get_or_insert(at);
+                self.budget = *budget;
+                self.stretch_start_ms = Some(at);
             }
             (
                 EventKind::RunFinished {
@@ -592,7 +617,13 @@ impl RunState {
                 },
                 _,
             ) => self.finish_run(*success, *duration_ms, at),
-            (EventKind::RunResumed { interrupted }, _) => self.resume(interrupted, at),
+            (EventKind::RunResumed { interrupted }, _) => {
+                if let (Some(start), Some(end)) = (self.stretch_start_ms, previous_ms) {
+                    self.ran_before_ms += end.saturating_sub(start);
+                }
+                self.stretch_start_ms = Some(at);
+                self.resume(interrupted, at);
+            }
             (EventKind::LlmCall { .. }, _) => self.llm_call(event, step),
             (EventKind::ToolCall { .. }, _) => self.tool_call(event, step),
             (EventKind::Approval { .. }, _) => self.decide(event, step),
@@ -681,8 +712,19 @@ impl RunState {
             | (EventKind::CompensationFinished { .. }, None)
             | (EventKind::Effect { .. }, None)
             | (EventKind::Note { .. }, _) => {}
+            // A wait is news while it lasts; what the call cost comes with its `LlmCall`.
+            (EventKind::RateLimitWait { .. }, _) => {}
             (EventKind::RunCancelled { reason }, _) => {
                 self.cancelled.get_or_insert_with(|| reason.clone());
+            }
+            // A spent budget stops the run as a failure does (and steps that fail after it
+            // failed because of it).
+            (EventKind::BudgetExceeded { message, .. }, _) => {
+                if self.failure.is_none() && self.cancelled.is_none() {
+                    self.failure = Some(StopReason::Stopped {
+                        reason: message.clone(),
+                    });
+                }
             }
             (EventKind::PlanSubmitted { by }, _) => {
                 self.review = Some(PlanReview {
@@ -894,11 +936,26 @@ impl RunState {
             reason,
             by,
             edited_args,
+            asked_args,
         } = &event.kind
         else {
             return;
         };
         let at = self.approvals.len();
+        // It answers the latest open request of that call, which holds the arguments asked for.
+        let request = self
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.step == step && &r.call_id == call_id && r.decision.is_none());
+        let asked_args = match (edited_args, asked_args, &request) {
+            (Some(_), None, Some(request)) => Some(request.args.clone()),
+            (Some(_), asked, _) => asked.clone(),
+            (None, _, _) => None,
+        };
+        if let Some(request) = request {
+            request.decision = Some(at);
+        }
         self.approvals.push(ApprovalRecord {
             seq: self.seq,
             step,
@@ -908,17 +965,9 @@ impl RunState {
             reason: reason.clone(),
             by: by.clone(),
             edited_args: edited_args.clone(),
+            asked_args,
             at_ms: event.timestamp_ms,
         });
-        // It answers the latest open request of that call.
-        if let Some(request) = self
-            .requests
-            .iter_mut()
-            .rev()
-            .find(|r| r.step == step && &r.call_id == call_id && r.decision.is_none())
-        {
-            request.decision = Some(at);
-        }
     }
 
     fn finish_step(
@@ -1097,6 +1146,21 @@ impl RunState {
         &self.usage
     }
 
+    /// The budget the run is kept within, as recorded when it started.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// How long the run has been running: from its start to its latest event, less the time it
+    /// stood still between a stop (a crash, a suspension, a wait for approval) and its resume.
+    pub fn running_time(&self) -> Duration {
+        let current = match (self.stretch_start_ms, self.latest_ms) {
+            (Some(start), Some(latest)) => latest.saturating_sub(start),
+            _ => 0,
+        };
+        Duration::from_millis(self.ran_before_ms + current)
+    }
+
     /// Model calls, in the order they ended.
     pub fn llm_calls(&self) -> &[LlmCallRecord] {
         &self.llm_calls
@@ -1150,6 +1214,17 @@ impl RunState {
             .collect();
         all.sort_by_key(CallDecision::seq);
         all
+    }
+
+    /// The decision that let `call` go ahead or stopped it, when its tool needed one: the
+    /// latest decision on its call id before it.
+    pub fn approval_of(&self, call: &ToolCallRecord) -> Option<&ApprovalRecord> {
+        self.approvals.iter().rev().find(|a| {
+            a.seq < call.seq
+                && a.step == call.step
+                && a.call_id == call.call_id
+                && a.tool == call.tool
+        })
     }
 
     /// The decision on record for call `call_id` of step `step` asking for `tool` with `args`:
@@ -1301,6 +1376,7 @@ mod tests {
                 EventKind::RunStarted {
                     goal: "g".into(),
                     steps: 2,
+                    budget: None,
                 },
             ),
             at(
@@ -1320,6 +1396,7 @@ mod tests {
                     reason: None,
                     by: None,
                     edited_args: None,
+                    asked_args: None,
                 },
             ),
             at(
@@ -1463,8 +1540,27 @@ mod tests {
             at(
                 None,
                 18,
+                EventKind::BudgetExceeded {
+                    budget: crate::budget::BudgetKind::Tokens,
+                    spent: 12.0,
+                    limit: 10.0,
+                    message: "token budget exceeded: 12 tokens used of 10 tokens".into(),
+                },
+            ),
+            at(
+                None,
+                18,
                 EventKind::RunCancelled {
                     reason: "stop".into(),
+                },
+            ),
+            at(
+                a,
+                19,
+                EventKind::RateLimitWait {
+                    model: "m".into(),
+                    limit: crate::lm::RateLimitCause::Requests,
+                    wait_ms: 250.0,
                 },
             ),
         ]
@@ -1490,6 +1586,7 @@ mod tests {
                 EventKind::RunCancelled { .. } => {
                     assert!(state.cancelled.is_some());
                 }
+                EventKind::BudgetExceeded { .. } => assert!(state.stop_reason().is_some()),
                 EventKind::ApprovalRequested { .. } => {
                     assert_eq!(state.approval_requests().len(), 1);
                     assert_eq!(state.pending_approvals().count(), 0, "the run ended");
@@ -1499,6 +1596,9 @@ mod tests {
                     assert_eq!(a.effects[0].in_progress, effect.in_progress);
                 }
                 EventKind::ToolCall { .. } => assert_eq!(state.tool_calls().len(), 1),
+                EventKind::RateLimitWait { .. } => {
+                    assert_eq!(state.usage().calls, 1, "a wait is not a call");
+                }
                 EventKind::LlmCall { .. } => {
                     let usage = state.usage();
                     assert_eq!((usage.calls, usage.failed_calls), (1, 1));

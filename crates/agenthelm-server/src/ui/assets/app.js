@@ -5,7 +5,7 @@
 const EVENT_TYPES = ["run_started", "run_finished", "run_resumed", "llm_call", "tool_call",
   "approval_requested", "approval", "step_started", "step_finished", "rollback_started",
   "compensation_started", "compensation_finished", "effect", "plan_submitted", "plan_reviewed",
-  "note"];
+  "note", "rate_limit_wait"];
 const FINAL = ["succeeded", "failed", "cancelled", "rejected"];
 const SVG = "http://www.w3.org/2000/svg";
 
