@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 
 use crate::byte_size::ByteSize;
 use crate::error::WorkspaceError;
-use crate::redact_config::RedactConfig;
 use crate::rate_limits::RateLimitConfig;
+use crate::redact_config::RedactConfig;
 use crate::source::{parse_yaml, read_input, SourceError, SourceErrors};
 
 /// The name of the workspace file.
