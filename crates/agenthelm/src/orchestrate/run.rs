@@ -304,6 +304,19 @@ impl Run {
             }
             Err(e) => (Dispatch::Unresolved(e.to_string()), None, step.args.clone()),
         };
+        let dispatch = match &orch.replay {
+            Some(source) => {
+                let rejects = |tool: &str| {
+                    let tool = orch.find_tool(agent.as_deref(), tool)?;
+                    check_args(tool, &args).err().map(|e| e.to_string())
+                };
+                match source.check_start(&step.id, direct_tool.as_deref(), rejects) {
+                    Ok(()) => dispatch,
+                    Err(divergence) => Dispatch::Unresolved(divergence),
+                }
+            }
+            None => dispatch,
+        };
         let task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
@@ -326,6 +339,9 @@ impl Run {
             .with_sink(self.sink.clone());
         if let Some(budget) = &self.budget {
             ctx = ctx.with_budget(Arc::clone(budget));
+        }
+        if let Some(source) = &orch.replay {
+            ctx = ctx.with_replay(Arc::clone(source));
         }
         if let Some(name) = agent.as_ref().and_then(|a| self.agent_names.get(a.name())) {
             ctx = ctx.with_agent(Arc::clone(name));
@@ -404,6 +420,9 @@ impl Run {
             Ok(Output { value, call }) => (StepStatus::Completed, Some(value), call, None),
             Err(error) => (StepStatus::Failed, None, None, Some(error)),
         };
+        if let Some(source) = &self.orch.replay {
+            source.check_finish(&self.plan.steps[i].id, status);
+        }
         running.ctx.emit(EventKind::StepFinished {
             status,
             // The output of a direct call is on record already: name the call, not a copy.

@@ -188,6 +188,9 @@ pub struct StepRecord {
     pub attempts: u32,
     /// Start of its latest attempt, in ms since the Unix epoch.
     pub started_ms: Option<u64>,
+    /// Position in the journal (see [`RunState::seq`]) of its latest start: the calls of its
+    /// latest attempt come after it.
+    pub started_seq: Option<usize>,
     /// End of its latest attempt, in ms since the Unix epoch.
     pub finished_ms: Option<u64>,
     /// Wall time of its latest finished attempt.
@@ -301,6 +304,8 @@ pub struct LlmCallRecord {
     pub tool_calls: usize,
     /// Its error, when it failed.
     pub error: Option<String>,
+    /// The request's digest and the answer, when the journal has them (for replay).
+    pub exchange: Option<super::ModelExchange>,
     /// When it ended, in ms since the epoch.
     pub at_ms: u64,
 }
@@ -650,6 +655,7 @@ impl RunState {
                 s.status = StepStatus::Running;
                 s.attempts += 1;
                 s.started_ms = Some(at);
+                s.started_seq = Some(self.seq);
                 s.finished_ms = None;
                 s.error = None;
                 s.direct_tool.clone_from(direct_tool);
@@ -779,6 +785,7 @@ impl RunState {
             status: StepStatus::Pending,
             attempts: 0,
             started_ms: None,
+            started_seq: None,
             finished_ms: None,
             duration_ms: None,
             result: StepResult::None,
@@ -857,6 +864,7 @@ impl RunState {
             latency_ms,
             tool_calls,
             error,
+            exchange,
         } = &event.kind
         else {
             return;
@@ -872,6 +880,7 @@ impl RunState {
             latency_ms: *latency_ms,
             tool_calls: *tool_calls,
             error: error.clone(),
+            exchange: exchange.clone(),
             at_ms: event.timestamp_ms,
         });
     }
@@ -1435,6 +1444,7 @@ mod tests {
                     latency_ms: 1.0,
                     tool_calls: 0,
                     error: Some("boom".into()),
+                    exchange: None,
                 },
             ),
             at(

@@ -1,0 +1,305 @@
+//! Replay (issue 13, item 5): a stored run runs again from its journal, with no model called
+//! and no tool run, and the first point where it goes another way is named.
+
+mod common;
+
+use agenthelm::orchestrate::{DivergenceKind, ReplayOptions, ReplayReport};
+use agenthelm::prelude::*;
+use agenthelm::store::{JsonlStore, RunStore, SqliteStore};
+use agenthelm_test_support::TempDir;
+use common::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// What can change between the recorded run and its replay.
+#[derive(Clone, Copy, Default)]
+struct Setup {
+    /// `create` requires an `owner` too.
+    create_needs_owner: bool,
+    /// `lookup` requires a `lang` too.
+    lookup_needs_lang: bool,
+    /// The agent's role (part of its instructions).
+    role: &'static str,
+}
+
+fn object_schema(required: &[&str]) -> Value {
+    let properties: serde_json::Map<String, Value> = required
+        .iter()
+        .map(|name| (name.to_string(), json!({"type": "string"})))
+        .collect();
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+/// `create` (compensated by `delete`), `lookup` and `fail`, each logging its calls in `log`.
+fn tools(log: &Log, setup: Setup) -> ToolSet {
+    let create_args: &[&str] = if setup.create_needs_owner {
+        &["name", "owner"]
+    } else {
+        &["name"]
+    };
+    let create = {
+        let log = log.clone();
+        FnTool::new(
+            "create",
+            "create a thing",
+            object_schema(create_args),
+            move |args, _| {
+                log.push(format!("create {args}"));
+                let id = format!("{}-id", args["name"].as_str().unwrap_or("?"));
+                async move { Ok(json!({"id": id})) }
+            },
+        )
+        .unwrap()
+        .compensating_tool("delete")
+    };
+    let lookup_args: &[&str] = if setup.lookup_needs_lang {
+        &["word", "lang"]
+    } else {
+        &["word"]
+    };
+    let lookup = {
+        let log = log.clone();
+        FnTool::new(
+            "lookup",
+            "look a word up",
+            object_schema(lookup_args),
+            move |args, _| {
+                log.push(format!("lookup {args}"));
+                async move { Ok(json!("a long story of heroes")) }
+            },
+        )
+        .unwrap()
+    };
+    ToolSet::new()
+        .with(create)
+        .with(lookup)
+        .with(logging_tool("delete", log, json!("deleted")))
+        .with(failing_tool("fail", log, "card declined"))
+}
+
+/// The clerk: looks `saga` up, then answers. With `replies: false` its model has no reply at
+/// all, so any real model call fails.
+fn orchestrator(log: &Log, setup: Setup, replies: bool, store: Arc<dyn RunStore>) -> Orchestrator {
+    let script = if replies {
+        vec![
+            ScriptedReply::tool_call("lookup", json!({"word": "saga"})),
+            ScriptedReply::text("A saga is a long story."),
+        ]
+    } else {
+        Vec::new()
+    };
+    let role = if setup.role.is_empty() {
+        "Explains words"
+    } else {
+        setup.role
+    };
+    let agent = ToolAgent::new(
+        "clerk",
+        Lm::from_model(ScriptedLm::new(script)),
+        tools(log, setup),
+    )
+    .role(role);
+    let mut registry = AgentRegistry::new();
+    registry.register(agent).unwrap();
+    Orchestrator::new(registry).store_shared(store)
+}
+
+/// A direct step, an agent step (two model calls, one tool call) and another direct step.
+fn plan() -> Plan {
+    let mut plan = Plan::new("explain a word");
+    plan.steps.push(
+        PlanStep::new("make", "create a")
+            .agent("clerk")
+            .tool("create")
+            .args(json!({"name": "a"})),
+    );
+    plan.steps.push(
+        PlanStep::new("explain", "Explain the word saga")
+            .agent("clerk")
+            .depends_on(["make"]),
+    );
+    plan.steps.push(
+        PlanStep::new("more", "create b")
+            .agent("clerk")
+            .tool("create")
+            .args(json!({"name": "b"}))
+            .depends_on(["explain"]),
+    );
+    plan.approved = true;
+    plan
+}
+
+/// Runs `plan` for real with `store`; gives the run id.
+async fn record(store: &Arc<dyn RunStore>, mut plan: Plan, expect_success: bool) -> String {
+    let log = Log::default();
+    let orchestrator = orchestrator(&log, Setup::default(), true, Arc::clone(store));
+    let result = orchestrator.execute(&mut plan).await.unwrap();
+    assert_eq!(result.success, expect_success, "{:?}", result.error);
+    assert!(!log.entries().is_empty());
+    result.run_id.unwrap()
+}
+
+async fn replay(
+    store: &Arc<dyn RunStore>,
+    run_id: &str,
+    setup: Setup,
+    options: ReplayOptions,
+) -> (ReplayReport, Log) {
+    let log = Log::default();
+    let report = orchestrator(&log, setup, false, Arc::clone(store))
+        .replay(run_id, options)
+        .await
+        .unwrap();
+    (report, log)
+}
+
+fn sqlite(dir: &TempDir) -> Arc<dyn RunStore> {
+    Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap())
+}
+
+#[tokio::test]
+async fn a_replay_reproduces_the_run_without_calling_a_model_or_a_tool() {
+    let dir = TempDir::new("replay-same");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let before = store.load_run(&run_id).unwrap();
+    let runs_before = store.list_runs(100).unwrap();
+
+    let (report, log) = replay(&store, &run_id, Setup::default(), ReplayOptions::default()).await;
+
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert_eq!(report.divergence, None);
+    assert!(report.replay_success);
+    assert_eq!(report.recorded_success, Some(true));
+    assert_eq!(report.steps_compared, 3);
+    assert_eq!(report.model_calls_served, 2);
+    // create a, lookup, create b.
+    assert_eq!(report.tool_calls_served, 3);
+    assert_eq!(log.entries(), Vec::<String>::new(), "no tool may run");
+    // The stored run is as it was, and no run was added.
+    assert_eq!(store.load_run(&run_id).unwrap(), before);
+    assert_eq!(store.list_runs(100).unwrap(), runs_before);
+}
+
+#[tokio::test]
+async fn a_new_required_parameter_on_a_direct_tool_names_the_first_step() {
+    let dir = TempDir::new("replay-direct-schema");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let setup = Setup {
+        create_needs_owner: true,
+        ..Setup::default()
+    };
+
+    let (report, log) = replay(&store, &run_id, setup, ReplayOptions::default()).await;
+
+    assert!(!report.reproduced);
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "make");
+    assert_eq!(divergence.kind, DivergenceKind::SchemaRejects);
+    assert!(divergence.actual.contains("owner"), "{divergence}");
+    assert_eq!(log.entries(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_changed_schema_offered_to_the_model_names_the_agent_step() {
+    let dir = TempDir::new("replay-agent-schema");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let setup = Setup {
+        lookup_needs_lang: true,
+        ..Setup::default()
+    };
+
+    let (report, log) = replay(&store, &run_id, setup, ReplayOptions::default()).await;
+
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "explain");
+    assert_eq!(divergence.kind, DivergenceKind::ToolsChanged);
+    assert_eq!(divergence.call.as_deref(), Some("model call 1"));
+    // The step before it was replayed from the journal; nothing ran.
+    assert_eq!(report.tool_calls_served, 1);
+    assert_eq!(log.entries(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_changed_prompt_is_a_prompt_change_at_that_step() {
+    let dir = TempDir::new("replay-prompt");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let setup = Setup {
+        role: "Explains words in rhyme",
+        ..Setup::default()
+    };
+
+    let (report, _) = replay(&store, &run_id, setup, ReplayOptions::default()).await;
+
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "explain");
+    assert_eq!(divergence.kind, DivergenceKind::PromptChanged);
+    assert!(divergence.to_string().contains("step `explain`"));
+}
+
+#[tokio::test]
+async fn live_tools_run_the_tools_for_real() {
+    let dir = TempDir::new("replay-live");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let options = ReplayOptions {
+        live_tools: true,
+        ..ReplayOptions::default()
+    };
+
+    let (report, log) = replay(&store, &run_id, Setup::default(), options).await;
+
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert!(report.live_tools);
+    assert_eq!(report.tool_calls_served, 0);
+    assert_eq!(report.model_calls_served, 2);
+    assert_eq!(
+        log.entries(),
+        vec![
+            r#"create {"name":"a"}"#,
+            r#"lookup {"word":"saga"}"#,
+            r#"create {"name":"b"}"#
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_and_rolled_back_run_replays_its_compensations_from_the_journal() {
+    let dir = TempDir::new("replay-rollback");
+    let store: Arc<dyn RunStore> = Arc::new(JsonlStore::open(dir.path()).unwrap());
+    let mut failing = plan();
+    failing.steps.truncate(2);
+    failing.steps.push(
+        PlanStep::new("pay", "pay")
+            .agent("clerk")
+            .tool("fail")
+            .depends_on(["explain"]),
+    );
+    let run_id = record(&store, failing, false).await;
+    let before = store.load_run(&run_id).unwrap();
+
+    let (report, log) = replay(&store, &run_id, Setup::default(), ReplayOptions::default()).await;
+
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert!(!report.replay_success);
+    assert_eq!(report.recorded_success, Some(false));
+    // create a, lookup, fail, then delete (the compensation of `make`).
+    assert_eq!(report.tool_calls_served, 4);
+    assert_eq!(log.entries(), Vec::<String>::new());
+    assert_eq!(store.load_run(&run_id).unwrap(), before);
+}
+
+#[tokio::test]
+async fn an_unknown_run_is_an_error_naming_it() {
+    let dir = TempDir::new("replay-unknown");
+    let store = sqlite(&dir);
+    let log = Log::default();
+    let error = orchestrator(&log, Setup::default(), false, store)
+        .replay("run-nope", ReplayOptions::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("run-nope"), "{error}");
+}
