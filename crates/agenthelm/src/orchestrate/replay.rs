@@ -64,6 +64,10 @@ pub(super) fn prepare(
     config.observers = Vec::new();
     config.approval = Arc::clone(&source) as _;
     config.replay = Some(Arc::clone(&source));
+    // A run that stopped without a rollback was run with rollback off: so is its replay.
+    if recorded.stop_reason().is_some() && recorded.end().is_some() {
+        config.rollback = recorded.rollback().is_some();
+    }
     if let Err(e) = config.check(&stored.plan) {
         return Err(plan_changed(&e));
     }
