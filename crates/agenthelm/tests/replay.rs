@@ -20,6 +20,8 @@ struct Setup {
     lookup_needs_lang: bool,
     /// The agent's role (part of its instructions).
     role: &'static str,
+    /// `create` requires approval.
+    approval: bool,
 }
 
 fn object_schema(required: &[&str]) -> Value {
@@ -51,6 +53,7 @@ fn tools(log: &Log, setup: Setup) -> ToolSet {
         )
         .unwrap()
         .compensating_tool("delete")
+        .requires_approval(setup.approval)
     };
     let lookup_args: &[&str] = if setup.lookup_needs_lang {
         &["word", "lang"]
@@ -77,17 +80,21 @@ fn tools(log: &Log, setup: Setup) -> ToolSet {
         .with(failing_tool("fail", log, "card declined"))
 }
 
-/// The clerk: looks `saga` up, then answers. With `replies: false` its model has no reply at
-/// all, so any real model call fails.
-fn orchestrator(log: &Log, setup: Setup, replies: bool, store: Arc<dyn RunStore>) -> Orchestrator {
-    let script = if replies {
-        vec![
-            ScriptedReply::tool_call("lookup", json!({"word": "saga"})),
-            ScriptedReply::text("A saga is a long story."),
-        ]
-    } else {
-        Vec::new()
-    };
+/// What the clerk's model answers: look `saga` up, then the answer.
+fn script() -> Vec<ScriptedReply> {
+    vec![
+        ScriptedReply::tool_call("lookup", json!({"word": "saga"})),
+        ScriptedReply::text("A saga is a long story."),
+    ]
+}
+
+/// The clerk, whose model answers from `script` (empty: any real model call fails).
+fn orchestrator(
+    log: &Log,
+    setup: Setup,
+    script: Vec<ScriptedReply>,
+    store: Arc<dyn RunStore>,
+) -> Orchestrator {
     let role = if setup.role.is_empty() {
         "Explains words"
     } else {
@@ -129,27 +136,59 @@ fn plan() -> Plan {
     plan
 }
 
-/// Runs `plan` for real with `store`; gives the run id.
+/// Runs `plan` for real with `store` (approving every call); gives the run id.
 async fn record(store: &Arc<dyn RunStore>, mut plan: Plan, expect_success: bool) -> String {
+    record_with(store, &mut plan, Setup::default(), expect_success).await
+}
+
+async fn record_with(
+    store: &Arc<dyn RunStore>,
+    plan: &mut Plan,
+    setup: Setup,
+    expect_success: bool,
+) -> String {
     let log = Log::default();
-    let orchestrator = orchestrator(&log, Setup::default(), true, Arc::clone(store));
-    let result = orchestrator.execute(&mut plan).await.unwrap();
+    let orchestrator =
+        orchestrator(&log, setup, script(), Arc::clone(store)).approval_handler(AutoApprove);
+    let result = orchestrator.execute(plan).await.unwrap();
     assert_eq!(result.success, expect_success, "{:?}", result.error);
     assert!(!log.entries().is_empty());
     result.run_id.unwrap()
 }
 
+/// Replays `run_id` with a clerk whose model has no reply and whose tools log their calls;
+/// no one may be asked for an approval.
 async fn replay(
     store: &Arc<dyn RunStore>,
     run_id: &str,
     setup: Setup,
     options: ReplayOptions,
 ) -> (ReplayReport, Log) {
+    replay_with(store, run_id, setup, options, Vec::new()).await
+}
+
+async fn replay_with(
+    store: &Arc<dyn RunStore>,
+    run_id: &str,
+    setup: Setup,
+    options: ReplayOptions,
+    script: Vec<ScriptedReply>,
+) -> (ReplayReport, Log) {
     let log = Log::default();
-    let report = orchestrator(&log, setup, false, Arc::clone(store))
+    let asked = Counter::default();
+    let asking = {
+        let asked = asked.clone();
+        move |_: &ApprovalRequest| {
+            asked.hit();
+            ApprovalDecision::deny("not in a replay")
+        }
+    };
+    let report = orchestrator(&log, setup, script, Arc::clone(store))
+        .approval_handler(asking)
         .replay(run_id, options)
         .await
         .unwrap();
+    assert_eq!(asked.get(), 0, "a replay asked for an approval");
     (report, log)
 }
 
@@ -297,9 +336,76 @@ async fn an_unknown_run_is_an_error_naming_it() {
     let dir = TempDir::new("replay-unknown");
     let store = sqlite(&dir);
     let log = Log::default();
-    let error = orchestrator(&log, Setup::default(), false, store)
+    let error = orchestrator(&log, Setup::default(), Vec::new(), store)
         .replay("run-nope", ReplayOptions::default())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("run-nope"), "{error}");
+}
+
+#[tokio::test]
+async fn approvals_are_taken_from_the_journal_and_no_one_is_asked() {
+    let dir = TempDir::new("replay-approval");
+    let store = sqlite(&dir);
+    let setup = Setup {
+        approval: true,
+        ..Setup::default()
+    };
+    let run_id = record_with(&store, &mut plan(), setup, true).await;
+
+    let (report, log) = replay(&store, &run_id, setup, ReplayOptions::default()).await;
+
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert_eq!(log.entries(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_model_answering_otherwise_for_real_changes_the_arguments_of_the_next_call() {
+    let dir = TempDir::new("replay-live-models");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let options = ReplayOptions {
+        live_models: true,
+        ..ReplayOptions::default()
+    };
+    let other = vec![
+        ScriptedReply::tool_call("lookup", json!({"word": "epic"})),
+        ScriptedReply::text("An epic is a long poem."),
+    ];
+
+    let (report, log) = replay_with(&store, &run_id, Setup::default(), options, other).await;
+
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "explain");
+    assert_eq!(divergence.call.as_deref(), Some("explain#1"));
+    assert_eq!(divergence.kind, DivergenceKind::ArgsChanged);
+    assert!(divergence.actual.contains("epic"), "{divergence}");
+    assert_eq!(report.model_calls_served, 0);
+    assert_eq!(log.entries(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_journal_without_model_answers_is_named_as_missing_them() {
+    let dir = TempDir::new("replay-old-journal");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    // The same run as a journal written before answers were kept.
+    let mut stored = store.load_run(&run_id).unwrap();
+    for event in &mut stored.events {
+        if let EventKind::LlmCall { exchange, .. } = &mut event.kind {
+            *exchange = None;
+        }
+    }
+    let old: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("old.db")).unwrap());
+    old.begin_run(&run_id, &stored.plan).unwrap();
+    old.append_batch(&stored.events).unwrap();
+    old.finish_run(&run_id, true, None).unwrap();
+
+    let (report, _) = replay(&old, &run_id, Setup::default(), ReplayOptions::default()).await;
+
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "explain");
+    assert_eq!(divergence.kind, DivergenceKind::MissingRecord);
+    // The direct step before it replayed.
+    assert_eq!(report.tool_calls_served, 1);
 }
