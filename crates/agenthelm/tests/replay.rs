@@ -138,18 +138,19 @@ fn plan() -> Plan {
 
 /// Runs `plan` for real with `store` (approving every call); gives the run id.
 async fn record(store: &Arc<dyn RunStore>, mut plan: Plan, expect_success: bool) -> String {
-    record_with(store, &mut plan, Setup::default(), expect_success).await
+    record_with(store, &mut plan, Setup::default(), script(), expect_success).await
 }
 
 async fn record_with(
     store: &Arc<dyn RunStore>,
     plan: &mut Plan,
     setup: Setup,
+    script: Vec<ScriptedReply>,
     expect_success: bool,
 ) -> String {
     let log = Log::default();
     let orchestrator =
-        orchestrator(&log, setup, script(), Arc::clone(store)).approval_handler(AutoApprove);
+        orchestrator(&log, setup, script, Arc::clone(store)).approval_handler(AutoApprove);
     let result = orchestrator.execute(plan).await.unwrap();
     assert_eq!(result.success, expect_success, "{:?}", result.error);
     assert!(!log.entries().is_empty());
@@ -351,7 +352,7 @@ async fn approvals_are_taken_from_the_journal_and_no_one_is_asked() {
         approval: true,
         ..Setup::default()
     };
-    let run_id = record_with(&store, &mut plan(), setup, true).await;
+    let run_id = record_with(&store, &mut plan(), setup, script(), true).await;
 
     let (report, log) = replay(&store, &run_id, setup, ReplayOptions::default()).await;
 
@@ -408,4 +409,23 @@ async fn a_journal_without_model_answers_is_named_as_missing_them() {
     assert_eq!(divergence.kind, DivergenceKind::MissingRecord);
     // The direct step before it replayed.
     assert_eq!(report.tool_calls_served, 1);
+}
+
+#[tokio::test]
+async fn a_call_refused_for_bad_arguments_is_refused_again_and_counts_as_made() {
+    let dir = TempDir::new("replay-refused");
+    let store = sqlite(&dir);
+    let mut script = script();
+    // The model first gets the argument's name wrong, then corrects itself.
+    script.insert(
+        0,
+        ScriptedReply::tool_call("lookup", json!({"wrd": "saga"})),
+    );
+    let run_id = record_with(&store, &mut plan(), Setup::default(), script, true).await;
+
+    let (report, log) = replay(&store, &run_id, Setup::default(), ReplayOptions::default()).await;
+
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert_eq!(report.model_calls_served, 3);
+    assert_eq!(log.entries(), Vec::<String>::new());
 }

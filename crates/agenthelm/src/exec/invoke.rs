@@ -114,6 +114,7 @@ fn replay_check(
     let Some((source, step)) = ctx.replay() else {
         return approved;
     };
+    source.note_call(step, call.purpose);
     let checked = match &approved {
         Ok(()) => source.check_call(step, &call.call_id, call.tool_name(), &call.args),
         Err(ToolError::AwaitingApproval { .. }) => return approved,
@@ -151,7 +152,7 @@ impl Admitted<'_> {
         // A replay takes the outcome from the recorded run, unless it runs tools for real.
         let replayed = ctx
             .replay()
-            .and_then(|(source, step)| source.tool_outcome(step, &self.call_id, self.purpose));
+            .and_then(|(source, step)| source.tool_outcome(step, &self.call_id));
         let outcome = match replayed {
             Some((outcome, recorded_attempts)) => {
                 attempts = recorded_attempts;

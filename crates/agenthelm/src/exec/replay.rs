@@ -354,6 +354,17 @@ impl ReplaySource {
         })
     }
 
+    /// Counts a call of `step` made for `purpose`: a step must make as many calls doing its
+    /// work as in the recorded run (see [`check_finish`](Self::check_finish)).
+    pub(crate) fn note_call(&self, step: &str, purpose: CallPurpose) {
+        if purpose != CallPurpose::Execute {
+            return;
+        }
+        if let Some(tape) = self.steps.get(step) {
+            tape.work_calls_used.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Checks that call `call_id` of `step` asks for the tool and arguments it asked for in the
     /// recorded run.
     pub(crate) fn check_call(
@@ -425,13 +436,7 @@ impl ReplaySource {
         &self,
         step: &str,
         call_id: &str,
-        purpose: CallPurpose,
     ) -> Option<(Result<Value, ToolError>, u32)> {
-        if purpose == CallPurpose::Execute {
-            if let Some(tape) = self.steps.get(step) {
-                tape.work_calls_used.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         if self.options.live_tools {
             return None;
         }
