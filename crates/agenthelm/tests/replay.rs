@@ -22,6 +22,8 @@ struct Setup {
     role: &'static str,
     /// `create` requires approval.
     approval: bool,
+    /// `fail` works.
+    fail_fixed: bool,
 }
 
 fn object_schema(required: &[&str]) -> Value {
@@ -77,7 +79,27 @@ fn tools(log: &Log, setup: Setup) -> ToolSet {
         .with(create)
         .with(lookup)
         .with(logging_tool("delete", log, json!("deleted")))
-        .with(failing_tool("fail", log, "card declined"))
+        .with(if setup.fail_fixed {
+            fixed_fail(log)
+        } else {
+            failing_tool("fail", log, "card declined")
+        })
+}
+
+/// `fail` as `failing_tool` makes it (same name, description and schema, so the model is
+/// offered the same tools), but working.
+fn fixed_fail(log: &Log) -> FnTool {
+    let log = log.clone();
+    FnTool::new(
+        "fail",
+        "fail (always fails)",
+        json!({"type": "object"}),
+        move |args, _| {
+            log.push(format!("fail {args}"));
+            async move { Ok(json!("paid")) }
+        },
+    )
+    .unwrap()
 }
 
 /// What the clerk's model answers: look `saga` up, then the answer.
@@ -134,6 +156,19 @@ fn plan() -> Plan {
     );
     plan.approved = true;
     plan
+}
+
+/// [`plan`] with its last step paying with `fail`.
+fn failing_plan() -> Plan {
+    let mut failing = plan();
+    failing.steps.truncate(2);
+    failing.steps.push(
+        PlanStep::new("pay", "pay")
+            .agent("clerk")
+            .tool("fail")
+            .depends_on(["explain"]),
+    );
+    failing
 }
 
 /// Runs `plan` for real with `store` (approving every call); gives the run id.
@@ -310,15 +345,7 @@ async fn live_tools_run_the_tools_for_real() {
 async fn a_failed_and_rolled_back_run_replays_its_compensations_from_the_journal() {
     let dir = TempDir::new("replay-rollback");
     let store: Arc<dyn RunStore> = Arc::new(JsonlStore::open(dir.path()).unwrap());
-    let mut failing = plan();
-    failing.steps.truncate(2);
-    failing.steps.push(
-        PlanStep::new("pay", "pay")
-            .agent("clerk")
-            .tool("fail")
-            .depends_on(["explain"]),
-    );
-    let run_id = record(&store, failing, false).await;
+    let run_id = record(&store, failing_plan(), false).await;
     let before = store.load_run(&run_id).unwrap();
 
     let (report, log) = replay(&store, &run_id, Setup::default(), ReplayOptions::default()).await;
@@ -428,4 +455,31 @@ async fn a_call_refused_for_bad_arguments_is_refused_again_and_counts_as_made() 
     assert!(report.reproduced, "{:?}", report.divergence);
     assert_eq!(report.model_calls_served, 3);
     assert_eq!(log.entries(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_fixed_tool_run_for_real_changes_the_status_of_the_step_that_failed() {
+    let dir = TempDir::new("replay-fixed");
+    let store = sqlite(&dir);
+    let run_id = record(&store, failing_plan(), false).await;
+    let fixed = Setup {
+        fail_fixed: true,
+        ..Setup::default()
+    };
+    let options = ReplayOptions {
+        live_tools: true,
+        ..ReplayOptions::default()
+    };
+
+    let (report, log) = replay(&store, &run_id, fixed, options).await;
+
+    assert!(report.replay_success, "{report:?}");
+    let divergence = report.divergence.unwrap();
+    assert_eq!(divergence.step, "pay");
+    assert_eq!(divergence.kind, DivergenceKind::StatusChanged);
+    assert_eq!(
+        (divergence.expected.as_str(), divergence.actual.as_str()),
+        ("failed", "completed")
+    );
+    assert_eq!(log.count("fail "), 1);
 }
