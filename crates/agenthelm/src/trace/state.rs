@@ -3,7 +3,7 @@
 //! The journal is the truth. A `RunState` starts from the plan as the run began
 //! ([`RunState::new`]) and takes the run's events one at a time ([`RunState::apply`]). The same
 //! code runs live (the run's event sink applies every event it records) and on replay (resume,
-//! `runs show`, the HTML report, OpenTelemetry spans), so every view of a run agrees with every
+//! `Orchestrator::replay`, `runs show`, the HTML report, OpenTelemetry spans), so every view of a run agrees with every
 //! other and with what the scheduler itself saw.
 //!
 //! # Where to add a new event kind
