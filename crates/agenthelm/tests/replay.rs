@@ -483,3 +483,38 @@ async fn a_fixed_tool_run_for_real_changes_the_status_of_the_step_that_failed() 
     );
     assert_eq!(log.count("fail "), 1);
 }
+
+#[tokio::test]
+async fn a_changed_plan_names_the_changed_step() {
+    let dir = TempDir::new("replay-plan");
+    let store = sqlite(&dir);
+    let run_id = record(&store, plan(), true).await;
+    let log = Log::default();
+    let orchestrator = orchestrator(&log, Setup::default(), Vec::new(), Arc::clone(&store));
+
+    let mut changed = plan();
+    changed.steps[2].args = json!({"name": "c"});
+    let report = orchestrator
+        .replay_plan(&run_id, changed, ReplayOptions::default())
+        .await
+        .unwrap();
+    let divergence = report.divergence.unwrap();
+    assert_eq!(
+        (divergence.step.as_str(), divergence.kind),
+        ("more", DivergenceKind::ArgsChanged)
+    );
+    assert_eq!(divergence.call.as_deref(), Some("more#1"));
+
+    let mut shorter = plan();
+    shorter.steps.pop();
+    let report = orchestrator
+        .replay_plan(&run_id, shorter, ReplayOptions::default())
+        .await
+        .unwrap();
+    let divergence = report.divergence.unwrap();
+    assert_eq!(
+        (divergence.step.as_str(), divergence.kind),
+        ("more", DivergenceKind::PlanChanged)
+    );
+    assert_eq!(log.entries(), Vec::<String>::new());
+}

@@ -507,6 +507,27 @@ impl ReplaySource {
         }
     }
 
+    /// Checks that every step the recorded run started is among `steps` (the replayed plan's).
+    pub(crate) fn check_removed<'s>(&self, steps: impl Iterator<Item = &'s str>) {
+        let kept: std::collections::HashSet<&str> = steps.collect();
+        let mut removed: Vec<&String> = self
+            .steps
+            .iter()
+            .filter(|(id, tape)| tape.started && !kept.contains(id.as_str()))
+            .map(|(id, _)| id)
+            .collect();
+        removed.sort();
+        if let Some(step) = removed.first() {
+            self.diverge(Divergence {
+                step: (*step).clone(),
+                call: None,
+                kind: DivergenceKind::PlanChanged,
+                expected: "the step ran".to_owned(),
+                actual: "no such step".to_owned(),
+            });
+        }
+    }
+
     /// The decision the recorded run had on this call.
     fn recorded_decision(&self, request: &ApprovalRequest) -> ApprovalDecision {
         let step = request.step_id.as_deref().unwrap_or_default();

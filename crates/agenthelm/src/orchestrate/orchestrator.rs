@@ -460,6 +460,27 @@ impl Orchestrator {
         run_id: &str,
         options: ReplayOptions,
     ) -> Result<ReplayReport, OrchestratorError> {
+        self.replay_with(run_id, None, options).await
+    }
+
+    /// Like [`replay`](Self::replay), running `plan` instead of the stored run's plan: its
+    /// steps are compared with the recorded steps of the same ids, so a changed step (its
+    /// arguments, description, tool or agent), a new one or a removed one is named.
+    pub async fn replay_plan(
+        &self,
+        run_id: &str,
+        plan: Plan,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, OrchestratorError> {
+        self.replay_with(run_id, Some(plan), options).await
+    }
+
+    async fn replay_with(
+        &self,
+        run_id: &str,
+        plan: Option<Plan>,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, OrchestratorError> {
         ensure_runtime()?;
         let store = self
             .config
@@ -470,7 +491,7 @@ impl Orchestrator {
             .load_run(run_id)
             .map_err(OrchestratorError::NotRecorded)?;
         let recorded_success = stored.summary.success;
-        let prepared = match replay::prepare(&self.config, stored, options) {
+        let prepared = match replay::prepare(&self.config, stored, plan, options) {
             Ok(prepared) => prepared,
             Err(divergence) => return Ok(replay::not_started(run_id, divergence, options)),
         };

@@ -48,11 +48,12 @@ pub(super) struct Prepared {
     pub plan: Plan,
 }
 
-/// Sets up the replay of `stored` under `config` (the orchestrator's), or says why the plan no
-/// longer fits it.
+/// Sets up the replay of `stored` under `config` (the orchestrator's), running `plan` if given
+/// (else the stored one), or says why the plan does not fit.
 pub(super) fn prepare(
     config: &Config,
     stored: StoredRun,
+    plan: Option<Plan>,
     options: ReplayOptions,
 ) -> Result<Prepared, Divergence> {
     let recorded = RunState::replay(&stored.plan, &stored.events);
@@ -68,13 +69,14 @@ pub(super) fn prepare(
     if recorded.stop_reason().is_some() && recorded.end().is_some() {
         config.rollback = recorded.rollback().is_some();
     }
-    if let Err(e) = config.check(&stored.plan) {
+    let plan = plan.unwrap_or(stored.plan);
+    if let Err(e) = config.check(&plan) {
         return Err(plan_changed(&e));
     }
     Ok(Prepared {
         config,
         source,
-        plan: stored.plan,
+        plan,
     })
 }
 
@@ -119,6 +121,7 @@ pub(super) fn report(
     for step in &plan.steps {
         source.check_final(&step.id, step.status);
     }
+    source.check_removed(plan.steps.iter().map(|s| s.id.as_str()));
     let divergence = source.divergence();
     let options = source.options();
     ReplayReport {

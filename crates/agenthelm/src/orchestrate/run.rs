@@ -304,19 +304,7 @@ impl Run {
             }
             Err(e) => (Dispatch::Unresolved(e.to_string()), None, step.args.clone()),
         };
-        let dispatch = match &orch.replay {
-            Some(source) => {
-                let rejects = |tool: &str| {
-                    let tool = orch.find_tool(agent.as_deref(), tool)?;
-                    check_args(tool, &args).err().map(|e| e.to_string())
-                };
-                match source.check_start(&step.id, direct_tool.as_deref(), rejects) {
-                    Ok(()) => dispatch,
-                    Err(divergence) => Dispatch::Unresolved(divergence),
-                }
-            }
-            None => dispatch,
-        };
+        let dispatch = replay_checked(&orch, step, agent.as_ref(), &args, dispatch, &direct_tool);
         let task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
@@ -648,6 +636,30 @@ fn choose_dispatch(
         Some(agent) => (Dispatch::Agent(Arc::clone(agent)), None),
         // Validation makes this unreachable; if reached, the step fails with a clear message.
         None => (Dispatch::Agent(Arc::new(NoAgent)), None),
+    }
+}
+
+/// In a replay, a step carried out otherwise than in the recorded run (its tool directly, or
+/// its agent) fails with the divergence instead of running.
+fn replay_checked(
+    orch: &Config,
+    step: &PlanStep,
+    agent: Option<&Arc<dyn Agent>>,
+    args: &Value,
+    dispatch: Dispatch,
+    direct_tool: &Option<String>,
+) -> Dispatch {
+    let Some(source) = &orch.replay else {
+        return dispatch;
+    };
+    // Why the tool the recorded run called directly no longer takes the arguments, if so.
+    let rejects = |tool: &str| {
+        let tool = orch.find_tool(agent.map(|a| &**a), tool)?;
+        check_args(tool, args).err().map(|e| e.to_string())
+    };
+    match source.check_start(&step.id, direct_tool.as_deref(), rejects) {
+        Ok(()) => dispatch,
+        Err(divergence) => Dispatch::Unresolved(divergence),
     }
 }
 
