@@ -187,6 +187,10 @@ pub struct ReplayArgs {
     /// Call the models for real instead of taking their answers from the journal.
     #[arg(long)]
     pub live_models: bool,
+    /// Replay this plan file instead of the run's own plan (its steps are compared with the
+    /// recorded steps of the same ids).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,

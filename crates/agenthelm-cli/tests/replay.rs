@@ -86,3 +86,24 @@ fn an_unknown_run_is_bad_input() {
     assert_eq!(replay.code, 2, "{}", replay.all());
     assert!(replay.stderr.contains("run-nope"), "{}", replay.all());
 }
+
+#[test]
+fn a_changed_plan_file_names_the_step_it_changes() {
+    let dir = TempDir::new("cli-replay-plan");
+    let run_id = recorded_run(&dir);
+    dir.write(
+        "fixed.yaml",
+        "goal: make a file\nsteps:\n  - id: make\n    tool: create\n    args: { name: other }\n",
+    );
+
+    let replay = run(dir.path(), &["replay", &run_id, "--plan", "fixed.yaml"]);
+    assert_eq!(replay.code, 1, "{}", replay.all());
+    assert!(
+        replay
+            .stdout
+            .contains("diverged at step `make`, make#1: the tool is called with other arguments"),
+        "{}",
+        replay.all()
+    );
+    assert!(!dir.path().join("created").join("other").exists());
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use agenthelm::orchestrate::{ReplayOptions, ReplayReport};
 use agenthelm::OrchestratorError;
-use agenthelm_workspace::Assembly;
+use agenthelm_workspace::{Assembly, PlanFile};
 
 use super::execute;
 use super::Session;
@@ -16,15 +16,20 @@ use crate::render;
 /// Runs `agenthelm replay`: exit 0 when the run was reproduced, 1 when it diverged, 2 for an
 /// unknown run or a broken workspace.
 pub async fn run(session: &Session, args: &ReplayArgs) -> anyhow::Result<()> {
-    let workspace = session.workspace(None)?;
+    let file = args.plan.as_deref().map(PlanFile::load).transpose()?;
+    let workspace = session.workspace(args.plan.as_deref())?;
     let assembly = Assembly::new(&workspace, session.user(), None);
-    let outcome = replay(&assembly, args).await;
+    let outcome = replay(&assembly, args, file).await;
     // MCP servers (started to learn their tools' schemas) are stopped in every case.
     assembly.shutdown().await;
     outcome
 }
 
-async fn replay(assembly: &Assembly<'_>, args: &ReplayArgs) -> anyhow::Result<()> {
+async fn replay(
+    assembly: &Assembly<'_>,
+    args: &ReplayArgs,
+    file: Option<PlanFile>,
+) -> anyhow::Result<()> {
     let store = agenthelm_workspace::open_store(assembly.workspace)?;
     let orchestrator = assembly
         .orchestrator()
@@ -34,14 +39,23 @@ async fn replay(assembly: &Assembly<'_>, args: &ReplayArgs) -> anyhow::Result<()
         live_tools: args.live_tools,
         live_models: args.live_models,
     };
-    let report = orchestrator
-        .replay(&args.run_id, options)
-        .await
-        .map_err(|e| match e {
-            // An unknown run id is bad input; other store errors name the store.
-            OrchestratorError::NotRecorded(e) => crate::exit::read_error(e),
-            e => execute::run_error(e),
-        })?;
+    let replayed = match file {
+        Some(file) => {
+            // Checked here so that its problems are named with their place in the file.
+            orchestrator
+                .check(&file.plan)
+                .map_err(|e| file.problems(e))?;
+            orchestrator
+                .replay_plan(&args.run_id, file.plan, options)
+                .await
+        }
+        None => orchestrator.replay(&args.run_id, options).await,
+    };
+    let report = replayed.map_err(|e| match e {
+        // An unknown run id is bad input; other store errors name the store.
+        OrchestratorError::NotRecorded(e) => crate::exit::read_error(e),
+        e => execute::run_error(e),
+    })?;
     if args.json {
         crate::out::json(&report)?;
     } else {
