@@ -35,6 +35,9 @@ pub enum Command {
     Execute(ExecuteArgs),
     /// Continue a run that was interrupted (killed, crashed, or stopped by its store).
     Resume(ResumeArgs),
+    /// Run a stored run again from its journal (no model called, no tool run) and name the
+    /// first point where it goes another way.
+    Replay(ReplayArgs),
     /// Serve the workspace to a team: runs, plan review and tool-call approvals over HTTP.
     Serve(ServeArgs),
     /// Past runs kept in the workspace's store.
@@ -171,6 +174,26 @@ pub struct ResumeArgs {
     /// Options of the execution.
     #[command(flatten)]
     pub execution: ExecutionArgs,
+}
+
+/// `agenthelm replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The run to replay (see `agenthelm runs list`).
+    pub run_id: String,
+    /// Run the tools for real instead of taking their outputs from the journal.
+    #[arg(long)]
+    pub live_tools: bool,
+    /// Call the models for real instead of taking their answers from the journal.
+    #[arg(long)]
+    pub live_models: bool,
+    /// Replay this plan file instead of the run's own plan (its steps are compared with the
+    /// recorded steps of the same ids).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The rule for interrupted steps.

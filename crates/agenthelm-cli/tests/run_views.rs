@@ -96,6 +96,7 @@ impl Journal {
             latency_ms: 1.0,
             tool_calls: 0,
             error: error.map(str::to_owned),
+            exchange: None,
         };
         self.at(ms, Some(step), kind)
     }

@@ -2,6 +2,7 @@
 
 use agenthelm::agent::PlannerAgent;
 use agenthelm::budget::Budget;
+use agenthelm::orchestrate::{ReplayOptions, ReplayReport};
 use agenthelm::trace::RunPhase;
 use agenthelm::{Plan, PlanError, RunState};
 use axum::extract::rejection::JsonRejection;
@@ -49,6 +50,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/runs/{id}/approve", post(approve))
         .route("/api/runs/{id}/reject", post(reject))
         .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/runs/{id}/replay", post(replay))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/runs/{id}/report", get(report))
         .route("/api/approvals", get(approvals))
@@ -330,6 +332,27 @@ async fn cancel(
         StatusCode::ACCEPTED,
         Json(json!({"run_id": id, "cancelling": true})),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Replay {
+    #[serde(default)]
+    live_tools: bool,
+    #[serde(default)]
+    live_models: bool,
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<Replay>,
+) -> Result<Json<ReplayReport>, ApiError> {
+    let options = ReplayOptions {
+        live_tools: body.live_tools,
+        live_models: body.live_models,
+    };
+    Ok(Json(state.runs.replay(&id, options).await?))
 }
 
 async fn approvals(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

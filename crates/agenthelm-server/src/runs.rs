@@ -8,6 +8,7 @@
 
 use agenthelm::approval::{ApprovalDecision, ApprovalRequest};
 use agenthelm::orchestrate::{new_run_id, CancelToken, OrchestratorError};
+use agenthelm::orchestrate::{ReplayOptions, ReplayReport};
 use agenthelm::store::{RunStore, RunSummary, StoreError};
 use agenthelm::tool::ToolSet;
 use agenthelm::trace::{ApprovalRequestRecord, RunPhase};
@@ -237,6 +238,29 @@ impl Runs {
         self.store.finish_run(run_id, false, Some(&error))?;
         self.hub.close(run_id);
         Ok(())
+    }
+
+    /// Runs `run_id` again from its journal (see [`Orchestrator::replay`]): no model is called,
+    /// no tool runs (unless `options` say so) and nothing is recorded. A run that has not ended
+    /// is refused: its journal is not complete.
+    pub async fn replay(
+        &self,
+        run_id: &str,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, ApiError> {
+        let run = self.store.load_run_outline(run_id)?;
+        if !RunState::replay(&run.plan, &run.events).phase().is_final() {
+            return Err(ApiError::conflict(format!(
+                "run `{run_id}` has not ended: replay it once it has"
+            )));
+        }
+        self.orchestrator
+            .replay(run_id, options)
+            .await
+            .map_err(|e| match e {
+                OrchestratorError::NotRecorded(e) => e.into(),
+                e => ApiError::internal(e.to_string()),
+            })
     }
 
     /// Stops run `run_id` and rolls back what it did, as Ctrl-C does. A run waiting for a

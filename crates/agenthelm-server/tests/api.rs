@@ -138,6 +138,7 @@ async fn every_route_but_health_needs_a_known_token() {
         ("POST", "/api/runs/run-x/approve"),
         ("POST", "/api/runs/run-x/reject"),
         ("POST", "/api/runs/run-x/cancel"),
+        ("POST", "/api/runs/run-x/replay"),
         ("GET", "/api/runs/run-x/events"),
         ("GET", "/api/runs/run-x/report"),
         ("GET", "/api/approvals"),
@@ -669,4 +670,23 @@ async fn a_goal_is_planned_by_the_workspace_planner_and_waits_for_review() {
     let run = served.run(body["run_id"].as_str().unwrap()).await;
     assert_eq!(run["plan"]["steps"][0]["id"], "only");
     assert_eq!(run["plan"]["steps"][0]["tool_name"], "note");
+}
+
+#[tokio::test]
+async fn a_replay_reproduces_a_finished_run_without_running_its_tools() {
+    let served = serve().await;
+    let id = served.submit(TWO_STEPS, true).await;
+    served.wait_for(&id, "succeeded").await;
+    assert_eq!(served.log("made.log").len(), 1);
+
+    let (status, report) = served
+        .post(&format!("/api/runs/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["reproduced"], true, "{report}");
+    assert_eq!(report["tool_calls_served"], 2);
+    assert_eq!(served.log("made.log").len(), 1, "the tool ran again");
+
+    let (status, body) = served.post("/api/runs/run-nope/replay", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

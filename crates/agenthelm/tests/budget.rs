@@ -4,7 +4,7 @@
 
 use agenthelm::budget::{Budget, BudgetKind, Unpriced};
 use agenthelm::lm::{ModelPrice, Pricing};
-use agenthelm::orchestrate::{CancelToken, OrchestratorError};
+use agenthelm::orchestrate::{CancelToken, OrchestratorError, ReplayOptions};
 use agenthelm::prelude::*;
 use agenthelm::store::{RunStore, SqliteStore};
 use agenthelm::{Event, PlanError, RunState};
@@ -361,6 +361,34 @@ async fn a_resumed_run_keeps_its_budget_and_what_it_spent() {
         state.stop_reason().unwrap().to_string(),
         error.split("; rolled back").next().unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_run_stopped_by_its_budget_replays_the_same_way_under_any_budget() {
+    let calls = Calls::default();
+    let dir = TempDir::new("budget-replay");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
+    let (_, lm) = model(5, priced());
+    let mut plan = plan(&["one", "two", "three"]);
+    let result = orchestrator(lm, &calls)
+        .store_shared(store.clone())
+        .budget(Budget::new().max_cost_usd(0.07))
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    assert!(!result.success);
+    let run_id = result.run_id.unwrap();
+
+    // No answers left and no budget of its own: everything comes from the journal.
+    let (replay_model, lm) = model(0, priced());
+    let report = orchestrator(lm, &Calls::default())
+        .store_shared(store)
+        .replay(&run_id, ReplayOptions::default())
+        .await
+        .unwrap();
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert_eq!(report.model_calls_served, 2);
+    assert!(replay_model.requests().is_empty());
 }
 
 #[test]

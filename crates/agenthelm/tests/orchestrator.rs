@@ -1059,6 +1059,7 @@ async fn a_user_agents_events_and_usage_join_the_run() {
             latency_ms: 1.0,
             tool_calls: 0,
             error: None,
+            exchange: None,
         }));
         result
     });

@@ -7,6 +7,7 @@ mod execute;
 mod init;
 mod mcp;
 mod plan;
+mod replay;
 mod resume;
 mod run;
 mod runs;
@@ -45,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show::run(&session, &args).await,
         Command::Execute(args) => execute::run(&session, &args).await,
         Command::Resume(args) => resume::run(&session, &args).await,
+        Command::Replay(args) => replay::run(&session, &args).await,
         Command::Serve(args) => serve::run(&session, &args).await,
         Command::Runs(args) => runs::run(&session, &args),
         Command::Traces(args) => traces::run(&session, &args),

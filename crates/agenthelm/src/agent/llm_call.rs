@@ -5,14 +5,17 @@
 use std::time::Instant;
 
 use super::{AgentResult, StepContext};
-use crate::lm::{Completion, CompletionRequest, Lm, LmError};
-use crate::trace::{EventKind, Usage};
+use crate::lm::{Completion, CompletionRequest, Lm, LmError, RequestDigest};
+use crate::trace::{EventKind, ModelExchange, Usage};
 
 /// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
 /// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced call, counted as
 /// [`Usage`] counts it everywhere) to `result`,
-/// and emits an `LlmCall` event with model, tokens, cost and latency to `ctx` (and, as they
-/// begin, the call's waits for a rate limit).
+/// and emits an `LlmCall` event with model, tokens, cost, latency, the request's digest and the
+/// answer to `ctx` (and, as they begin, the call's waits for a rate limit).
+///
+/// When `ctx` replays a recorded run, the answer comes from its journal and `lm` is not called
+/// (unless the replay calls models for real).
 pub(crate) async fn ask_model(
     lm: &Lm,
     request: &CompletionRequest,
@@ -20,18 +23,23 @@ pub(crate) async fn ask_model(
     result: &mut AgentResult,
 ) -> Result<Completion, LmError> {
     let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
+    let digest = RequestDigest::of(request);
     let started = Instant::now();
-    let emit = ctx.emitter();
-    let model_id = lm.model_id().to_owned();
-    let outcome = lm
-        .complete_observed(request, move |wait| {
-            emit(EventKind::RateLimitWait {
-                model: model_id.clone(),
-                limit: wait.cause,
-                wait_ms: wait.wait.as_secs_f64() * 1e3,
+    let outcome = match ctx.replayed_answer(&digest) {
+        Some(recorded) => recorded,
+        None => {
+            let emit = ctx.emitter();
+            let model_id = lm.model_id().to_owned();
+            lm.complete_observed(request, move |wait| {
+                emit(EventKind::RateLimitWait {
+                    model: model_id.clone(),
+                    limit: wait.cause,
+                    wait_ms: wait.wait.as_secs_f64() * 1e3,
+                })
             })
-        })
-        .await;
+            .await
+        }
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (usage, cost_usd, tool_calls, model) = match &outcome {
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),
@@ -43,6 +51,14 @@ pub(crate) async fn ask_model(
     let mut call = Usage::default();
     call.add_call(usage, cost_usd, outcome.is_err());
     result.add_priced(&call);
+    let exchange = ModelExchange {
+        request_digest: digest.to_string(),
+        text: outcome.as_ref().ok().and_then(|c| c.text.clone()),
+        tool_calls: outcome
+            .as_ref()
+            .map(|c| c.tool_calls.clone())
+            .unwrap_or_default(),
+    };
     ctx.emit(EventKind::LlmCall {
         model: if model.is_empty() {
             lm.model_id().to_owned()
@@ -54,6 +70,7 @@ pub(crate) async fn ask_model(
         latency_ms,
         tool_calls,
         error: outcome.as_ref().err().map(ToString::to_string),
+        exchange: Some(exchange),
     });
     outcome
 }

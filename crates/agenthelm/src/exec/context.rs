@@ -3,8 +3,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::{invoke, BudgetGuard, EventSink};
+use super::{invoke, BudgetGuard, EventSink, ReplaySource};
 use crate::approval::{ApprovalHandler, DenyAll};
+use crate::lm::{Completion, LmError, RequestDigest};
 use crate::retry::RetryPolicy;
 use crate::tool::{Tool, ToolError, ToolSpec};
 use crate::trace::{now_ms, CallPurpose, Effect, Event, EventKind};
@@ -25,6 +26,8 @@ pub struct StepContext {
     calls: AtomicU32,
     /// A call of this step waits for a person's decision.
     parked: AtomicBool,
+    /// The recorded run this step replays, if it is a replay.
+    replay: Option<Arc<ReplaySource>>,
 }
 
 impl Default for StepContext {
@@ -39,6 +42,7 @@ impl Default for StepContext {
             budget: None,
             calls: AtomicU32::new(0),
             parked: AtomicBool::new(false),
+            replay: None,
         }
     }
 }
@@ -89,6 +93,28 @@ impl StepContext {
     /// The budget model calls are kept within, if any.
     pub fn budget(&self) -> Option<&BudgetGuard> {
         self.budget.as_deref()
+    }
+
+    /// Replays the step from a recorded run: model answers and tool outcomes come from its
+    /// journal (see [`Orchestrator::replay`](crate::Orchestrator::replay)).
+    pub(crate) fn with_replay(mut self, source: Arc<ReplaySource>) -> Self {
+        self.replay = Some(source);
+        self
+    }
+
+    /// The recorded run this step replays, if any (with the step's id).
+    pub(crate) fn replay(&self) -> Option<(&ReplaySource, &str)> {
+        Some((self.replay.as_deref()?, self.step_id.as_deref()?))
+    }
+
+    /// The recorded answer to this step's next model call, whose request has `digest`; `None`
+    /// when the step is no replay, or the replay calls models for real.
+    pub(crate) fn replayed_answer(
+        &self,
+        digest: &RequestDigest,
+    ) -> Option<Result<Completion, LmError>> {
+        let (source, step) = self.replay()?;
+        source.model_answer(step, digest)
     }
 
     /// The plan run, if any.

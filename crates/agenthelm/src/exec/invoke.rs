@@ -80,33 +80,48 @@ pub(crate) async fn admit_as<'t>(
     call_id: String,
 ) -> Result<Admitted<'t>, ToolError> {
     let started = Instant::now();
-    match approve(tool, &mut args, &call_id, ctx, purpose).await {
+    let approved = approve(tool, &mut args, &call_id, ctx, purpose).await;
+    let admitted = Admitted {
+        tool,
+        args,
+        call_id,
+        purpose,
+        started,
+    };
+    match replay_check(&admitted, approved, ctx) {
         Ok(()) => {
             if purpose == CallPurpose::Execute {
-                ctx.record_intent(tool.spec(), &call_id, &args);
+                ctx.record_intent(tool.spec(), &admitted.call_id, &admitted.args);
             }
-            Ok(Admitted {
-                tool,
-                args,
-                call_id,
-                purpose,
-                started,
-            })
+            Ok(admitted)
         }
         // Not refused: it waits, on record as a request (and runs once decided).
         Err(e @ ToolError::AwaitingApproval { .. }) => Err(e),
         Err(e) => {
-            let refused = Admitted {
-                tool,
-                args,
-                call_id,
-                purpose,
-                started,
-            };
-            refused.record(ctx, &Err(e.clone()), 0);
+            admitted.record(ctx, &Err(e.clone()), 0);
             Err(e)
         }
     }
+}
+
+/// In a replay, checks the call against the recorded run: the same tool and arguments when it
+/// was admitted, the same refusal when it was not. A difference fails the call (it is then not
+/// made), naming the divergence.
+fn replay_check(
+    call: &Admitted<'_>,
+    approved: Result<(), ToolError>,
+    ctx: &StepContext,
+) -> Result<(), ToolError> {
+    let Some((source, step)) = ctx.replay() else {
+        return approved;
+    };
+    source.note_call(step, call.purpose);
+    let checked = match &approved {
+        Ok(()) => source.check_call(step, &call.call_id, call.tool_name(), &call.args),
+        Err(ToolError::AwaitingApproval { .. }) => return approved,
+        Err(e) => source.check_refusal(step, &call.call_id, e),
+    };
+    checked.map_err(ToolError::Failed).and(approved)
 }
 
 impl Admitted<'_> {
@@ -134,19 +149,24 @@ impl Admitted<'_> {
             step_id: ctx.step_id().map(str::to_owned),
             attempt: 0,
         };
-        // Secrets the journal does not hold are filled in here, in memory only; the events
-        // keep the arguments as they were (`{{env.NAME}}`, markers).
-        let args = match ctx.sink().redactor().map(|r| r.reveal(&self.args)) {
-            None => Cow::Borrowed(&self.args),
-            Some(Ok(args)) => args,
-            Some(Err(hidden)) => {
-                let error = ToolError::Failed(format!("not called: {hidden}"));
-                self.record(ctx, &Err(error.clone()), 0);
-                return Err(error);
-            }
-        };
         let mut attempts = 0;
-        let outcome = attempt_all(self.tool, &args, info, ctx, &mut attempts).await;
+        // A replay takes the outcome from the recorded run, unless it runs tools for real.
+        let replayed = ctx
+            .replay()
+            .and_then(|(source, step)| source.tool_outcome(step, &self.call_id));
+        let outcome = match replayed {
+            Some((outcome, recorded_attempts)) => {
+                attempts = recorded_attempts;
+                outcome
+            }
+            None => match self.revealed(ctx) {
+                Ok(args) => attempt_all(self.tool, &args, info, ctx, &mut attempts).await,
+                Err(error) => {
+                    self.record(ctx, &Err(error.clone()), 0);
+                    return Err(error);
+                }
+            },
+        };
         if self.purpose == CallPurpose::Execute {
             ctx.record_effect(self.tool.spec(), &self.call_id, &self.args, &outcome);
             // A failed write stops the run at its next gate; the call itself is done either way.
@@ -154,6 +174,16 @@ impl Admitted<'_> {
         }
         self.record(ctx, &outcome, attempts);
         outcome
+    }
+
+    /// The arguments the tool gets: secrets the journal does not hold filled in, in memory
+    /// only (the events keep `{{env.NAME}}` and markers); an error when one is not there.
+    fn revealed(&self, ctx: &StepContext) -> Result<Cow<'_, Value>, ToolError> {
+        match ctx.sink().redactor().map(|r| r.reveal(&self.args)) {
+            None => Ok(Cow::Borrowed(&self.args)),
+            Some(Ok(args)) => Ok(args),
+            Some(Err(hidden)) => Err(ToolError::Failed(format!("not called: {hidden}"))),
+        }
     }
 
     /// Records that the call was not made because the gate refused it, and says why.

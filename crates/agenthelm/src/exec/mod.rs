@@ -9,8 +9,10 @@
 mod budget;
 mod context;
 pub(crate) mod invoke;
+mod replay;
 mod sink;
 
 pub use budget::{BudgetGuard, Reservation, ASSUMED_MAX_OUTPUT_TOKENS};
 pub use context::StepContext;
+pub use replay::{Divergence, DivergenceKind, ReplayOptions, ReplaySource};
 pub use sink::{ActionPermit, EventSink, JournalError, Observer};

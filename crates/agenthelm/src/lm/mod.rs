@@ -31,6 +31,7 @@
 
 mod anthropic;
 mod builder;
+mod digest;
 mod http;
 mod limiter;
 mod message;
@@ -42,6 +43,7 @@ mod scripted;
 mod secret;
 
 pub use builder::{provider_key_variables, provider_names, LmBuilder};
+pub use digest::RequestDigest;
 pub use limiter::{RateLimiter, RatePermit};
 pub use message::{
     Completion, CompletionRequest, Message, ResponseFormat, Role, TokenUsage, ToolCall, ToolChoice,
@@ -279,6 +281,10 @@ pub enum LmError {
     /// The call was not made: it would cross the run's budget (or a limit was reached already).
     #[error(transparent)]
     Budget(#[from] crate::budget::BudgetExceeded),
+    /// A replayed call (see [`Orchestrator::replay`](crate::Orchestrator::replay)): the error
+    /// the call had in the recorded run, or why replay could not give the recorded answer.
+    #[error("{0}")]
+    Replayed(String),
     /// The provider needs an API key and none was given.
     #[error(
         "model `{model}` needs an API key: set the environment variable {variable}, or pass one \

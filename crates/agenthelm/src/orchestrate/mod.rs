@@ -5,6 +5,7 @@
 mod cancel;
 mod orchestrator;
 mod outcome;
+mod replay;
 mod resume;
 mod rollback;
 mod run;
@@ -14,9 +15,11 @@ pub use crate::agent::{AgentRegistry, RegistryError};
 pub use crate::approval::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, AutoApprove, DenyAll, TerminalApproval,
 };
+pub use crate::exec::{Divergence, DivergenceKind, ReplayOptions};
 pub use crate::plan::{resolve_templates, RollbackMode};
 pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use outcome::{CompensationFailure, RollbackReport, RunResult, StepOutcome};
+pub use replay::ReplayReport;
 pub use resume::InterruptedSteps;
 pub use run::new_run_id;

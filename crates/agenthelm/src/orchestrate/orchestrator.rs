@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cancel::CancelToken;
+use super::replay::{self, ReplayReport};
 use super::resume::{recover, InterruptedSteps};
 use super::run::{new_run_id, Halt, Run};
 use super::RunResult;
@@ -12,7 +13,7 @@ use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::budget::{Budget, Unpriced};
-use crate::exec::{EventSink, Observer};
+use crate::exec::{EventSink, Observer, ReplayOptions, ReplaySource};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
 use crate::redact::Redactor;
@@ -104,6 +105,8 @@ pub(crate) struct Config {
     /// Redacts events, the stored plan and results (`None`: nothing to redact).
     pub(crate) redactor: Option<Arc<Redactor>>,
     pub(crate) budget: Budget,
+    /// The recorded run this configuration replays (see [`Orchestrator::replay`]).
+    pub(crate) replay: Option<Arc<ReplaySource>>,
 }
 
 /// Why a plan was not run at all.
@@ -195,6 +198,7 @@ impl Orchestrator {
                 interrupted: InterruptedSteps::default(),
                 redactor: None,
                 budget: Budget::default(),
+                replay: None,
             }),
         }
     }
@@ -473,6 +477,81 @@ impl Orchestrator {
             .run(Arc::from(run_id), graph, cancel, claim, start)
             .await;
         result.map(|result| (plan, result))
+    }
+
+    /// Runs the stored run `run_id` again with every model answer, tool outcome and approval
+    /// decision taken from its journal: no model is called and no tool runs (unless `options`
+    /// make one side live), and nothing is written to the store. Reports whether the run was
+    /// reproduced, else the first point where it went another way (a changed prompt, tool
+    /// schema, dispatch or outcome), so a failure can be reproduced and a fix checked offline.
+    ///
+    /// The replay uses this orchestrator's agents and tools, with the plan as the run began,
+    /// and runs its rollback, if any, from the journal too. A plan that no longer fits the
+    /// agents and tools is reported as a divergence. `Err` when the run cannot be read.
+    pub async fn replay(
+        &self,
+        run_id: &str,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, OrchestratorError> {
+        self.replay_with(run_id, None, options).await
+    }
+
+    /// Like [`replay`](Self::replay), running `plan` instead of the stored run's plan: its
+    /// steps are compared with the recorded steps of the same ids, so a changed step (its
+    /// arguments, description, tool or agent), a new one or a removed one is named.
+    pub async fn replay_plan(
+        &self,
+        run_id: &str,
+        plan: Plan,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, OrchestratorError> {
+        self.replay_with(run_id, Some(plan), options).await
+    }
+
+    async fn replay_with(
+        &self,
+        run_id: &str,
+        plan: Option<Plan>,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, OrchestratorError> {
+        ensure_runtime()?;
+        let store = self
+            .config
+            .store
+            .as_ref()
+            .ok_or(OrchestratorError::NoStore)?;
+        let stored = store
+            .load_run(run_id)
+            .map_err(OrchestratorError::NotRecorded)?;
+        let recorded_success = stored.summary.success;
+        let prepared = match replay::prepare(&self.config, stored, plan, options) {
+            Ok(prepared) => prepared,
+            Err(divergence) => return Ok(replay::not_started(run_id, divergence, options)),
+        };
+        let replayer = Orchestrator {
+            config: Arc::new(prepared.config),
+        };
+        let graph = replayer.config.check(&prepared.plan)?;
+        let state = RunState::new(&prepared.plan);
+        let opening = replayer.config.opening(&prepared.plan);
+        let start = (prepared.plan, state, opening);
+        let (plan, result) = replayer
+            .run(
+                Arc::from(run_id),
+                graph,
+                CancelToken::new(),
+                Claim::unguarded(),
+                start,
+            )
+            .await;
+        let result = result?;
+        Ok(replay::report(
+            run_id,
+            recorded_success,
+            &prepared.source,
+            &plan,
+            &result,
+        ))
     }
 
     /// Claims `run_id` in the store for this process (nothing to claim without a store).

@@ -14,8 +14,8 @@ use super::orchestrator::Config;
 use super::outcome::{CompensationFailure, RollbackReport};
 use crate::approval::ApprovalHandler;
 use crate::exec::invoke::admit_as;
-use crate::exec::EventSink;
 use crate::exec::StepContext;
+use crate::exec::{EventSink, ReplaySource};
 use crate::plan::graph::Graph;
 use crate::plan::{try_resolve_templates, UnresolvedReference};
 use crate::plan::{Plan, RollbackMode, StepStatus};
@@ -113,6 +113,7 @@ pub(super) async fn run(
         approval: Arc::clone(&orch.approval),
         retry: orch.retry,
         sink: sink.clone(),
+        replay: orch.replay.clone(),
     });
     let shielded = tokio::spawn(compensate_all(jobs, order, limit, shared));
     let finished = match shielded.await {
@@ -307,6 +308,8 @@ struct Shared {
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     sink: EventSink,
+    /// The recorded run, when this is a replay: compensations are taken from it too.
+    replay: Option<Arc<ReplaySource>>,
 }
 
 /// How one step's job ended.
@@ -382,6 +385,9 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
         .with_approval(Arc::clone(&shared.approval))
         .with_retry(shared.retry)
         .with_sink(shared.sink.clone());
+    if let Some(source) = &shared.replay {
+        ctx = ctx.with_replay(Arc::clone(source));
+    }
     if let Some(agent) = &job.agent {
         ctx = ctx.with_agent(agent.as_str());
     }

@@ -305,6 +305,7 @@ impl Run {
             }
             Err(e) => (Dispatch::Unresolved(e.to_string()), None, step.args.clone()),
         };
+        let dispatch = replay_checked(&orch, step, agent.as_ref(), &args, dispatch, &direct_tool);
         let task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
@@ -327,6 +328,9 @@ impl Run {
             .with_sink(self.sink.clone());
         if let Some(budget) = &self.budget {
             ctx = ctx.with_budget(Arc::clone(budget));
+        }
+        if let Some(source) = &orch.replay {
+            ctx = ctx.with_replay(Arc::clone(source));
         }
         if let Some(name) = agent.as_ref().and_then(|a| self.agent_names.get(a.name())) {
             ctx = ctx.with_agent(Arc::clone(name));
@@ -405,6 +409,9 @@ impl Run {
             Ok(Output { value, call }) => (StepStatus::Completed, Some(value), call, None),
             Err(error) => (StepStatus::Failed, None, None, Some(error)),
         };
+        if let Some(source) = &self.orch.replay {
+            source.check_finish(&self.plan.steps[i].id, status);
+        }
         running.ctx.emit(EventKind::StepFinished {
             status,
             // The output of a direct call is on record already: name the call, not a copy.
@@ -633,6 +640,30 @@ fn choose_dispatch(
         Some(agent) => (Dispatch::Agent(Arc::clone(agent)), None),
         // Validation makes this unreachable; if reached, the step fails with a clear message.
         None => (Dispatch::Agent(Arc::new(NoAgent)), None),
+    }
+}
+
+/// In a replay, a step carried out otherwise than in the recorded run (its tool directly, or
+/// its agent) fails with the divergence instead of running.
+fn replay_checked(
+    orch: &Config,
+    step: &PlanStep,
+    agent: Option<&Arc<dyn Agent>>,
+    args: &Value,
+    dispatch: Dispatch,
+    direct_tool: &Option<String>,
+) -> Dispatch {
+    let Some(source) = &orch.replay else {
+        return dispatch;
+    };
+    // Why the tool the recorded run called directly no longer takes the arguments, if so.
+    let rejects = |tool: &str| {
+        let tool = orch.find_tool(agent.map(|a| &**a), tool)?;
+        check_args(tool, args).err().map(|e| e.to_string())
+    };
+    match source.check_start(&step.id, direct_tool.as_deref(), rejects) {
+        Ok(()) => dispatch,
+        Err(divergence) => Dispatch::Unresolved(divergence),
     }
 }
 

@@ -75,6 +75,7 @@ mod tests {
             latency_ms: 5.0,
             tool_calls: 0,
             error: Some("model overloaded".into()),
+            exchange: None,
         };
         let spans = spans_of(&[event(None, None, 10, call)]);
         assert_eq!(spans.len(), 2);

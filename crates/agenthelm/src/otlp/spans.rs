@@ -298,6 +298,7 @@ impl<'e> TraceBuilder<'e> {
             latency_ms,
             tool_calls,
             error,
+            ..
         } = &event.kind
         else {
             return;

@@ -269,6 +269,7 @@ fn run_with_text(text: &str) -> StoredRun {
                 latency_ms: 1.0,
                 tool_calls: 0,
                 error: Some(text.into()),
+                exchange: None,
             },
         ),
         finished(7, text, StepStatus::Failed, 7.0, Some(text)),
@@ -395,6 +396,7 @@ fn a_call_before_the_first_event_starts_the_axis() {
                 latency_ms: 900.0,
                 tool_calls: 0,
                 error: None,
+                exchange: None,
             },
         ),
         started(1000, "a"),
@@ -439,6 +441,7 @@ fn report_otlp_and_run_state_agree() {
                 latency_ms: 1.0,
                 tool_calls: 0,
                 error: error.map(str::to_owned),
+                exchange: None,
             },
         )
     };

@@ -6,11 +6,13 @@
 //! [`Orchestrator::on_event`](crate::Orchestrator::on_event).
 
 mod effect;
+mod exchange;
 mod redacted;
 mod state;
 mod usage;
 
 pub use effect::Effect;
+pub use exchange::ModelExchange;
 pub use state::{
     began_ms, ApprovalRecord, ApprovalRequestRecord, CallDecision, CompensationState, Interruption,
     LedgerEntry, LlmCallRecord, PlanDecision, PlanReview, Resume, Rollback, RunEnd, RunPhase,
@@ -118,6 +120,10 @@ pub enum EventKind {
         /// The error, when the call failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The request's digest and the answer, for replay; `None` in journals written before
+        /// they were kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exchange: Option<ModelExchange>,
     },
     /// A model call begins to wait for a rate limit before it is sent (emitted again if the
     /// wait turns out longer). Its [`LlmCall`](EventKind::LlmCall) follows once it was answered.
@@ -302,7 +308,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Leaves out what can be big and only a detailed view shows: tool arguments (as `null`),
-    /// tool outputs and step results (as `None`). Run stores use it to load an outline of a
+    /// tool outputs, step results and model answers (as `None`). Run stores use it to load an outline of a
     /// run for views that list or sum up runs.
     pub fn strip_payloads(&mut self) {
         match self {
@@ -311,6 +317,7 @@ impl EventKind {
                 *output = None;
             }
             EventKind::StepFinished { result, .. } => *result = None,
+            EventKind::LlmCall { exchange, .. } => *exchange = None,
             EventKind::CompensationStarted { args, .. } => *args = Value::Null,
             EventKind::Effect { effect } => effect.args = Value::Null,
             _ => {}

@@ -26,13 +26,22 @@ const IDENTIFIERS: &[&str] = &[
     "steps",
     "interrupted",
     "effect",
+    "exchange",
     // Settings and kinds: a run's budget, the limit a call waited for.
     "budget",
     "limit",
 ];
 
-/// The identifiers of an [`Effect`](super::Effect).
-const EFFECT_IDENTIFIERS: &[&str] = &["call_id", "tool", "compensating_tool", "in_progress"];
+/// Objects in an event with identifiers of their own: an [`Effect`](super::Effect), and a
+/// model call's [`ModelExchange`](super::ModelExchange) (whose request digest a replay
+/// compares; the answer is redacted).
+const NESTED: &[(&str, &[&str])] = &[
+    (
+        "effect",
+        &["call_id", "tool", "compensating_tool", "in_progress"],
+    ),
+    ("exchange", &["request_digest"]),
+];
 
 impl Event {
     /// The event with its text redacted by `redactor`: `None` when nothing in it needed to be
@@ -55,8 +64,10 @@ impl Event {
             return Some(self.left_out());
         };
         let mut changed = redactor.redact_value_except(&mut value, IDENTIFIERS);
-        if let Some(effect) = value.get_mut("effect") {
-            changed |= redactor.redact_value_except(effect, EFFECT_IDENTIFIERS);
+        for (key, identifiers) in NESTED {
+            if let Some(nested) = value.get_mut(*key) {
+                changed |= redactor.redact_value_except(nested, identifiers);
+            }
         }
         if !changed {
             return None;
@@ -144,6 +155,20 @@ mod tests {
             (effect.call_id.as_str(), effect.tool.as_str()),
             ("s#1", "mail")
         );
+    }
+
+    #[test]
+    fn a_model_answer_is_redacted_and_its_request_digest_kept() {
+        let usage = serde_json::to_value(crate::lm::TokenUsage::default()).unwrap();
+        let event: Event = serde_json::from_value(json!({
+            "timestamp_ms": 1, "type": "llm_call", "model": "openai/m", "usage": usage,
+            "latency_ms": 1.0,
+            "exchange": {"request_digest": "ana@example.com", "text": "write to ana@example.com"}
+        }))
+        .unwrap();
+        let redacted = serde_json::to_value(event.redacted(&redactor()).unwrap()).unwrap();
+        assert_eq!(redacted["exchange"]["text"], "write to [redacted:email]");
+        assert_eq!(redacted["exchange"]["request_digest"], "ana@example.com");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The journal is the truth. A `RunState` starts from the plan as the run began
 //! ([`RunState::new`]) and takes the run's events one at a time ([`RunState::apply`]). The same
 //! code runs live (the run's event sink applies every event it records) and on replay (resume,
-//! `runs show`, the HTML report, OpenTelemetry spans), so every view of a run agrees with every
+//! `Orchestrator::replay`, `runs show`, the HTML report, OpenTelemetry spans), so every view of a run agrees with every
 //! other and with what the scheduler itself saw.
 //!
 //! # Where to add a new event kind
@@ -188,6 +188,9 @@ pub struct StepRecord {
     pub attempts: u32,
     /// Start of its latest attempt, in ms since the Unix epoch.
     pub started_ms: Option<u64>,
+    /// Position in the journal (see [`RunState::seq`]) of its latest start: the calls of its
+    /// latest attempt come after it.
+    pub started_seq: Option<usize>,
     /// End of its latest attempt, in ms since the Unix epoch.
     pub finished_ms: Option<u64>,
     /// Wall time of its latest finished attempt.
@@ -301,6 +304,8 @@ pub struct LlmCallRecord {
     pub tool_calls: usize,
     /// Its error, when it failed.
     pub error: Option<String>,
+    /// The request's digest and the answer, when the journal has them (for replay).
+    pub exchange: Option<super::ModelExchange>,
     /// When it ended, in ms since the epoch.
     pub at_ms: u64,
 }
@@ -650,6 +655,7 @@ impl RunState {
                 s.status = StepStatus::Running;
                 s.attempts += 1;
                 s.started_ms = Some(at);
+                s.started_seq = Some(self.seq);
                 s.finished_ms = None;
                 s.error = None;
                 s.direct_tool.clone_from(direct_tool);
@@ -781,6 +787,7 @@ impl RunState {
             status: StepStatus::Pending,
             attempts: 0,
             started_ms: None,
+            started_seq: None,
             finished_ms: None,
             duration_ms: None,
             result: StepResult::None,
@@ -859,6 +866,7 @@ impl RunState {
             latency_ms,
             tool_calls,
             error,
+            exchange,
         } = &event.kind
         else {
             return;
@@ -874,6 +882,7 @@ impl RunState {
             latency_ms: *latency_ms,
             tool_calls: *tool_calls,
             error: error.clone(),
+            exchange: exchange.clone(),
             at_ms: event.timestamp_ms,
         });
     }
@@ -1437,6 +1446,7 @@ mod tests {
                     latency_ms: 1.0,
                     tool_calls: 0,
                     error: Some("boom".into()),
+                    exchange: None,
                 },
             ),
             at(
