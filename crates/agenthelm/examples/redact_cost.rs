@@ -35,6 +35,7 @@ fn events(to: &str) -> Vec<Event> {
         latency_ms: 840.0,
         tool_calls: 1,
         error: None,
+        exchange: None,
     };
     let step_finished = EventKind::StepFinished {
         status: StepStatus::Completed,
