@@ -360,3 +360,39 @@ async fn a_live_rollback_undoes_with_the_real_values() {
     let stored = all_bytes(dir.path());
     assert!(!stored.contains(EMAIL) && !stored.contains(TOKEN));
 }
+
+#[tokio::test]
+async fn a_redacted_run_replays_from_its_journal() {
+    use agenthelm::orchestrate::ReplayOptions;
+    let dir = TempDir::new("redact-replay");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
+    let clerk = |script: Vec<ScriptedReply>| {
+        let mut registry = AgentRegistry::new();
+        let lm = Lm::from_model(ScriptedLm::new(script));
+        registry
+            .register(ToolAgent::new("clerk", lm, ToolSet::new()))
+            .unwrap();
+        Orchestrator::new(registry)
+            .store_shared(store.clone())
+            .redact(redactor())
+    };
+    let mut plan = Plan::new("greet");
+    plan.steps
+        .push(PlanStep::new("greet", format!("greet {EMAIL}")).agent("clerk"));
+    plan.approved = true;
+    let answer = format!("Hello {EMAIL}");
+    let recorded = clerk(vec![ScriptedReply::text(answer)])
+        .execute(&mut plan)
+        .await
+        .unwrap();
+    assert!(recorded.success, "{:?}", recorded.error);
+    // The prompt held the address; the journal has the redacted prompt's digest, which the
+    // replay (built from the redacted plan) finds again. No model is called: none is left.
+    let report = clerk(vec![])
+        .replay(&recorded.run_id.unwrap(), ReplayOptions::default())
+        .await
+        .unwrap();
+    assert!(report.reproduced, "{report:?}");
+    assert_eq!(report.model_calls_served, 1);
+    assert!(!all_bytes(dir.path()).contains(EMAIL));
+}

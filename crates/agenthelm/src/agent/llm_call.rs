@@ -16,6 +16,25 @@ use crate::trace::{EventKind, ModelExchange, Usage};
 ///
 /// When `ctx` replays a recorded run, the answer comes from its journal and `lm` is not called
 /// (unless the replay calls models for real).
+/// The digest of `request` as the journal may show it: redacted when the run redacts, so that
+/// no digest is taken of a secret, and a replay (which rebuilds requests from the redacted
+/// journal) finds the recorded answer.
+fn digest_of(request: &CompletionRequest, ctx: &StepContext) -> RequestDigest {
+    let Some(redactor) = ctx.sink().redactor() else {
+        return RequestDigest::of(request);
+    };
+    let Ok(mut shown) = serde_json::to_value(request) else {
+        return RequestDigest::of(request);
+    };
+    if !redactor.redact_value(&mut shown) {
+        return RequestDigest::of(request);
+    }
+    match serde_json::from_value::<CompletionRequest>(shown) {
+        Ok(shown) => RequestDigest::of(&shown),
+        Err(_) => RequestDigest::of(request),
+    }
+}
+
 pub(crate) async fn ask_model(
     lm: &Lm,
     request: &CompletionRequest,
@@ -23,7 +42,7 @@ pub(crate) async fn ask_model(
     result: &mut AgentResult,
 ) -> Result<Completion, LmError> {
     let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
-    let digest = RequestDigest::of(request);
+    let digest = digest_of(request, ctx);
     let started = Instant::now();
     let outcome = match ctx.replayed_answer(&digest) {
         Some(recorded) => recorded,
