@@ -430,11 +430,7 @@ impl Orchestrator {
         cancel: CancelToken,
     ) -> Result<(Plan, RunResult), OrchestratorError> {
         ensure_runtime()?;
-        let store = self
-            .config
-            .store
-            .as_ref()
-            .ok_or(OrchestratorError::NoStore)?;
+        let store = self.required_store()?;
         // Before reading the journal: it is then complete, and no one else adds to it.
         let claim = self.claim(run_id)?;
         let stored = store
@@ -515,11 +511,7 @@ impl Orchestrator {
         options: ReplayOptions,
     ) -> Result<ReplayReport, OrchestratorError> {
         ensure_runtime()?;
-        let store = self
-            .config
-            .store
-            .as_ref()
-            .ok_or(OrchestratorError::NoStore)?;
+        let store = self.required_store()?;
         let stored = store
             .load_run(run_id)
             .map_err(OrchestratorError::NotRecorded)?;
@@ -552,6 +544,11 @@ impl Orchestrator {
             &plan,
             &result,
         ))
+    }
+
+    /// The store, for what cannot be done without one (resume, replay).
+    fn required_store(&self) -> Result<&Arc<dyn RunStore>, OrchestratorError> {
+        self.config.store.as_ref().ok_or(OrchestratorError::NoStore)
     }
 
     /// Claims `run_id` in the store for this process (nothing to claim without a store).
