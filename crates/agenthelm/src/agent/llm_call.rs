@@ -9,32 +9,13 @@ use crate::lm::{Completion, CompletionRequest, Lm, LmError, RequestDigest};
 use crate::trace::{EventKind, ModelExchange, Usage};
 
 /// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
-/// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced call, counted as
-/// [`Usage`] counts it everywhere) to `result`,
-/// and emits an `LlmCall` event with model, tokens, cost, latency, the request's digest and the
-/// answer to `ctx` (and, as they begin, the call's waits for a rate limit).
+/// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced
+/// call, counted as [`Usage`] counts it everywhere) to `result`, and emits an `LlmCall` event
+/// with model, tokens, cost, latency, the request's digest and the answer to `ctx` (and, as
+/// they begin, the call's waits for a rate limit).
 ///
 /// When `ctx` replays a recorded run, the answer comes from its journal and `lm` is not called
 /// (unless the replay calls models for real).
-/// The digest of `request` as the journal may show it: redacted when the run redacts, so that
-/// no digest is taken of a secret, and a replay (which rebuilds requests from the redacted
-/// journal) finds the recorded answer.
-fn digest_of(request: &CompletionRequest, ctx: &StepContext) -> RequestDigest {
-    let Some(redactor) = ctx.sink().redactor() else {
-        return RequestDigest::of(request);
-    };
-    let Ok(mut shown) = serde_json::to_value(request) else {
-        return RequestDigest::of(request);
-    };
-    if !redactor.redact_value(&mut shown) {
-        return RequestDigest::of(request);
-    }
-    match serde_json::from_value::<CompletionRequest>(shown) {
-        Ok(shown) => RequestDigest::of(&shown),
-        Err(_) => RequestDigest::of(request),
-    }
-}
-
 pub(crate) async fn ask_model(
     lm: &Lm,
     request: &CompletionRequest,
@@ -92,4 +73,23 @@ pub(crate) async fn ask_model(
         exchange: Some(exchange),
     });
     outcome
+}
+
+/// The digest of `request` as the journal may show it: redacted when the run redacts, so that
+/// no digest is taken of a secret, and a replay (which rebuilds requests from the redacted
+/// journal) finds the recorded answer.
+fn digest_of(request: &CompletionRequest, ctx: &StepContext) -> RequestDigest {
+    let Some(redactor) = ctx.sink().redactor() else {
+        return RequestDigest::of(request);
+    };
+    let Ok(mut shown) = serde_json::to_value(request) else {
+        return RequestDigest::of(request);
+    };
+    if !redactor.redact_value(&mut shown) {
+        return RequestDigest::of(request);
+    }
+    match serde_json::from_value::<CompletionRequest>(shown) {
+        Ok(shown) => RequestDigest::of(&shown),
+        Err(_) => RequestDigest::of(request),
+    }
 }
