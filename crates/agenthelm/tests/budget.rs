@@ -82,7 +82,21 @@ fn tools(calls: &Calls, suspend: Option<(CancelToken, Arc<AtomicBool>)>) -> Tool
         }
     })
     .unwrap();
-    ToolSet::new().with(create).with(remove).with(stall)
+    let nap = FnTool::new(
+        "nap",
+        "Wait a little",
+        json!({"type": "object"}),
+        |_args, _call| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(json!("rested"))
+        },
+    )
+    .unwrap();
+    ToolSet::new()
+        .with(create)
+        .with(remove)
+        .with(stall)
+        .with(nap)
 }
 
 fn orchestrator(lm: Lm, calls: &Calls) -> Orchestrator {
@@ -389,6 +403,69 @@ async fn a_run_stopped_by_its_budget_replays_the_same_way_under_any_budget() {
     assert!(report.reproduced, "{:?}", report.divergence);
     assert_eq!(report.model_calls_served, 2);
     assert!(replay_model.requests().is_empty());
+}
+
+/// Replays `run_id` from `store` with no model answers and no budget of its own.
+async fn replay(store: Arc<dyn RunStore>, run_id: &str) -> agenthelm::orchestrate::ReplayReport {
+    let (_, lm) = model(0, priced());
+    orchestrator(lm, &Calls::default())
+        .store_shared(store)
+        .replay(run_id, ReplayOptions::default())
+        .await
+        .unwrap()
+}
+
+/// `make`, then `nap` (400 ms), which outlives a stop that comes while it runs.
+fn napping_plan() -> Plan {
+    let mut plan = plan(&[]);
+    plan.steps.push(
+        PlanStep::new("nap", "rest")
+            .tool("nap")
+            .depends_on(["make"]),
+    );
+    plan
+}
+
+#[tokio::test]
+async fn runs_stopped_from_outside_replay_to_the_same_stop() {
+    // The time limit: reached while `nap` runs; `nap` finishes within the grace period.
+    let dir = TempDir::new("budget-replay-stops");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap());
+    let calls = Calls::default();
+    let (_, lm) = model(0, priced());
+    let timed = orchestrator(lm, &calls)
+        .grace_period(Duration::from_secs(5))
+        .store_shared(store.clone())
+        .budget(Budget::new().max_duration(Duration::from_millis(150)));
+    let result = timed.execute(&mut napping_plan()).await.unwrap();
+    assert!(result
+        .error
+        .unwrap()
+        .starts_with("duration budget exceeded"));
+    let report = replay(store.clone(), &result.run_id.unwrap()).await;
+    assert!(report.reproduced, "{:?}", report.divergence);
+
+    // A cancel (a person, Ctrl-C) while `nap` runs.
+    let (_, lm) = model(0, priced());
+    let cancel = CancelToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        canceller.cancel();
+    });
+    let result = orchestrator(lm, &calls)
+        .grace_period(Duration::from_secs(5))
+        .store_shared(store.clone())
+        .execute_with_cancel(&mut napping_plan(), cancel)
+        .await
+        .unwrap();
+    assert!(result.error.unwrap().starts_with("the run was cancelled"));
+    let report = replay(store, &result.run_id.unwrap()).await;
+    assert!(report.reproduced, "{:?}", report.divergence);
+    assert_eq!(
+        report.tool_calls_served, 3,
+        "create, nap and the compensation"
+    );
 }
 
 #[test]

@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::approval::{ApprovalDecision, ApprovalHandler, ApprovalRequest};
+use crate::budget::BudgetKind;
 use crate::lm::{Completion, LmError, RequestDigest};
 use crate::plan::StepStatus;
 use crate::tool::ToolError;
-use crate::trace::{ApprovalRecord, CallPurpose, LlmCallRecord, RunState, ToolCallRecord};
+use crate::trace::{
+    ApprovalRecord, CallPurpose, EventKind, LlmCallRecord, RunState, ToolCallRecord,
+};
 
 /// Which side of a replay runs for real; by default neither (no model is called, no tool runs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,9 +142,36 @@ pub struct ReplaySource {
     first: Mutex<Option<Divergence>>,
     models_served: AtomicUsize,
     tools_served: AtomicUsize,
+    /// A stop the replay cannot bring about by itself, and how many steps had started when
+    /// it came.
+    stop: Option<(usize, EventKind)>,
+}
+
+/// A stop that came from outside the recorded calls: a cancel (a person, Ctrl-C) or the time
+/// limit (a replay runs at its own speed). Budgets of cost, tokens and calls are reached again
+/// from the recorded usage, so they are not among these.
+fn recorded_stop(state: &RunState) -> Option<(usize, EventKind)> {
+    let (seq, event) = state.stopped_by()?;
+    let external = match event {
+        EventKind::RunCancelled { .. } => true,
+        EventKind::BudgetExceeded { budget, .. } => *budget == BudgetKind::Duration,
+        _ => false,
+    };
+    let started = state
+        .steps()
+        .iter()
+        .filter(|s| s.started_seq.is_some_and(|at| at < seq))
+        .count();
+    external.then(|| (started, event.clone()))
 }
 
 impl ReplaySource {
+    /// The recorded run's stop from outside (a cancel, its time limit), to be brought about
+    /// again once as many steps have started as had then.
+    pub(crate) fn recorded_stop(&self) -> Option<(usize, &EventKind)> {
+        self.stop.as_ref().map(|(started, event)| (*started, event))
+    }
+
     /// The recorded run whose state is `state`, replayed as `options` say.
     pub fn new(state: &RunState, options: ReplayOptions) -> Self {
         let mut steps: HashMap<String, StepTape> = state
@@ -183,6 +213,7 @@ impl ReplaySource {
         }
         ReplaySource {
             options,
+            stop: recorded_stop(state),
             steps,
             first: Mutex::new(None),
             models_served: AtomicUsize::new(0),

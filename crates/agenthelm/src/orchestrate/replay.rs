@@ -68,6 +68,9 @@ pub(super) fn prepare(
     // The run's own budget, as it started with it: a run stopped by its budget stops there
     // again, and a budget changed since does not change the path.
     config.budget = recorded.budget().copied().unwrap_or_default();
+    // Time is not replayed: a recorded stop for time comes back where it came (see
+    // `ReplaySource::recorded_stop`).
+    config.budget.max_duration = None;
     // A run that stopped without a rollback was run with rollback off: so is its replay.
     if recorded.stop_reason().is_some() && recorded.end().is_some() {
         config.rollback = recorded.rollback().is_some();

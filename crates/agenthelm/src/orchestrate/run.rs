@@ -106,6 +106,9 @@ pub(super) struct Run {
     rollback: Option<RollbackReport>,
     /// The run's budget and what it spent, when it has one (known once the run has opened).
     budget: Option<Arc<BudgetGuard>>,
+    /// Steps started by this run (a replay stops where the recorded run was stopped from
+    /// outside, counted in started steps).
+    launched: usize,
 }
 
 impl Run {
@@ -146,6 +149,7 @@ impl Run {
             parked: Vec::new(),
             rollback: None,
             budget: None,
+            launched: 0,
         }
     }
 
@@ -205,6 +209,7 @@ impl Run {
                 self.stop = Some(StopReason::Stopped { reason });
             }
             self.note_budget();
+            self.note_replayed_stop();
             self.suspended |= self.cancel.is_suspended();
             while self.stop.is_none()
                 && !self.suspended
@@ -217,7 +222,9 @@ impl Run {
                 };
                 if let Some(task) = self.launch(i) {
                     tasks.spawn(task);
+                    self.launched += 1;
                 }
+                self.note_replayed_stop();
             }
             if self.halted.is_some() {
                 // Nothing more may happen untraced: stop where we are, as a crash would.
@@ -495,6 +502,28 @@ impl Run {
         self.stop = Some(StopReason::Stopped {
             reason: exceeded.message,
         });
+    }
+
+    /// In a replay, stops the run the way the recorded run was stopped from outside (a cancel,
+    /// its time limit), once as many steps have started as had then.
+    fn note_replayed_stop(&mut self) {
+        if self.stop.is_some() {
+            return;
+        }
+        let Some((started, event)) = self.orch.replay.as_ref().and_then(|r| r.recorded_stop())
+        else {
+            return;
+        };
+        if self.launched < started {
+            return;
+        }
+        let reason = match event {
+            EventKind::RunCancelled { reason } => reason.clone(),
+            EventKind::BudgetExceeded { message, .. } => message.clone(),
+            _ => return,
+        };
+        self.emit(event.clone());
+        self.stop = Some(StopReason::Stopped { reason });
     }
 
     /// Steps parked when the run stopped for another reason: their calls will not be made.

@@ -66,6 +66,9 @@ pub struct RunState {
     cancelled: Option<String>,
     review: Option<PlanReview>,
     budget: Option<Budget>,
+    /// The event that stopped the run from outside the plan (a cancel, a spent budget), with
+    /// its position in the journal.
+    stopped_by: Option<(usize, EventKind)>,
     /// Time the run spent running in earlier processes (before its last start or resume), ms.
     ran_before_ms: u64,
     /// When the current stretch of running began (its start or last resume).
@@ -562,6 +565,7 @@ impl RunState {
             cancelled: None,
             review: None,
             budget: None,
+            stopped_by: None,
             ran_before_ms: 0,
             stretch_start_ms: None,
         };
@@ -722,10 +726,14 @@ impl RunState {
             (EventKind::RateLimitWait { .. }, _) => {}
             (EventKind::RunCancelled { reason }, _) => {
                 self.cancelled.get_or_insert_with(|| reason.clone());
+                self.stopped_by
+                    .get_or_insert_with(|| (self.seq, event.kind.clone()));
             }
             // A spent budget stops the run as a failure does (and steps that fail after it
             // failed because of it).
             (EventKind::BudgetExceeded { message, .. }, _) => {
+                self.stopped_by
+                    .get_or_insert_with(|| (self.seq, event.kind.clone()));
                 if self.failure.is_none() && self.cancelled.is_none() {
                     self.failure = Some(StopReason::Stopped {
                         reason: message.clone(),
@@ -1153,6 +1161,12 @@ impl RunState {
     /// Tokens, cost and model calls.
     pub fn usage(&self) -> &Usage {
         &self.usage
+    }
+
+    /// The event that stopped the run from outside its plan (`run_cancelled`, or
+    /// `budget_exceeded`), with its position in the journal (from 1), if one did.
+    pub fn stopped_by(&self) -> Option<(usize, &EventKind)> {
+        self.stopped_by.as_ref().map(|(seq, kind)| (*seq, kind))
     }
 
     /// The budget the run is kept within, as recorded when it started.
