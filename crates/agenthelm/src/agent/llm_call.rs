@@ -3,6 +3,7 @@
 //! for each wait for a rate limit.
 
 use std::time::Instant;
+use tracing::Instrument;
 
 use super::{AgentResult, StepContext};
 use crate::lm::{Completion, CompletionRequest, Lm, LmError, RequestDigest};
@@ -24,6 +25,7 @@ pub(crate) async fn ask_model(
 ) -> Result<Completion, LmError> {
     let reservation = ctx.budget().map(|b| b.admit(lm, request)).transpose()?;
     let digest = digest_of(request, ctx);
+    let span = model_span(lm);
     let started = Instant::now();
     let outcome = match ctx.replayed_answer(&digest) {
         Some(recorded) => recorded,
@@ -37,6 +39,7 @@ pub(crate) async fn ask_model(
                     wait_ms: wait.wait.as_secs_f64() * 1e3,
                 })
             })
+            .instrument(span.clone())
             .await
         }
     };
@@ -48,6 +51,7 @@ pub(crate) async fn ask_model(
     if let Some(reservation) = reservation {
         reservation.settle(usage, cost_usd);
     }
+    record_on_span(&span, &outcome);
     let mut call = Usage::default();
     call.add_call(usage, cost_usd, outcome.is_err());
     result.add_priced(&call);
@@ -91,5 +95,43 @@ fn digest_of(request: &CompletionRequest, ctx: &StepContext) -> RequestDigest {
     match serde_json::from_value::<CompletionRequest>(shown) {
         Ok(shown) => RequestDigest::of(&shown),
         Err(_) => RequestDigest::of(request),
+    }
+}
+
+/// The span of one model call, with OpenTelemetry GenAI names (`chat <model>`); never the
+/// prompt or the answer.
+fn model_span(lm: &Lm) -> tracing::Span {
+    let model = lm.model_id();
+    let (provider, name) = model.split_once('/').unwrap_or(("", model));
+    tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = provider,
+        gen_ai.request.model = name,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        agenthelm.cost_usd = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// What the call used and cost, or what kind of error it ended with.
+fn record_on_span(span: &tracing::Span, outcome: &Result<Completion, LmError>) {
+    match outcome {
+        Ok(completion) => {
+            span.record("gen_ai.response.model", completion.model.as_str());
+            span.record("gen_ai.usage.input_tokens", completion.usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", completion.usage.output_tokens);
+            if let Some(cost) = completion.cost_usd {
+                span.record("agenthelm.cost_usd", cost);
+            }
+        }
+        Err(error) => {
+            span.record("error.type", error.kind());
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }

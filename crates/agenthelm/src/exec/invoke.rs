@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 use super::{ActionPermit, JournalError, StepContext};
 use crate::approval::{ApprovalDecision, ApprovalRequest};
@@ -53,6 +54,8 @@ pub(crate) struct Admitted<'t> {
     call_id: String,
     purpose: CallPurpose,
     started: Instant,
+    /// The call's span (`execute_tool <name>`), from admission to its record.
+    span: tracing::Span,
 }
 
 /// Validates `args` and asks for approval when the contract requires it. A call refused here is
@@ -80,13 +83,17 @@ pub(crate) async fn admit_as<'t>(
     call_id: String,
 ) -> Result<Admitted<'t>, ToolError> {
     let started = Instant::now();
-    let approved = approve(tool, &mut args, &call_id, ctx, purpose).await;
+    let span = tool_span(&tool.spec().name, &call_id, purpose);
+    let approved = approve(tool, &mut args, &call_id, ctx, purpose)
+        .instrument(span.clone())
+        .await;
     let admitted = Admitted {
         tool,
         args,
         call_id,
         purpose,
         started,
+        span,
     };
     match replay_check(&admitted, approved, ctx) {
         Ok(()) => {
@@ -160,7 +167,11 @@ impl Admitted<'_> {
                 outcome
             }
             None => match self.revealed(ctx) {
-                Ok(args) => attempt_all(self.tool, &args, info, ctx, &mut attempts).await,
+                Ok(args) => {
+                    attempt_all(self.tool, &args, info, ctx, &mut attempts)
+                        .instrument(self.span.clone())
+                        .await
+                }
                 Err(error) => {
                     self.record(ctx, &Err(error.clone()), 0);
                     return Err(error);
@@ -195,6 +206,11 @@ impl Admitted<'_> {
     }
 
     fn record(&self, ctx: &StepContext, outcome: &Result<Value, ToolError>, attempts: u32) {
+        self.span.record("agenthelm.attempts", attempts);
+        if let Err(e) = outcome {
+            self.span.record("error.type", e.kind());
+            self.span.record("otel.status_code", "ERROR");
+        }
         let (output, error) = match outcome {
             Ok(value) => (Some(value.clone()), None),
             Err(e) => (None, Some(e.to_string())),
@@ -210,6 +226,24 @@ impl Admitted<'_> {
             purpose: self.purpose,
         });
     }
+}
+
+/// The span of one tool call, with OpenTelemetry GenAI names; never its arguments or output.
+fn tool_span(tool: &str, call_id: &str, purpose: CallPurpose) -> tracing::Span {
+    tracing::info_span!(
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {tool}"),
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = tool,
+        gen_ai.tool.call.id = call_id,
+        agenthelm.purpose = match purpose {
+            CallPurpose::Execute => "execute",
+            CallPurpose::Compensate => "compensate",
+        },
+        agenthelm.attempts = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 /// Validates the arguments and asks for approval when the contract requires it.
@@ -292,12 +326,19 @@ fn record_decision(ctx: &StepContext, request: &ApprovalRequest, decision: &Appr
         ApprovalDecision::Deny { reason } => (false, reason.clone(), None),
         ApprovalDecision::Defer => return,
     };
+    let by = ctx.approval_handler().decider();
+    tracing::info!(
+        approved,
+        edited = edited_args.is_some(),
+        by = by.as_deref(),
+        "tool call decided"
+    );
     ctx.emit(EventKind::Approval {
         call_id: request.call_id.clone(),
         tool: request.tool.clone(),
         approved,
         reason,
-        by: ctx.approval_handler().decider(),
+        by,
         asked_args: edited_args.is_some().then(|| request.args.clone()),
         edited_args,
     });
@@ -363,7 +404,14 @@ async fn attempt_all(
         let result = attempt(tool, args.clone(), &info).await;
         match result {
             Err(e) if e.is_retryable() && *attempts <= contract.retries => {
-                tokio::time::sleep(ctx.retry_policy().delay(*attempts)).await;
+                let delay = ctx.retry_policy().delay(*attempts);
+                tracing::warn!(
+                    attempt = *attempts,
+                    error.type = e.kind(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "tool call failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
             }
             other => return other,
         }

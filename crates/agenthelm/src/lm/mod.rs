@@ -297,3 +297,21 @@ pub enum LmError {
         variable: String,
     },
 }
+
+impl LmError {
+    /// A short name of the kind of error (`http`, `timeout`, `budget`, ...), for logs and
+    /// spans that must not carry the message: OpenTelemetry's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LmError::ScriptExhausted { .. } => "script_exhausted",
+            LmError::Failed { .. } => "failed",
+            LmError::Http { .. } => "http",
+            LmError::Timeout { .. } => "timeout",
+            LmError::Malformed { .. } => "malformed",
+            LmError::Config(_) => "config",
+            LmError::Budget(_) => "budget",
+            LmError::Replayed(_) => "replayed",
+            LmError::MissingKey { .. } => "missing_key",
+        }
+    }
+}

@@ -3,6 +3,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::cancel::CancelToken;
 use super::replay::{self, ReplayReport};
@@ -583,6 +584,16 @@ impl Orchestrator {
         if let Some(redactor) = &config.redactor {
             sink = sink.with_redactor(Arc::clone(redactor));
         }
+        // The span of the whole run, for a `tracing` subscriber: its steps, model and tool calls
+        // and rollback are inside it. Ids and counts only: goals and arguments may be private.
+        let span = tracing::info_span!(
+            "run",
+            otel.name = "invoke_workflow agenthelm",
+            gen_ai.operation.name = "invoke_workflow",
+            agenthelm.run_id = %run_id,
+            agenthelm.steps = plan.steps.len(),
+            agenthelm.replay = config.replay.is_some(),
+        );
         let run = Run::new(
             Arc::clone(config),
             Arc::clone(&run_id),
@@ -592,7 +603,7 @@ impl Orchestrator {
             plan,
             opening,
         );
-        let claimed = while_claimed(claim, run.execute());
+        let claimed = while_claimed(claim, run.execute()).instrument(span);
         let (plan, result, halted_by) = match tokio::spawn(claimed).await {
             Ok(finished) => finished,
             Err(e) => {

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::orchestrator::Config;
 use super::outcome::{CompensationFailure, RollbackReport};
@@ -115,7 +116,7 @@ pub(super) async fn run(
         sink: sink.clone(),
         replay: orch.replay.clone(),
     });
-    let shielded = tokio::spawn(compensate_all(jobs, order, limit, shared));
+    let shielded = tokio::spawn(compensate_all(jobs, order, limit, shared).in_current_span());
     let finished = match shielded.await {
         Ok(finished) => finished,
         Err(e) => {
@@ -341,7 +342,7 @@ async fn compensate_all(
                 break;
             };
             let key = (j, job.step, job.step_id.clone());
-            let handle = tasks.spawn(compensate_job(job, Arc::clone(&shared)));
+            let handle = tasks.spawn(compensate_job(job, Arc::clone(&shared)).in_current_span());
             running.insert(handle.id(), key);
         }
         let Some(joined) = tasks.join_next_with_id().await else {

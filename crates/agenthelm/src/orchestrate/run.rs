@@ -8,6 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::cancel::CancelToken;
 use super::orchestrator::Config;
@@ -266,6 +267,8 @@ impl Run {
         if self.stop.is_some() && self.orch.rollback && !stopped_here {
             let (mut undo, progress) = self.sink.state(saga_of).unwrap_or_default();
             with_real_args(&self.sink, &mut undo);
+            let span = tracing::info_span!("rollback", agenthelm.rollback.steps = undo.len());
+            tracing::warn!(parent: &span, steps = undo.len(), "rolling back completed work");
             let report = rollback::run(
                 &self.orch,
                 &mut self.plan,
@@ -274,6 +277,7 @@ impl Run {
                 undo,
                 progress,
             )
+            .instrument(span)
             .await;
             self.rollback = Some(report);
             self.halted = self.sink.journal_error();
@@ -343,6 +347,7 @@ impl Run {
             ctx = ctx.with_agent(Arc::clone(name));
         }
         let ctx = Arc::new(ctx);
+        let span = step_span(&step.id, agent.as_deref(), direct_tool.as_deref());
         ctx.emit(EventKind::StepStarted {
             direct_tool: direct_tool.clone(),
         });
@@ -359,19 +364,25 @@ impl Run {
             ctx: Arc::clone(&ctx),
             started,
         });
-        Some(async move {
-            let work = AssertUnwindSafe(run_step(dispatch, task, &ctx, permit)).catch_unwind();
-            let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
-                let message = format!("step panicked: {}", panic_message(panic.as_ref()));
-                (Err(message), None)
-            });
-            Finished {
-                index: i,
-                outcome,
-                agent_result,
-                duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        Some(
+            async move {
+                let work = AssertUnwindSafe(run_step(dispatch, task, &ctx, permit)).catch_unwind();
+                let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
+                    let message = format!("step panicked: {}", panic_message(panic.as_ref()));
+                    (Err(message), None)
+                });
+                if let Err(error) = &outcome {
+                    tracing::warn!(error.type = error_kind(error), "step failed");
+                }
+                Finished {
+                    index: i,
+                    outcome,
+                    agent_result,
+                    duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                }
             }
-        })
+            .instrument(span),
+        )
     }
 
     /// Step `i`'s arguments with `{{steps.<id>.result}}` references filled in; an error names
@@ -493,6 +504,12 @@ impl Run {
         let Some(Err(exceeded)) = self.budget.as_ref().map(|b| b.check()) else {
             return;
         };
+        tracing::warn!(
+            agenthelm.budget = %exceeded.kind,
+            spent = exceeded.spent,
+            limit = exceeded.limit,
+            "budget exceeded: the run stops"
+        );
         self.emit(EventKind::BudgetExceeded {
             budget: exceeded.kind,
             spent: exceeded.spent,
@@ -642,6 +659,36 @@ impl Run {
             agent: None,
             kind,
         });
+    }
+}
+
+/// The span of one step: `invoke_agent <agent>` for a step its agent carries out, `step <id>`
+/// for a direct tool call (the tool call's own span is inside it).
+fn step_span(step: &str, agent: Option<&dyn Agent>, tool: Option<&str>) -> tracing::Span {
+    let agent = agent.map(Agent::name);
+    let (name, operation) = match (tool, agent) {
+        (None, Some(agent)) => (format!("invoke_agent {agent}"), "invoke_agent"),
+        _ => (format!("step {step}"), "step"),
+    };
+    tracing::info_span!(
+        "step",
+        otel.name = %name,
+        gen_ai.operation.name = operation,
+        gen_ai.agent.name = agent,
+        agenthelm.step_id = step,
+        gen_ai.tool.name = tool,
+    )
+}
+
+/// What kind of failure a step's error is, for logs that must not carry its text (an error
+/// may quote arguments or output).
+fn error_kind(error: &str) -> &'static str {
+    if error.starts_with("cancelled") {
+        "cancelled"
+    } else if error.contains("budget") {
+        "budget"
+    } else {
+        "failed"
     }
 }
 

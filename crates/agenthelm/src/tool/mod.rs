@@ -257,6 +257,20 @@ impl ToolError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ToolError::Failed(_) | ToolError::Timeout { .. })
     }
+
+    /// A short name of the kind of error (`invalid_arguments`, `not_found`, `denied`,
+    /// `timeout`, `awaiting_approval`, `failed`), for logs and spans that must not carry the
+    /// message (it may quote arguments or output): OpenTelemetry's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ToolError::InvalidArguments { .. } => "invalid_arguments",
+            ToolError::NotFound { .. } => "not_found",
+            ToolError::Denied { .. } => "denied",
+            ToolError::Timeout { .. } => "timeout",
+            ToolError::AwaitingApproval { .. } => "awaiting_approval",
+            ToolError::Failed(_) => "failed",
+        }
+    }
 }
 
 impl From<String> for ToolError {
