@@ -666,18 +666,39 @@ impl Run {
 /// for a direct tool call (the tool call's own span is inside it).
 fn step_span(step: &str, agent: Option<&dyn Agent>, tool: Option<&str>) -> tracing::Span {
     let agent = agent.map(Agent::name);
-    let (name, operation) = match (tool, agent) {
-        (None, Some(agent)) => (format!("invoke_agent {agent}"), "invoke_agent"),
-        _ => (format!("step {step}"), "step"),
-    };
+    let by_agent = agent.filter(|_| tool.is_none());
+    // Written only when a subscriber wants the span: no text is built for nobody.
+    let name = tracing::field::display(StepSpanName {
+        step,
+        agent: by_agent,
+    });
     tracing::info_span!(
         "step",
-        otel.name = %name,
-        gen_ai.operation.name = operation,
+        otel.name = name,
+        gen_ai.operation.name = if by_agent.is_some() {
+            "invoke_agent"
+        } else {
+            "step"
+        },
         gen_ai.agent.name = agent,
         agenthelm.step_id = step,
         gen_ai.tool.name = tool,
     )
+}
+
+/// `invoke_agent <agent>` or `step <id>`.
+struct StepSpanName<'a> {
+    step: &'a str,
+    agent: Option<&'a str>,
+}
+
+impl std::fmt::Display for StepSpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.agent {
+            Some(agent) => write!(f, "invoke_agent {agent}"),
+            None => write!(f, "step {}", self.step),
+        }
+    }
 }
 
 /// What kind of failure a step's error is, for logs that must not carry its text (an error
