@@ -163,3 +163,32 @@ fn a_run_killed_half_way_keeps_what_it_spent_when_resumed() {
     assert_eq!(server.requests().len(), 2);
     assert_eq!(log(&dir), ["effect a", "effect b", "undone b", "undone a"]);
 }
+
+#[test]
+fn an_agents_max_tokens_is_sent_and_bounds_the_worst_case_of_its_calls() {
+    let dir = TempDir::new("budget-max-tokens");
+    workspace(&dir, "budget: {max_cost_usd: 0.044}\n");
+    let yaml = dir.read("agenthelm.yaml");
+    dir.write(
+        "agenthelm.yaml",
+        &yaml.replace("{role: thinks}", "{role: thinks, max_tokens: 100}"),
+    );
+    let server = llm();
+    let run = execute(dir.path(), &server, None);
+    // With answers of at most 100 tokens the third call's worst case fits ($0.042 + $0.0001),
+    // so it is made; the $0.021 it really cost crosses the limit, and the run stops there.
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("cost budget exceeded: $0.063 spent of $0.044"),
+        "{}",
+        run.all()
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    let body = &requests[0]["body"];
+    let sent = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"));
+    assert_eq!(sent, Some(&serde_json::json!(100)), "{body}");
+}

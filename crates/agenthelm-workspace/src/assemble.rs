@@ -220,6 +220,9 @@ impl<'w> Assembly<'w> {
         if let Some(max_iters) = config.max_iters {
             agent = agent.max_iters(max_iters);
         }
+        if let Some(max_tokens) = config.max_tokens {
+            agent = agent.max_tokens(max_tokens);
+        }
         Ok(agent)
     }
 

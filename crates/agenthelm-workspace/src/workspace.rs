@@ -163,6 +163,10 @@ pub struct AgentConfig {
     /// The most model calls per task.
     #[serde(default)]
     pub max_iters: Option<u32>,
+    /// The longest answer per model call, in tokens (also what a cost budget counts as a
+    /// call's worst case).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
     /// Names of tools under `tools:`, and MCP tools as `server.tool` or `server.*`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub tools: Vec<String>,
@@ -544,11 +548,13 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
             };
             fail(format!("agents.{name}.tools"), message);
         }
-        if agent.max_iters == Some(0) {
-            fail(
-                format!("agents.{name}.max_iters"),
-                "must be at least 1".into(),
-            );
+        for (key, value) in [
+            ("max_iters", agent.max_iters),
+            ("max_tokens", agent.max_tokens),
+        ] {
+            if value == Some(0) {
+                fail(format!("agents.{name}.{key}"), "must be at least 1".into());
+            }
         }
     }
     for (name, tool) in &config.tools {
@@ -732,7 +738,7 @@ mod tests {
     fn names_file_line_and_key() {
         assert_eq!(
             errors("model: m\nagents:\n  a:\n    toolz: [x]\n"),
-            "ws.yaml:4: `agents.a.toolz`: unknown field `toolz`, expected one of `role`, `model`, `max_iters`, `tools`"
+            "ws.yaml:4: `agents.a.toolz`: unknown field `toolz`, expected one of `role`, `model`, `max_iters`, `max_tokens`, `tools`"
         );
         assert!(
             errors("tools:\n  t:\n    command: [x]\n    retries: many\n")

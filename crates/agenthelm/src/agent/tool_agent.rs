@@ -49,6 +49,7 @@ pub struct ToolAgent {
     tools: ToolSet,
     role: Option<String>,
     max_iters: u32,
+    max_tokens: Option<u32>,
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     observers: Vec<Observer>,
@@ -63,6 +64,7 @@ impl ToolAgent {
             tools,
             role: None,
             max_iters: 10,
+            max_tokens: None,
             approval: Arc::new(DenyAll),
             retry: RetryPolicy::default(),
             observers: Vec::new(),
@@ -78,6 +80,14 @@ impl ToolAgent {
     /// The most model calls one task may take (default 10; at least 1).
     pub fn max_iters(mut self, max_iters: u32) -> Self {
         self.max_iters = max_iters.max(1);
+        self
+    }
+
+    /// The longest answer the model may write per call, in tokens (sent as the request's
+    /// `max_tokens`). It also bounds the worst case a run's cost budget counts for each call
+    /// (without it, 4,096 tokens are assumed).
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens.max(1));
         self
     }
 
@@ -136,6 +146,7 @@ impl ToolAgent {
         let mut request = CompletionRequest {
             messages: vec![Message::system(self.instructions()), Message::user(task)],
             tools: self.tool_definitions(),
+            max_tokens: self.max_tokens,
             ..CompletionRequest::default()
         };
         let mut result = AgentResult::default();
