@@ -188,10 +188,7 @@ async fn submit(
     };
     let mut plan = plan;
     if let Some(budget) = submission.budget {
-        plan.budget = Some(match &plan.budget {
-            Some(own) => own.tighter(&budget),
-            None => budget,
-        });
+        plan.budget = Some(budget.tightened_by(plan.budget.as_ref()));
     }
     let (run_id, phase) = state.runs.submit(plan, submission.approve, &user)?;
     Ok((

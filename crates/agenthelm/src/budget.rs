@@ -132,6 +132,12 @@ impl Budget {
             },
         }
     }
+
+    /// [`tighter`](Self::tighter) with a budget that may not be given: without one, `self` as
+    /// it is (an absent budget has no say, not even on unpriced models).
+    pub fn tightened_by(&self, other: Option<&Budget>) -> Budget {
+        other.map_or(*self, |other| self.tighter(other))
+    }
 }
 
 /// Which limit of a [`Budget`].
@@ -363,6 +369,12 @@ mod tests {
         let allow = Budget::new().unpriced(Unpriced::Allow);
         assert_eq!(allow.tighter(&allow).unpriced, Unpriced::Allow);
         assert_eq!(allow.tighter(&Budget::new()).unpriced, Unpriced::Refuse);
+        // No second budget: no say on unpriced models either.
+        assert_eq!(allow.tightened_by(None), allow);
+        assert_eq!(
+            allow.tightened_by(Some(&Budget::new())).unpriced,
+            Unpriced::Refuse
+        );
         assert!(!Budget::new().is_limited());
         assert!(Budget::new().max_tokens(5).is_limited());
     }

@@ -702,10 +702,7 @@ impl Config {
     /// Validates `plan` for these agents and tools and returns its dependency graph.
     /// The budget a run of `plan` is kept within: this orchestrator's, tightened by the plan's.
     fn budget_for(&self, plan: &Plan) -> Budget {
-        match &plan.budget {
-            Some(own) => self.budget.tighter(own),
-            None => self.budget,
-        }
+        self.budget.tightened_by(plan.budget.as_ref())
     }
 
     /// Steps whose agent thinks with a model that has no price, under a cost budget that

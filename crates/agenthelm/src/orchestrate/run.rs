@@ -202,12 +202,9 @@ impl Run {
         // running step finishes.
         let mut grace_deadline = None;
         loop {
-            if self.stop.is_none() && self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 let reason = "the run was cancelled".to_owned();
-                self.emit(EventKind::RunCancelled {
-                    reason: reason.clone(),
-                });
-                self.stop = Some(StopReason::Stopped { reason });
+                self.stop_with(EventKind::RunCancelled { reason });
             }
             self.note_budget();
             self.note_replayed_stop();
@@ -371,8 +368,10 @@ impl Run {
                     let message = format!("step panicked: {}", panic_message(panic.as_ref()));
                     (Err(message), None)
                 });
-                if let Err(error) = &outcome {
-                    tracing::warn!(error.type = error_kind(error), "step failed");
+                if outcome.is_err() {
+                    // The kind of error is on the span of the call that failed; the step's
+                    // error text may quote arguments or output.
+                    tracing::warn!("step failed");
                 }
                 Finished {
                     index: i,
@@ -495,8 +494,23 @@ impl Run {
         }
     }
 
-    /// Stops the run when its budget is spent (the first time it is seen): no step or model
-    /// call starts after this.
+    /// Stops the run from outside its steps, unless it is stopping already: `event` (a
+    /// `run_cancelled` or `budget_exceeded`) goes on record, and no step or model call starts
+    /// after it.
+    fn stop_with(&mut self, event: EventKind) {
+        if self.stop.is_some() {
+            return;
+        }
+        let reason = match &event {
+            EventKind::RunCancelled { reason } => reason.clone(),
+            EventKind::BudgetExceeded { message, .. } => message.clone(),
+            _ => return,
+        };
+        self.emit(event);
+        self.stop = Some(StopReason::Stopped { reason });
+    }
+
+    /// Stops the run when its budget is spent (the first time it is seen).
     fn note_budget(&mut self) {
         if self.stop.is_some() {
             return;
@@ -510,14 +524,11 @@ impl Run {
             limit = exceeded.limit,
             "budget exceeded: the run stops"
         );
-        self.emit(EventKind::BudgetExceeded {
+        self.stop_with(EventKind::BudgetExceeded {
             budget: exceeded.kind,
             spent: exceeded.spent,
             limit: exceeded.limit,
-            message: exceeded.message.clone(),
-        });
-        self.stop = Some(StopReason::Stopped {
-            reason: exceeded.message,
+            message: exceeded.message,
         });
     }
 
@@ -531,16 +542,10 @@ impl Run {
         else {
             return;
         };
-        if self.launched < started {
-            return;
+        if self.launched >= started {
+            let event = event.clone();
+            self.stop_with(event);
         }
-        let reason = match event {
-            EventKind::RunCancelled { reason } => reason.clone(),
-            EventKind::BudgetExceeded { message, .. } => message.clone(),
-            _ => return,
-        };
-        self.emit(event.clone());
-        self.stop = Some(StopReason::Stopped { reason });
     }
 
     /// Steps parked when the run stopped for another reason: their calls will not be made.
@@ -698,18 +703,6 @@ impl std::fmt::Display for StepSpanName<'_> {
             Some(agent) => write!(f, "invoke_agent {agent}"),
             None => write!(f, "step {}", self.step),
         }
-    }
-}
-
-/// What kind of failure a step's error is, for logs that must not carry its text (an error
-/// may quote arguments or output).
-fn error_kind(error: &str) -> &'static str {
-    if error.starts_with("cancelled") {
-        "cancelled"
-    } else if error.contains("budget") {
-        "budget"
-    } else {
-        "failed"
     }
 }
 
