@@ -35,7 +35,11 @@ impl ApprovalHandler for CliApproval {
             CliApproval::Ask(_) if !std::io::stdin().is_terminal() => ApprovalDecision::deny(
                 "approval needed but there is no terminal to ask (pass --approve-tools to allow it)",
             ),
-            CliApproval::Ask(terminal) => terminal.approve(&shown(request)).await,
+            CliApproval::Ask(terminal) => {
+                // The question and its answer need the terminal to themselves.
+                let _paused = crate::progress::pause();
+                terminal.approve(&shown(request)).await
+            }
         }
     }
 

@@ -9,6 +9,7 @@ mod exit;
 mod interrupt;
 mod limits;
 mod out;
+mod progress;
 mod render;
 mod telemetry;
 

@@ -42,13 +42,11 @@ pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
     write_stdout(bytes)
 }
 
-/// `text` and a line break on standard error, control characters escaped. Errors are
-/// ignored: there is nowhere left to report them.
+/// `text` and a line break on standard error (above a run's live block, if one is drawn),
+/// control characters escaped. Errors are ignored: there is nowhere left to report them.
 pub fn note(text: &str) {
     let clean = Palette::stderr().clean(text.trim_end_matches('\n'));
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(format!("{clean}\n").as_bytes());
+    crate::progress::write_stderr(format!("{clean}\n").as_bytes());
 }
 
 /// `text` on standard error without a line break (a prompt), control characters escaped.
@@ -65,7 +63,7 @@ pub struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let clean = escape_controls(&String::from_utf8_lossy(buf), &[]);
-        std::io::stderr().lock().write_all(clean.as_bytes())?;
+        crate::progress::write_stderr(clean.as_bytes());
         Ok(buf.len())
     }
 

@@ -149,3 +149,92 @@ fn decisions_are_recorded_with_the_os_user_and_found_by_who_made_them() {
     let html = dir.read("run.html");
     assert!(html.contains("<td>carol</td>"), "{html}");
 }
+
+const SLOW: &str = "  slow:\n    description: Takes a while\n    command: [python3, -c, \"import sys, time; sys.stdin.read(); time.sleep(1.5); print('{}')\"]\n";
+
+fn slow_plan() -> TempDir {
+    let dir = TempDir::new("cli-pty-progress");
+    workspace(&dir, SLOW);
+    dir.write(
+        "plan.yaml",
+        "goal: slow work\nsteps:\n  - id: slow-step\n    tool: slow\n",
+    );
+    dir
+}
+
+#[test]
+fn a_run_at_a_terminal_shows_a_live_block_of_running_steps() {
+    let dir = slow_plan();
+    let run = run_in_pty(dir.path(), &["execute", "plan.yaml", "--yes"], "", &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    // The block: the running step with its elapsed time, then the counts, redrawn in place.
+    assert!(
+        run.stdout.contains("slow-step (tool slow)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("0 of 1 done · 1 running"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("\x1b[2K"),
+        "no line was redrawn: {:?}",
+        run.stdout
+    );
+    // A start is shown in the block only; what ended stays in the history.
+    assert!(
+        !run.stdout.contains("▶ slow-step started"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("✔"), "{}", run.stdout);
+}
+
+#[test]
+fn no_color_at_a_terminal_keeps_plain_lines() {
+    let dir = slow_plan();
+    let env = [("NO_COLOR", "1")];
+    let run = run_in_pty(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes"],
+        "",
+        &[],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("▶ slow-step started (tool slow)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("running"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
+}
+
+#[test]
+fn an_approval_prompt_is_not_drawn_over_by_the_block() {
+    let dir = TempDir::new("cli-pty-progress");
+    workspace(&dir, &format!("{SLOW}{GUARDED}"));
+    dir.write(
+        "plan.yaml",
+        "goal: slow and guarded\nsteps:\n  - id: slow-step\n    tool: slow\n  - id: g\n    tool: guarded\n    args: { name: approved-file }\n",
+    );
+    let run = run_in_pty(
+        dir.path(),
+        &["execute", "plan.yaml", "--yes"],
+        "[y/N]",
+        &["y"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("0 of 2 done"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Approval needed for step `g`: run tool `guarded`"),
+        "{}",
+        run.stdout
+    );
+    assert!(dir.path().join("created/approved-file").exists());
+}

@@ -13,6 +13,7 @@ use super::Session;
 use crate::approval::CliApproval;
 use crate::cli::{ExecuteArgs, ExecutionArgs};
 use crate::exit::{BadInput, Failed, Signalled};
+use crate::progress::Progress;
 use crate::render::{self, Palette};
 use crate::telemetry;
 use agenthelm_workspace::{Assembly, OpenStore, PlanFile, UserConfig};
@@ -73,6 +74,8 @@ pub struct Journaled {
     pub orchestrator: Orchestrator,
     /// The store it journals to.
     pub store: Arc<dyn RunStore>,
+    /// The run's live progress on standard error.
+    pub progress: Arc<Progress>,
     /// Where the run's spans go when it ends, if anywhere.
     pub exporter: Option<OtlpExporter>,
 }
@@ -115,6 +118,8 @@ pub async fn orchestrator(
 ) -> anyhow::Result<Journaled> {
     let orchestrator = configured(assembly, options, user).await?;
     let palette = Palette::stderr();
+    let progress = Arc::new(Progress::new(options.json));
+    let shown = Arc::clone(&progress);
     // The run's id is announced once, when the run is recorded as started or resumed.
     let seen = OnceLock::new();
     let location = store.location.display().to_string();
@@ -136,12 +141,11 @@ pub async fn orchestrator(
                 };
                 crate::out::note(&format!("Resuming ({})", render::safe(&what)));
             }
-            if let Some(line) = render::progress_line(event, palette) {
-                crate::out::note(&line);
-            }
+            shown.event(event);
         });
     Ok(Journaled {
         orchestrator,
+        progress,
         store: Arc::clone(&store.store),
         exporter: telemetry::exporter(options.otlp_endpoint.as_deref())?,
     })
@@ -165,6 +169,7 @@ pub async fn execute(
         .execute_with_cancel(plan, cancel)
         .await;
     stop_on_ctrl_c.abort();
+    journaled.progress.finish();
     let result = outcome.map_err(run_error)?;
     journaled.export(result.run_id.as_deref()).await;
     // The result is redacted already; the plan handed back holds the real values.

@@ -56,6 +56,7 @@ async fn resume(
         .resume_with_cancel(&args.run_id, cancel)
         .await;
     stop_on_ctrl_c.abort();
+    journaled.progress.finish();
     let (plan, result) = match outcome {
         Ok(finished) => finished,
         Err(OrchestratorError::AlreadyFinished { run_id, success }) if unfinished => {
