@@ -1,14 +1,19 @@
-//! Where spans go: the collector's endpoint, headers and timeout, and the request that sends them.
+//! Where spans go (the collector's endpoint, headers, timeout and protocol), and the export of
+//! a run's spans through the OpenTelemetry SDK's OTLP/HTTP exporter.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use reqwest::Url;
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::Resource;
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Url;
+
 use super::spans::spans_of;
-use super::wire::{ExportBody, Span};
+use super::transport::{Transport, Trouble};
 use crate::trace::Event;
-use serde_json::Value;
 
 /// The environment variable naming the collector's base URL.
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -17,8 +22,14 @@ pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const TRACES_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The environment variable with extra request headers, `key=value,key2=value2`.
 pub const HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_HEADERS";
-/// How long one export may take unless [`OtlpExporter::timeout`] says otherwise (the
-/// OpenTelemetry default).
+/// The same for traces only; when set, the SDK uses it instead of [`HEADERS_ENV`].
+pub const TRACES_HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+/// The environment variable with the export timeout in milliseconds.
+pub const TIMEOUT_ENV: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+/// The same for traces only (takes precedence over [`TIMEOUT_ENV`]).
+pub const TRACES_TIMEOUT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
+/// How long one export may take unless [`OtlpExporter::timeout`] or the environment says
+/// otherwise (the OpenTelemetry default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most spans sent in one request, which keeps each body well under collectors' size limits.
 pub const MAX_SPANS_PER_REQUEST: usize = 1000;
@@ -42,6 +53,22 @@ pub enum OtlpError {
         position: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// Another setting from the environment is malformed.
+    #[error("{variable}: {reason}")]
+    InvalidSetting {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The SDK could not build its exporter (an unsupported compression, say).
+    #[error("OTLP exporter for {url} cannot be set up: {message}")]
+    Setup {
+        /// Where the spans were to go.
+        url: String,
+        /// What the SDK reported.
+        message: String,
     },
     /// No answer in time.
     #[error("OTLP export to {url} timed out after {after:?}")]
@@ -83,7 +110,10 @@ pub enum OtlpError {
     },
 }
 
-/// Sends spans to an OpenTelemetry collector over OTLP/HTTP with JSON.
+/// Sends spans to an OpenTelemetry collector over OTLP/HTTP, with the SDK's exporter:
+/// protobuf unless [`protocol`](Self::protocol) or `OTEL_EXPORTER_OTLP_PROTOCOL=http/json` says
+/// JSON. The SDK also reads the headers, compression and resource (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`) from the environment.
 ///
 /// ```
 /// use agenthelm::otlp::OtlpExporter;
@@ -97,19 +127,21 @@ pub enum OtlpError {
 #[derive(Clone)]
 pub struct OtlpExporter {
     url: Url,
-    headers: HeaderMap,
-    timeout: Duration,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Option<Duration>,
+    protocol: Option<Protocol>,
     client: reqwest::Client,
 }
 
 impl fmt::Debug for OtlpExporter {
     // Header values may be API keys: only their names are shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("OtlpExporter")
             .field("url", &masked(&self.url))
             .field("headers", &names)
             .field("timeout", &self.timeout)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -141,38 +173,45 @@ impl OtlpExporter {
     fn to(url: Url) -> Self {
         OtlpExporter {
             url,
-            headers: HeaderMap::new(),
-            timeout: DEFAULT_TIMEOUT,
+            headers: Vec::new(),
+            timeout: None,
+            protocol: None,
             client: reqwest::Client::new(),
         }
     }
 
     /// The exporter the environment asks for: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as
-    /// it is) or else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, as in [`new`](Self::new)), with
-    /// the headers of `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key2=value2`, values
-    /// percent-decoded). `None` when neither endpoint is set (or both are empty).
+    /// it is) or else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, as in [`new`](Self::new)).
+    /// `None` when neither endpoint is set (or both are empty). The headers variables are
+    /// checked here, so that a malformed entry is an error naming the variable rather than a
+    /// header the SDK leaves out in silence; the timeout variables too.
     pub fn from_env() -> Option<Result<Self, OtlpError>> {
         from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Adds a header to every export (an API key, a tenant). Its value is never shown.
     pub fn header(mut self, name: &str, value: &str) -> Result<Self, OtlpError> {
-        let invalid = |reason: &str| OtlpError::InvalidHeader {
+        let header = checked_header(name, value).map_err(|reason| OtlpError::InvalidHeader {
             position: format!("`{name}`"),
             reason: reason.to_owned(),
-        };
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| invalid("not a valid header name"))?;
-        let mut value = HeaderValue::from_str(value.trim())
-            .map_err(|_| invalid("its value has characters a header cannot carry"))?;
-        value.set_sensitive(true);
-        self.headers.append(name, value);
+        })?;
+        self.headers.push(header);
         Ok(self)
     }
 
-    /// How long one export may take (default [`DEFAULT_TIMEOUT`]).
+    /// How long one export may take (default: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, else [`DEFAULT_TIMEOUT`]). Transient failures are retried
+    /// within it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The encoding: [`Protocol::HttpBinary`] (protobuf) or [`Protocol::HttpJson`]. Default:
+    /// what `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` say, else
+    /// protobuf.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
         self
     }
 
@@ -187,72 +226,116 @@ impl OtlpExporter {
     /// with its error.
     pub async fn export(&self, events: &[Event]) -> Result<usize, OtlpError> {
         let spans = spans_of(events);
+        if spans.is_empty() {
+            return Ok(0);
+        }
+        let timeout = self.resolved_timeout(&|name| std::env::var(name).ok())?;
+        let transport = Transport::new(self.client.clone(), timeout);
+        let exporter = self.sdk_exporter(transport.clone(), timeout)?;
+        let url = masked(&self.url);
         for batch in spans.chunks(MAX_SPANS_PER_REQUEST) {
-            self.send(batch).await?;
+            let sent = exporter.export(batch.to_vec()).await;
+            let trouble = transport.take_trouble();
+            match (sent, trouble) {
+                (Ok(()), None) => {}
+                (Ok(()), Some(Trouble::Dropped(rejected, message))) => {
+                    return Err(OtlpError::PartiallyRejected {
+                        url,
+                        sent: batch.len(),
+                        rejected,
+                        message,
+                    })
+                }
+                // A retry went through after a failure.
+                (Ok(()), Some(_)) => {}
+                (Err(error), trouble) => {
+                    return Err(failure(url, timeout, trouble, error.to_string()))
+                }
+            }
         }
         Ok(spans.len())
     }
 
-    async fn send(&self, spans: &[Span]) -> Result<(), OtlpError> {
-        let url = masked(&self.url);
-        let response = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
-            .json(&ExportBody::new(spans))
-            .send()
-            .await
-            .map_err(|e| self.send_error(&url, e))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(OtlpError::Rejected {
-                url,
-                status: status.as_u16(),
-                body: snippet(&body),
-            });
+    /// The SDK's exporter, sending through `transport` (which must time requests out after
+    /// `timeout`).
+    pub(super) fn sdk_exporter(
+        &self,
+        transport: Transport,
+        timeout: Duration,
+    ) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
+        check_env_headers(&|name| std::env::var(name).ok())?;
+        let headers: HashMap<String, String> = self
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(self.url.as_str())
+            .with_timeout(timeout)
+            .with_http_client(transport)
+            .with_headers(headers);
+        if let Some(protocol) = self.protocol {
+            builder = builder.with_protocol(protocol);
         }
-        // A 2xx may still report spans it dropped (`partialSuccess`).
-        if let Ok(answer) = serde_json::from_str::<Value>(&body) {
-            let partial = &answer["partialSuccess"];
-            let rejected = match &partial["rejectedSpans"] {
-                Value::String(s) => s.parse().unwrap_or(0),
-                v => v.as_u64().unwrap_or(0),
-            };
-            if rejected > 0 {
-                return Err(OtlpError::PartiallyRejected {
-                    url,
-                    sent: spans.len(),
-                    rejected,
-                    message: partial["errorMessage"].as_str().unwrap_or("").to_owned(),
-                });
-            }
-        }
-        Ok(())
+        let mut exporter = builder.build().map_err(|e| OtlpError::Setup {
+            url: masked(&self.url),
+            message: e.to_string(),
+        })?;
+        exporter.set_resource(&resource());
+        Ok(exporter)
     }
 
-    fn send_error(&self, url: &str, error: reqwest::Error) -> OtlpError {
-        if error.is_timeout() {
-            return OtlpError::Timeout {
-                url: url.to_owned(),
-                after: self.timeout,
+    /// The timeout: as set, else from the environment, else the default.
+    pub(super) fn resolved_timeout(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Duration, OtlpError> {
+        if let Some(timeout) = self.timeout {
+            return Ok(timeout);
+        }
+        for variable in [TRACES_TIMEOUT_ENV, TIMEOUT_ENV] {
+            let Some(value) = lookup(variable).filter(|v| !v.trim().is_empty()) else {
+                continue;
             };
+            return value
+                .trim()
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| OtlpError::InvalidSetting {
+                    variable,
+                    reason: format!("`{value}` is not a number of milliseconds"),
+                });
         }
-        // The source chain says why (connection refused, DNS...); the URL is given separately.
-        let error = error.without_url();
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        OtlpError::Unreachable {
-            url: url.to_owned(),
-            message,
-        }
+        Ok(DEFAULT_TIMEOUT)
+    }
+
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// The error for a failed export: what the transport saw, else what the SDK said.
+fn failure(url: String, after: Duration, trouble: Option<Trouble>, sdk: String) -> OtlpError {
+    match trouble {
+        Some(Trouble::Timeout) => OtlpError::Timeout { url, after },
+        Some(Trouble::Unreachable(message)) => OtlpError::Unreachable { url, message },
+        Some(Trouble::Rejected(status, body)) => OtlpError::Rejected { url, status, body },
+        Some(Trouble::Dropped(..)) | None => OtlpError::Unreachable { url, message: sdk },
+    }
+}
+
+/// The resource spans are sent with: the SDK's, read from the environment (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`), with `service.name` `agenthelm` unless they name one.
+pub(super) fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named {
+        detected
+    } else {
+        Resource::builder().with_service_name("agenthelm").build()
     }
 }
 
@@ -266,13 +349,39 @@ pub(super) fn from_lookup(
         (None, Some(endpoint)) => OtlpExporter::new(&endpoint),
         (None, None) => return None,
     };
-    let with_headers = |mut exporter: OtlpExporter| {
-        for (name, value) in parse_headers(&lookup(HEADERS_ENV).unwrap_or_default())? {
-            exporter = exporter.header(&name, &value)?;
-        }
+    let checked = |exporter: OtlpExporter| {
+        check_env_headers(&lookup)?;
+        exporter.resolved_timeout(&lookup)?;
         Ok(exporter)
     };
-    Some(exporter.and_then(with_headers))
+    Some(exporter.and_then(checked))
+}
+
+/// Checks the headers variable the SDK will read (the traces one when set, else the general
+/// one): each entry `key=value` with a valid name and value. The SDK skips a malformed entry in
+/// silence, which would send spans without, say, their API key.
+fn check_env_headers(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), OtlpError> {
+    let (variable, list) = match lookup(TRACES_HEADERS_ENV) {
+        Some(list) => (TRACES_HEADERS_ENV, list),
+        None => (HEADERS_ENV, lookup(HEADERS_ENV).unwrap_or_default()),
+    };
+    for (name, value) in parse_headers(variable, &list)? {
+        checked_header(&name, &value).map_err(|reason| OtlpError::InvalidHeader {
+            position: format!("`{name}` in {variable}"),
+            reason: reason.to_owned(),
+        })?;
+    }
+    Ok(())
+}
+
+/// A header as HTTP carries it, its value marked sensitive; else what is wrong with it.
+fn checked_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), &'static str> {
+    let name =
+        HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| "not a valid header name")?;
+    let mut value = HeaderValue::from_str(value.trim())
+        .map_err(|_| "its value has characters a header cannot carry")?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 /// `endpoint` as a URL, if it is an `http`/`https` URL with a host and no query.
@@ -307,13 +416,13 @@ pub(super) fn validated(endpoint: &str) -> Result<Url, OtlpError> {
 
 /// `key=value,key2=value2` as pairs, values percent-decoded (the OTLP exporter spec's format).
 /// Errors name the entry by position or key, never by value.
-fn parse_headers(list: &str) -> Result<Vec<(String, String)>, OtlpError> {
+fn parse_headers(variable: &str, list: &str) -> Result<Vec<(String, String)>, OtlpError> {
     let mut headers = Vec::new();
     for (n, entry) in list.split(',').enumerate() {
         if entry.trim().is_empty() {
             continue;
         }
-        let position = || format!("{} in {HEADERS_ENV}", n + 1);
+        let position = || format!("{} in {variable}", n + 1);
         let Some((key, value)) = entry.split_once('=') else {
             return Err(OtlpError::InvalidHeader {
                 position: position(),
@@ -327,10 +436,15 @@ fn parse_headers(list: &str) -> Result<Vec<(String, String)>, OtlpError> {
                 reason: "the key is empty".to_owned(),
             });
         }
-        let value = percent_decode(value.trim()).ok_or_else(|| OtlpError::InvalidHeader {
-            position: format!("`{key}` in {HEADERS_ENV}"),
-            reason: "its value has a bad percent-escape".to_owned(),
-        })?;
+        let invalid = |reason: &str| OtlpError::InvalidHeader {
+            position: format!("`{key}` in {variable}"),
+            reason: reason.to_owned(),
+        };
+        let value = percent_decode(value.trim())
+            .ok_or_else(|| invalid("its value has a bad percent-escape"))?;
+        if value.is_empty() {
+            return Err(invalid("its value is empty"));
+        }
         headers.push((key.to_owned(), value));
     }
     Ok(headers)
@@ -353,6 +467,11 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `url` with any password replaced by `***`.
+pub(super) fn masked_url(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| url.to_owned(), |u| masked(&u))
+}
+
 /// The URL with any password replaced by `***`.
 pub(super) fn masked(url: &Url) -> String {
     let mut url = url.clone();
@@ -360,17 +479,6 @@ pub(super) fn masked(url: &Url) -> String {
         let _ = url.set_password(Some("***"));
     }
     url.to_string()
-}
-
-/// The start of a collector's answer, for an error message.
-fn snippet(body: &str) -> String {
-    let body = body.trim();
-    if body.chars().count() <= 300 {
-        return body.to_owned();
-    }
-    let mut cut: String = body.chars().take(300).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]
@@ -427,11 +535,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(exporter.traces_url(), "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(exporter.headers["api-key"], "s3cr=t x");
-        assert_eq!(exporter.headers["x-tenant"], "team-a");
+        let exporter = exporter.header("x-extra", "s3cr3t").unwrap();
         let debug = format!("{exporter:?}");
         assert!(
-            debug.contains("api-key") && !debug.contains("s3cr"),
+            debug.contains("x-extra") && !debug.contains("s3cr3t"),
             "{debug}"
         );
 
@@ -451,13 +558,42 @@ mod tests {
     }
 
     #[test]
+    fn the_timeout_comes_from_code_then_the_environment() {
+        let exporter = OtlpExporter::new("http://h").unwrap();
+        let timeout = |vars: &[(&str, &str)]| exporter.resolved_timeout(&env(vars));
+        assert_eq!(timeout(&[]).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(
+            timeout(&[(TIMEOUT_ENV, "250")]).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            timeout(&[(TIMEOUT_ENV, "250"), (TRACES_TIMEOUT_ENV, "70")]).unwrap(),
+            Duration::from_millis(70)
+        );
+        assert_eq!(
+            timeout(&[(TIMEOUT_ENV, "soon")]).unwrap_err().to_string(),
+            "OTEL_EXPORTER_OTLP_TIMEOUT: `soon` is not a number of milliseconds"
+        );
+        let set = exporter.clone().timeout(Duration::from_secs(1));
+        assert_eq!(
+            set.resolved_timeout(&env(&[(TIMEOUT_ENV, "soon")])).unwrap(),
+            Duration::from_secs(1)
+        );
+        let error = from_lookup(env(&[(ENDPOINT_ENV, "http://h"), (TIMEOUT_ENV, "-1")]))
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(error, OtlpError::InvalidSetting { variable: TIMEOUT_ENV, .. }));
+    }
+
+    #[test]
     fn bad_headers_are_named_without_their_values() {
         for (list, expected) in [
             ("a=1,secretvalue", "OTLP header 2 in OTEL_EXPORTER_OTLP_HEADERS: expected key=value"),
             ("=secretvalue", "OTLP header 1 in OTEL_EXPORTER_OTLP_HEADERS: the key is empty"),
             ("key=secret%zz", "OTLP header `key` in OTEL_EXPORTER_OTLP_HEADERS: its value has a bad percent-escape"),
-            ("bad key=secretvalue", "OTLP header `bad key`: not a valid header name"),
-            ("key=secret%0Avalue", "OTLP header `key`: its value has characters a header cannot carry"),
+            ("key=", "OTLP header `key` in OTEL_EXPORTER_OTLP_HEADERS: its value is empty"),
+            ("bad key=secretvalue", "OTLP header `bad key` in OTEL_EXPORTER_OTLP_HEADERS: not a valid header name"),
+            ("key=secret%0Avalue", "OTLP header `key` in OTEL_EXPORTER_OTLP_HEADERS: its value has characters a header cannot carry"),
         ] {
             let error = from_lookup(env(&[(ENDPOINT_ENV, "http://h"), (HEADERS_ENV, list)]))
                 .unwrap()
@@ -466,6 +602,23 @@ mod tests {
             assert_eq!(error, expected);
             assert!(!error.contains("secret"));
         }
+        // The traces variable is the one the SDK reads when it is set.
+        let error = from_lookup(env(&[
+            (ENDPOINT_ENV, "http://h"),
+            (HEADERS_ENV, "fine=1"),
+            (TRACES_HEADERS_ENV, "broken"),
+        ]))
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "OTLP header 1 in OTEL_EXPORTER_OTLP_TRACES_HEADERS: expected key=value"
+        );
+        let header = OtlpExporter::new("http://h").unwrap().header("x y", "secret");
+        assert_eq!(
+            header.unwrap_err().to_string(),
+            "OTLP header `x y`: not a valid header name"
+        );
     }
 
     #[test]
