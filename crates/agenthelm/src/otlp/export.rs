@@ -28,6 +28,10 @@ pub const TRACES_HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
 pub const TIMEOUT_ENV: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 /// The same for traces only (takes precedence over [`TIMEOUT_ENV`]).
 pub const TRACES_TIMEOUT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
+/// The environment variable naming the encoding: `http/protobuf` (the default) or `http/json`.
+pub const PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// The same for traces only (takes precedence over [`PROTOCOL_ENV`]).
+pub const TRACES_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// How long one export may take unless [`OtlpExporter::timeout`] or the environment says
 /// otherwise (the OpenTelemetry default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,7 +117,8 @@ pub enum OtlpError {
 /// Sends spans to an OpenTelemetry collector over OTLP/HTTP, with the SDK's exporter:
 /// protobuf unless [`protocol`](Self::protocol) or `OTEL_EXPORTER_OTLP_PROTOCOL=http/json` says
 /// JSON. The SDK also reads the headers, compression and resource (`OTEL_SERVICE_NAME`,
-/// `OTEL_RESOURCE_ATTRIBUTES`) from the environment.
+/// `OTEL_RESOURCE_ATTRIBUTES`) from the environment; the endpoint, headers, timeout and protocol
+/// variables are checked here first, so that a malformed one is an error naming it.
 ///
 /// ```
 /// use agenthelm::otlp::OtlpExporter;
@@ -208,8 +213,8 @@ impl OtlpExporter {
     }
 
     /// The encoding: [`Protocol::HttpBinary`] (protobuf) or [`Protocol::HttpJson`]. Default:
-    /// what `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` say, else
-    /// protobuf.
+    /// what `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` say
+    /// (`http/protobuf`, `http/json`), else protobuf.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = Some(protocol);
         self
@@ -275,9 +280,8 @@ impl OtlpExporter {
             .with_timeout(timeout)
             .with_http_client(transport)
             .with_headers(headers);
-        if let Some(protocol) = self.protocol {
-            builder = builder.with_protocol(protocol);
-        }
+        // Always set: with both encodings built in, the SDK's own default would be JSON.
+        builder = builder.with_protocol(self.resolved_protocol(&|name| std::env::var(name).ok())?);
         let mut exporter = builder.build().map_err(|e| OtlpError::Setup {
             url: masked(&self.url),
             message: e.to_string(),
@@ -308,6 +312,32 @@ impl OtlpExporter {
                 });
         }
         Ok(DEFAULT_TIMEOUT)
+    }
+
+    /// The encoding: as set, else from the environment, else protobuf (OTLP's default).
+    pub(super) fn resolved_protocol(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Protocol, OtlpError> {
+        if let Some(protocol) = self.protocol {
+            return Ok(protocol);
+        }
+        for variable in [TRACES_PROTOCOL_ENV, PROTOCOL_ENV] {
+            let Some(value) = lookup(variable).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            return match value.trim().to_ascii_lowercase().as_str() {
+                "http/protobuf" => Ok(Protocol::HttpBinary),
+                "http/json" => Ok(Protocol::HttpJson),
+                _ => Err(OtlpError::InvalidSetting {
+                    variable,
+                    reason: format!(
+                        "`{value}` is not supported: use `http/protobuf` or `http/json`"
+                    ),
+                }),
+            };
+        }
+        Ok(Protocol::HttpBinary)
     }
 
     pub(super) fn client(&self) -> &reqwest::Client {
@@ -352,6 +382,7 @@ pub(super) fn from_lookup(
     let checked = |exporter: OtlpExporter| {
         check_env_headers(&lookup)?;
         exporter.resolved_timeout(&lookup)?;
+        exporter.resolved_protocol(&lookup)?;
         Ok(exporter)
     };
     Some(exporter.and_then(checked))
@@ -583,6 +614,31 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(matches!(error, OtlpError::InvalidSetting { variable: TIMEOUT_ENV, .. }));
+    }
+
+    #[test]
+    fn the_protocol_is_protobuf_unless_json_is_asked_for() {
+        let exporter = OtlpExporter::new("http://h").unwrap();
+        let protocol = |vars: &[(&str, &str)]| exporter.resolved_protocol(&env(vars));
+        assert_eq!(protocol(&[]).unwrap(), Protocol::HttpBinary);
+        assert_eq!(
+            protocol(&[(PROTOCOL_ENV, "HTTP/JSON")]).unwrap(),
+            Protocol::HttpJson
+        );
+        assert_eq!(
+            protocol(&[(PROTOCOL_ENV, "http/json"), (TRACES_PROTOCOL_ENV, "http/protobuf")])
+                .unwrap(),
+            Protocol::HttpBinary
+        );
+        assert_eq!(
+            protocol(&[(PROTOCOL_ENV, "grpc")]).unwrap_err().to_string(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: `grpc` is not supported: use `http/protobuf` or `http/json`"
+        );
+        let json = exporter.clone().protocol(Protocol::HttpJson);
+        assert_eq!(
+            json.resolved_protocol(&env(&[(PROTOCOL_ENV, "grpc")])).unwrap(),
+            Protocol::HttpJson
+        );
     }
 
     #[test]

@@ -29,10 +29,11 @@
 //!
 //! Spans built from a journal are pure data (the same events give the same spans, ids
 //! included) and sent with the SDK's exporter, in requests of at most
-//! [`MAX_SPANS_PER_REQUEST`]. The SDK reads the standard `OTEL_*` variables (protocol, headers,
+//! [`MAX_SPANS_PER_REQUEST`]. The SDK reads the standard `OTEL_*` variables (headers,
 //! compression, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`); this module checks the
-//! endpoint and headers first, so a malformed one is an error naming the variable. Requests go
-//! through the workspace's reqwest.
+//! endpoint, headers, timeout and protocol variables first, so that a malformed one is an error
+//! naming it rather than a setting left out in silence. Requests go through the workspace's
+//! reqwest; transient failures are retried (the SDK's policy) within the timeout.
 //!
 //! ```no_run
 //! use agenthelm::otlp::OtlpExporter;
@@ -55,7 +56,8 @@ mod transport;
 
 pub use export::{
     OtlpError, OtlpExporter, DEFAULT_TIMEOUT, ENDPOINT_ENV, HEADERS_ENV, MAX_SPANS_PER_REQUEST,
-    TIMEOUT_ENV, TRACES_ENDPOINT_ENV, TRACES_HEADERS_ENV, TRACES_TIMEOUT_ENV,
+    PROTOCOL_ENV, TIMEOUT_ENV, TRACES_ENDPOINT_ENV, TRACES_HEADERS_ENV, TRACES_PROTOCOL_ENV,
+    TRACES_TIMEOUT_ENV,
 };
 pub use ids::trace_id_of;
 pub use live::LiveExport;
