@@ -134,7 +134,10 @@ fn a_bad_endpoint_is_refused_before_anything_runs_and_an_unreachable_one_is_a_wa
         agenthelm(dir.path())
             .args(["execute", "plan.yaml", "--yes"])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2,broken-hunter3")
+            .env(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2,broken-hunter3",
+            )
             .output()
             .unwrap(),
     );
@@ -146,7 +149,11 @@ fn a_bad_endpoint_is_refused_before_anything_runs_and_an_unreachable_one_is_a_wa
         "{}",
         bad_headers.stderr
     );
-    assert!(!bad_headers.all().contains("hunter"), "{}", bad_headers.all());
+    assert!(
+        !bad_headers.all().contains("hunter"),
+        "{}",
+        bad_headers.all()
+    );
     assert!(!dir.path().join("calls.log").exists());
 
     // Port 9 on loopback is closed: the run keeps its own exit code.

@@ -20,7 +20,10 @@ async fn failed_trip() -> StoredRun {
 }
 
 fn spans_named<'a>(spans: &'a [Span], prefix: &str) -> Vec<&'a Span> {
-    spans.iter().filter(|s| s.name.starts_with(prefix)).collect()
+    spans
+        .iter()
+        .filter(|s| s.name.starts_with(prefix))
+        .collect()
 }
 
 fn step_span<'a>(spans: &'a [Span], step: &str) -> &'a Span {
@@ -55,7 +58,9 @@ async fn a_failed_run_is_exported_as_one_span_tree() {
     assert_eq!(request.header("x-api-key"), Some("sekrit-value-123"));
     let spans = decode(request);
     assert_eq!(spans.len(), sent);
-    assert!(spans.iter().all(|s| s.service == "agenthelm" && s.scope == "agenthelm"));
+    assert!(spans
+        .iter()
+        .all(|s| s.service == "agenthelm" && s.scope == "agenthelm"));
 
     // One trace, its id derived from the run id; well-formed ids and times.
     let trace_id = trace_id_of(&run.summary.run_id).to_string();
@@ -72,7 +77,10 @@ async fn a_failed_run_is_exported_as_one_span_tree() {
     assert_eq!(ids.len(), spans.len(), "span ids are unique");
 
     // The tree: run → steps → calls; compensating calls under their compensation.
-    let roots: Vec<&Span> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
+    let roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
     assert_eq!(roots.len(), 1);
     let root = roots[0];
     assert_eq!(root.name, "agenthelm.run");
@@ -165,7 +173,10 @@ async fn a_failed_run_is_exported_as_one_span_tree() {
             .collect();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].name, "execute_tool cancel");
-        assert_eq!(step_span(&spans, step).str("agenthelm.step.status"), Some("compensated"));
+        assert_eq!(
+            step_span(&spans, step).str("agenthelm.step.status"),
+            Some("compensated")
+        );
     }
     assert_eq!(
         spans.len(),
@@ -177,7 +188,8 @@ async fn a_failed_run_is_exported_as_one_span_tree() {
 #[tokio::test]
 async fn the_json_protocol_sends_the_same_spans() {
     let run = failed_trip().await;
-    let collector = Collector::answering(Reply::raw(200, "{}").header("content-type", "application/json"));
+    let collector =
+        Collector::answering(Reply::raw(200, "{}").header("content-type", "application/json"));
     let exporter = OtlpExporter::new(&format!("{}/", collector.url())).unwrap();
     exporter.export(&run.events).await.unwrap();
     exporter
@@ -190,7 +202,14 @@ async fn the_json_protocol_sends_the_same_spans() {
     assert_eq!(received.len(), 2);
     assert_eq!(received[1].header("content-type"), Some("application/json"));
     assert!(received[1].text().contains("\"resourceSpans\""));
-    let key = |s: &Span| (s.span_id.clone(), s.parent_span_id.clone(), s.name.clone(), s.status_code);
+    let key = |s: &Span| {
+        (
+            s.span_id.clone(),
+            s.parent_span_id.clone(),
+            s.name.clone(),
+            s.status_code,
+        )
+    };
     let proto: Vec<_> = decode(&received[0]).iter().map(key).collect();
     let json: Vec<_> = decode(&received[1]).iter().map(key).collect();
     assert_eq!(proto, json);
@@ -248,7 +267,14 @@ async fn a_collector_that_drops_spans_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, OtlpError::PartiallyRejected { rejected: 3, sent: 17, .. }),
+        matches!(
+            error,
+            OtlpError::PartiallyRejected {
+                rejected: 3,
+                sent: 17,
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("spans too old"));
@@ -270,7 +296,11 @@ async fn nobody_listening_is_a_clear_error_within_the_timeout() {
         .export(&run.events)
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(error, OtlpError::Unreachable { .. }), "{error:?}");
     let message = error.to_string();
     assert!(
@@ -289,7 +319,11 @@ async fn a_silent_collector_times_out() {
         .timeout(Duration::from_millis(300));
     let started = Instant::now();
     let error = exporter.export(&run.events).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         matches!(error, OtlpError::Timeout { after, .. } if after == Duration::from_millis(300)),
         "{error:?}"
@@ -356,7 +390,11 @@ async fn a_large_run_goes_in_several_requests() {
         .await
         .unwrap();
     assert_eq!(sent, 1501);
-    let counts: Vec<usize> = collector.requests().iter().map(|r| decode(r).len()).collect();
+    let counts: Vec<usize> = collector
+        .requests()
+        .iter()
+        .map(|r| decode(r).len())
+        .collect();
     assert_eq!(counts, [1000, 501]);
 
     // No events, no spans, no request (the URL has nobody behind it).

@@ -89,7 +89,10 @@ async fn live_spans_of_a_failing_run_reach_the_collector() {
     let run = find(&spans, "invoke_workflow agenthelm");
     assert!(run.parent_span_id.is_empty(), "the run is the root");
     assert_eq!(run.str("agenthelm.run_id"), result.run_id.as_deref());
-    assert!(spans.iter().all(|s| s.trace_id == run.trace_id), "one trace");
+    assert!(
+        spans.iter().all(|s| s.trace_id == run.trace_id),
+        "one trace"
+    );
     assert!(spans.iter().all(|s| s.service == "agenthelm"));
 
     let make = find(&spans, "invoke_agent maker");

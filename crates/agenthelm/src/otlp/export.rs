@@ -607,13 +607,20 @@ mod tests {
         );
         let set = exporter.clone().timeout(Duration::from_secs(1));
         assert_eq!(
-            set.resolved_timeout(&env(&[(TIMEOUT_ENV, "soon")])).unwrap(),
+            set.resolved_timeout(&env(&[(TIMEOUT_ENV, "soon")]))
+                .unwrap(),
             Duration::from_secs(1)
         );
         let error = from_lookup(env(&[(ENDPOINT_ENV, "http://h"), (TIMEOUT_ENV, "-1")]))
             .unwrap()
             .unwrap_err();
-        assert!(matches!(error, OtlpError::InvalidSetting { variable: TIMEOUT_ENV, .. }));
+        assert!(matches!(
+            error,
+            OtlpError::InvalidSetting {
+                variable: TIMEOUT_ENV,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -626,8 +633,11 @@ mod tests {
             Protocol::HttpJson
         );
         assert_eq!(
-            protocol(&[(PROTOCOL_ENV, "http/json"), (TRACES_PROTOCOL_ENV, "http/protobuf")])
-                .unwrap(),
+            protocol(&[
+                (PROTOCOL_ENV, "http/json"),
+                (TRACES_PROTOCOL_ENV, "http/protobuf")
+            ])
+            .unwrap(),
             Protocol::HttpBinary
         );
         assert_eq!(
@@ -636,7 +646,8 @@ mod tests {
         );
         let json = exporter.clone().protocol(Protocol::HttpJson);
         assert_eq!(
-            json.resolved_protocol(&env(&[(PROTOCOL_ENV, "grpc")])).unwrap(),
+            json.resolved_protocol(&env(&[(PROTOCOL_ENV, "grpc")]))
+                .unwrap(),
             Protocol::HttpJson
         );
     }
@@ -670,7 +681,9 @@ mod tests {
             error.to_string(),
             "OTLP header 1 in OTEL_EXPORTER_OTLP_TRACES_HEADERS: expected key=value"
         );
-        let header = OtlpExporter::new("http://h").unwrap().header("x y", "secret");
+        let header = OtlpExporter::new("http://h")
+            .unwrap()
+            .header("x y", "secret");
         assert_eq!(
             header.unwrap_err().to_string(),
             "OTLP header `x y`: not a valid header name"

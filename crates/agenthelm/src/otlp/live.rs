@@ -44,7 +44,9 @@ pub struct LiveExport {
 
 impl fmt::Debug for LiveExport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveExport").field("url", &self.url).finish()
+        f.debug_struct("LiveExport")
+            .field("url", &self.url)
+            .finish()
     }
 }
 

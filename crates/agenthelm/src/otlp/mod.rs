@@ -99,10 +99,7 @@ mod tests {
         let spans = spans_of(&[event(None, None, 10, call)]);
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].name, "invoke_agent helper");
-        assert_eq!(
-            spans[1].parent_span_id,
-            spans[0].span_context.span_id()
-        );
+        assert_eq!(spans[1].parent_span_id, spans[0].span_context.span_id());
         assert_eq!(spans[1].status, Status::error("model overloaded"));
         assert_eq!(spans[1].span_kind, SpanKind::Client);
         assert_eq!(
@@ -114,7 +111,10 @@ mod tests {
             None,
             "no provider prefix"
         );
-        assert_eq!(spans[1].start_time, UNIX_EPOCH + Duration::from_millis(1_005));
+        assert_eq!(
+            spans[1].start_time,
+            UNIX_EPOCH + Duration::from_millis(1_005)
+        );
         assert_eq!(spans[1].end_time, UNIX_EPOCH + Duration::from_millis(1_010));
         assert!(spans_of(&[]).is_empty());
     }

@@ -194,7 +194,11 @@ mod tests {
             Some(Trouble::Dropped(3, "too old".into()))
         );
         assert_eq!(dropped(b"{}", true), None);
-        assert_eq!(dropped(b"", false), None, "an empty answer is a full success");
+        assert_eq!(
+            dropped(b"", false),
+            None,
+            "an empty answer is a full success"
+        );
         let proto = ExportTraceServiceResponse {
             partial_success: Some(ExportTracePartialSuccess {
                 rejected_spans: 2,

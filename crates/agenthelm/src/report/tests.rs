@@ -422,8 +422,8 @@ fn a_call_before_the_first_event_starts_the_axis() {
 #[test]
 fn report_otlp_and_run_state_agree() {
     use crate::otlp::{attribute, spans_of};
-    use opentelemetry::Value;
     use crate::trace::{Interruption, RunState};
+    use opentelemetry::Value;
     let mut plan = Plan::new("views");
     plan.steps.push(PlanStep::new("a", "a").agent("worker"));
     plan.steps.push(PlanStep::new("b", "b").agent("worker"));
