@@ -2,7 +2,7 @@
 //! official `opentelemetry` SDK and its `opentelemetry-otlp` exporter. Two ways in:
 //!
 //! - **A stored run**: [`spans_of`] turns a finished run's journal into the SDK's
-//!   [`SpanData`](opentelemetry_sdk::trace::SpanData) and [`OtlpExporter`] sends them
+//!   [`SpanData`] and [`OtlpExporter`] sends them
 //!   (`agenthelm execute --otlp-endpoint`). A resumed run is exported whole.
 //! - **Live**: [`LiveExport`] is a `tracing` layer exporting the library's spans as they end
 //!   (`agenthelm serve`), batched in the background.
