@@ -10,7 +10,7 @@
 
 mod common;
 
-use agenthelm::otlp::{export_request, spans_of};
+use agenthelm::otlp::{attribute, spans_of, SpanData};
 use agenthelm::store::{RunStore, SqliteStore, StoredRun};
 use agenthelm::trace::Interruption;
 use agenthelm::{Event, EventKind, Plan, PlanStep, RunState, StepStatus, TokenUsage};
@@ -119,16 +119,6 @@ struct Expected {
     resumes: u64,
 }
 
-/// The value of attribute `key` of an OTLP/JSON span, e.g. `{"intValue": "2"}`.
-fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
-    span["attributes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|kv| kv["key"] == key)
-        .map(|kv| &kv["value"])
-}
-
 /// The text of the report's `cost` fact.
 fn html_cost(html: &str) -> &str {
     let start = html
@@ -216,40 +206,36 @@ fn assert_views_agree(ws: &Workspace, run_id: &str, expected: &Expected) {
     assert_eq!(shown["unpriced_calls"], json!(usage.unpriced_calls));
     assert_eq!(shown["resumes"], json!(expected.resumes));
 
-    // The OTLP export: the JSON body the exporter sends for these events.
-    let body = export_request(&spans_of(&stored.events));
-    let spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
-        .as_array()
-        .unwrap();
-    let roots: Vec<&Value> = spans
+    // The OTLP export: the spans the exporter sends for these events.
+    let spans = spans_of(&stored.events);
+    let attr = |span: &SpanData, key: &str| attribute(span, key).map(|v| v.to_string());
+    let roots: Vec<&SpanData> = spans
         .iter()
-        .filter(|s| s.get("parentSpanId").is_none())
+        // A root has the invalid (all-zero) parent id.
+        .filter(|s| s.parent_span_id.to_string() == "0000000000000000")
         .collect();
     assert_eq!(roots.len(), 1, "one trace per run");
     let root = roots[0];
-    assert_eq!(root["name"], "agenthelm.run");
+    assert_eq!(root.name, "agenthelm.run");
+    assert_eq!(attr(root, "agenthelm.run.id"), Some(run_id.to_string()));
     assert_eq!(
-        attribute(root, "agenthelm.run.id"),
-        Some(&json!({"stringValue": run_id}))
-    );
-    assert_eq!(
-        attribute(root, "agenthelm.cost_usd"),
-        Some(&json!({"doubleValue": usage.cost_usd})),
+        attr(root, "agenthelm.cost_usd"),
+        Some(usage.cost_usd.to_string()),
         "OTLP cost of {run_id}"
     );
     assert_eq!(
-        attribute(root, "agenthelm.cost_incomplete"),
-        Some(&json!({"boolValue": usage.cost_incomplete()})),
+        attr(root, "agenthelm.cost_incomplete"),
+        Some(usage.cost_incomplete().to_string()),
         "OTLP incomplete flag of {run_id}"
     );
-    let resumed = (expected.resumes > 0).then(|| json!({"intValue": expected.resumes.to_string()}));
-    assert_eq!(attribute(root, "agenthelm.run.resumed"), resumed.as_ref());
+    let resumed = (expected.resumes > 0).then(|| expected.resumes.to_string());
+    assert_eq!(attr(root, "agenthelm.run.resumed"), resumed);
     for (id, status, attempts) in &replayed {
-        let step_spans: Vec<&Value> = spans
+        let step_spans: Vec<&SpanData> = spans
             .iter()
             .filter(|s| {
-                s["name"] == format!("step {id}")
-                    && attribute(s, "agenthelm.step.id") == Some(&json!({"stringValue": id}))
+                s.name == format!("step {id}")
+                    && attr(s, "agenthelm.step.id").as_deref() == Some(id.as_str())
             })
             .collect();
         assert_eq!(
@@ -259,13 +245,13 @@ fn assert_views_agree(ws: &Workspace, run_id: &str, expected: &Expected) {
         );
         if let Some(last) = step_spans.last() {
             assert_eq!(
-                attribute(last, "agenthelm.step.status"),
-                Some(&json!({"stringValue": status})),
+                attr(last, "agenthelm.step.status").as_deref(),
+                Some(status.as_str()),
                 "OTLP status of {run_id}/{id}"
             );
             assert_eq!(
-                attribute(last, "agenthelm.step.attempts"),
-                Some(&json!({"intValue": attempts.to_string()})),
+                attr(last, "agenthelm.step.attempts"),
+                Some(attempts.to_string()),
                 "OTLP attempts of {run_id}/{id}"
             );
         }

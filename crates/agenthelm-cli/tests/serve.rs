@@ -8,6 +8,9 @@
 //! tests); `KILL_AT=mode:name:when` makes a tool kill its parent, the server, mid-call.
 
 mod common;
+// The library's loopback collector, which decodes OTLP protobuf and JSON.
+#[path = "../../agenthelm/tests/otlp_collector/mod.rs"]
+mod otlp_collector;
 use agenthelm_test_support::{request, Answer};
 use common::*;
 use serde_json::{json, Value};
@@ -387,4 +390,86 @@ fn a_plan_whose_program_is_missing_is_refused_before_anything_runs() {
         "{problem}"
     );
     assert_eq!(logged(&dir, "begin do a"), 0, "nothing ran");
+}
+
+#[test]
+fn live_spans_of_served_runs_reach_the_collector_while_it_serves() {
+    let dir = workspace();
+    let collector = otlp_collector::Collector::start();
+    let serving = Serving::start(
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=serve-secret"),
+            // The SDK's batch delay (5 s by default), short so the spans come while serving.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let plan = "goal: two\nsteps:\n  - {id: a, tool: make, args: {name: s1}}\n  - {id: b, tool: make, args: {name: s2}, depends_on: [a]}\n";
+    let id = serving.submit(plan, true);
+    serving.wait_for(&id, "succeeded");
+    let spans = collector.wait_for_span("invoke_workflow agenthelm", Duration::from_secs(20));
+    let run = spans
+        .iter()
+        .find(|s| s.name == "invoke_workflow agenthelm")
+        .unwrap_or_else(|| panic!("no run span: {spans:#?}\n{}", serving.printed()));
+    assert_eq!(run.str("agenthelm.run_id"), Some(id.as_str()));
+    assert!(run.parent_span_id.is_empty());
+    let steps: Vec<&otlp_collector::Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == run.span_id && s.str("agenthelm.step_id").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2, "{spans:#?}");
+    for step in &steps {
+        let call = spans
+            .iter()
+            .find(|s| s.parent_span_id == step.span_id && s.name == "execute_tool make")
+            .unwrap_or_else(|| panic!("no tool call under {step:?}"));
+        assert_eq!(call.str("gen_ai.tool.name"), Some("make"));
+        assert_eq!(call.trace_id, run.trace_id);
+    }
+    assert!(collector
+        .requests()
+        .iter()
+        .all(|r| r.header("x-api-key") == Some("serve-secret")));
+
+    // SIGTERM: the export is flushed and shut down, and the server stops cleanly.
+    let mut serving = serving;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(serving.child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serving.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "still serving");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}: {}", serving.printed());
+    assert!(
+        !serving.printed().contains("not exported"),
+        "{}",
+        serving.printed()
+    );
+}
+
+#[test]
+fn a_malformed_collector_setting_stops_serve_before_it_serves() {
+    let dir = workspace();
+    let out = output(
+        agenthelm(dir.path())
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .env("AGENTHELM_TEST_TOKEN", TOKEN)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("OTEL_EXPORTER_OTLP_ENDPOINT: OTLP endpoint `localhost:4318` is not usable"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("serves"), "{}", out.stderr);
 }

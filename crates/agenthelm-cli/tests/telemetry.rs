@@ -2,8 +2,11 @@
 //! `agenthelm runs report`.
 
 mod common;
-use agenthelm_test_support::{MockServer, Reply};
+// The library's loopback collector, which decodes OTLP protobuf and JSON.
+#[path = "../../agenthelm/tests/otlp_collector/mod.rs"]
+mod otlp_collector;
 use common::*;
+use otlp_collector::{decode, Collector};
 use serde_json::Value;
 
 const FAILING: &str = r#"goal: make a chain, then fail
@@ -21,21 +24,14 @@ fn bench() -> TempDir {
     dir
 }
 
-/// A loopback OTLP/HTTP receiver: answers every request with 200 `{}` and records it before
+/// A loopback OTLP/HTTP receiver: answers every request with 200 and records it before
 /// answering, so the test sees it once the command has ended.
-fn receiver() -> MockServer {
-    MockServer::always(Reply::raw(200, "{}").header("content-type", "application/json"))
+fn receiver() -> Collector {
+    Collector::start()
 }
 
-fn span_names(body: &Value) -> Vec<String> {
-    body["resourceSpans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["scopeSpans"].as_array().unwrap().iter())
-        .flat_map(|s| s["spans"].as_array().unwrap().iter())
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect()
+fn span_names(request: &agenthelm_test_support::Received) -> Vec<String> {
+    decode(request).into_iter().map(|s| s.name).collect()
 }
 
 #[test]
@@ -49,10 +45,10 @@ fn a_run_is_exported_to_the_endpoint_of_the_flag_or_the_environment() {
     );
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("Exported "), "{}", run.stderr);
-    let exported = receiver.received();
+    let exported = receiver.requests();
     let first = exported.first().expect("nothing was exported");
     assert_eq!(first.path, "/v1/traces");
-    let names = span_names(&first.json());
+    let names = span_names(first);
     for expected in [
         "agenthelm.run",
         "step a",
@@ -77,21 +73,24 @@ fn a_run_is_exported_to_the_endpoint_of_the_flag_or_the_environment() {
         serde_json::from_str(&common::run(dir.path(), &["runs", "list", "--json"]).stdout).unwrap();
     let id = listed[0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        receiver.received().len(),
+        receiver.requests().len(),
         1,
         "a killed run exported nothing"
     );
+    // In JSON this time, as the standard variable asks.
     let resumed = output(
         agenthelm(dir.path())
             .args(["resume", &id])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
             .output()
             .unwrap(),
     );
     assert_eq!(resumed.code, 1, "{}", resumed.all());
-    let exported = receiver.received();
+    let exported = receiver.requests();
     let export = exported.get(1).expect("the resumed run was not exported");
-    let names = span_names(&export.json());
+    assert_eq!(export.header("content-type"), Some("application/json"));
+    let names = span_names(export);
     // b ran twice (killed, then re-run): both attempts are on record.
     assert_eq!(
         names.iter().filter(|n| *n == "step b").count(),
@@ -129,6 +128,33 @@ fn a_bad_endpoint_is_refused_before_anything_runs_and_an_unreachable_one_is_a_wa
         "{}",
         bad_env.stderr
     );
+
+    // A malformed header list is named, without the values in it.
+    let bad_headers = output(
+        agenthelm(dir.path())
+            .args(["execute", "plan.yaml", "--yes"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2,broken-hunter3",
+            )
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(bad_headers.code, 2, "{}", bad_headers.all());
+    assert!(
+        bad_headers
+            .stderr
+            .contains("OTLP header 2 in OTEL_EXPORTER_OTLP_HEADERS: expected key=value"),
+        "{}",
+        bad_headers.stderr
+    );
+    assert!(
+        !bad_headers.all().contains("hunter"),
+        "{}",
+        bad_headers.all()
+    );
+    assert!(!dir.path().join("calls.log").exists());
 
     // Port 9 on loopback is closed: the run keeps its own exit code.
     let unreachable = run(

@@ -57,6 +57,7 @@ pub mod lm;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod orchestrate;
+#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod plan;
 pub mod redact;

@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use super::{AgentResult, StepContext};
 use crate::lm::{Completion, CompletionRequest, Lm, LmError, RequestDigest};
-use crate::trace::{EventKind, ModelExchange, Usage};
+use crate::trace::{span_count, EventKind, ModelExchange, Usage};
 
 /// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
 /// recorded, and the error names the limit), adds the call's tokens and cost (or one unpriced
@@ -123,8 +123,14 @@ fn record_on_span(span: &tracing::Span, outcome: &Result<Completion, LmError>) {
     match outcome {
         Ok(completion) => {
             span.record("gen_ai.response.model", completion.model.as_str());
-            span.record("gen_ai.usage.input_tokens", completion.usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", completion.usage.output_tokens);
+            span.record(
+                "gen_ai.usage.input_tokens",
+                span_count(completion.usage.input_tokens),
+            );
+            span.record(
+                "gen_ai.usage.output_tokens",
+                span_count(completion.usage.output_tokens),
+            );
             if let Some(cost) = completion.cost_usd {
                 span.record("agenthelm.cost_usd", cost);
             }

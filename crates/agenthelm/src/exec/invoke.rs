@@ -206,7 +206,8 @@ impl Admitted<'_> {
     }
 
     fn record(&self, ctx: &StepContext, outcome: &Result<Value, ToolError>, attempts: u32) {
-        self.span.record("agenthelm.attempts", attempts);
+        self.span
+            .record("agenthelm.attempts", crate::trace::span_count(attempts));
         if let Err(e) = outcome {
             self.span.record("error.type", e.kind());
             self.span.record("otel.status_code", "ERROR");

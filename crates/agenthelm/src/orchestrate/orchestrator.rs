@@ -591,7 +591,7 @@ impl Orchestrator {
             otel.name = "invoke_workflow agenthelm",
             gen_ai.operation.name = "invoke_workflow",
             agenthelm.run_id = %run_id,
-            agenthelm.steps = plan.steps.len(),
+            agenthelm.steps = crate::trace::span_count(plan.steps.len()),
             agenthelm.replay = config.replay.is_some(),
         );
         let run = Run::new(

@@ -264,7 +264,10 @@ impl Run {
         if self.stop.is_some() && self.orch.rollback && !stopped_here {
             let (mut undo, progress) = self.sink.state(saga_of).unwrap_or_default();
             with_real_args(&self.sink, &mut undo);
-            let span = tracing::info_span!("rollback", agenthelm.rollback.steps = undo.len());
+            let span = tracing::info_span!(
+                "rollback",
+                agenthelm.rollback.steps = crate::trace::span_count(undo.len())
+            );
             tracing::warn!(parent: &span, steps = undo.len(), "rolling back completed work");
             let report = rollback::run(
                 &self.orch,

@@ -1,5 +1,11 @@
-//! OpenTelemetry export: a finished run's events as spans, sent over OTLP/HTTP with the JSON
-//! encoding (`POST {endpoint}/v1/traces`, `Content-Type: application/json`).
+//! OpenTelemetry export over OTLP/HTTP (`POST {endpoint}/v1/traces`, protobuf or JSON), with the
+//! official `opentelemetry` SDK and its `opentelemetry-otlp` exporter. Two ways in:
+//!
+//! - **A stored run**: [`spans_of`] turns a finished run's journal into the SDK's
+//!   [`SpanData`] and [`OtlpExporter`] sends them
+//!   (`agenthelm execute --otlp-endpoint`). A resumed run is exported whole.
+//! - **Live**: [`LiveExport`] is a `tracing` layer exporting the library's spans as they end
+//!   (`agenthelm serve`), batched in the background.
 //!
 //! One trace per run, its id derived from the run id (the same run always lands in the same
 //! trace, so exporting a run twice updates rather than duplicates it in most back ends):
@@ -21,8 +27,13 @@
 //! with its message. Tool arguments and outputs are not exported: they may hold personal data,
 //! and the run store keeps them.
 //!
-//! No OpenTelemetry SDK is needed: spans are built from the events after the run, by the pure
-//! [`spans_of`], and sent with one request.
+//! Spans built from a journal are pure data (the same events give the same spans, ids
+//! included) and sent with the SDK's exporter, in requests of at most
+//! [`MAX_SPANS_PER_REQUEST`]. The SDK reads the standard `OTEL_*` variables (headers,
+//! compression, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`); this module checks the
+//! endpoint, headers, timeout and protocol variables first, so that a malformed one is an error
+//! naming it rather than a setting left out in silence. Requests go through the workspace's
+//! reqwest; transient failures are retried (the SDK's policy) within the timeout.
 //!
 //! ```no_run
 //! use agenthelm::otlp::OtlpExporter;
@@ -37,24 +48,32 @@
 //! # Ok(()) }
 //! ```
 
-mod config;
+mod export;
+mod ids;
+mod live;
 mod spans;
-mod wire;
+mod transport;
 
-pub use config::{
+pub use export::{
     OtlpError, OtlpExporter, DEFAULT_TIMEOUT, ENDPOINT_ENV, HEADERS_ENV, MAX_SPANS_PER_REQUEST,
-    TRACES_ENDPOINT_ENV,
+    PROTOCOL_ENV, TIMEOUT_ENV, TRACES_ENDPOINT_ENV, TRACES_HEADERS_ENV, TRACES_PROTOCOL_ENV,
+    TRACES_TIMEOUT_ENV,
 };
-pub use spans::spans_of;
-pub use wire::{export_request, trace_id_of, AttributeValue, Span, SpanKind, SpanStatus};
+pub use ids::trace_id_of;
+pub use live::LiveExport;
+pub use opentelemetry_otlp::Protocol;
+pub use opentelemetry_sdk::trace::SpanData;
+pub use spans::{attribute, spans_of};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::StepStatus;
     use crate::trace::{Event, EventKind};
-    use serde_json::{json, Value};
+    use opentelemetry::trace::{SpanKind, Status};
+    use opentelemetry::Value;
     use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn event(run: Option<&str>, step: Option<&str>, ms: u64, kind: EventKind) -> Event {
         Event {
@@ -80,25 +99,23 @@ mod tests {
         let spans = spans_of(&[event(None, None, 10, call)]);
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].name, "invoke_agent helper");
+        assert_eq!(spans[1].parent_span_id, spans[0].span_context.span_id());
+        assert_eq!(spans[1].status, Status::error("model overloaded"));
+        assert_eq!(spans[1].span_kind, SpanKind::Client);
         assert_eq!(
-            spans[1].parent_span_id.as_deref(),
-            Some(spans[0].span_id.as_str())
+            attribute(&spans[1], "gen_ai.usage.input_tokens"),
+            Some(&Value::I64(7))
         );
         assert_eq!(
-            spans[1].status,
-            SpanStatus::Error("model overloaded".into())
-        );
-        assert_eq!(
-            spans[1].attribute("gen_ai.usage.input_tokens"),
-            Some(&AttributeValue::Int(7))
-        );
-        assert_eq!(
-            spans[1].attribute("gen_ai.provider.name"),
+            attribute(&spans[1], "gen_ai.provider.name"),
             None,
             "no provider prefix"
         );
-        assert_eq!(spans[1].start_unix_nano, 1_005_000_000);
-        assert_eq!(spans[1].end_unix_nano, 1_010_000_000);
+        assert_eq!(
+            spans[1].start_time,
+            UNIX_EPOCH + Duration::from_millis(1_005)
+        );
+        assert_eq!(spans[1].end_time, UNIX_EPOCH + Duration::from_millis(1_010));
         assert!(spans_of(&[]).is_empty());
     }
 
@@ -146,38 +163,43 @@ mod tests {
                 EventKind::CompensationStarted {
                     action: 0,
                     tool: "undo".into(),
-                    args: Value::Null,
+                    args: serde_json::Value::Null,
                 },
             ),
         ]);
-        let steps: Vec<&Span> = spans.iter().filter(|s| s.name == "step a").collect();
+        let steps: Vec<&SpanData> = spans.iter().filter(|s| s.name == "step a").collect();
         assert_eq!(steps.len(), 2);
-        assert_ne!(steps[0].span_id, steps[1].span_id);
+        assert_ne!(
+            steps[0].span_context.span_id(),
+            steps[1].span_context.span_id()
+        );
         assert_eq!(
-            steps[0].attribute("agenthelm.step.status"),
+            attribute(steps[0], "agenthelm.step.status"),
             None,
             "the interrupted attempt"
         );
         assert_eq!(
-            steps[1].attribute("agenthelm.step.attempt"),
-            Some(&AttributeValue::Int(2))
+            attribute(steps[1], "agenthelm.step.attempt"),
+            Some(&Value::I64(2))
         );
         assert_eq!(
-            spans[0].attribute("agenthelm.run.resumed"),
-            Some(&AttributeValue::Int(1))
+            attribute(&spans[0], "agenthelm.run.resumed"),
+            Some(&Value::I64(1))
         );
         let compensation = spans.iter().find(|s| s.name == "compensate undo").unwrap();
-        assert_eq!(
-            compensation.parent_span_id.as_deref(),
-            Some(steps[1].span_id.as_str())
-        );
+        assert_eq!(compensation.parent_span_id, steps[1].span_context.span_id());
         assert!(
-            matches!(&compensation.status, SpanStatus::Error(m) if m.contains("no end on record"))
+            matches!(&compensation.status, Status::Error { description } if description.contains("no end on record"))
         );
     }
 
     #[test]
-    fn json_mapping_uses_strings_for_64_bit_numbers() {
+    fn ids_are_those_the_hand_written_exporter_gave() {
+        // Traces already in a back end keep their ids when a run is exported again.
+        assert_eq!(
+            trace_id_of("r").to_string(),
+            "fafacf4b3664ed04f45d53252a4a0bc6"
+        );
         let spans = spans_of(&[event(
             Some("r"),
             Some("a"),
@@ -186,21 +208,19 @@ mod tests {
                 direct_tool: Some("t".into()),
             },
         )]);
-        let body = export_request(&spans);
-        let span = &body["resourceSpans"][0]["scopeSpans"][0]["spans"][1];
-        assert_eq!(span["startTimeUnixNano"], "1000000000");
-        assert_eq!(span["kind"], 1);
+        let root = &spans[0];
+        assert_eq!(root.span_context.trace_id(), trace_id_of("r"));
+        assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert_eq!(root.span_context.span_id().to_string(), "0bf36ef24e70ec05");
         assert_eq!(
-            span["attributes"][0],
-            json!({"key": "agenthelm.step.id", "value": {"stringValue": "a"}})
+            spans[1].span_context.span_id().to_string(),
+            "ab364deb7ea25dd6"
         );
+        assert_eq!(spans[1].instrumentation_scope.name(), "agenthelm");
+        assert!(spans[1].span_context.is_sampled());
         assert_eq!(
-            body["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"],
-            "agenthelm"
-        );
-        assert_eq!(
-            serde_json::to_value(AttributeValue::from(u64::MAX)).unwrap(),
-            json!({"intValue": i64::MAX.to_string()})
+            attribute(&spans[1], "agenthelm.step.direct_tool"),
+            Some(&Value::from("t"))
         );
     }
 }

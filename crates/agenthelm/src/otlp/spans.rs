@@ -1,12 +1,34 @@
 //! A run's events as spans: one trace per run, a span per step attempt, call and compensation.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::time::SystemTime;
 
-use super::wire::{
-    nanos, nanos_before, span_id_of, trace_id_of, AttributeValue, Span, SpanKind, SpanStatus,
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use super::ids::{at, before, span_id_of, trace_id_of};
 use crate::plan::{Plan, StepStatus};
 use crate::trace::{CallPurpose, Event, EventKind, RunState};
+
+/// The value of attribute `key` of `span`, if set (see [`spans_of`] for an example).
+pub fn attribute<'s>(span: &'s SpanData, key: &str) -> Option<&'s Value> {
+    span.attributes
+        .iter()
+        .find_map(|kv| (kv.key.as_str() == key).then_some(&kv.value))
+}
+
+/// A whole number as an attribute value (OTLP integers are signed 64-bit).
+fn int(n: impl TryInto<i64>) -> Value {
+    Value::I64(n.try_into().unwrap_or(i64::MAX))
+}
+
+fn text(s: &str) -> Value {
+    Value::from(s.to_owned())
+}
 
 /// The spans of the runs in `events` (usually one finished run's events, oldest first): one
 /// root span per run, a span per step under it, and a span per LLM call, tool call and
@@ -16,7 +38,7 @@ use crate::trace::{CallPurpose, Event, EventKind, RunState};
 ///
 /// ```
 /// use agenthelm::{Event, EventKind, StepStatus};
-/// use agenthelm::otlp::spans_of;
+/// use agenthelm::otlp::{attribute, spans_of};
 /// use std::sync::Arc;
 ///
 /// let event = |step: Option<&str>, kind| Event {
@@ -33,9 +55,10 @@ use crate::trace::{CallPurpose, Event, EventKind, RunState};
 ///     event(None, EventKind::RunFinished { success: true, duration_ms: 0.0 }),
 /// ]);
 /// assert_eq!(spans.len(), 2);
-/// assert_eq!(spans[1].parent_span_id.as_ref(), Some(&spans[0].span_id));
+/// assert_eq!(spans[1].parent_span_id, spans[0].span_context.span_id());
+/// assert_eq!(attribute(&spans[1], "agenthelm.step.id"), Some(&"a".to_owned().into()));
 /// ```
-pub fn spans_of(events: &[Event]) -> Vec<Span> {
+pub fn spans_of(events: &[Event]) -> Vec<SpanData> {
     let mut runs: Vec<(Option<&str>, Vec<&Event>)> = Vec::new();
     for event in events {
         let run = event.run_id.as_deref();
@@ -51,10 +74,10 @@ pub fn spans_of(events: &[Event]) -> Vec<Span> {
 
 /// Builds the spans of one run, reading its events in order.
 struct TraceBuilder<'e> {
-    trace_id: String,
-    root_id: String,
+    trace_id: TraceId,
+    root_id: SpanId,
     /// Every span but the root, in the order they began.
-    spans: Vec<Span>,
+    spans: Vec<SpanData>,
     /// Latest span of each step id, and how many spans the step has had (a resumed run may
     /// start a step again).
     steps: HashMap<String, (usize, usize)>,
@@ -75,7 +98,7 @@ struct TraceBuilder<'e> {
 struct RunFacts<'e> {
     run_id: Option<&'e str>,
     agent: Option<&'e str>,
-    attributes: Vec<(String, AttributeValue)>,
+    attributes: Vec<KeyValue>,
 }
 
 impl<'e> TraceBuilder<'e> {
@@ -90,7 +113,7 @@ impl<'e> TraceBuilder<'e> {
         };
         let trace_id = trace_id_of(&key);
         TraceBuilder {
-            root_id: span_id_of(&trace_id, "run"),
+            root_id: span_id_of(trace_id, "run"),
             trace_id,
             spans: Vec::new(),
             steps: HashMap::new(),
@@ -108,7 +131,7 @@ impl<'e> TraceBuilder<'e> {
         }
     }
 
-    fn build(mut self, events: &[&'e Event]) -> Vec<Span> {
+    fn build(mut self, events: &[&'e Event]) -> Vec<SpanData> {
         for event in events {
             self.state.apply(event);
             self.read(event);
@@ -126,17 +149,17 @@ impl<'e> TraceBuilder<'e> {
         match &event.kind {
             EventKind::RunStarted { goal, steps, .. } => {
                 run.attributes
-                    .push(("agenthelm.goal".into(), goal.as_str().into()));
+                    .push(KeyValue::new("agenthelm.goal", text(goal)));
                 run.attributes
-                    .push(("agenthelm.steps".into(), (*steps).into()));
+                    .push(KeyValue::new("agenthelm.steps", int(*steps)));
             }
             EventKind::BudgetExceeded { message, .. } => {
                 run.attributes
-                    .push(("agenthelm.budget.exceeded".into(), message.as_str().into()));
+                    .push(KeyValue::new("agenthelm.budget.exceeded", text(message)));
             }
             EventKind::RollbackStarted { steps } => {
                 run.attributes
-                    .push(("agenthelm.rollback.steps".into(), steps.len().into()));
+                    .push(KeyValue::new("agenthelm.rollback.steps", int(steps.len())));
             }
             EventKind::StepStarted { direct_tool } => {
                 if let Some(id) = step {
@@ -156,11 +179,10 @@ impl<'e> TraceBuilder<'e> {
             EventKind::LlmCall { .. } => self.llm_call(event),
             EventKind::ToolCall { .. } => self.tool_call(event),
             EventKind::CompensationStarted { action, tool, .. } => {
-                let index = self.open_compensation(event, *action, tool, nanos(self.last_ms));
+                let index = self.open_compensation(event, *action, tool, at(self.last_ms));
                 // Until its end is seen, a compensation is in doubt.
-                self.spans[index].status = SpanStatus::Error(
-                    "the compensation has no end on record: it may or may not have taken effect"
-                        .into(),
+                self.spans[index].status = Status::error(
+                    "the compensation has no end on record: it may or may not have taken effect",
                 );
                 if let Some(id) = step {
                     self.compensations.insert(id.to_owned(), index);
@@ -175,16 +197,16 @@ impl<'e> TraceBuilder<'e> {
                 let index = match step.and_then(|s| self.compensations.remove(s)) {
                     Some(i) => i,
                     // The end of a compensation whose start is not on record.
-                    None => self.open_compensation(event, *action, tool, 0),
+                    None => self.open_compensation(event, *action, tool, SystemTime::UNIX_EPOCH),
                 };
                 let span = &mut self.spans[index];
-                span.end_unix_nano = nanos(event.timestamp_ms).max(span.start_unix_nano);
+                span.end_time = at(event.timestamp_ms).max(span.start_time);
                 span.attributes
-                    .push(("agenthelm.compensation.success".into(), (*success).into()));
+                    .push(KeyValue::new("agenthelm.compensation.success", *success));
                 span.status = match (success, error) {
-                    (true, _) => SpanStatus::Unset,
-                    (false, Some(error)) => SpanStatus::Error(error.clone()),
-                    (false, None) => SpanStatus::Error("the compensation failed".into()),
+                    (true, _) => Status::Unset,
+                    (false, Some(error)) => Status::error(error.clone()),
+                    (false, None) => Status::error("the compensation failed"),
                 };
             }
             EventKind::RunResumed { .. }
@@ -203,53 +225,48 @@ impl<'e> TraceBuilder<'e> {
     fn span(
         &self,
         key: &str,
-        parent: String,
+        parent: SpanId,
         name: String,
         kind: SpanKind,
-        start: u64,
-        end: u64,
-    ) -> Span {
-        Span {
-            trace_id: self.trace_id.clone(),
-            span_id: span_id_of(&self.trace_id, key),
-            parent_span_id: Some(parent),
+        start: SystemTime,
+        end: SystemTime,
+    ) -> SpanData {
+        span_data(
+            self.trace_id,
+            span_id_of(self.trace_id, key),
+            parent,
             name,
             kind,
-            start_unix_nano: start,
-            end_unix_nano: end.max(start),
-            attributes: Vec::new(),
-            status: SpanStatus::Unset,
-        }
-    }
-
-    /// Span id of the latest span of `step`, else the root's.
-    fn parent_of(&self, step: Option<&str>) -> String {
-        step.and_then(|s| self.steps.get(s)).map_or_else(
-            || self.root_id.clone(),
-            |&(i, _)| self.spans[i].span_id.clone(),
+            (start, end.max(start)),
         )
     }
 
+    /// Span id of the latest span of `step`, else the root's.
+    fn parent_of(&self, step: Option<&str>) -> SpanId {
+        step.and_then(|s| self.steps.get(s))
+            .map_or(self.root_id, |&(i, _)| self.spans[i].span_context.span_id())
+    }
+
     /// A new span for step `id` (its first, or a later attempt's), starting at `start`.
-    fn open_step(&mut self, event: &Event, id: &str, start: u64) -> usize {
+    fn open_step(&mut self, event: &Event, id: &str, start: SystemTime) -> usize {
         let attempt = self.steps.get(id).map_or(1, |&(_, n)| n + 1);
         let mut span = self.span(
             &format!("step/{id}#{attempt}"),
-            self.root_id.clone(),
+            self.root_id,
             format!("step {id}"),
             SpanKind::Internal,
             start,
-            nanos(self.last_ms),
+            at(self.last_ms),
         );
         span.attributes
-            .push(("agenthelm.step.id".into(), id.into()));
+            .push(KeyValue::new("agenthelm.step.id", text(id)));
         if let Some(agent) = event.agent.as_deref() {
             span.attributes
-                .push(("gen_ai.agent.name".into(), agent.into()));
+                .push(KeyValue::new("gen_ai.agent.name", text(agent)));
         }
         if attempt > 1 {
             span.attributes
-                .push(("agenthelm.step.attempt".into(), attempt.into()));
+                .push(KeyValue::new("agenthelm.step.attempt", int(attempt)));
         }
         self.spans.push(span);
         self.steps
@@ -258,11 +275,11 @@ impl<'e> TraceBuilder<'e> {
     }
 
     fn step_started(&mut self, event: &Event, id: &str, direct_tool: Option<&str>) {
-        let index = self.open_step(event, id, nanos(event.timestamp_ms));
+        let index = self.open_step(event, id, at(event.timestamp_ms));
         if let Some(tool) = direct_tool {
             self.spans[index]
                 .attributes
-                .push(("agenthelm.step.direct_tool".into(), tool.into()));
+                .push(KeyValue::new("agenthelm.step.direct_tool", text(tool)));
         }
     }
 
@@ -275,18 +292,18 @@ impl<'e> TraceBuilder<'e> {
         error: Option<&str>,
     ) {
         let index = match self.steps.get(id) {
-            Some(&(i, _)) if self.spans[i].attribute("agenthelm.step.status").is_none() => i,
+            Some(&(i, _)) if attribute(&self.spans[i], "agenthelm.step.status").is_none() => i,
             // No start on record (or that span ended already): a span ending here.
-            _ => self.open_step(event, id, nanos_before(event.timestamp_ms, duration_ms)),
+            _ => self.open_step(event, id, before(event.timestamp_ms, duration_ms)),
         };
         let span = &mut self.spans[index];
-        span.end_unix_nano = nanos(event.timestamp_ms).max(span.start_unix_nano);
+        span.end_time = at(event.timestamp_ms).max(span.start_time);
         span.attributes
-            .push(("agenthelm.step.status".into(), status.as_str().into()));
+            .push(KeyValue::new("agenthelm.step.status", status.as_str()));
         span.attributes
-            .push(("agenthelm.duration_ms".into(), duration_ms.into()));
+            .push(KeyValue::new("agenthelm.duration_ms", duration_ms));
         if status == StepStatus::Failed {
-            span.status = SpanStatus::Error(error.unwrap_or("the step failed").to_owned());
+            span.status = Status::error(error.unwrap_or("the step failed").to_owned());
         }
     }
 
@@ -309,27 +326,27 @@ impl<'e> TraceBuilder<'e> {
             self.parent_of(event.step_id.as_deref()),
             format!("chat {model}"),
             SpanKind::Client,
-            nanos_before(event.timestamp_ms, *latency_ms),
-            nanos(event.timestamp_ms),
+            before(event.timestamp_ms, *latency_ms),
+            at(event.timestamp_ms),
         );
         let attrs = &mut span.attributes;
-        attrs.push(("gen_ai.operation.name".into(), "chat".into()));
+        attrs.push(KeyValue::new("gen_ai.operation.name", "chat"));
         if let Some((provider, _)) = model.split_once('/') {
-            attrs.push(("gen_ai.provider.name".into(), provider.into()));
+            attrs.push(KeyValue::new("gen_ai.provider.name", text(provider)));
         }
-        attrs.push(("gen_ai.request.model".into(), model.as_str().into()));
-        attrs.push((
-            "gen_ai.usage.input_tokens".into(),
-            usage.input_tokens.into(),
+        attrs.push(KeyValue::new("gen_ai.request.model", text(model)));
+        attrs.push(KeyValue::new(
+            "gen_ai.usage.input_tokens",
+            int(usage.input_tokens),
         ));
-        attrs.push((
-            "gen_ai.usage.output_tokens".into(),
-            usage.output_tokens.into(),
+        attrs.push(KeyValue::new(
+            "gen_ai.usage.output_tokens",
+            int(usage.output_tokens),
         ));
         if let Some(cost) = cost_usd {
-            attrs.push(("agenthelm.cost_usd".into(), (*cost).into()));
+            attrs.push(KeyValue::new("agenthelm.cost_usd", *cost));
         }
-        attrs.push(("agenthelm.tool_calls".into(), (*tool_calls).into()));
+        attrs.push(KeyValue::new("agenthelm.tool_calls", int(*tool_calls)));
         self.push_call(span, event, error.as_deref());
     }
 
@@ -350,7 +367,7 @@ impl<'e> TraceBuilder<'e> {
         let step = event.step_id.as_deref();
         // A compensating call belongs to the compensation that made it.
         let parent = match (purpose, step.and_then(|s| self.compensations.get(s))) {
-            (CallPurpose::Compensate, Some(&c)) => self.spans[c].span_id.clone(),
+            (CallPurpose::Compensate, Some(&c)) => self.spans[c].span_context.span_id(),
             _ => self.parent_of(step),
         };
         let mut span = self.span(
@@ -358,83 +375,89 @@ impl<'e> TraceBuilder<'e> {
             parent,
             format!("execute_tool {tool}"),
             SpanKind::Internal,
-            nanos_before(event.timestamp_ms, *duration_ms),
-            nanos(event.timestamp_ms),
+            before(event.timestamp_ms, *duration_ms),
+            at(event.timestamp_ms),
         );
         let purpose = match purpose {
             CallPurpose::Execute => "execute",
             CallPurpose::Compensate => "compensate",
         };
         let attrs = &mut span.attributes;
-        attrs.push(("gen_ai.operation.name".into(), "execute_tool".into()));
-        attrs.push(("gen_ai.tool.name".into(), tool.as_str().into()));
-        attrs.push(("gen_ai.tool.call.id".into(), call_id.as_str().into()));
-        attrs.push(("agenthelm.attempts".into(), u64::from(*attempts).into()));
-        attrs.push(("agenthelm.tool.purpose".into(), purpose.into()));
+        attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+        attrs.push(KeyValue::new("gen_ai.tool.name", text(tool)));
+        attrs.push(KeyValue::new("gen_ai.tool.call.id", text(call_id)));
+        attrs.push(KeyValue::new("agenthelm.attempts", int(*attempts)));
+        attrs.push(KeyValue::new("agenthelm.tool.purpose", purpose));
         self.push_call(span, event, error.as_deref());
     }
 
     /// A new compensation span under the step it undoes, from the event's time to `end`.
-    fn open_compensation(&mut self, event: &Event, action: usize, tool: &str, end: u64) -> usize {
+    fn open_compensation(
+        &mut self,
+        event: &Event,
+        action: usize,
+        tool: &str,
+        end: SystemTime,
+    ) -> usize {
         self.calls += 1;
         let mut span = self.span(
             &format!("compensation#{}", self.calls),
             self.parent_of(event.step_id.as_deref()),
             format!("compensate {tool}"),
             SpanKind::Internal,
-            nanos(event.timestamp_ms),
+            at(event.timestamp_ms),
             end,
         );
         span.attributes
-            .push(("agenthelm.compensation.tool".into(), tool.into()));
+            .push(KeyValue::new("agenthelm.compensation.tool", text(tool)));
         span.attributes
-            .push(("agenthelm.compensation.action".into(), action.into()));
+            .push(KeyValue::new("agenthelm.compensation.action", int(action)));
         if let Some(id) = event.step_id.as_deref() {
             span.attributes
-                .push(("agenthelm.step.id".into(), id.into()));
+                .push(KeyValue::new("agenthelm.step.id", text(id)));
         }
         self.spans.push(span);
         self.spans.len() - 1
     }
 
-    fn push_call(&mut self, mut span: Span, event: &Event, error: Option<&str>) {
+    fn push_call(&mut self, mut span: SpanData, event: &Event, error: Option<&str>) {
         if let Some(agent) = event.agent.as_deref() {
             span.attributes
-                .push(("gen_ai.agent.name".into(), agent.into()));
+                .push(KeyValue::new("gen_ai.agent.name", text(agent)));
         }
         if let Some(step) = event.step_id.as_deref() {
             span.attributes
-                .push(("agenthelm.step.id".into(), step.into()));
+                .push(KeyValue::new("agenthelm.step.id", text(step)));
         }
         if let Some(error) = error {
-            span.status = SpanStatus::Error(error.to_owned());
+            span.status = Status::error(error.to_owned());
         }
         self.spans.push(span);
     }
 
     /// The root's attributes that total the run, from its state.
-    fn run_totals(&self, success: Option<bool>) -> Vec<(String, AttributeValue)> {
+    fn run_totals(&self, success: Option<bool>) -> Vec<KeyValue> {
         let usage = self.state.usage();
         let mut attributes = Vec::new();
         if let Some(success) = success {
-            attributes.push(("agenthelm.run.success".into(), success.into()));
+            attributes.push(KeyValue::new("agenthelm.run.success", success));
         }
-        attributes.push((
-            "agenthelm.usage.input_tokens".into(),
-            usage.tokens.input_tokens.into(),
+        attributes.push(KeyValue::new(
+            "agenthelm.usage.input_tokens",
+            int(usage.tokens.input_tokens),
         ));
-        attributes.push((
-            "agenthelm.usage.output_tokens".into(),
-            usage.tokens.output_tokens.into(),
+        attributes.push(KeyValue::new(
+            "agenthelm.usage.output_tokens",
+            int(usage.tokens.output_tokens),
         ));
-        attributes.push(("agenthelm.cost_usd".into(), usage.cost_usd.into()));
-        attributes.push((
-            "agenthelm.cost_incomplete".into(),
-            usage.cost_incomplete().into(),
+        attributes.push(KeyValue::new("agenthelm.cost_usd", usage.cost_usd));
+        attributes.push(KeyValue::new(
+            "agenthelm.cost_incomplete",
+            usage.cost_incomplete(),
         ));
         let resumes = self.state.resumes().len();
         if resumes > 0 {
-            attributes.push(("agenthelm.run.resumed".into(), resumes.into()));
+            attributes.push(KeyValue::new("agenthelm.run.resumed", int(resumes)));
         }
         attributes
     }
@@ -447,45 +470,43 @@ impl<'e> TraceBuilder<'e> {
                 continue;
             };
             let attributes = &mut self.spans[index].attributes;
-            attributes.retain(|(key, _)| key != "agenthelm.step.status");
-            attributes.push((
-                "agenthelm.step.status".into(),
-                record.status.as_str().into(),
+            attributes.retain(|kv| kv.key.as_str() != "agenthelm.step.status");
+            attributes.push(KeyValue::new(
+                "agenthelm.step.status",
+                record.status.as_str(),
             ));
-            attributes.push((
-                "agenthelm.step.attempts".into(),
-                u64::from(record.attempts).into(),
+            attributes.push(KeyValue::new(
+                "agenthelm.step.attempts",
+                int(record.attempts),
             ));
         }
     }
 
     /// The run's span: from its start (or its earliest child) to its end (or its latest).
-    fn root(&mut self) -> Span {
+    fn root(&mut self) -> SpanData {
         let run = std::mem::take(&mut self.run);
         let start = self
             .spans
             .iter()
-            .map(|s| s.start_unix_nano)
-            .chain([nanos(self.state.started_ms().unwrap_or(self.first_ms))])
+            .map(|s| s.start_time)
+            .chain([at(self.state.started_ms().unwrap_or(self.first_ms))])
             .min()
-            .unwrap_or(0);
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let end = self
             .spans
             .iter()
-            .map(|s| s.end_unix_nano)
-            .chain([nanos(
-                self.state.end().map_or(self.last_ms, |end| end.at_ms),
-            )])
+            .map(|s| s.end_time)
+            .chain([at(self.state.end().map_or(self.last_ms, |end| end.at_ms))])
             .max()
             .unwrap_or(start);
-        let mut attributes: Vec<(String, AttributeValue)> = Vec::new();
+        let mut attributes = Vec::new();
         let name = match (run.run_id, run.agent) {
             (Some(id), _) => {
-                attributes.push(("agenthelm.run.id".into(), id.into()));
+                attributes.push(KeyValue::new("agenthelm.run.id", text(id)));
                 "agenthelm.run".to_owned()
             }
             (None, Some(agent)) => {
-                attributes.push(("gen_ai.agent.name".into(), agent.into()));
+                attributes.push(KeyValue::new("gen_ai.agent.name", text(agent)));
                 format!("invoke_agent {agent}")
             }
             (None, None) => "agenthelm.events".to_owned(),
@@ -494,23 +515,62 @@ impl<'e> TraceBuilder<'e> {
         let success = self.state.end().map(|end| end.success);
         attributes.extend(self.run_totals(success));
         let status = match success {
-            Some(false) => SpanStatus::Error(
+            Some(false) => Status::error(
                 self.state
                     .stop_reason()
                     .map_or_else(|| "the run failed".to_owned(), |stop| stop.to_string()),
             ),
-            _ => SpanStatus::Unset,
+            _ => Status::Unset,
         };
-        Span {
-            trace_id: self.trace_id.clone(),
-            span_id: self.root_id.clone(),
-            parent_span_id: None,
+        let mut root = span_data(
+            self.trace_id,
+            self.root_id,
+            SpanId::INVALID,
             name,
-            kind: SpanKind::Internal,
-            start_unix_nano: start,
-            end_unix_nano: end,
-            attributes,
-            status,
-        }
+            SpanKind::Internal,
+            (start, end),
+        );
+        root.attributes = attributes;
+        root.status = status;
+        root
     }
+}
+
+/// A sampled span with no attributes yet, from the `agenthelm` instrumentation scope.
+fn span_data(
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: SpanId,
+    name: String,
+    kind: SpanKind,
+    (start, end): (SystemTime, SystemTime),
+) -> SpanData {
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: kind,
+        name: Cow::Owned(name),
+        start_time: start,
+        end_time: end,
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: scope(),
+    }
+}
+
+/// The instrumentation scope of the spans built from a journal.
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("agenthelm")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
 }

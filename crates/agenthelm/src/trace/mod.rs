@@ -390,6 +390,12 @@ impl EventKind {
     }
 }
 
+/// A count as a `tracing` field value: signed, because OpenTelemetry's layer sends unsigned
+/// values as text but `i64` as an integer attribute.
+pub(crate) fn span_count(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
