@@ -26,9 +26,12 @@ fn held_answer(gate: &Gate) -> Reply {
     let first = data(&chunk(FIRST));
     let usage = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "test-model",
                        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}});
+    let finish = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "test-model",
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
     let body = format!(
-        "{first}{}{}data: [DONE]\n\n",
+        "{first}{}{}{}data: [DONE]\n\n",
         data(&chunk(REST)),
+        data(&finish),
         data(&usage)
     );
     Reply::raw(200, body)

@@ -16,10 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{ask, fast_retries, MockServer, Reply};
 
-/// An SSE body: each value as a `data:` event, then OpenAI's `[DONE]` when `done`.
+/// An SSE body: each value as a `data:` event; when `done`, a chunk with the finish reason
+/// (unless one has it) and OpenAI's `[DONE]`.
 fn sse(chunks: &[Value], done: bool) -> String {
     let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     if done {
+        let finished = chunks
+            .iter()
+            .any(|c| !c["choices"][0]["finish_reason"].is_null());
+        if !finished {
+            let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            body.push_str(&format!("data: {finish}\n\n"));
+        }
         body.push_str("data: [DONE]\n\n");
     }
     body
@@ -260,6 +268,31 @@ async fn a_connection_broken_after_text_was_shown_is_a_clear_error_and_not_retri
     let error = outcome.unwrap_err();
     assert!(matches!(error, LmError::StreamCut { .. }), "{error:?}");
     assert_eq!(texts(&seen), vec!["Half"]);
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn done_without_a_finish_reason_is_a_cut_stream() {
+    // llama.cpp drops a stream for a newer request this way: role chunk, then `[DONE]`.
+    let dropped = |pieces: &[&str]| {
+        let mut body = sse(&text_chunks(pieces), false);
+        body.push_str("data: [DONE]\n\n");
+        stream_reply(body)
+    };
+    let server = MockServer::start(vec![
+        dropped(&[]),
+        stream_reply(sse(&text_chunks(&["Second ", "try"]), true)),
+    ])
+    .await;
+    let (seen, outcome) = stream(&openai(&server), &ask("hi")).await;
+    assert_eq!(outcome.unwrap().text.as_deref(), Some("Second try"));
+    assert_eq!(texts(&seen), vec!["Second ", "try"]);
+    assert_eq!(server.received().len(), 2);
+
+    let server = MockServer::start(vec![dropped(&["Some"]), dropped(&["never"])]).await;
+    let (_, outcome) = stream(&openai(&server), &ask("hi")).await;
+    let message = outcome.unwrap_err().to_string();
+    assert!(message.contains("no finish reason"), "{message}");
     assert_eq!(server.received().len(), 1);
 }
 

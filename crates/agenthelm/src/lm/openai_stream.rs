@@ -6,6 +6,10 @@
 //! stays unknown (0), as for a whole answer without `usage`. Some servers (llama.cpp) also send
 //! each tool-call piece in the legacy `function_call` field: it is read only when a chunk has no
 //! `tool_calls`, so a call is never taken twice.
+//!
+//! A stream is complete when the answer gave its `finish_reason` and `[DONE]` followed; a
+//! `[DONE]` without a finish reason is how llama.cpp ends a stream it dropped to serve a newer
+//! request, and counts as cut (worth another attempt when nothing was shown yet).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +28,9 @@ pub(crate) struct OpenAiDecoder {
     refusal: Option<String>,
     calls: ToolCalls,
     usage: Option<TokenUsage>,
+    /// The answer said why it ended (`finish_reason`): a `[DONE]` before that means the server
+    /// stopped the stream early.
+    finished: bool,
 }
 
 impl OpenAiDecoder {
@@ -36,6 +43,7 @@ impl OpenAiDecoder {
             refusal: None,
             calls: ToolCalls::default(),
             usage: None,
+            finished: false,
         }
     }
 
@@ -56,6 +64,14 @@ impl Decoder for OpenAiDecoder {
     ) -> Result<Step, DecodeError> {
         let data = data.trim();
         if data == "[DONE]" {
+            if !self.finished {
+                // llama.cpp ends a stream this way when a newer request interrupts it.
+                return Err(DecodeError::Transient(super::stream::cut(
+                    &self.model_id,
+                    "the stream closed with [DONE] but the answer had no finish reason (did the \
+                     server stop it to serve another request?)",
+                )));
+            }
             return Ok(Step::Done);
         }
         if data.is_empty() {
@@ -87,6 +103,9 @@ impl Decoder for OpenAiDecoder {
         else {
             return Ok(Step::Continue);
         };
+        if choice.finish_reason.is_some() {
+            self.finished = true;
+        }
         let delta = choice.delta.unwrap_or_default();
         if let Some(content) = delta.content {
             let text = self.text.get_or_insert_with(String::new);
@@ -168,6 +187,8 @@ struct ChunkChoice {
     index: Option<usize>,
     #[serde(default)]
     delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +244,10 @@ mod tests {
                 .unwrap();
             assert!(matches!(step, Step::Continue));
         }
+        let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        assert!(decoder
+            .event(None, &finish.to_string(), &mut |d| seen.push(d))
+            .is_ok());
         let done = decoder.event(None, "[DONE]", &mut |_| {}).ok().unwrap();
         assert!(matches!(done, Step::Done));
         (seen, decoder.finish().unwrap())
