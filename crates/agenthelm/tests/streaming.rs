@@ -195,8 +195,10 @@ async fn llama_cpp_style_pieces_repeat_ids_and_names_carry_function_call_and_no_
     assert_eq!(completion.tool_calls[0].id, "call__0_add_cmpl-x");
     assert_eq!(completion.tool_calls[0].name, "add");
     assert_eq!(completion.tool_calls[0].arguments, json!({"a": 2, "b": 3}));
-    // No usage chunk: unknown, counted as 0 like a whole answer without usage.
-    assert_eq!(completion.usage, TokenUsage::default());
+    // No usage chunk: estimated, the answer one token a piece, the prompt by its size.
+    assert_eq!(completion.usage.output_tokens, 2);
+    let sent = server.received()[0].body.len() as u64;
+    assert_eq!(completion.usage.input_tokens, sent / 4, "{sent} bytes sent");
     assert_eq!(completion.model, "smollm2");
     assert_eq!(
         seen,

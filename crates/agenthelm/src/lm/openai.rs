@@ -217,7 +217,9 @@ impl OpenAiModel {
             body: &body,
             permanent: &permanent,
         };
-        let decoder = || OpenAiDecoder::new(&self.transport.model, &self.wire_model);
+        let prompt_estimate = body.to_string().len() as u64 / 4;
+        let decoder =
+            || OpenAiDecoder::new(&self.transport.model, &self.wire_model, prompt_estimate);
         let whole = |answer: Value| self.parse(answer);
         self.transport
             .post_stream(&self.url, sent, decoder, &whole, on_delta)

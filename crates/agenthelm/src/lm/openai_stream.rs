@@ -2,8 +2,10 @@
 //!
 //! Each chunk's `choices[0].delta` carries more `content`, or pieces of `tool_calls` by
 //! `index`. With `stream_options.include_usage` the last chunk before `[DONE]` has no choices and
-//! the answer's `usage`; servers that ignore the option (llama.cpp) send none, and the usage
-//! stays unknown (0), as for a whole answer without `usage`. Some servers (llama.cpp) also send
+//! the answer's `usage`; servers that ignore the option (llama.cpp) send none. Then the usage is
+//! estimated, so that budgets and rate limits still count the call: the answer's tokens as the
+//! number of chunks that carried some of it (such servers send one token a chunk), the prompt's
+//! as the request's size at four bytes a token. Some servers (llama.cpp) also send
 //! each tool-call piece in the legacy `function_call` field: it is read only when a chunk has no
 //! `tool_calls`, so a call is never taken twice.
 //!
@@ -28,13 +30,18 @@ pub(crate) struct OpenAiDecoder {
     refusal: Option<String>,
     calls: ToolCalls,
     usage: Option<TokenUsage>,
+    /// Chunks that carried some of the answer, and the prompt's estimated tokens: the usage
+    /// when the server reports none.
+    pieces: u64,
+    prompt_estimate: u64,
     /// The answer said why it ended (`finish_reason`): a `[DONE]` before that means the server
     /// stopped the stream early.
     finished: bool,
 }
 
 impl OpenAiDecoder {
-    pub(crate) fn new(model_id: &str, wire_model: &str) -> Self {
+    /// A decoder for one answer; `prompt_estimate` is the request's tokens, estimated.
+    pub(crate) fn new(model_id: &str, wire_model: &str, prompt_estimate: u64) -> Self {
         OpenAiDecoder {
             model_id: model_id.to_owned(),
             wire_model: wire_model.to_owned(),
@@ -43,6 +50,8 @@ impl OpenAiDecoder {
             refusal: None,
             calls: ToolCalls::default(),
             usage: None,
+            pieces: 0,
+            prompt_estimate,
             finished: false,
         }
     }
@@ -107,6 +116,13 @@ impl Decoder for OpenAiDecoder {
             self.finished = true;
         }
         let delta = choice.delta.unwrap_or_default();
+        let carries = delta.content.as_ref().is_some_and(|c| !c.is_empty())
+            || delta.refusal.as_ref().is_some_and(|r| !r.is_empty())
+            || delta.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+            || delta.function_call.is_some();
+        if carries {
+            self.pieces += 1;
+        }
         if let Some(content) = delta.content {
             let text = self.text.get_or_insert_with(String::new);
             if !content.is_empty() {
@@ -153,7 +169,9 @@ impl Decoder for OpenAiDecoder {
         Ok(Completion {
             text: self.text.or(self.refusal),
             tool_calls: self.calls.finish(),
-            usage: self.usage.unwrap_or_default(),
+            usage: self
+                .usage
+                .unwrap_or(TokenUsage::new(self.prompt_estimate, self.pieces)),
             cost_usd: None,
             model: self.answered_by.unwrap_or(self.wire_model),
         })
@@ -235,7 +253,7 @@ mod tests {
     use serde_json::json;
 
     fn decode(events: &[Value]) -> (Vec<StreamDelta>, Completion) {
-        let mut decoder = OpenAiDecoder::new("openai/m", "m");
+        let mut decoder = OpenAiDecoder::new("openai/m", "m", 40);
         let mut seen = Vec::new();
         for event in events {
             let step = decoder
@@ -269,7 +287,8 @@ mod tests {
         assert_eq!(completion.tool_calls[0].name, "add");
         assert_eq!(completion.tool_calls[0].arguments, json!({"a": 2}));
         assert_eq!(completion.text, None);
-        assert_eq!(completion.usage, TokenUsage::default());
+        // No usage chunk: estimated, one token a piece.
+        assert_eq!(completion.usage, TokenUsage::new(40, 2));
         assert_eq!(completion.model, "smollm2");
         assert_eq!(seen.len(), 2);
     }
