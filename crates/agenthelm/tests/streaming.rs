@@ -71,7 +71,6 @@ fn anthropic(server: &MockServer) -> Lm {
         .api_key("sk-ant-test-streaming")
         .base_url(&server.base_url)
         .build()
-        .map(|lm| lm)
         .unwrap()
 }
 

@@ -35,7 +35,8 @@ pub type TextObserver = Arc<dyn Fn(&TextDelta) + Send + Sync>;
 pub(crate) struct TextForwarder<'a> {
     observers: &'a [TextObserver],
     redactor: Option<&'a Redactor>,
-    origin: (Option<Arc<str>>, Option<Arc<str>>, Option<Arc<str>>),
+    /// Where the text comes from (its `text` is left empty).
+    origin: TextDelta,
     /// Text received but not shown yet (it may still become part of a secret).
     pending: String,
 }
@@ -51,7 +52,12 @@ impl<'a> TextForwarder<'a> {
         TextForwarder {
             observers,
             redactor: redactor.filter(|r| !r.is_empty()),
-            origin: (run_id, step_id, agent),
+            origin: TextDelta {
+                run_id,
+                step_id,
+                agent,
+                text: String::new(),
+            },
             pending: String::new(),
         }
     }
@@ -86,10 +92,8 @@ impl<'a> TextForwarder<'a> {
             return;
         }
         let delta = TextDelta {
-            run_id: self.origin.0.clone(),
-            step_id: self.origin.1.clone(),
-            agent: self.origin.2.clone(),
             text,
+            ..self.origin.clone()
         };
         for observer in self.observers {
             observer(&delta);
