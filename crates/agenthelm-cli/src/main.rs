@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod interrupt;
 mod limits;
+mod live;
 mod out;
 mod progress;
 mod render;

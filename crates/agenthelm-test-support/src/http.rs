@@ -16,6 +16,36 @@ pub struct Reply {
     declared_len: Option<usize>,
     /// Read the request and never answer.
     silent: bool,
+    /// Send the body's first bytes, then wait for the gate before the rest.
+    hold: Option<(usize, Gate)>,
+}
+
+/// A gate a held reply waits at ([`Reply::hold_after`]) until the test opens it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets whatever waits at the gate go on.
+    pub fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().expect("lock") = true;
+        changed.notify_all();
+    }
+
+    /// Waits until the gate is open, at most `limit`; `true` when it opened.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (open, changed) = &*self.0;
+        let guard = open.lock().expect("lock");
+        let (guard, _) = changed
+            .wait_timeout_while(guard, limit, |open| !*open)
+            .expect("lock");
+        *guard
+    }
 }
 
 impl Reply {
@@ -33,6 +63,7 @@ impl Reply {
             delay: Duration::ZERO,
             declared_len: None,
             silent: false,
+            hold: None,
         }
     }
 
@@ -53,6 +84,13 @@ impl Reply {
     /// Waits this long before answering.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the first `len` bytes of the body, then waits until `gate` is opened (at most 30
+    /// s) before it sends the rest: for answers streamed in parts.
+    pub fn hold_after(mut self, len: usize, gate: Gate) -> Self {
+        self.hold = Some((len, gate));
         self
     }
 
@@ -241,7 +279,16 @@ fn exchange(mut stream: TcpStream, server: &Shared) -> std::io::Result<()> {
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(&reply.body)?;
+    match &reply.hold {
+        Some((len, gate)) => {
+            let (first, rest) = reply.body.split_at((*len).min(reply.body.len()));
+            stream.write_all(first)?;
+            stream.flush()?;
+            gate.wait(Duration::from_secs(30));
+            stream.write_all(rest)?;
+        }
+        None => stream.write_all(&reply.body)?,
+    }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
 }

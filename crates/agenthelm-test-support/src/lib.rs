@@ -15,6 +15,6 @@ mod process;
 mod temp;
 
 pub use client::{request, Answer};
-pub use http::{MockServer, Received, Reply};
+pub use http::{Gate, MockServer, Received, Reply};
 pub use process::{is_running, pid_in, stops_running, stops_running_within};
 pub use temp::TempDir;

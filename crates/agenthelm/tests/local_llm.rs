@@ -12,10 +12,17 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
-/// The server's base URL, or `None` after printing why the test is skipped.
-fn server_url(test: &str) -> Option<String> {
+/// One test at a time talks to the server: llama.cpp drops a stream it is writing when another
+/// request arrives (it ends it with `[DONE]` early), which would fail the streaming tests.
+static SERVER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The server's base URL and this test's turn with it, or `None` after printing why the test
+/// is skipped.
+async fn server_url(test: &str) -> Option<(String, tokio::sync::MutexGuard<'static, ()>)> {
     match std::env::var("AGENTHELM_TEST_LLM_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+        Ok(url) if !url.trim().is_empty() => {
+            Some((url.trim().to_owned(), SERVER_TURN.lock().await))
+        }
         _ => {
             let why = std::env::var("AGENTHELM_TEST_LLM_SKIP").unwrap_or_else(|_| {
                 "AGENTHELM_TEST_LLM_URL is not set (scripts/test sets it after starting \
@@ -53,7 +60,7 @@ fn llm_calls(events: &[Event]) -> Vec<(TokenUsage, Option<String>)> {
 
 #[tokio::test]
 async fn plain_reply_with_usage() {
-    let Some(url) = server_url("plain_reply_with_usage") else {
+    let Some((url, _turn)) = server_url("plain_reply_with_usage").await else {
         return;
     };
     let request = CompletionRequest {
@@ -74,7 +81,7 @@ async fn plain_reply_with_usage() {
 
 #[tokio::test]
 async fn forced_tool_call_is_parsed() {
-    let Some(url) = server_url("forced_tool_call_is_parsed") else {
+    let Some((url, _turn)) = server_url("forced_tool_call_is_parsed").await else {
         return;
     };
     let request = CompletionRequest {
@@ -102,7 +109,9 @@ async fn forced_tool_call_is_parsed() {
 
 #[tokio::test]
 async fn structured_output_falls_back_to_what_the_server_supports() {
-    let Some(url) = server_url("structured_output_falls_back_to_what_the_server_supports") else {
+    let Some((url, _turn)) =
+        server_url("structured_output_falls_back_to_what_the_server_supports").await
+    else {
         return;
     };
     let request = CompletionRequest {
@@ -133,7 +142,7 @@ async fn structured_output_falls_back_to_what_the_server_supports() {
 
 #[tokio::test]
 async fn tool_agent_runs_its_loop() {
-    let Some(url) = server_url("tool_agent_runs_its_loop") else {
+    let Some((url, _turn)) = server_url("tool_agent_runs_its_loop").await else {
         return;
     };
     /// Add two whole numbers.
@@ -162,7 +171,8 @@ async fn tool_agent_runs_its_loop() {
 
 #[tokio::test]
 async fn planner_gets_a_checked_plan_or_names_the_problems() {
-    let Some(url) = server_url("planner_gets_a_checked_plan_or_names_the_problems") else {
+    let Some((url, _turn)) = server_url("planner_gets_a_checked_plan_or_names_the_problems").await
+    else {
         return;
     };
     /// Search the web for a query.
@@ -198,4 +208,67 @@ async fn planner_gets_a_checked_plan_or_names_the_problems() {
         }
         Err(other) => panic!("the protocol failed: {other}"),
     }
+}
+
+#[tokio::test]
+async fn streamed_reply_arrives_in_pieces() {
+    let Some((url, _turn)) = server_url("streamed_reply_arrives_in_pieces").await else {
+        return;
+    };
+    let request = CompletionRequest {
+        messages: vec![
+            Message::system("You are a helpful assistant."),
+            Message::user("Say hello in one short sentence."),
+        ],
+        max_tokens: Some(30),
+        ..CompletionRequest::default()
+    };
+    let mut pieces = Vec::new();
+    let completion = lm(&url, "smollm2")
+        .stream(&request, &mut |delta| {
+            if let agenthelm::lm::StreamDelta::Text(text) = delta {
+                pieces.push(text);
+            }
+        })
+        .await
+        .unwrap();
+    assert!(pieces.len() > 1, "one piece per token or so: {pieces:?}");
+    assert_eq!(completion.text.as_deref(), Some(pieces.concat().as_str()));
+    assert_eq!(completion.model, "smollm2");
+}
+
+#[tokio::test]
+async fn streamed_forced_tool_call_is_put_together_once() {
+    let Some((url, _turn)) = server_url("streamed_forced_tool_call_is_put_together_once").await
+    else {
+        return;
+    };
+    let request = CompletionRequest {
+        messages: vec![Message::user("What is the weather in Paris?")],
+        tools: vec![ToolDefinition {
+            name: "get_weather".into(),
+            description: "Current weather in a city".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 30}},
+                "required": ["city"]
+            }),
+        }],
+        tool_choice: Some(ToolChoice::Tool("get_weather".into())),
+        max_tokens: Some(60),
+        ..CompletionRequest::default()
+    };
+    let mut pieces = 0;
+    let completion = lm(&url, "smollm2")
+        .stream(&request, &mut |_| pieces += 1)
+        .await
+        .unwrap();
+    // llama.cpp repeats the id and name in every piece and sends `function_call` beside
+    // `tool_calls`: still one call, with its name once.
+    assert_eq!(completion.tool_calls.len(), 1, "{completion:?}");
+    let call = &completion.tool_calls[0];
+    assert_eq!(call.name, "get_weather");
+    assert!(call.id.starts_with("call_"), "{call:?}");
+    assert!(call.arguments.is_object(), "{call:?}");
+    assert!(pieces > 1, "{pieces}");
 }

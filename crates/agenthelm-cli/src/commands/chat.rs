@@ -19,7 +19,7 @@ pub async fn run(session: &Session, args: &ChatArgs) -> anyhow::Result<()> {
 
 async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
     let name = super::run::pick_agent(assembly, args.agent.as_deref())?;
-    let agent = super::run::live_agent(assembly, &name, args.approve_tools).await?;
+    let (agent, live) = super::run::live_agent(assembly, &name, args.approve_tools).await?;
     let palette = Palette::stderr();
     let interactive = std::io::stdin().is_terminal();
     if interactive {
@@ -47,7 +47,9 @@ async fn chat(assembly: &Assembly<'_>, args: &ChatArgs) -> anyhow::Result<()> {
         let result = crate::interrupt::or_ctrl_c(agent.run(&transcript(&history, message))).await?;
         match (&result.answer, result.success) {
             (Some(answer), true) => {
-                crate::out::line(answer)?;
+                if !live.as_ref().is_some_and(|live| live.showed(answer)) {
+                    crate::out::line(answer)?;
+                }
                 history.push((message.to_owned(), answer.trim_end().to_owned()));
             }
             _ => crate::out::note(&format!(

@@ -48,9 +48,10 @@ async fn run_task(session: &Session, args: &McpRunArgs) -> anyhow::Result<()> {
     let lm = model(args.model.as_deref(), workspace.as_ref(), session)?;
     let outcome = async {
         let tools: ToolSet = server.tools().await.map_err(mcp_error)?;
-        let agent = super::run::live(ToolAgent::new(server.name(), lm, tools), args.approve_tools);
+        let (agent, live) =
+            super::run::live(ToolAgent::new(server.name(), lm, tools), args.approve_tools);
         let result = crate::interrupt::or_ctrl_c(agent.run(&args.task)).await?;
-        super::run::report(server.name(), &result.into())
+        super::run::report(server.name(), &result.into(), live.as_deref())
     }
     .await;
     // Also after a failure or Ctrl-C: the server and whatever it started are stopped.

@@ -16,6 +16,7 @@ use super::Session;
 use crate::approval::CliApproval;
 use crate::cli::RunArgs;
 use crate::exit::{BadInput, Failed};
+use crate::live::LiveText;
 use crate::render::{self, Palette};
 
 /// The step id of the task in its one-step plan.
@@ -42,6 +43,8 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
     let seen = Arc::clone(&run_id);
     let location = store.location.display().to_string();
     let palette = Palette::stderr();
+    let live = LiveText::for_stdout();
+    let shows = live.clone();
     let orchestrator = Orchestrator::new(registry)
         // Every command tool, and the compensations of the agent's MCP tools: rollback can
         // reach them even when the agent does not list them.
@@ -53,6 +56,9 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
         .redact(assembly.redactor()?)
         .store_shared(Arc::clone(&store.store))
         .on_event(move |event| {
+            if let (Some(live), EventKind::LlmCall { .. }) = (&shows, &event.kind) {
+                live.call_ended();
+            }
             if let (Some(id), EventKind::RunStarted { .. }) = (&event.run_id, &event.kind) {
                 if seen.set(id.to_string()).is_ok() {
                     crate::out::note(&palette.dim(&format!("Run {id} (kept in {location})")));
@@ -69,9 +75,20 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
                 .then(|| render::progress_line(event, palette))
                 .flatten()
             {
+                if let Some(live) = &shows {
+                    live.interrupt();
+                }
                 crate::out::note(&line);
             }
         });
+    // At a terminal, the model's text shows as it is written.
+    let orchestrator = match &live {
+        Some(live) => {
+            let live = Arc::clone(live);
+            orchestrator.on_text(move |delta| live.text(delta))
+        }
+        None => orchestrator,
+    };
     let mut plan = one_step_plan(&name, &args.task);
     let cancel = CancelToken::new();
     let stop_on_ctrl_c = watch_ctrl_c(cancel.clone(), "Interrupted: stopping the running tools")?;
@@ -87,7 +104,7 @@ async fn run_task(assembly: &Assembly<'_>, args: &RunArgs) -> anyhow::Result<()>
         ))
         .into());
     }
-    report(&name, &result)
+    report(&name, &result, live.as_deref())
 }
 
 /// The task as a plan: one step for the agent, with the task as its description.
@@ -128,11 +145,14 @@ pub fn pick_agent(assembly: &Assembly<'_>, requested: Option<&str>) -> anyhow::R
     })
 }
 
-/// Prints the answer (stdout) and usage (stderr); a failed run becomes exit code 1.
-pub fn report(name: &str, result: &RunResult) -> anyhow::Result<()> {
+/// Prints the answer (stdout: unless `live` showed it already) and usage (stderr); a failed
+/// run becomes exit code 1.
+pub fn report(name: &str, result: &RunResult, live: Option<&LiveText>) -> anyhow::Result<()> {
     let palette = Palette::stderr();
     if let Some(answer) = &result.answer {
-        crate::out::line(answer)?;
+        if !live.is_some_and(|live| live.showed(answer)) {
+            crate::out::line(answer)?;
+        }
     }
     crate::out::note(&palette.dim(&render::usage_line(&result.usage())));
     if result.success {
@@ -152,26 +172,44 @@ pub fn report(name: &str, result: &RunResult) -> anyhow::Result<()> {
     .into())
 }
 
-/// The agent, showing its tool calls on standard error as they happen.
+/// The agent, showing its tool calls on standard error as they happen (and, at a terminal,
+/// its model's text on standard output: the view is returned for [`report`]).
 pub async fn live_agent(
     assembly: &Assembly<'_>,
     name: &str,
     approve_tools: bool,
-) -> anyhow::Result<ToolAgent> {
+) -> anyhow::Result<(ToolAgent, Option<Arc<LiveText>>)> {
     Ok(live(
         assembly.agent(name, ModelNeed::Required).await?,
         approve_tools,
     ))
 }
 
-/// `agent` with approval from the command line and its tool calls shown on standard error.
-pub fn live(agent: ToolAgent, approve_tools: bool) -> ToolAgent {
+/// `agent` with approval from the command line and its tool calls shown on standard error;
+/// at a terminal, its model's text shows on standard output as it is written.
+pub fn live(agent: ToolAgent, approve_tools: bool) -> (ToolAgent, Option<Arc<LiveText>>) {
     let palette = Palette::stderr();
-    agent
+    let live = LiveText::for_stdout();
+    let shows = live.clone();
+    let agent = agent
         .approval_handler(CliApproval::new(approve_tools))
         .on_event(move |event| {
+            if let (Some(live), EventKind::LlmCall { .. }) = (&shows, &event.kind) {
+                live.call_ended();
+            }
             if let Some(line) = render::progress_line(event, palette) {
+                if let Some(live) = &shows {
+                    live.interrupt();
+                }
                 crate::out::note(&line);
             }
-        })
+        });
+    let agent = match &live {
+        Some(view) => {
+            let view = Arc::clone(view);
+            agent.on_text(move |delta| view.text(delta))
+        }
+        None => agent,
+    };
+    (agent, live)
 }

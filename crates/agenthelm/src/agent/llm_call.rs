@@ -6,7 +6,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::{AgentResult, StepContext};
-use crate::lm::{Completion, CompletionRequest, Lm, LmError, RequestDigest};
+use crate::lm::{Completion, CompletionRequest, Lm, LmError, RateWait, RequestDigest, StreamDelta};
 use crate::trace::{span_count, EventKind, ModelExchange, Usage};
 
 /// Sends `request` to `lm` (unless the context's budget refuses it: then nothing is sent or
@@ -14,6 +14,9 @@ use crate::trace::{span_count, EventKind, ModelExchange, Usage};
 /// call, counted as [`Usage`] counts it everywhere) to `result`, and emits an `LlmCall` event
 /// with model, tokens, cost, latency, the request's digest and the answer to `ctx` (and, as
 /// they begin, the call's waits for a rate limit).
+///
+/// When `ctx` has text observers, the model streams its answer and they see its text as it is
+/// written; the event is the same either way (the final answer and usage, not the pieces).
 ///
 /// When `ctx` replays a recorded run, the answer comes from its journal and `lm` is not called
 /// (unless the replay calls models for real).
@@ -27,22 +30,48 @@ pub(crate) async fn ask_model(
     let digest = digest_of(request, ctx);
     let span = model_span(lm);
     let started = Instant::now();
+    let mut text = ctx.streams_text().then(|| ctx.text_forwarder());
     let outcome = match ctx.replayed_answer(&digest) {
-        Some(recorded) => recorded,
+        Some(recorded) => {
+            // A replayed answer is shown whole, as a model that does not stream shows it.
+            if let (Some(text), Ok(answer)) = (&mut text, &recorded) {
+                text.push(answer.text.as_deref().unwrap_or_default());
+            }
+            recorded
+        }
         None => {
             let emit = ctx.emitter();
             let model_id = lm.model_id().to_owned();
-            lm.complete_observed(request, move |wait| {
+            let on_wait = move |wait: &RateWait| {
                 emit(EventKind::RateLimitWait {
                     model: model_id.clone(),
                     limit: wait.cause,
                     wait_ms: wait.wait.as_secs_f64() * 1e3,
                 })
-            })
-            .instrument(span.clone())
-            .await
+            };
+            match &mut text {
+                Some(text) => {
+                    let mut on_delta = |delta: StreamDelta| {
+                        if let StreamDelta::Text(piece) = delta {
+                            text.push(&piece);
+                        }
+                    };
+                    lm.stream_observed(request, &mut on_delta, on_wait)
+                        .instrument(span.clone())
+                        .await
+                }
+                None => {
+                    lm.complete_observed(request, on_wait)
+                        .instrument(span.clone())
+                        .await
+                }
+            }
         }
     };
+    // What was held back for redaction is shown before the call's event.
+    if let Some(text) = &mut text {
+        text.finish();
+    }
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (usage, cost_usd, tool_calls, model) = match &outcome {
         Ok(c) => (c.usage, c.cost_usd, c.tool_calls.len(), c.model.clone()),

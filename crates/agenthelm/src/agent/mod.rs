@@ -29,14 +29,14 @@ mod result;
 mod task;
 mod tool_agent;
 
-pub use crate::exec::StepContext;
+pub use crate::exec::{StepContext, TextDelta, TextObserver};
 pub use crate::trace::Effect;
 pub use catalogue::{AgentInfo, Catalogue};
 pub use planner::{PlannerAgent, PlannerError};
 pub use registry::{AgentRegistry, RegistryError};
 pub use result::AgentResult;
 pub use task::StepTask;
-pub use tool_agent::ToolAgent;
+pub use tool_agent::{AgentStreamItem, ToolAgent};
 
 use async_trait::async_trait;
 

@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use futures::future::join_all;
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -8,10 +9,20 @@ use super::llm_call::ask_model;
 use super::task::value_text;
 use super::{Agent, AgentResult, StepContext, StepTask};
 use crate::approval::{ApprovalHandler, DenyAll};
-use crate::exec::{EventSink, Observer};
+use crate::exec::{EventSink, Observer, TextDelta, TextObserver};
 use crate::lm::{Completion, CompletionRequest, Lm, Message, ToolCall, ToolDefinition};
 use crate::tool::{RetryPolicy, ToolSet};
 use crate::trace::Event;
+
+/// What [`ToolAgent::run_streaming`] gives: the model's text as it is written, then the result.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AgentStreamItem {
+    /// A piece of a model answer's text.
+    Text(TextDelta),
+    /// The run is over (always the last item).
+    Finished(Box<AgentResult>),
+}
 
 /// An agent that reasons with a language model and acts with tools (a ReAct loop).
 ///
@@ -53,6 +64,7 @@ pub struct ToolAgent {
     approval: Arc<dyn ApprovalHandler>,
     retry: RetryPolicy,
     observers: Vec<Observer>,
+    text_observers: Vec<TextObserver>,
 }
 
 impl ToolAgent {
@@ -68,6 +80,7 @@ impl ToolAgent {
             approval: Arc::new(DenyAll),
             retry: RetryPolicy::default(),
             observers: Vec::new(),
+            text_observers: Vec::new(),
         }
     }
 
@@ -108,6 +121,86 @@ impl ToolAgent {
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.observers.push(Arc::new(observer));
         self
+    }
+
+    /// Calls `observer` with the model's text as it is written, when the agent runs on its
+    /// own (in a plan, the orchestrator's [`on_text`](crate::Orchestrator::on_text) observers
+    /// see it). With an observer the model is asked to stream its answers; the text of every
+    /// turn arrives, the final answer's as well as what the model says before it calls tools.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text("Hello!")]));
+    /// let shown = Arc::new(Mutex::new(String::new()));
+    /// let sink = Arc::clone(&shown);
+    /// let agent = ToolAgent::new("greeter", lm, ToolSet::new())
+    ///     .on_text(move |delta| sink.lock().unwrap().push_str(&delta.text));
+    /// let result = agent.run("Say hello").await;
+    /// assert_eq!(result.answer.as_deref(), Some("Hello!"));
+    /// assert_eq!(*shown.lock().unwrap(), "Hello!");
+    /// # }
+    /// ```
+    pub fn on_text(mut self, observer: impl Fn(&TextDelta) + Send + Sync + 'static) -> Self {
+        self.text_observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Runs `task` on its own (as [`run`](Agent::run) does) and gives, as a stream, the
+    /// model's text as it is written and, last, the result.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::agent::AgentStreamItem;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text("Hello!")]));
+    /// let agent = ToolAgent::new("greeter", lm, ToolSet::new());
+    /// let items: Vec<AgentStreamItem> = agent.run_streaming("Say hello").collect().await;
+    /// assert!(matches!(&items[0], AgentStreamItem::Text(d) if d.text == "Hello!"));
+    /// assert!(matches!(&items[1], AgentStreamItem::Finished(r) if r.success));
+    /// # }
+    /// ```
+    pub fn run_streaming<'a>(
+        &'a self,
+        task: &'a str,
+    ) -> impl Stream<Item = AgentStreamItem> + Send + 'a {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        let texts = sender.clone();
+        let text_observer: TextObserver = Arc::new(move |delta: &TextDelta| {
+            // The receiver only goes away with the stream, and then no one is listening.
+            let _ = texts.unbounded_send(AgentStreamItem::Text(delta.clone()));
+        });
+        let run = async move {
+            let result = self.run_with(task, vec![text_observer]).await;
+            let _ = sender.unbounded_send(AgentStreamItem::Finished(Box::new(result)));
+        };
+        // Everything goes through the channel, so the result comes after the last text; the
+        // run is driven alongside and yields nothing itself. The channel ends when the run
+        // has dropped its senders.
+        let driver = futures::stream::once(run).filter_map(|()| futures::future::ready(None));
+        futures::stream::select(receiver, driver)
+    }
+
+    /// A run on its own, with these text observers besides the agent's.
+    async fn run_with(&self, task: &str, extra: Vec<TextObserver>) -> AgentResult {
+        let sink = EventSink::with_observers(self.observers.clone());
+        let mut text_observers = self.text_observers.clone();
+        text_observers.extend(extra);
+        let ctx = StepContext::new()
+            .with_agent(self.name.clone())
+            .with_approval(Arc::clone(&self.approval))
+            .with_retry(self.retry)
+            .with_sink(sink.clone())
+            .with_text_observers(text_observers);
+        let mut result = self.think_and_act(task, &ctx).await;
+        result.events = sink.take();
+        result
     }
 
     /// The model.
@@ -244,15 +337,7 @@ impl Agent for ToolAgent {
     }
 
     async fn run(&self, task: &str) -> AgentResult {
-        let sink = EventSink::with_observers(self.observers.clone());
-        let ctx = StepContext::new()
-            .with_agent(self.name.clone())
-            .with_approval(Arc::clone(&self.approval))
-            .with_retry(self.retry)
-            .with_sink(sink.clone());
-        let mut result = self.think_and_act(task, &ctx).await;
-        result.events = sink.take();
-        result
+        self.run_with(task, Vec::new()).await
     }
 
     fn description(&self) -> Option<&str> {

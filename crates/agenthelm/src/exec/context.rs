@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::{invoke, BudgetGuard, EventSink, ReplaySource};
+use super::{invoke, BudgetGuard, EventSink, ReplaySource, TextForwarder, TextObserver};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::lm::{Completion, LmError, RequestDigest};
 use crate::retry::RetryPolicy;
@@ -28,6 +28,8 @@ pub struct StepContext {
     parked: AtomicBool,
     /// The recorded run this step replays, if it is a replay.
     replay: Option<Arc<ReplaySource>>,
+    /// Who sees model text as it is written; none: models are not asked to stream.
+    text_observers: Vec<TextObserver>,
 }
 
 impl Default for StepContext {
@@ -43,6 +45,7 @@ impl Default for StepContext {
             calls: AtomicU32::new(0),
             parked: AtomicBool::new(false),
             replay: None,
+            text_observers: Vec::new(),
         }
     }
 }
@@ -88,6 +91,30 @@ impl StepContext {
     pub fn with_budget(mut self, budget: Arc<BudgetGuard>) -> Self {
         self.budget = Some(budget);
         self
+    }
+
+    /// Streams the model calls made in this context, handing their text to `observers` as it
+    /// is written (see [`TextDelta`](super::TextDelta)). Without observers, models answer
+    /// whole.
+    pub fn with_text_observers(mut self, observers: Vec<TextObserver>) -> Self {
+        self.text_observers = observers;
+        self
+    }
+
+    /// Whether model calls in this context stream their text to someone.
+    pub fn streams_text(&self) -> bool {
+        !self.text_observers.is_empty()
+    }
+
+    /// Hands one model call's text to the observers (redacted as the sink redacts).
+    pub(crate) fn text_forwarder(&self) -> TextForwarder<'_> {
+        TextForwarder::new(
+            &self.text_observers,
+            self.sink.redactor(),
+            self.run_id.clone(),
+            self.step_id.clone(),
+            self.agent.clone(),
+        )
     }
 
     /// The budget model calls are kept within, if any.

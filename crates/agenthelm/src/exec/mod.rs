@@ -11,8 +11,11 @@ mod context;
 pub(crate) mod invoke;
 mod replay;
 mod sink;
+mod text;
 
 pub use budget::{BudgetGuard, Reservation, ASSUMED_MAX_OUTPUT_TOKENS};
 pub use context::StepContext;
 pub use replay::{Divergence, DivergenceKind, ReplayOptions, ReplaySource};
 pub use sink::{ActionPermit, EventSink, JournalError, Observer};
+pub(crate) use text::TextForwarder;
+pub use text::{TextDelta, TextObserver};

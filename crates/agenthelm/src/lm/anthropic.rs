@@ -6,10 +6,11 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{header, Transport};
+use super::anthropic_stream::AnthropicDecoder;
+use super::http::{header, Request, Transport};
 use super::{
-    Completion, CompletionRequest, LanguageModel, LmError, Message, ResponseFormat, Role,
-    TokenUsage, ToolCall, ToolChoice,
+    Completion, CompletionRequest, DeltaSink, LanguageModel, LmError, Message, ResponseFormat,
+    Role, TokenUsage, ToolCall, ToolChoice,
 };
 
 /// The API version this client speaks.
@@ -157,6 +158,27 @@ impl LanguageModel for AnthropicModel {
             .post_json(&self.url, self.headers()?, &body, &|_, _| false)
             .await?;
         self.parse(answer)
+    }
+
+    async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let mut body = self.body(request);
+        if let Value::Object(fields) = &mut body {
+            fields.insert("stream".into(), json!(true));
+        }
+        let sent = Request {
+            headers: self.headers()?,
+            body: &body,
+            permanent: &|_, _| false,
+        };
+        let decoder = || AnthropicDecoder::new(&self.transport.model, &self.wire_model);
+        let whole = |answer: Value| self.parse(answer);
+        self.transport
+            .post_stream(&self.url, sent, decoder, &whole, on_delta)
+            .await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP side shared by the providers: one JSON POST with a timeout per attempt, retries with
+//! The HTTP side shared by the providers: one JSON POST (or one streamed answer, read as
+//! server-sent events) with a timeout per attempt, retries with
 //! exponential backoff and jitter on 408/409/429/5xx and connection errors (honouring
 //! `Retry-After`), and errors that never carry the API key.
 //!
@@ -11,8 +12,12 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+use sse_stream::SseStream;
+
 use super::rate_headers::exhausted_for;
-use super::{ApiKey, LmError, RateLimiter};
+use super::stream::{DecodeError, Decoder, Step};
+use super::{ApiKey, Completion, DeltaSink, LmError, RateLimiter, StreamDelta};
 use crate::retry::RetryPolicy;
 
 /// How a provider talks HTTP: client, limits and retry rules.
@@ -58,6 +63,14 @@ impl Default for HttpSettings {
 
 /// Longest piece of an error body kept in an error message.
 const MAX_ERROR_BODY: usize = 600;
+
+/// One request as sent by [`Transport::post_stream`]: headers, JSON body, and which error
+/// answers are final even where they would usually be retried.
+pub(crate) struct Request<'a> {
+    pub headers: HeaderMap,
+    pub body: &'a Value,
+    pub permanent: &'a (dyn Fn(u16, &str) -> bool + Sync),
+}
 
 /// What a failed attempt means for the next one.
 enum Attempt {
@@ -122,6 +135,39 @@ impl Transport {
         body: &Value,
         permanent: &(dyn Fn(u16, &str) -> bool + Sync),
     ) -> Result<Value, Attempt> {
+        let response = self.send(url, headers, body, permanent).await?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_timeout() => return Err(Attempt::Stop(self.timeout())),
+            Err(e) => {
+                return Err(Attempt::Stop(self.malformed(format!(
+                    "the answer's body was cut short ({})",
+                    source_chain(&e)
+                ))))
+            }
+        };
+        self.json_body(&bytes).map_err(Attempt::Stop)
+    }
+
+    /// Parses a successful answer's body.
+    fn json_body(&self, bytes: &[u8]) -> Result<Value, LmError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            self.malformed(format!(
+                "the answer is not valid JSON ({e}); it starts with: {}",
+                excerpt(&String::from_utf8_lossy(bytes), 200)
+            ))
+        })
+    }
+
+    /// Sends the request and returns the response when its status is a success; an error
+    /// status is read and classified (retry or stop).
+    async fn send(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: &Value,
+        permanent: &(dyn Fn(u16, &str) -> bool + Sync),
+    ) -> Result<reqwest::Response, Attempt> {
         let request = self
             .client
             .post(url)
@@ -147,8 +193,11 @@ impl Transport {
             self.limiter
                 .pause_for(wait.min(self.settings.max_retry_wait));
         }
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = match response.bytes().await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.is_timeout() => return Err(Attempt::Stop(self.timeout())),
             Err(e) => {
                 return Err(Attempt::Stop(self.malformed(format!(
@@ -157,33 +206,165 @@ impl Transport {
                 ))))
             }
         };
-        let text = String::from_utf8_lossy(&bytes);
-        if !status.is_success() {
-            let error = self.http_error(status, &text);
-            if !is_transient(status) || permanent(status.as_u16(), &text) {
-                return Err(Attempt::Stop(error));
-            }
-            return match retry_after {
-                Some(wait) if wait > self.settings.max_retry_wait => Err(Attempt::Stop(
-                    self.http_error(
-                        status,
-                        &format!(
-                            "{} (the service asked to retry after {:.1}s, more than the {:.1}s allowed)",
-                            text.trim(),
-                            wait.as_secs_f64(),
-                            self.settings.max_retry_wait.as_secs_f64()
-                        ),
-                    ),
-                )),
-                wait => Err(Attempt::Retry(wait, error)),
-            };
+        let error = self.http_error(status, &text);
+        if !is_transient(status) || permanent(status.as_u16(), &text) {
+            return Err(Attempt::Stop(error));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Attempt::Stop(self.malformed(format!(
-                "the answer is not valid JSON ({e}); it starts with: {}",
-                excerpt(&text, 200)
-            )))
-        })
+        match retry_after {
+            Some(wait) if wait > self.settings.max_retry_wait => Err(Attempt::Stop(
+                self.http_error(
+                    status,
+                    &format!(
+                        "{} (the service asked to retry after {:.1}s, more than the {:.1}s allowed)",
+                        text.trim(),
+                        wait.as_secs_f64(),
+                        self.settings.max_retry_wait.as_secs_f64()
+                    ),
+                ),
+            )),
+            wait => Err(Attempt::Retry(wait, error)),
+        }
+    }
+
+    /// POSTs `body` (which asks for a stream) to `url` and feeds the server-sent events of the
+    /// answer to a decoder made by `decoder`, which hands the pieces to `on_delta`; returns the
+    /// decoder's answer once the stream is complete.
+    ///
+    /// Attempts are retried like [`post_json`](Self::post_json)'s, and a stream that breaks
+    /// or ends early ([`LmError::StreamCut`]) too, but only while nothing reached `on_delta`:
+    /// what was shown cannot be taken back, so after that the error ends the call.
+    ///
+    /// A server that ignores the request for a stream and answers with one JSON document is
+    /// understood too: `whole` reads that answer, and its text is handed over as one piece.
+    pub async fn post_stream<D: Decoder>(
+        &self,
+        url: &str,
+        request: Request<'_>,
+        decoder: impl Fn() -> D + Send + Sync,
+        whole: &(dyn Fn(Value) -> Result<Completion, LmError> + Sync),
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let charge = if self.limiter.counts_tokens() {
+            estimated_tokens(request.body)
+        } else {
+            0
+        };
+        let mut shown = false;
+        let mut retry = 0;
+        loop {
+            let permit = self.limiter.acquire(charge).await;
+            let outcome = self
+                .stream_attempt(url, &request, decoder(), whole, on_delta, &mut shown)
+                .await;
+            match outcome {
+                Ok(completion) => {
+                    let used = completion.usage.total();
+                    if used > 0 {
+                        permit.settle(used);
+                    }
+                    return Ok(completion);
+                }
+                Err(Attempt::Stop(error)) => return Err(error),
+                Err(Attempt::Retry(_, error)) if shown => return Err(error),
+                Err(Attempt::Retry(asked, error)) => {
+                    if retry >= self.settings.max_retries {
+                        return Err(gave_up(error, retry + 1));
+                    }
+                    retry += 1;
+                    let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(retry));
+                    if matches!(error, LmError::Http { status: 429, .. }) {
+                        self.limiter.pause_for(wait);
+                    } else {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stream_attempt<D: Decoder>(
+        &self,
+        url: &str,
+        request: &Request<'_>,
+        mut decoder: D,
+        whole: &(dyn Fn(Value) -> Result<Completion, LmError> + Sync),
+        on_delta: &mut DeltaSink<'_>,
+        shown: &mut bool,
+    ) -> Result<Completion, Attempt> {
+        let response = self
+            .send(
+                url,
+                request.headers.clone(),
+                request.body,
+                request.permanent,
+            )
+            .await?;
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+        if is_json {
+            // No stream after all: the whole answer at once.
+            let bytes = response.bytes().await.map_err(|e| {
+                Attempt::Stop(self.malformed(format!(
+                    "the answer's body was cut short ({})",
+                    source_chain(&e)
+                )))
+            })?;
+            let completion =
+                whole(self.json_body(&bytes).map_err(Attempt::Stop)?).map_err(Attempt::Stop)?;
+            if let Some(text) = completion.text.as_ref().filter(|t| !t.is_empty()) {
+                *shown = true;
+                on_delta(StreamDelta::Text(text.clone()));
+            }
+            return Ok(completion);
+        }
+        let mut events = SseStream::from_bytes_stream(response.bytes_stream());
+        let mut emit = |delta: StreamDelta| {
+            *shown = true;
+            on_delta(delta);
+        };
+        loop {
+            let event = match events.next().await {
+                Some(Ok(event)) => event,
+                Some(Err(sse_stream::Error::Body(e))) => {
+                    let reason = if is_timeout(e.as_ref()) {
+                        format!(
+                            "no end within the {:.1}s limit",
+                            self.settings.timeout.as_secs_f64()
+                        )
+                    } else {
+                        format!("the connection broke ({})", source_chain(e.as_ref()))
+                    };
+                    return Err(Attempt::Retry(None, self.cut(reason)));
+                }
+                Some(Err(e)) => {
+                    return Err(Attempt::Stop(
+                        self.malformed(format!("the event stream could not be read: {e}")),
+                    ))
+                }
+                None => {
+                    return Err(Attempt::Retry(
+                        None,
+                        self.cut("the server closed the stream without its end marker"),
+                    ))
+                }
+            };
+            let Some(data) = event.data.as_deref() else {
+                continue;
+            };
+            match decoder.event(event.event.as_deref(), data, &mut emit) {
+                Ok(Step::Continue) => {}
+                Ok(Step::Done) => return decoder.finish().map_err(Attempt::Stop),
+                Err(DecodeError::Transient(error)) => return Err(Attempt::Retry(None, error)),
+                Err(DecodeError::Fatal(error)) => return Err(Attempt::Stop(error)),
+            }
+        }
+    }
+
+    fn cut(&self, reason: impl Into<String>) -> LmError {
+        super::stream::cut(&self.model, self.scrub(&reason.into()))
     }
 
     /// `message` with the key removed.
@@ -246,6 +427,10 @@ fn gave_up(error: LmError, attempts: u32) -> LmError {
         LmError::Failed { model, message } => LmError::Failed {
             model,
             message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+        LmError::StreamCut { model, reason } => LmError::StreamCut {
+            model,
+            reason: format!("{reason} (gave up after {attempts} attempts)"),
         },
         other => other,
     }
@@ -330,6 +515,20 @@ fn excerpt(text: &str, max: usize) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// Whether a body error is reqwest's timeout.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// An error with its causes, which reqwest keeps apart.

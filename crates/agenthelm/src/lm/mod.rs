@@ -30,17 +30,20 @@
 //! so the other calls sharing it wait too instead of all running into the limit.
 
 mod anthropic;
+mod anthropic_stream;
 mod builder;
 mod digest;
 mod http;
 mod limiter;
 mod message;
 mod openai;
+mod openai_stream;
 mod pricing;
 mod rate_headers;
 mod rate_limit;
 mod scripted;
 mod secret;
+mod stream;
 
 pub use builder::{provider_key_variables, provider_names, LmBuilder};
 pub use digest::RequestDigest;
@@ -53,6 +56,7 @@ pub use pricing::{ModelPrice, Pricing, PricingError};
 pub use rate_limit::{RateLimit, RateLimitCause, RateLimitError, RateLimits, RateWait};
 pub use scripted::{ScriptedLm, ScriptedReply};
 pub use secret::ApiKey;
+pub use stream::{DeltaSink, StreamDelta};
 
 use async_trait::async_trait;
 use std::fmt;
@@ -69,6 +73,24 @@ pub trait LanguageModel: Send + Sync {
 
     /// One request, one complete answer.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError>;
+
+    /// One request, the answer handed to `on_delta` piece by piece as the model writes it, then
+    /// returned whole (the same [`Completion`] [`complete`](LanguageModel::complete) gives).
+    ///
+    /// The default calls [`complete`](LanguageModel::complete) and hands its text over as one
+    /// piece, so every model can be used where streaming is asked for. The HTTP providers
+    /// stream for real (server-sent events).
+    async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let completion = self.complete(request).await?;
+        if let Some(text) = completion.text.as_ref().filter(|t| !t.is_empty()) {
+            on_delta(StreamDelta::Text(text.clone()));
+        }
+        Ok(completion)
+    }
 }
 
 /// A shared handle to a language model, with the price table its calls are costed by.
@@ -164,14 +186,56 @@ impl Lm {
     /// from the pricing table: by the `provider/model` id, else by the model that answered;
     /// `None` when neither is priced.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError> {
-        let mut completion = self.model.complete(request).await?;
-        if completion.cost_usd.is_none() {
-            completion.cost_usd = self
-                .pricing
-                .cost(self.model_id(), completion.usage)
-                .or_else(|| self.answered_model_cost(&completion));
-        }
-        Ok(completion)
+        let completion = self.model.complete(request).await?;
+        Ok(self.priced(completion))
+    }
+
+    /// Sends one request and hands the answer to `on_delta` as it arrives (see
+    /// [`LanguageModel::stream`]); returns the whole answer, priced like
+    /// [`complete`](Lm::complete)'s.
+    ///
+    /// A failed attempt is tried again (by the retry rules of [`LmBuilder::max_retries`]) only
+    /// while nothing has reached `on_delta`; once something has, an error (such as a stream
+    /// that ends early, [`LmError::StreamCut`]) ends the call.
+    ///
+    /// ```
+    /// use agenthelm::prelude::*;
+    /// use agenthelm::lm::{CompletionRequest, StreamDelta};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lm = Lm::from_model(ScriptedLm::new(vec![ScriptedReply::text("hi")]));
+    /// let mut shown = String::new();
+    /// let answer = lm
+    ///     .stream(&CompletionRequest::default(), &mut |delta| {
+    ///         if let StreamDelta::Text(text) = delta {
+    ///             shown.push_str(&text);
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(answer.text.as_deref(), Some("hi"));
+    /// assert_eq!(shown, "hi");
+    /// # }
+    /// ```
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let completion = self.model.stream(request, on_delta).await?;
+        Ok(self.priced(completion))
+    }
+
+    /// [`stream`](Lm::stream), telling `on_wait` each time the call begins to wait for a rate
+    /// limit (as [`complete_observed`](Lm::complete_observed) does).
+    pub async fn stream_observed(
+        &self,
+        request: &CompletionRequest,
+        on_delta: &mut DeltaSink<'_>,
+        on_wait: impl Fn(&RateWait) + Send + Sync + 'static,
+    ) -> Result<Completion, LmError> {
+        limiter::observing(Arc::new(on_wait), self.stream(request, on_delta)).await
     }
 
     /// [`complete`](Lm::complete), telling `on_wait` each time the call begins to wait for a
@@ -207,6 +271,19 @@ impl Lm {
 }
 
 impl Lm {
+    /// `completion` with its cost, when the model did not price it itself: from the pricing
+    /// table by the `provider/model` id, else by the model that answered; `None` when neither
+    /// is priced.
+    fn priced(&self, mut completion: Completion) -> Completion {
+        if completion.cost_usd.is_none() {
+            completion.cost_usd = self
+                .pricing
+                .cost(self.model_id(), completion.usage)
+                .or_else(|| self.answered_model_cost(&completion));
+        }
+        completion
+    }
+
     /// The price by the name of the model that answered, under this handle's provider.
     fn answered_model_cost(&self, completion: &Completion) -> Option<f64> {
         if completion.model.is_empty() {
@@ -285,6 +362,15 @@ pub enum LmError {
     /// the call had in the recorded run, or why replay could not give the recorded answer.
     #[error("{0}")]
     Replayed(String),
+    /// A streamed answer stopped before its end (the connection broke, or the stream closed
+    /// without the provider's end marker): what arrived is not the whole answer.
+    #[error("model `{model}`: the model's stream ended before the answer was complete: {reason}")]
+    StreamCut {
+        /// The model id.
+        model: String,
+        /// What happened.
+        reason: String,
+    },
     /// The provider needs an API key and none was given.
     #[error(
         "model `{model}` needs an API key: set the environment variable {variable}, or pass one \
@@ -312,6 +398,7 @@ impl LmError {
             LmError::Budget(_) => "budget",
             LmError::Replayed(_) => "replayed",
             LmError::MissingKey { .. } => "missing_key",
+            LmError::StreamCut { .. } => "stream_cut",
         }
     }
 }

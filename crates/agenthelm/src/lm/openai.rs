@@ -7,10 +7,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::http::{header, Transport};
+use super::http::{header, Request, Transport};
+use super::openai_stream::OpenAiDecoder;
 use super::{
-    Completion, CompletionRequest, LanguageModel, LmError, Message, ResponseFormat, Role,
-    TokenUsage, ToolCall, ToolChoice,
+    Completion, CompletionRequest, DeltaSink, LanguageModel, LmError, Message, ResponseFormat,
+    Role, TokenUsage, ToolCall, ToolChoice,
 };
 
 /// A model behind an OpenAI-compatible `/chat/completions` endpoint.
@@ -28,6 +29,9 @@ pub(crate) struct OpenAiModel {
     /// Set once the server refused a `json_schema` response format: from then on the schema is
     /// sent as `{"type": "json_object", "schema": ..}`, which llama.cpp-style servers enforce.
     json_object_only: AtomicBool,
+    /// Set once the server refused `stream_options`: streamed requests go without it (and
+    /// without usage, which such servers do not stream anyway).
+    no_stream_options: AtomicBool,
 }
 
 impl OpenAiModel {
@@ -45,6 +49,7 @@ impl OpenAiModel {
             hosted_openai,
             max_tokens,
             json_object_only: AtomicBool::new(false),
+            no_stream_options: AtomicBool::new(false),
         }
     }
 
@@ -181,6 +186,71 @@ impl OpenAiModel {
     }
 }
 
+impl OpenAiModel {
+    /// Sends `request` asking for a stream, and reads it.
+    async fn send_streaming(
+        &self,
+        request: &CompletionRequest,
+        json_object_only: bool,
+        with_options: bool,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let mut body = self.body(request, json_object_only);
+        if let Value::Object(fields) = &mut body {
+            fields.insert("stream".into(), json!(true));
+            if with_options {
+                // The usage comes in a last chunk only when asked for.
+                fields.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
+        let schema_sent = !json_object_only
+            && matches!(
+                request.response_format,
+                Some(ResponseFormat::JsonSchema { .. })
+            );
+        let permanent = |status: u16, text: &str| {
+            (schema_sent && schema_refused(status, text))
+                || (with_options && options_refused(status, text))
+        };
+        let sent = Request {
+            headers: self.headers()?,
+            body: &body,
+            permanent: &permanent,
+        };
+        let prompt_estimate = body.to_string().len() as u64 / 4;
+        let decoder =
+            || OpenAiDecoder::new(&self.transport.model, &self.wire_model, prompt_estimate);
+        let whole = |answer: Value| self.parse(answer);
+        self.transport
+            .post_stream(&self.url, sent, decoder, &whole, on_delta)
+            .await
+    }
+
+    /// [`send_streaming`](Self::send_streaming), without `stream_options` from the first
+    /// refusal on.
+    async fn stream_with_options(
+        &self,
+        request: &CompletionRequest,
+        json_object_only: bool,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let with_options = !self.no_stream_options.load(Ordering::Relaxed);
+        match self
+            .send_streaming(request, json_object_only, with_options, on_delta)
+            .await
+        {
+            Err(LmError::Http {
+                status, message, ..
+            }) if with_options && options_refused(status, &message) => {
+                self.no_stream_options.store(true, Ordering::Relaxed);
+                self.send_streaming(request, json_object_only, false, on_delta)
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
 #[async_trait]
 impl LanguageModel for OpenAiModel {
     fn model_id(&self) -> &str {
@@ -206,6 +276,37 @@ impl LanguageModel for OpenAiModel {
         };
         self.parse(answer)
     }
+
+    async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_delta: &mut DeltaSink<'_>,
+    ) -> Result<Completion, LmError> {
+        let json_object_only = self.json_object_only.load(Ordering::Relaxed);
+        match self
+            .stream_with_options(request, json_object_only, on_delta)
+            .await
+        {
+            Err(LmError::Http {
+                status, message, ..
+            }) if !json_object_only
+                && matches!(
+                    request.response_format,
+                    Some(ResponseFormat::JsonSchema { .. })
+                )
+                && schema_refused(status, &message) =>
+            {
+                self.json_object_only.store(true, Ordering::Relaxed);
+                self.stream_with_options(request, true, on_delta).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether an error answer says the server does not take `stream_options`.
+fn options_refused(status: u16, body: &str) -> bool {
+    matches!(status, 400 | 422) && body.to_ascii_lowercase().contains("stream_options")
 }
 
 /// Whether an error answer to a `json_schema` request says the server does not take it.

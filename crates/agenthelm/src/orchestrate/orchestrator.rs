@@ -14,7 +14,7 @@ use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::budget::{Budget, Unpriced};
-use crate::exec::{EventSink, Observer, ReplayOptions, ReplaySource};
+use crate::exec::{EventSink, Observer, ReplayOptions, ReplaySource, TextDelta, TextObserver};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
 use crate::redact::Redactor;
@@ -101,6 +101,8 @@ pub(crate) struct Config {
     pub(crate) retry: RetryPolicy,
     pub(crate) grace: Duration,
     pub(crate) observers: Vec<Observer>,
+    /// Who sees model text as it is written (none: models answer whole).
+    pub(crate) text_observers: Vec<TextObserver>,
     pub(crate) store: Option<Arc<dyn RunStore>>,
     pub(crate) interrupted: InterruptedSteps,
     /// Redacts events, the stored plan and results (`None`: nothing to redact).
@@ -195,6 +197,7 @@ impl Orchestrator {
                 retry: RetryPolicy::default(),
                 grace: Duration::from_secs(30),
                 observers: Vec::new(),
+                text_observers: Vec::new(),
                 store: None,
                 interrupted: InterruptedSteps::default(),
                 redactor: None,
@@ -328,6 +331,16 @@ impl Orchestrator {
     /// Calls `observer` with each event as it happens (for progress displays and journals).
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.config_mut().observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Calls `observer` with the text of model answers as it is written, in every step whose
+    /// agent thinks with a model (such as a [`ToolAgent`](crate::ToolAgent)): for a live view
+    /// of the run. With an observer, models are asked to stream; the journal is the same
+    /// either way (each call's final answer and usage, not its pieces). When the run redacts,
+    /// so does the text (see [`TextDelta`]).
+    pub fn on_text(mut self, observer: impl Fn(&TextDelta) + Send + Sync + 'static) -> Self {
+        self.config_mut().text_observers.push(Arc::new(observer));
         self
     }
 

@@ -336,7 +336,8 @@ impl Run {
             .for_step(Arc::clone(&self.run_id), step.id.as_str())
             .with_approval(Arc::clone(&orch.approval))
             .with_retry(orch.retry)
-            .with_sink(self.sink.clone());
+            .with_sink(self.sink.clone())
+            .with_text_observers(orch.text_observers.clone());
         if let Some(budget) = &self.budget {
             ctx = ctx.with_budget(Arc::clone(budget));
         }

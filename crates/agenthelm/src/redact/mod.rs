@@ -215,11 +215,67 @@ impl Redactor {
     /// are kept as they are (redacting twice changes nothing), and overlapping finds become one
     /// marker, named after the secret if one is among them, else after the first rule.
     pub fn redact_str<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        let Some(compiled) = &self.compiled else {
+        let finds = self.finds(text);
+        if finds.is_empty() {
             return Cow::Borrowed(text);
+        }
+        Cow::Owned(replace(text, finds))
+    }
+
+    /// For a text that is still growing (a model's answer as it streams): how many of its
+    /// first bytes can be redacted and shown now, because nothing that may follow could change
+    /// how they are redacted. The rest waits for more text (or the end).
+    ///
+    /// Held back are: an end of the text that could be the start of a secret, a find that may
+    /// still grow, and, when there are patterns or presets, the current line (patterns are
+    /// taken not to match across line breaks).
+    ///
+    /// ```
+    /// use agenthelm::redact::Redactor;
+    ///
+    /// let redactor = Redactor::new().secret("KEY", "sk-12345");
+    /// assert_eq!(redactor.shown_len("the key is sk-12"), 11); // "sk-12" may be the key
+    /// assert_eq!(redactor.shown_len("the key is here"), 15);
+    /// assert_eq!(Redactor::new().shown_len("anything"), 8);
+    /// ```
+    pub fn shown_len(&self, text: &str) -> usize {
+        if self.compiled.is_none() {
+            return text.len();
+        }
+        let mut len = text.len();
+        for secret in self.secrets.keys() {
+            // The longest end of `text` that a secret begins with.
+            let partial = secret
+                .char_indices()
+                .map(|(i, _)| i)
+                .filter(|&i| i > 0 && text.ends_with(&secret[..i]))
+                .max();
+            if let Some(partial) = partial {
+                len = len.min(text.len() - partial);
+            }
+        }
+        if !self.rules.is_empty() {
+            len = len.min(text.rfind('\n').map_or(0, |i| i + 1));
+        }
+        // A find running into the held-back part may grow (or fuse with another): hold it too.
+        let mut finds = self.finds(text);
+        // From the last: holding one back may bring the cut into an earlier one.
+        finds.sort_by_key(|f| std::cmp::Reverse(f.start));
+        for find in finds {
+            if (find.start < len && find.end > len) || find.end == text.len() {
+                len = len.min(find.start);
+            }
+        }
+        len
+    }
+
+    /// What in `text` is to be hidden.
+    fn finds(&self, text: &str) -> Vec<Find> {
+        let Some(compiled) = &self.compiled else {
+            return Vec::new();
         };
         if compiled.any.as_ref().is_some_and(|any| !any.is_match(text)) {
-            return Cow::Borrowed(text);
+            return Vec::new();
         }
         let markers = marker_spans(text);
         let mut finds: Vec<Find> = Vec::new();
@@ -261,10 +317,7 @@ impl Redactor {
                 }
             }
         }
-        if finds.is_empty() {
-            return Cow::Borrowed(text);
-        }
-        Cow::Owned(replace(text, finds))
+        finds
     }
 
     /// Redacts every string of `value` (object keys too) in place; `true` when something

@@ -1,0 +1,156 @@
+//! Live model text: at a terminal, `agenthelm run` prints the model's text as it arrives, and
+//! the answer only once; piped, standard output carries the answer alone, as before.
+
+mod common;
+use agenthelm_test_support::{Gate, MockServer, Reply};
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chunk(content: &str) -> Value {
+    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "test-model",
+           "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+}
+
+fn data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+const FIRST: &str = "Streaming the first part, ";
+const REST: &str = "then the rest.";
+
+/// A streamed answer whose second half waits at `gate`.
+fn held_answer(gate: &Gate) -> Reply {
+    let first = data(&chunk(FIRST));
+    let usage = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "test-model",
+                       "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}});
+    let finish = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "test-model",
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    let body = format!(
+        "{first}{}{}{}data: [DONE]\n\n",
+        data(&chunk(REST)),
+        data(&finish),
+        data(&usage)
+    );
+    Reply::raw(200, body)
+        .header("content-type", "text/event-stream")
+        .hold_after(first.len(), gate.clone())
+}
+
+/// Runs `agenthelm args` at a pseudo-terminal; the driver creates the file `seen` once the
+/// output shows `marker`. Returns the child (the driver) to wait for.
+fn spawn_in_pty(
+    dir: &Path,
+    args: &[&str],
+    marker: &str,
+    seen: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    const DRIVER: &str = r#"
+import os, pty, sys
+binary, marker, seen, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary] + args)
+buf = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    buf += chunk
+    if marker.encode() in buf and not os.path.exists(seen):
+        open(seen, "w").close()
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(buf.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(dir)
+        .env("HOME", dir.join(".home"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env("OPENAI_API_KEY", "test-key")
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(bin())
+        .arg(marker)
+        .arg(seen)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn run_at_a_terminal_prints_text_before_the_answer_is_complete() {
+    let dir = TempDir::new("cli-stream");
+    workspace(&dir, "");
+    let gate = Gate::new();
+    let server = MockServer::start(vec![held_answer(&gate)]);
+    let base_url = format!("{}/v1", server.url());
+    let seen = dir.path().join("seen-first-part");
+    let child = spawn_in_pty(
+        dir.path(),
+        &["run", "say something in two parts"],
+        FIRST.trim_end(),
+        &seen,
+        &[("OPENAI_BASE_URL", &base_url)],
+    );
+    // The second half is sent only once the first is on the terminal: if the CLI waited for
+    // the whole answer, it would never see it (and the gate opens after 30 s anyway).
+    let started = Instant::now();
+    while !seen.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shown_early = seen.exists();
+    gate.open();
+    let run = output(child.wait_with_output().unwrap());
+    assert!(
+        shown_early,
+        "the first part did not show before the rest was sent:\n{}",
+        run.all()
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let answer = format!("{FIRST}{REST}");
+    assert_eq!(
+        run.stdout.matches(&answer).count(),
+        1,
+        "the answer shows exactly once:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tokens: 11 in, 7 out"),
+        "{}",
+        run.stdout
+    );
+
+    let requests = server.received();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].json()["stream"], true);
+}
+
+#[test]
+fn run_into_a_pipe_prints_the_answer_alone_without_streaming() {
+    let dir = TempDir::new("cli-stream-pipe");
+    workspace(&dir, "");
+    let server = LlmServer::start(vec![text_reply("The whole answer.", 5, 3)]);
+    let out = agenthelm(dir.path())
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .args(["run", "answer"])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.stdout, "The whole answer.\n");
+    // Nobody watches: the model is not asked to stream.
+    assert!(server.requests()[0]["body"].get("stream").is_none());
+}
