@@ -219,14 +219,14 @@ async fn tuple_items_name_the_index_in_either_draft() {
 #[test]
 fn schemas_that_do_not_compile_are_named_not_panicked_on() {
     // A pattern that is not a regular expression, and a reference to nothing.
-    let err = FnTool::new(
+    let Err(err) = FnTool::new(
         "bad",
         "d",
         json!({"type": "object", "properties": {"code": {"type": "string", "pattern": "(["}}}),
         |_, _| async { Ok(Value::Null) },
-    )
-    .err()
-    .expect("the schema was accepted");
+    ) else {
+        panic!("the schema was accepted")
+    };
     let text = err.to_string();
     assert!(
         text.starts_with("tool `bad` has an invalid parameter schema: `properties.code.pattern`"),
