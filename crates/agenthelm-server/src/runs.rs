@@ -353,7 +353,7 @@ impl Runs {
         let Some(found) = self.tools.get(tool) else {
             return Ok(args);
         };
-        let problems = agenthelm::tool::schema::validate(&found.spec().parameters, &args);
+        let problems = found.spec().argument_problems(&args);
         if problems.is_empty() {
             return Ok(args);
         }

@@ -70,9 +70,22 @@ fn extra_tools_serve_as_compensations_and_for_steps_with_no_agent() {
             .agent("reader")
             .tool("read")
             .compensate("danger", json!({})),
-        PlanStep::new("direct", "no agent").tool("danger"),
+        PlanStep::new("direct", "no agent")
+            .tool("danger")
+            .args(json!({"path": "a"})),
     ]);
     assert_eq!(reader_catalogue().check(&plan), []);
+}
+
+#[test]
+fn a_step_with_no_agent_must_give_arguments_that_fit() {
+    // Its tool is called directly: nothing could make other arguments work.
+    let plan = plan_of(vec![PlanStep::new("direct", "no agent").tool("danger")]);
+    let problems = reader_catalogue().check(&plan);
+    assert_eq!(
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["step `direct`: arguments for `danger`: `path`: required field is missing"]
+    );
 }
 
 #[test]

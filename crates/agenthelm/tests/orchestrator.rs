@@ -460,7 +460,7 @@ async fn a_step_whose_arguments_do_not_validate_goes_to_the_agent() {
 }
 
 #[tokio::test]
-async fn bad_arguments_for_an_orchestrator_tool_fail_the_step_naming_the_field() {
+async fn bad_arguments_for_an_orchestrator_tool_refuse_the_plan_naming_the_field() {
     let log = Log::default();
     let orchestrator =
         Orchestrator::new(AgentRegistry::new()).tools(tools![create_record, delete_record]);
@@ -470,13 +470,17 @@ async fn bad_arguments_for_an_orchestrator_tool_fail_the_step_naming_the_field()
             .tool("create_record")
             .args(json!({"name": 7}))],
     );
-    let result = orchestrator.execute(&mut plan).await.unwrap();
-    assert!(!result.success);
-    let error = plan.get_step("a").unwrap().error.clone().unwrap();
+    // No agent could take the step over, so the plan is refused before anything runs.
+    let error = orchestrator
+        .execute(&mut plan)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("`name`") && error.contains("expected string"),
         "{error}"
     );
+    assert_eq!(plan.get_step("a").unwrap().status, StepStatus::Pending);
     assert!(log.entries().is_empty());
     // And with good arguments the orchestrator's own tool runs without any agent.
     let mut plan = approved(

@@ -11,7 +11,7 @@ use super::{Agent, AgentRegistry};
 use crate::plan::graph::Graph;
 use crate::plan::{env_references_in, validate, Plan, PlanProblem, PlanStep, Template};
 use crate::redact::Redactor;
-use crate::tool::{schema, Tool, ToolSet};
+use crate::tool::{Tool, ToolSet};
 
 /// What a catalogue knows of one agent.
 #[derive(Clone)]
@@ -77,8 +77,8 @@ impl fmt::Debug for AgentInfo {
 ///   tools do not widen that: for such a step they are reachable only as compensating tools.
 /// - Compensating tools (the step's own, or the one its tool's contract names) are looked up
 ///   among the agent's tools, then the extra tools.
-/// - With [`strict_args`](Catalogue::strict_args), a step's arguments must fit its tool's
-///   schema; values holding a `{{steps.<id>.result}}` reference are filled in at run time and
+/// - With [`strict_args`](Catalogue::strict_args), and always in a step with no agent (its
+///   tool is called directly), a step's arguments must fit its tool's schema; values holding a `{{steps.<id>.result}}` reference are filled in at run time and
 ///   are not checked.
 ///
 /// ```
@@ -146,7 +146,8 @@ impl Catalogue {
     }
 
     /// Whether arguments that do not fit their tool's schema are problems (default: no, as the
-    /// orchestrator then hands the step to its agent instead of calling the tool).
+    /// orchestrator then hands the step to its agent instead of calling the tool). In a step
+    /// with no agent they are always problems: nothing else could run the step.
     pub fn strict_args(mut self, strict: bool) -> Self {
         self.strict_args = strict;
         self
@@ -313,8 +314,11 @@ impl Catalogue {
                 }
             }
         }
-        if self.strict_args && step.args.is_object() {
-            let misfits = schema::validate(&spec.parameters, &step.args);
+        // A step with no agent calls its tool directly: arguments that do not fit could only
+        // fail it once the run is under way.
+        let must_fit = self.strict_args || agent.is_none();
+        if must_fit && step.args.is_object() {
+            let misfits = spec.argument_problems(&step.args);
             for misfit in misfits {
                 if !misfit.locate(&step.args).is_some_and(holds_reference) {
                     problems.push(PlanProblem::InvalidArgs {

@@ -131,10 +131,10 @@ impl McpServer {
             other => {
                 return Err(ToolError::InvalidArguments {
                     tool: tool.to_owned(),
-                    problems: vec![crate::tool::schema::Problem {
-                        path: String::new(),
-                        message: format!("arguments must be a JSON object, got {other}"),
-                    }],
+                    problems: vec![crate::tool::schema::Problem::new(
+                        "",
+                        format!("arguments must be a JSON object, got {other}"),
+                    )],
                 })
             }
         };

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::fmt;
 
 use super::server::McpServer;
-use crate::tool::{schema, Tool, ToolCallInfo, ToolError, ToolSpec};
+use crate::tool::{compile_parameters, Tool, ToolCallInfo, ToolError, ToolSpec};
 
 /// One tool of an MCP server. Calling it sends `tools/call` to the server (starting the server
 /// first if needed).
@@ -22,17 +22,21 @@ pub struct McpTool {
 impl McpTool {
     pub(super) fn new(server: McpServer, tool: rmcp::model::Tool) -> Self {
         let name = tool.name.to_string();
-        let mut parameters = Value::Object((*tool.input_schema).clone());
-        // A schema our checker cannot use would reject every call locally; let the server judge.
-        if !schema::check_schema(&parameters).is_empty() {
-            parameters = json!({"type": "object"});
-        }
+        let parameters = Value::Object((*tool.input_schema).clone());
+        // A schema that does not compile would reject every call locally; let the server judge.
+        let (parameters, compiled) = match compile_parameters(&parameters) {
+            Ok(compiled) => (parameters, Some(compiled)),
+            Err(_) => (json!({"type": "object"}), None),
+        };
         let description = tool
             .description
             .map(|d| d.into_owned())
             .or(tool.title)
             .unwrap_or_default();
         let mut spec = ToolSpec::new(name, description, parameters);
+        if let Some(compiled) = compiled {
+            spec = spec.with_compiled(compiled);
+        }
         if let Some(rules) = server.config().tools.get(&spec.name) {
             rules.apply(&mut spec.contract);
         }

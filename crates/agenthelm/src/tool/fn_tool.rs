@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use super::schema::{self, Problem};
+use super::schema::{Problem, Schema};
 use super::{Tool, ToolCallInfo, ToolError, ToolSpec};
 
 type Handler =
@@ -50,7 +50,7 @@ pub struct InvalidSchema {
 }
 
 /// What is wrong with `parameters` as the schema of a tool's arguments: it must be a JSON
-/// schema (see [`schema::check_schema`]) of an object, since tool arguments are a JSON object.
+/// schema (see [`check_schema`](super::schema::check_schema)) of an object, since tool arguments are a JSON object.
 /// Empty when it is fine. Problems are named by keyword path, like `properties.path.type`.
 ///
 /// ```
@@ -62,19 +62,23 @@ pub struct InvalidSchema {
 /// assert_eq!(check_parameters(&json!({"properties": {"n": {"type": "int"}}}))[0].path, "properties.n.type");
 /// ```
 pub fn check_parameters(parameters: &Value) -> Vec<Problem> {
-    let mut problems = schema::check_schema(parameters);
+    compile_parameters(parameters).err().unwrap_or_default()
+}
+
+/// `parameters` compiled, or what [`check_parameters`] finds wrong with it.
+pub(crate) fn compile_parameters(parameters: &Value) -> Result<Schema, Vec<Problem>> {
+    let schema = Schema::compile(parameters)?;
     let object_like = match parameters.get("type") {
         None => parameters.is_object(),
         Some(t) => t == "object",
     };
-    if problems.is_empty() && !object_like {
-        problems.push(Problem {
-            path: "type".into(),
-            message: "tool arguments are a JSON object, so the schema's type must be \"object\""
-                .into(),
-        });
+    if !object_like {
+        return Err(vec![Problem::new(
+            "type",
+            "tool arguments are a JSON object, so the schema's type must be \"object\"",
+        )]);
     }
-    problems
+    Ok(schema)
 }
 
 impl FnTool {
@@ -92,15 +96,17 @@ impl FnTool {
         Fut: Future<Output = Result<Value, ToolError>> + Send + 'static,
     {
         let name = name.into();
-        let problems = check_parameters(&parameters);
-        if !problems.is_empty() {
-            return Err(InvalidSchema {
-                tool: name,
-                problems,
-            });
-        }
+        let schema = match compile_parameters(&parameters) {
+            Ok(schema) => schema,
+            Err(problems) => {
+                return Err(InvalidSchema {
+                    tool: name,
+                    problems,
+                })
+            }
+        };
         Ok(FnTool {
-            spec: ToolSpec::new(name, description, parameters),
+            spec: ToolSpec::new(name, description, parameters).with_compiled(schema),
             handler: Box::new(move |args, call| Box::pin(handler(args, call))),
         })
     }

@@ -18,6 +18,7 @@ mod set;
 
 pub use crate::retry::RetryPolicy;
 pub use child_env::{ChildEnv, BASE_ENV};
+pub(crate) use fn_tool::compile_parameters;
 pub use fn_tool::{check_parameters, FnTool, InvalidSchema};
 pub use set::{IntoTool, ToolFactory, ToolSet};
 
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// A callable tool.
@@ -75,7 +77,7 @@ pub struct ToolCallInfo {
 }
 
 /// Describes a tool to models, planners and the orchestrator.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct ToolSpec {
     /// Unique name within a [`ToolSet`].
     pub name: String,
@@ -85,6 +87,9 @@ pub struct ToolSpec {
     pub parameters: Value,
     /// Rollback, approval, retry and timeout rules.
     pub contract: ToolContract,
+    /// `parameters`, compiled on first use (shared by clones).
+    #[serde(skip)]
+    compiled: CompiledParameters,
 }
 
 impl ToolSpec {
@@ -95,6 +100,110 @@ impl ToolSpec {
             description: description.into(),
             parameters,
             contract: ToolContract::default(),
+            compiled: CompiledParameters::default(),
+        }
+    }
+
+    /// What is wrong with `args` for this tool (empty when they fit): each problem names the
+    /// field and the schema keyword. The schema is compiled once, on the first check; a schema
+    /// that does not compile gives one problem saying why.
+    ///
+    /// ```
+    /// use agenthelm::ToolSpec;
+    /// use serde_json::json;
+    ///
+    /// let spec = ToolSpec::new("mail", "Send a mail", json!({
+    ///     "type": "object",
+    ///     "properties": {"to": {"type": "string", "format": "email"}},
+    ///     "required": ["to"]
+    /// }));
+    /// assert!(spec.argument_problems(&json!({"to": "ada@example.com"})).is_empty());
+    /// let problems = spec.argument_problems(&json!({"to": "ada at example"}));
+    /// assert_eq!((problems[0].path.as_str(), problems[0].keyword.as_deref()), ("to", Some("format")));
+    /// ```
+    pub fn argument_problems(&self, args: &Value) -> Vec<schema::Problem> {
+        match self.parameter_schema() {
+            Ok(schema) => schema.validate(args),
+            Err(problems) => vec![schema::unusable(&problems)],
+        }
+    }
+
+    /// `parameters` compiled, from the cache when it was compiled from the same schema (a
+    /// changed `parameters` field is compiled afresh).
+    fn parameter_schema(&self) -> Result<schema::Schema, Vec<schema::Problem>> {
+        if let Some(cached) = self.compiled.get() {
+            if cached.source == self.parameters {
+                return cached.schema.clone();
+            }
+        }
+        let compiled = Arc::new(Compiled::of(&self.parameters));
+        self.compiled.set(Arc::clone(&compiled));
+        compiled.schema.clone()
+    }
+
+    /// Puts `schema`, compiled from `parameters`, in the cache (for a tool that compiled its
+    /// schema to check it).
+    pub(crate) fn with_compiled(self, schema: schema::Schema) -> Self {
+        self.compiled.set(Arc::new(Compiled {
+            source: schema.source().clone(),
+            schema: Ok(schema),
+        }));
+        self
+    }
+}
+
+impl fmt::Debug for ToolSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolSpec")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("parameters", &self.parameters)
+            .field("contract", &self.contract)
+            .finish()
+    }
+}
+
+/// A spec's compiled parameter schema: a cache, so it takes no part in comparisons. A clone
+/// starts with what the original has compiled.
+#[derive(Default)]
+struct CompiledParameters(Mutex<Option<Arc<Compiled>>>);
+
+impl CompiledParameters {
+    fn get(&self) -> Option<Arc<Compiled>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, compiled: Arc<Compiled>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(compiled);
+    }
+}
+
+impl Clone for CompiledParameters {
+    fn clone(&self) -> Self {
+        CompiledParameters(Mutex::new(self.get()))
+    }
+}
+
+impl PartialEq for CompiledParameters {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+struct Compiled {
+    /// The schema it was compiled from.
+    source: Value,
+    schema: Result<schema::Schema, Vec<schema::Problem>>,
+}
+
+impl Compiled {
+    fn of(parameters: &Value) -> Self {
+        Compiled {
+            source: parameters.clone(),
+            schema: schema::Schema::compile(parameters),
         }
     }
 }
@@ -336,10 +445,10 @@ where
 pub fn parse_args<T: serde::de::DeserializeOwned>(tool: &str, args: Value) -> Result<T, ToolError> {
     serde_path_to_error::deserialize(args).map_err(|e| ToolError::InvalidArguments {
         tool: tool.to_owned(),
-        problems: vec![schema::Problem {
-            path: e.path().to_string().trim_start_matches('.').to_owned(),
-            message: e.into_inner().to_string(),
-        }],
+        problems: vec![schema::Problem::new(
+            e.path().to_string().trim_start_matches('.'),
+            e.into_inner().to_string(),
+        )],
     })
 }
 
@@ -354,9 +463,9 @@ pub fn to_output<T: Serialize + ?Sized>(tool: &str, output: &T) -> Result<Value,
 }
 
 /// Checks `args` against the tool's schema.
-pub(crate) fn check_args(tool: &std::sync::Arc<dyn Tool>, args: &Value) -> Result<(), ToolError> {
+pub(crate) fn check_args(tool: &Arc<dyn Tool>, args: &Value) -> Result<(), ToolError> {
     let spec = tool.spec();
-    let problems = schema::validate(&spec.parameters, args);
+    let problems = spec.argument_problems(args);
     if problems.is_empty() {
         Ok(())
     } else {

@@ -1,11 +1,15 @@
 //! Checking JSON values against JSON schemas, and checking that a schema is one.
 //!
-//! Covers the keywords tool schemas use: `type` (one or several), `enum`, `const`,
-//! `properties`, `required`, `additionalProperties`, `items`, `prefixItems`, `minItems`,
-//! `maxItems`, `uniqueItems`, `minLength`, `maxLength`, `minimum`, `maximum`,
-//! `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf`, `anyOf`, `oneOf`, `allOf`, `not`, and
-//! local `$ref`s (`#/$defs/..`, `#/definitions/..`). Annotation keywords (`description`,
-//! `title`, `format`, `default`, `examples`, ...) are accepted and not checked.
+//! Validation is the [`jsonschema`] crate's: drafts 4, 6, 7, 2019-09 and 2020-12, with every
+//! keyword (`pattern`, `format`, local `$ref`s, tuple `items` / `prefixItems`, `oneOf`, ...).
+//! A schema's draft comes from its `$schema`; without one it is 2020-12, or draft 7 (then 4)
+//! when the schema is only valid there, as older tools' array-form `items: [..]` is. `format` is
+//! checked (`email`, `date-time`, `uri`, ...; unknown formats pass). References are resolved
+//! inside the schema only: nothing is fetched.
+//!
+//! Compile a schema once with [`Schema::compile`] and check many values with
+//! [`Schema::validate`]; tools do this through [`ToolSpec`](super::ToolSpec), so each tool's
+//! schema is compiled once. Each [`Problem`] names the field (`a.b[2]`) and the rule (keyword).
 //!
 //! ```
 //! use agenthelm::tool::schema;
@@ -20,22 +24,48 @@
 //! let problems = schema::validate(&schema, &json!({"size": -1}));
 //! assert_eq!(problems[0].to_string(), "`path`: required field is missing");
 //! assert_eq!(problems[1].to_string(), "`size`: -1 is less than the minimum 0");
+//! assert_eq!(problems[1].keyword.as_deref(), Some("minimum"));
 //! ```
 
+use jsonschema::error::{ValidationError, ValidationErrorKind};
+use jsonschema::paths::{Location, LocationSegment};
+use jsonschema::Draft;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// One way a value fails its schema, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Path to the offending value: `""` for the whole value, `"a.b[2]"` inside it.
     pub path: String,
+    /// The schema keyword (rule) that failed, like `pattern` or `required`; `None` when the
+    /// problem was not found by a schema keyword (arguments that do not deserialize, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
     /// What is wrong.
     pub message: String,
 }
 
 impl Problem {
+    /// A problem at `path` that no schema keyword names.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            keyword: None,
+            message: message.into(),
+        }
+    }
+
+    fn of_keyword(path: String, keyword: &str, message: String) -> Self {
+        Problem {
+            path,
+            keyword: Some(keyword.to_owned()),
+            message,
+        }
+    }
+
     /// The value the problem is about, inside `checked` (the value that was validated); `None`
     /// when it is not there (a missing required field) or a key holds `.` or `[`.
     ///
@@ -74,324 +104,294 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A schema compiled for checking values: compile once, validate many times. Cloning is cheap.
+///
+/// ```
+/// use agenthelm::tool::schema::Schema;
+/// use serde_json::json;
+///
+/// let schema = Schema::compile(&json!({
+///     "type": "object",
+///     "properties": {"to": {"type": "string", "format": "email"}}
+/// }))?;
+/// assert!(schema.validate(&json!({"to": "ada@example.com"})).is_empty());
+/// let problems = schema.validate(&json!({"to": "ada"}));
+/// assert_eq!(problems[0].to_string(), "`to`: \"ada\" does not have the format `email`");
+/// # Ok::<(), Vec<agenthelm::tool::schema::Problem>>(())
+/// ```
+#[derive(Clone)]
+pub struct Schema {
+    validator: Arc<jsonschema::Validator>,
+    /// The schema's text, to find the keywords an error points at.
+    source: Arc<Value>,
+}
+
+impl Schema {
+    /// Compiles `schema`; the problems say why it is not a usable schema, by keyword path
+    /// (`properties.n.type`).
+    pub fn compile(schema: &Value) -> Result<Schema, Vec<Problem>> {
+        let mut problems = Vec::new();
+        schema_shape(schema, schema, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let build = |draft: Option<Draft>| {
+            let mut options = jsonschema::options()
+                .offline()
+                .should_validate_formats(true);
+            if let Some(draft) = draft {
+                options = options.with_draft(draft);
+            }
+            options.build(schema)
+        };
+        let first = build(None);
+        // Without `$schema` the draft is 2020-12; a schema written for an older draft (array
+        // `items`, boolean `exclusiveMinimum`) is read as that draft instead of refused.
+        let result = match first {
+            Err(error) if schema.get("$schema").is_none() => build(Some(Draft::Draft7))
+                .or_else(|_| build(Some(Draft::Draft4)))
+                .map_err(|_| error),
+            other => other,
+        };
+        match result {
+            Ok(validator) => Ok(Schema {
+                validator: Arc::new(validator),
+                source: Arc::new(schema.clone()),
+            }),
+            Err(error) => Err(schema_problems(&error)),
+        }
+    }
+
+    /// Checks `value` and returns every problem found (empty when it is valid).
+    pub fn validate(&self, value: &Value) -> Vec<Problem> {
+        if self.validator.is_valid(value) {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for error in self.validator.iter_errors(value) {
+            describe_error(&error, &self.source, &mut problems);
+        }
+        problems
+    }
+
+    /// The schema's JSON.
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+}
+
+impl fmt::Debug for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Schema").field(&self.source).finish()
+    }
+}
+
 /// Checks `value` against `schema` and returns every problem found (empty when it is valid).
+///
+/// Compiles `schema` on every call: to check many values, [`Schema::compile`] it once. A schema
+/// that does not compile gives one problem saying why.
 pub fn validate(schema: &Value, value: &Value) -> Vec<Problem> {
-    let mut check = Check {
-        root: schema,
-        problems: Vec::new(),
-        depth: 0,
-    };
-    check.value(schema, value, &mut String::new());
-    check.problems
+    match Schema::compile(schema) {
+        Ok(schema) => schema.validate(value),
+        Err(problems) => vec![unusable(&problems)],
+    }
+}
+
+/// The one problem reported for every value when its schema is not usable.
+pub(crate) fn unusable(problems: &[Problem]) -> Problem {
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Problem::new("", format!("the schema is not usable: {}", list.join("; ")))
 }
 
 /// Checks that `schema` is a usable JSON schema: an object (or boolean) whose keywords have the
-/// right shapes. Returns every problem found, with the path of the keyword.
+/// right shapes, whose patterns are regular expressions and whose references resolve. Returns
+/// every problem found, with the path of the keyword.
 pub fn check_schema(schema: &Value) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    schema_shape(schema, "", &mut problems);
-    problems
+    Schema::compile(schema).err().unwrap_or_default()
 }
 
 const TYPES: [&str; 7] = [
     "null", "boolean", "object", "array", "number", "string", "integer",
 ];
-/// Deeper than this a `$ref` is taken to be recursive without end.
-const MAX_DEPTH: usize = 64;
 
-struct Check<'a> {
-    root: &'a Value,
-    problems: Vec<Problem>,
-    depth: usize,
+/// The problems of a schema that does not compile: the error is the schema's own, found by its
+/// meta-schema (the path is a keyword path) or while resolving a reference.
+fn schema_problems(error: &ValidationError<'_>) -> Vec<Problem> {
+    let path = dotted(error.instance_path());
+    let message = match error.kind() {
+        ValidationErrorKind::Referencing(e) => format!("schema reference problem: {e}"),
+        ValidationErrorKind::Format { format } if format == "regex" => {
+            format!(
+                "{} is not a valid regular expression",
+                short(error.instance())
+            )
+        }
+        _ => error.to_string(),
+    };
+    vec![Problem::new(path, message)]
 }
 
-impl<'a> Check<'a> {
-    fn fail(&mut self, path: &str, message: String) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message,
-        });
-    }
-
-    /// Whether `value` passes `schema`, without recording anything.
-    fn passes(&mut self, schema: &'a Value, value: &Value, path: &mut String) -> bool {
-        let before = self.problems.len();
-        self.value(schema, value, path);
-        let ok = self.problems.len() == before;
-        self.problems.truncate(before);
-        ok
-    }
-
-    fn value(&mut self, schema: &'a Value, value: &Value, path: &mut String) {
-        let schema = match schema {
-            Value::Bool(true) => return,
-            Value::Bool(false) => return self.fail(path, "no value is allowed here".into()),
-            Value::Object(schema) => schema,
-            _ => return,
-        };
-        if self.depth > MAX_DEPTH {
-            return self.fail(path, "schema nests too deeply (recursive $ref?)".into());
+/// Turns one validation error into problems (more than one for several unknown fields).
+fn describe_error(error: &ValidationError<'_>, root: &Value, out: &mut Vec<Problem>) {
+    let path = dotted(error.instance_path());
+    let instance: &Value = error.instance();
+    let shown = short(instance);
+    // The keyword's value in the schema, and the schema object holding it.
+    let keyword_value = root.pointer(error.schema_path().as_str());
+    let kind = error.kind();
+    let keyword = kind.keyword();
+    let message = match kind {
+        ValidationErrorKind::Type { kind } => {
+            let expected = match keyword_value {
+                Some(Value::String(t)) => t.clone(),
+                Some(Value::Array(ts)) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                _ => format!("{kind:?}"),
+            };
+            format!("expected {expected}, got {}", describe(instance))
         }
-        self.depth += 1;
-        if let Some(Value::String(reference)) = schema.get("$ref") {
-            match resolve_ref(self.root, reference) {
-                Some(target) => self.value(target, value, path),
-                None => self.fail(path, format!("schema reference `{reference}` not found")),
+        ValidationErrorKind::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
+            let field = join_path(&path, &name);
+            out.push(Problem::of_keyword(
+                field,
+                keyword,
+                "required field is missing".into(),
+            ));
+            return;
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let known = parent_of(root, error.schema_path())
+                .and_then(|parent| parent.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            for name in unexpected {
+                out.push(Problem::of_keyword(
+                    join_path(&path, name),
+                    keyword,
+                    format!("unknown field (expected one of: {known})"),
+                ));
             }
+            return;
         }
-        let type_ok = self.type_keyword(schema, value, path);
-        if type_ok {
-            self.enum_const(schema, value, path);
-            match value {
-                Value::Object(map) => self.object(schema, map, path),
-                Value::Array(items) => self.array(schema, items, path),
-                Value::String(s) => self.string(schema, s, path),
-                Value::Number(_) => self.number(schema, value, path),
-                _ => {}
-            }
+        ValidationErrorKind::Enum { options } => {
+            let list: Vec<String> = match &**options {
+                Value::Array(options) => options.iter().map(Value::to_string).collect(),
+                other => vec![other.to_string()],
+            };
+            format!("{shown} is not one of {}", list.join(", "))
         }
-        self.combinators(schema, value, path);
-        self.depth -= 1;
-    }
-
-    fn type_keyword(&mut self, schema: &Map<String, Value>, value: &Value, path: &str) -> bool {
-        let allowed: Vec<&str> = match schema.get("type") {
-            Some(Value::String(t)) => vec![t.as_str()],
-            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-            _ => return true,
-        };
-        if allowed.iter().any(|t| is_type(value, t)) {
-            return true;
+        ValidationErrorKind::Constant { expected_value } => {
+            format!("{shown} is not {}", short(expected_value))
         }
-        let expected = allowed.join(" or ");
-        self.fail(
-            path,
-            format!("expected {expected}, got {}", describe(value)),
-        );
-        false
-    }
-
-    fn enum_const(&mut self, schema: &Map<String, Value>, value: &Value, path: &str) {
-        if let Some(Value::Array(options)) = schema.get("enum") {
-            if !options.iter().any(|o| json_eq(o, value)) {
-                let list: Vec<String> = options.iter().map(Value::to_string).collect();
-                self.fail(
-                    path,
-                    format!("{} is not one of {}", short(value), list.join(", ")),
-                );
-            }
+        ValidationErrorKind::MinItems { limit } => {
+            format!("has {} items, fewer than {limit}", array_len(instance))
         }
-        if let Some(expected) = schema.get("const") {
-            if !json_eq(expected, value) {
-                self.fail(path, format!("{} is not {}", short(value), short(expected)));
-            }
+        ValidationErrorKind::MaxItems { limit } => {
+            format!("has {} items, more than {limit}", array_len(instance))
         }
-    }
-
-    fn object(
-        &mut self,
-        schema: &'a Map<String, Value>,
-        map: &Map<String, Value>,
-        path: &mut String,
-    ) {
-        if let Some(Value::Array(required)) = schema.get("required") {
-            for name in required.iter().filter_map(Value::as_str) {
-                if !map.contains_key(name) {
-                    let field = join_path(path, name);
-                    self.fail(&field, "required field is missing".into());
-                }
-            }
+        ValidationErrorKind::AdditionalItems { limit } => {
+            format!(
+                "has {} items, more than the {limit} allowed",
+                array_len(instance)
+            )
         }
-        let properties = schema.get("properties").and_then(Value::as_object);
-        let additional = schema.get("additionalProperties");
-        for (name, field_value) in map {
-            let len = path.len();
-            push_field(path, name);
-            match properties.and_then(|p| p.get(name)) {
-                Some(field_schema) => self.value(field_schema, field_value, path),
-                None => match additional {
-                    Some(Value::Bool(false)) => {
-                        let known = properties
-                            .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
-                            .unwrap_or_default();
-                        self.fail(path, format!("unknown field (expected one of: {known})"));
-                    }
-                    Some(extra @ Value::Object(_)) => self.value(extra, field_value, path),
-                    _ => {}
-                },
-            }
-            path.truncate(len);
+        ValidationErrorKind::UniqueItems => "items must be unique".into(),
+        ValidationErrorKind::MinLength { limit } => {
+            format!(
+                "is {} characters long, shorter than {limit}",
+                chars(instance)
+            )
         }
-    }
-
-    fn array(&mut self, schema: &'a Map<String, Value>, items: &[Value], path: &mut String) {
-        let prefix = schema.get("prefixItems").and_then(Value::as_array);
-        let prefix_len = prefix.map_or(0, Vec::len);
-        for (i, item) in items.iter().enumerate() {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            match prefix.and_then(|p| p.get(i)) {
-                Some(item_schema) => self.value(item_schema, item, path),
-                None if i >= prefix_len => {
-                    if let Some(item_schema) = schema.get("items") {
-                        self.value(item_schema, item, path);
-                    }
-                }
-                None => {}
-            }
-            path.truncate(len);
+        ValidationErrorKind::MaxLength { limit } => {
+            format!(
+                "is {} characters long, longer than {limit}",
+                chars(instance)
+            )
         }
-        if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-            if (items.len() as u64) < min {
-                self.fail(path, format!("has {} items, fewer than {min}", items.len()));
-            }
+        ValidationErrorKind::Minimum { limit } => {
+            format!("{shown} is less than the minimum {}", short(limit))
         }
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-            if items.len() as u64 > max {
-                self.fail(path, format!("has {} items, more than {max}", items.len()));
-            }
+        ValidationErrorKind::Maximum { limit } => {
+            format!("{shown} is more than the maximum {}", short(limit))
         }
-        if schema.get("uniqueItems") == Some(&Value::Bool(true)) {
-            let repeated = items
-                .iter()
-                .enumerate()
-                .any(|(i, a)| items[..i].iter().any(|b| json_eq(a, b)));
-            if repeated {
-                self.fail(path, "items must be unique".into());
-            }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            format!("{shown} must be more than {}", short(limit))
         }
-    }
-
-    fn string(&mut self, schema: &Map<String, Value>, s: &str, path: &str) {
-        let chars = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-            if chars < min {
-                self.fail(
-                    path,
-                    format!("is {chars} characters long, shorter than {min}"),
-                );
-            }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            format!("{shown} must be less than {}", short(limit))
         }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            if chars > max {
-                self.fail(
-                    path,
-                    format!("is {chars} characters long, longer than {max}"),
-                );
-            }
-        }
-    }
-
-    fn number(&mut self, schema: &Map<String, Value>, value: &Value, path: &str) {
-        let Some(n) = value.as_f64() else { return };
-        let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
-        let shown = short(value);
-        if let Some(min) = bound("minimum").filter(|&min| n < min) {
-            self.fail(
-                path,
-                format!("{shown} is less than the minimum {}", num(min)),
-            );
-        }
-        if let Some(max) = bound("maximum").filter(|&max| n > max) {
-            self.fail(
-                path,
-                format!("{shown} is more than the maximum {}", num(max)),
-            );
-        }
-        if let Some(min) = bound("exclusiveMinimum").filter(|&min| n <= min) {
-            self.fail(path, format!("{shown} must be more than {}", num(min)));
-        }
-        if let Some(max) = bound("exclusiveMaximum").filter(|&max| n >= max) {
-            self.fail(path, format!("{shown} must be less than {}", num(max)));
-        }
-        if let Some(step) = bound("multipleOf").filter(|&m| m > 0.0) {
-            let ratio = n / step;
-            if (ratio - ratio.round()).abs() > 1e-9 {
-                self.fail(path, format!("{shown} is not a multiple of {}", num(step)));
-            }
-        }
-    }
-
-    fn combinators(&mut self, schema: &'a Map<String, Value>, value: &Value, path: &mut String) {
-        if let Some(Value::Array(all)) = schema.get("allOf") {
-            for sub in all {
-                self.value(sub, value, path);
-            }
-        }
-        if let Some(Value::Array(any)) = schema.get("anyOf") {
-            if !any.iter().any(|sub| self.passes(sub, value, path)) {
-                self.fail(
-                    path,
-                    format!("{} matches none of the allowed forms", short(value)),
-                );
-            }
-        }
-        if let Some(Value::Array(one)) = schema.get("oneOf") {
-            let matches = one
-                .iter()
-                .filter(|sub| self.passes(sub, value, path))
-                .count();
-            if matches != 1 {
-                self.fail(
-                    path,
-                    format!(
-                        "{} must match exactly one allowed form, matches {matches}",
-                        short(value)
-                    ),
-                );
-            }
-        }
-        if let Some(not) = schema.get("not") {
-            if self.passes(not, value, path) {
-                self.fail(
-                    path,
-                    format!("{} matches a form that is not allowed", short(value)),
-                );
-            }
-        }
-    }
-}
-
-fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
-    let pointer = reference.strip_prefix('#')?;
-    if pointer.is_empty() {
-        return Some(root);
-    }
-    root.pointer(pointer)
-}
-
-fn is_type(value: &Value, t: &str) -> bool {
-    match t {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "number" => value.is_number(),
-        "integer" => match value {
-            Value::Number(n) => {
-                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
-            }
-            _ => false,
+        ValidationErrorKind::MultipleOf { .. } => match keyword_value {
+            Some(step) => format!("{shown} is not a multiple of {}", short(step)),
+            None => format!("{shown} is not a multiple of the required step"),
         },
-        _ => true,
-    }
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{shown} does not match the pattern `{pattern}`")
+        }
+        ValidationErrorKind::Format { format } => {
+            format!("{shown} does not have the format `{format}`")
+        }
+        ValidationErrorKind::AnyOf { .. } => format!("{shown} matches none of the allowed forms"),
+        ValidationErrorKind::OneOfNotValid { .. } => {
+            format!("{shown} must match exactly one allowed form, matches 0")
+        }
+        ValidationErrorKind::OneOfMultipleValid { context } => {
+            let matches = context.iter().filter(|branch| branch.is_empty()).count();
+            format!("{shown} must match exactly one allowed form, matches {matches}")
+        }
+        ValidationErrorKind::Not { .. } => format!("{shown} matches a form that is not allowed"),
+        ValidationErrorKind::FalseSchema => "no value is allowed here".into(),
+        ValidationErrorKind::MinProperties { limit } => {
+            format!("has {} fields, fewer than {limit}", object_len(instance))
+        }
+        ValidationErrorKind::MaxProperties { limit } => {
+            format!("has {} fields, more than {limit}", object_len(instance))
+        }
+        ValidationErrorKind::Contains => "no item has the required form".into(),
+        ValidationErrorKind::PropertyNames { error } => {
+            format!("field name {}", error)
+        }
+        // The crate's own words for the rest (content encodings, regex engine limits, ...).
+        _ => error.to_string(),
+    };
+    out.push(Problem::of_keyword(path, keyword, message));
 }
 
-/// JSON equality where `1` and `1.0` are the same number.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+/// A JSON pointer as a field path: `/a/b/2` is `a.b[2]`.
+fn dotted(location: &Location) -> String {
+    let mut path = String::new();
+    for segment in location.segments() {
+        match segment {
+            LocationSegment::Property(name) => push_field(&mut path, &name),
+            LocationSegment::Index(i) => path.push_str(&format!("[{i}]")),
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
     }
+    path
+}
+
+/// The schema object holding the keyword at `keyword` (a pointer into `root`).
+fn parent_of<'a>(root: &'a Value, keyword: &Location) -> Option<&'a Value> {
+    let pointer = keyword.as_str();
+    root.pointer(&pointer[..pointer.rfind('/')?])
+}
+
+fn array_len(value: &Value) -> usize {
+    value.as_array().map_or(0, Vec::len)
+}
+
+fn object_len(value: &Value) -> usize {
+    value.as_object().map_or(0, |m| m.len())
+}
+
+fn chars(value: &Value) -> usize {
+    value.as_str().map_or(0, |s| s.chars().count())
 }
 
 fn describe(value: &Value) -> String {
@@ -414,14 +414,6 @@ fn short(value: &Value) -> String {
     }
 }
 
-fn num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        n.to_string()
-    }
-}
-
 fn push_field(path: &mut String, name: &str) {
     if !path.is_empty() {
         path.push('.');
@@ -435,13 +427,10 @@ fn join_path(path: &str, name: &str) -> String {
     joined
 }
 
-fn schema_shape(schema: &Value, path: &str, problems: &mut Vec<Problem>) {
-    let mut fail = |at: &str, message: String| {
-        problems.push(Problem {
-            path: at.to_owned(),
-            message,
-        })
-    };
+/// The shapes of the common keywords, in plainer words than a meta-schema's errors; what this
+/// passes is then compiled, which finds the rest.
+fn schema_shape(root: &Value, schema: &Value, path: &str, problems: &mut Vec<Problem>) {
+    let mut fail = |at: &str, message: String| problems.push(Problem::new(at, message));
     let map = match schema {
         Value::Bool(_) => return,
         Value::Object(map) => map,
@@ -492,10 +481,12 @@ fn schema_shape(schema: &Value, path: &str, problems: &mut Vec<Problem>) {
                 }
             }
             "enum" if !value.is_array() => fail(&at(key), "must be an array".into()),
-            "items" | "additionalProperties" | "not" | "contains" | "propertyNames" => {
+            "additionalProperties" | "not" | "contains" | "propertyNames" => {
                 sub_schemas.push((at(key), value))
             }
-            "anyOf" | "oneOf" | "allOf" | "prefixItems" => match value.as_array() {
+            // Draft 7 and older write a tuple as an array of `items`.
+            "items" if !value.is_array() => sub_schemas.push((at(key), value)),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" | "items" => match value.as_array() {
                 Some(subs) => {
                     for (i, sub) in subs.iter().enumerate() {
                         sub_schemas.push((format!("{}[{i}]", at(key)), sub));
@@ -503,6 +494,8 @@ fn schema_shape(schema: &Value, path: &str, problems: &mut Vec<Problem>) {
                 }
                 None => fail(&at(key), "must be an array of schemas".into()),
             },
+            // Draft 4's `exclusiveMinimum: true` qualifies `minimum`.
+            "exclusiveMinimum" | "exclusiveMaximum" if value.is_boolean() => {}
             "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf"
                 if !value.is_number() =>
             {
@@ -520,12 +513,29 @@ fn schema_shape(schema: &Value, path: &str, problems: &mut Vec<Problem>) {
                     format!("must be a whole number, got {}", describe(value)),
                 )
             }
-            "$ref" if !value.is_string() => fail(&at(key), "must be a string".into()),
+            "$ref" => match value.as_str() {
+                None => fail(&at(key), "must be a string".into()),
+                // A reference inside this schema must lead somewhere.
+                Some(reference) => {
+                    let target = reference.strip_prefix('#').and_then(|pointer| {
+                        pointer
+                            .is_empty()
+                            .then_some(root)
+                            .or_else(|| root.pointer(pointer))
+                    });
+                    if reference.starts_with('#') && target.is_none() {
+                        fail(
+                            &at(key),
+                            format!("schema reference `{reference}` not found"),
+                        );
+                    }
+                }
+            },
             _ => {}
         }
     }
     for (sub_path, sub) in sub_schemas {
-        schema_shape(sub, &sub_path, problems);
+        schema_shape(root, sub, &sub_path, problems);
     }
 }
 
