@@ -154,3 +154,83 @@ fn run_into_a_pipe_prints_the_answer_alone_without_streaming() {
     // Nobody watches: the model is not asked to stream.
     assert!(server.requests()[0]["body"].get("stream").is_none());
 }
+
+/// Against the real local LLM (`scripts/test` starts it and names it in
+/// `AGENTHELM_TEST_LLM_URL`): at a terminal the answer arrives in pieces, over time, before the
+/// run's usage line (which follows the complete answer).
+#[test]
+fn run_against_the_local_llm_prints_text_while_the_model_writes() {
+    let Some(url) = std::env::var("AGENTHELM_TEST_LLM_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        let why = std::env::var("AGENTHELM_TEST_LLM_SKIP")
+            .unwrap_or_else(|_| "AGENTHELM_TEST_LLM_URL is not set".to_owned());
+        eprintln!("skipped run_against_the_local_llm_prints_text_while_the_model_writes: {why}");
+        return;
+    };
+    let dir = TempDir::new("cli-stream-local");
+    dir.write(
+        "agenthelm.yaml",
+        "model: openai/smollm2\ndefault_agent: talker\nagents:\n  talker:\n    role: answers in full sentences\n    max_tokens: 60\n",
+    );
+    // Each read from the terminal, with the milliseconds since the start.
+    const DRIVER: &str = r#"
+import json, os, pty, sys, time
+binary, args = sys.argv[1], sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary] + args)
+start, reads = time.monotonic(), []
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    reads.append([round((time.monotonic() - start) * 1000), chunk.decode("utf-8", "replace")])
+_, status = os.waitpid(pid, 0)
+print(json.dumps(reads))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .current_dir(dir.path())
+        .env("HOME", dir.path().join(".home"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env("OPENAI_BASE_URL", url.trim())
+        .env_remove("OPENAI_API_KEY")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(bin())
+        .args([
+            "run",
+            "Count from one to twenty in words, separated by commas.",
+        ])
+        .output()
+        .unwrap();
+    let run = output(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let reads: Vec<(u64, String)> = serde_json::from_str(run.stdout.trim()).unwrap();
+    let started = reads.iter().position(|(_, text)| text.contains("Run run-"));
+    let usage = reads.iter().position(|(_, text)| text.contains("tokens:"));
+    let (Some(started), Some(usage)) = (started, usage) else {
+        panic!("no run id or usage line in {reads:?}");
+    };
+    // The reads between the run's start and its usage line carry the answer.
+    let pieces: Vec<&(u64, String)> = reads[started + 1..usage]
+        .iter()
+        .filter(|(_, text)| !text.trim().is_empty())
+        .collect();
+    assert!(
+        pieces.len() >= 2,
+        "the answer came in one piece, not as the model wrote it: {reads:?}"
+    );
+    let first_text = pieces[0].0;
+    let usage_at = reads[usage].0;
+    assert!(
+        usage_at > first_text,
+        "text showed only with the end of the run: {reads:?}"
+    );
+}
