@@ -282,14 +282,15 @@ enum Block {
     Other,
 }
 
+/// Token counts of an answer (or, streamed, of its start and end events).
 #[derive(Deserialize, Default)]
-struct Usage {
+pub(super) struct Usage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub(super) input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(super) cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    pub(super) cache_read_input_tokens: Option<u64>,
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+use super::anthropic::Usage;
 use super::stream::{DecodeError, Decoder, Step, StreamDelta, ToolCalls};
 use super::{Completion, LmError, TokenUsage};
 
@@ -220,16 +221,4 @@ enum BlockDelta {
     /// Thinking, signatures and deltas this client does not use.
     #[serde(other)]
     Other,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
 }

@@ -111,21 +111,33 @@ impl Transport {
                 }
                 Err(Attempt::Stop(error)) => return Err(error),
                 Err(Attempt::Retry(asked, error)) => {
-                    if retry >= self.settings.max_retries {
-                        return Err(gave_up(error, retry + 1));
-                    }
-                    retry += 1;
-                    let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(retry));
-                    if matches!(error, LmError::Http { status: 429, .. }) {
-                        // The limit is the service's, for every call sharing the limiter: they
-                        // all wait (and the next attempt waits for its turn there).
-                        self.limiter.pause_for(wait);
-                    } else {
-                        tokio::time::sleep(wait).await;
-                    }
+                    self.wait_to_retry(&mut retry, asked, error).await?
                 }
             }
         }
+    }
+
+    /// Waits before the next attempt after `error` (as long as the server `asked`, else the
+    /// backoff's delay), or gives up with it when the retries are used up.
+    async fn wait_to_retry(
+        &self,
+        retry: &mut u32,
+        asked: Option<Duration>,
+        error: LmError,
+    ) -> Result<(), LmError> {
+        if *retry >= self.settings.max_retries {
+            return Err(gave_up(error, *retry + 1));
+        }
+        *retry += 1;
+        let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(*retry));
+        if matches!(error, LmError::Http { status: 429, .. }) {
+            // The limit is the service's, for every call sharing the limiter: they all wait
+            // (and the next attempt waits for its turn there).
+            self.limiter.pause_for(wait);
+        } else {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     async fn attempt(
@@ -267,16 +279,7 @@ impl Transport {
                 Err(Attempt::Stop(error)) => return Err(error),
                 Err(Attempt::Retry(_, error)) if shown => return Err(error),
                 Err(Attempt::Retry(asked, error)) => {
-                    if retry >= self.settings.max_retries {
-                        return Err(gave_up(error, retry + 1));
-                    }
-                    retry += 1;
-                    let wait = asked.unwrap_or_else(|| self.settings.backoff.delay(retry));
-                    if matches!(error, LmError::Http { status: 429, .. }) {
-                        self.limiter.pause_for(wait);
-                    } else {
-                        tokio::time::sleep(wait).await;
-                    }
+                    self.wait_to_retry(&mut retry, asked, error).await?
                 }
             }
         }

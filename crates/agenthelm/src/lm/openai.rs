@@ -249,6 +249,33 @@ impl OpenAiModel {
             other => other,
         }
     }
+
+    /// Whether `error` says the server does not take the `json_schema` response format that
+    /// `request` asked for: then it is asked with `json_object` from now on (and this call is
+    /// sent again).
+    fn falls_back_to_json_object(
+        &self,
+        request: &CompletionRequest,
+        json_object_only: bool,
+        error: &LmError,
+    ) -> bool {
+        let LmError::Http {
+            status, message, ..
+        } = error
+        else {
+            return false;
+        };
+        let refused = !json_object_only
+            && matches!(
+                request.response_format,
+                Some(ResponseFormat::JsonSchema { .. })
+            )
+            && schema_refused(*status, message);
+        if refused {
+            self.json_object_only.store(true, Ordering::Relaxed);
+        }
+        refused
+    }
 }
 
 #[async_trait]
@@ -260,16 +287,7 @@ impl LanguageModel for OpenAiModel {
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LmError> {
         let json_object_only = self.json_object_only.load(Ordering::Relaxed);
         let answer = match self.send(request, json_object_only).await {
-            Err(LmError::Http {
-                status, message, ..
-            }) if !json_object_only
-                && matches!(
-                    request.response_format,
-                    Some(ResponseFormat::JsonSchema { .. })
-                )
-                && schema_refused(status, &message) =>
-            {
-                self.json_object_only.store(true, Ordering::Relaxed);
+            Err(error) if self.falls_back_to_json_object(request, json_object_only, &error) => {
                 self.send(request, true).await?
             }
             other => other?,
@@ -287,16 +305,7 @@ impl LanguageModel for OpenAiModel {
             .stream_with_options(request, json_object_only, on_delta)
             .await
         {
-            Err(LmError::Http {
-                status, message, ..
-            }) if !json_object_only
-                && matches!(
-                    request.response_format,
-                    Some(ResponseFormat::JsonSchema { .. })
-                )
-                && schema_refused(status, &message) =>
-            {
-                self.json_object_only.store(true, Ordering::Relaxed);
+            Err(error) if self.falls_back_to_json_object(request, json_object_only, &error) => {
                 self.stream_with_options(request, true, on_delta).await
             }
             other => other,
