@@ -5,8 +5,7 @@ mod common;
 use agenthelm_test_support::{Gate, MockServer, Reply};
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn chunk(content: &str) -> Value {
@@ -39,57 +38,6 @@ fn held_answer(gate: &Gate) -> Reply {
         .hold_after(first.len(), gate.clone())
 }
 
-/// Runs `agenthelm args` at a pseudo-terminal; the driver creates the file `seen` once the
-/// output shows `marker`. Returns the child (the driver) to wait for.
-fn spawn_in_pty(
-    dir: &Path,
-    args: &[&str],
-    marker: &str,
-    seen: &Path,
-    env: &[(&str, &str)],
-) -> std::process::Child {
-    const DRIVER: &str = r#"
-import os, pty, sys
-binary, marker, seen, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(binary, [binary] + args)
-buf = b""
-while True:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    buf += chunk
-    if marker.encode() in buf and not os.path.exists(seen):
-        open(seen, "w").close()
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(buf.decode("utf-8", "replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-    let mut cmd = Command::new("python3");
-    cmd.current_dir(dir)
-        .env("HOME", dir.join(".home"))
-        .env_remove("NO_COLOR")
-        .env_remove("RUST_LOG")
-        .env("OPENAI_API_KEY", "test-key")
-        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-        .arg("-c")
-        .arg(DRIVER)
-        .arg(bin())
-        .arg(marker)
-        .arg(seen)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
 #[test]
 fn run_at_a_terminal_prints_text_before_the_answer_is_complete() {
     let dir = TempDir::new("cli-stream");
@@ -98,13 +46,21 @@ fn run_at_a_terminal_prints_text_before_the_answer_is_complete() {
     let server = MockServer::start(vec![held_answer(&gate)]);
     let base_url = format!("{}/v1", server.url());
     let seen = dir.path().join("seen-first-part");
-    let child = spawn_in_pty(
+    let script = PtyScript {
+        marker: Some((FIRST.trim_end(), &seen)),
+        ..PtyScript::default()
+    };
+    let args = ["run", "say something in two parts"];
+    let child = pty_command(
         dir.path(),
-        &["run", "say something in two parts"],
-        FIRST.trim_end(),
-        &seen,
+        &args,
+        &script,
         &[("OPENAI_BASE_URL", &base_url)],
-    );
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // The second half is sent only once the first is on the terminal: if the CLI waited for
     // the whole answer, it would never see it (and the gate opens after 30 s anyway).
     let started = Instant::now();
@@ -113,7 +69,7 @@ fn run_at_a_terminal_prints_text_before_the_answer_is_complete() {
     }
     let shown_early = seen.exists();
     gate.open();
-    let run = output(child.wait_with_output().unwrap());
+    let (run, _) = pty_output(child.wait_with_output().unwrap());
     assert!(
         shown_early,
         "the first part did not show before the rest was sent:\n{}",
@@ -174,45 +130,14 @@ fn run_against_the_local_llm_prints_text_while_the_model_writes() {
         "agenthelm.yaml",
         "model: openai/smollm2\ndefault_agent: talker\nagents:\n  talker:\n    role: answers in full sentences\n    max_tokens: 60\n",
     );
-    // Each read from the terminal, with the milliseconds since the start.
-    const DRIVER: &str = r#"
-import json, os, pty, sys, time
-binary, args = sys.argv[1], sys.argv[2:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(binary, [binary] + args)
-start, reads = time.monotonic(), []
-while True:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    reads.append([round((time.monotonic() - start) * 1000), chunk.decode("utf-8", "replace")])
-_, status = os.waitpid(pid, 0)
-print(json.dumps(reads))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-    let out = Command::new("python3")
-        .current_dir(dir.path())
-        .env("HOME", dir.path().join(".home"))
-        .env_remove("NO_COLOR")
-        .env_remove("RUST_LOG")
-        .env("OPENAI_BASE_URL", url.trim())
-        .env_remove("OPENAI_API_KEY")
-        .arg("-c")
-        .arg(DRIVER)
-        .arg(bin())
-        .args([
-            "run",
-            "Count from one to twenty in words, separated by commas.",
-        ])
+    let task = "Count from one to twenty in words, separated by commas.";
+    let env = [("OPENAI_BASE_URL", url.trim())];
+    let script = PtyScript::default();
+    let out = pty_command(dir.path(), &["run", task], &script, &env)
         .output()
         .unwrap();
-    let run = output(out);
+    let (run, reads) = pty_output(out);
     assert_eq!(run.code, 0, "{}", run.all());
-    let reads: Vec<(u64, String)> = serde_json::from_str(run.stdout.trim()).unwrap();
     let started = reads.iter().position(|(_, text)| text.contains("Run run-"));
     let usage = reads.iter().position(|(_, text)| text.contains("tokens:"));
     let (Some(started), Some(usage)) = (started, usage) else {

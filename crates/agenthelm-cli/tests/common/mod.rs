@@ -49,22 +49,32 @@ pub fn output(out: Output) -> Run {
     }
 }
 
-/// Runs the binary at a pseudo-terminal (python3's pty module): answers each prompt that
-/// contains `prompt` with the next of `answers`. Returns the exit code and everything printed.
-pub fn run_in_pty(
-    dir: &Path,
-    args: &[&str],
-    prompt: &str,
-    answers: &[&str],
-    env: &[(&str, &str)],
-) -> Run {
+/// What the binary printed at a pseudo-terminal, read by read, with the milliseconds since it
+/// started: how the output arrived over time.
+pub type PtyReads = Vec<(u64, String)>;
+
+/// What a pseudo-terminal session does besides reading: answers each prompt that contains
+/// `prompt` with the next of `answers`, and creates the file `seen` once the output shows
+/// `marker`.
+#[derive(Default)]
+pub struct PtyScript<'a> {
+    pub prompt: &'a str,
+    pub answers: &'a [&'a str],
+    pub marker: Option<(&'a str, &'a Path)>,
+}
+
+/// The binary at a pseudo-terminal (python3's pty module, which prints the reads as JSON), in
+/// `dir`, with the same environment as [`agenthelm`], following `script`.
+pub fn pty_command(dir: &Path, args: &[&str], script: &PtyScript, env: &[(&str, &str)]) -> Command {
     const DRIVER: &str = r#"
-import os, pty, sys, json
-binary, prompt, answers, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
+import codecs, json, os, pty, sys, time
+binary, prompt, answers, marker, seen = sys.argv[1:6]
+answers, args = json.loads(answers), sys.argv[6:]
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(binary, [binary] + args)
-seen, buf = 0, b""
+decoder = codecs.getincrementaldecoder("utf-8")("replace")
+start, reads, asked, buf = time.monotonic(), [], 0, b""
 while True:
     try:
         chunk = os.read(fd, 4096)
@@ -73,14 +83,17 @@ while True:
     if not chunk:
         break
     buf += chunk
-    while answers and buf.count(prompt.encode()) > seen:
-        seen += 1
+    reads.append([round((time.monotonic() - start) * 1000), decoder.decode(chunk)])
+    while prompt and answers and buf.count(prompt.encode()) > asked:
+        asked += 1
         os.write(fd, (answers.pop(0) + "\n").encode())
+    if marker and marker.encode() in buf and not os.path.exists(seen):
+        open(seen, "w").close()
 _, status = os.waitpid(pid, 0)
-sys.stdout.write(buf.decode("utf-8", "replace"))
+print(json.dumps(reads))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
-    let answers = serde_json::to_string(answers).unwrap();
+    let (marker, seen) = script.marker.unwrap_or(("", Path::new("")));
     let mut cmd = Command::new("python3");
     cmd.current_dir(dir)
         .env("HOME", dir.join(".home"))
@@ -91,13 +104,46 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .arg("-c")
         .arg(DRIVER)
         .arg(bin())
-        .arg(prompt)
-        .arg(answers)
+        .arg(script.prompt)
+        .arg(serde_json::to_string(script.answers).unwrap())
+        .arg(marker)
+        .arg(seen)
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    output(cmd.output().unwrap())
+    cmd
+}
+
+/// The run of a [`pty_command`]: everything printed as `stdout` (the terminal mixes both
+/// streams), and the reads it came in.
+pub fn pty_output(out: Output) -> (Run, PtyReads) {
+    let driver = output(out);
+    let reads: PtyReads = serde_json::from_str(driver.stdout.trim())
+        .unwrap_or_else(|e| panic!("the pty driver printed no reads ({e}): {}", driver.all()));
+    let run = Run {
+        code: driver.code,
+        stdout: reads.iter().map(|(_, text)| text.as_str()).collect(),
+        stderr: driver.stderr,
+    };
+    (run, reads)
+}
+
+/// Runs the binary at a pseudo-terminal: answers each prompt that contains `prompt` with the
+/// next of `answers`. Returns the exit code and everything printed.
+pub fn run_in_pty(
+    dir: &Path,
+    args: &[&str],
+    prompt: &str,
+    answers: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let script = PtyScript {
+        prompt,
+        answers,
+        marker: None,
+    };
+    pty_output(pty_command(dir, args, &script, env).output().unwrap()).0
 }
 
 /// A command tool for tests, in python3; its first argument picks what it does.
