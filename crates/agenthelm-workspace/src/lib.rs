@@ -98,7 +98,7 @@ pub mod timestamp;
 pub use user_config::UserConfig;
 pub use workspace::{
     discover, parse, AgentConfig, ServerConfig, ServerUser, StoreBackend, StoreConfig, ToolConfig,
-    Workspace, WorkspaceConfig, FILE_NAME,
+    Workspace, WorkspaceConfig, FILE_NAME, STORE_URL_ENV,
 };
 
 /// User defaults in `~/.agenthelm/config.yaml`: where the file is and which keys it takes.

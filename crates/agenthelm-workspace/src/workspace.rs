@@ -85,8 +85,9 @@ pub struct ServerUser {
     pub token_env: String,
 }
 
-/// The run store: `store: path/to/runs.db` (SQLite), or `store: {backend: sqlite|jsonl, path: ...}`.
-/// Paths are relative to the workspace file's folder.
+/// The run store: `store: path/to/runs.db` (SQLite), `store: {backend: sqlite|jsonl, path: ...}`,
+/// or `store: {backend: postgres, url: postgres://...}` (the URL may come from
+/// `AGENTHELM_STORE_URL` instead). Paths are relative to the workspace file's folder.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
@@ -96,6 +97,9 @@ pub struct StoreConfig {
     /// The database file (sqlite) or folder (jsonl); default under `.agenthelm/`.
     #[serde(default)]
     pub path: Option<String>,
+    /// The database URL (postgres only); when absent, `AGENTHELM_STORE_URL` is read.
+    #[serde(default)]
+    pub url: Option<String>,
     /// `normal` (the default: survives a crash of the process) or `full` (survives a power
     /// loss too, at the cost of a disk flush per write).
     #[serde(default)]
@@ -111,7 +115,12 @@ pub enum StoreBackend {
     Sqlite,
     /// A folder with one JSON-lines file per run.
     Jsonl,
+    /// A PostgreSQL database, shared by several processes and hosts.
+    Postgres,
 }
+
+/// The environment variable naming the PostgreSQL store's URL when `store.url` is absent.
+pub const STORE_URL_ENV: &str = "AGENTHELM_STORE_URL";
 
 impl StoreConfig {
     /// Where the store is, for a workspace in `dir`.
@@ -120,6 +129,8 @@ impl StoreConfig {
             (Some(path), _) => dir.join(path),
             (None, StoreBackend::Sqlite) => dir.join(".agenthelm").join("agenthelm.db"),
             (None, StoreBackend::Jsonl) => dir.join(".agenthelm").join("runs"),
+            // A database has no place on disk here; this folder keeps the server's own files.
+            (None, StoreBackend::Postgres) => dir.join(".agenthelm"),
         }
     }
 }
@@ -131,7 +142,9 @@ fn store_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreConfig>,
     impl<'de> serde::de::Visitor<'de> for Visit {
         type Value = Option<StoreConfig>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a path, or a map with `backend` (sqlite or jsonl) and `path`")
+            f.write_str(
+                "a path, or a map with `backend` (sqlite, jsonl or postgres) and `path` or `url`",
+            )
         }
         fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -140,6 +153,7 @@ fn store_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreConfig>,
             Ok(Some(StoreConfig {
                 backend: StoreBackend::Sqlite,
                 path: Some(path.to_owned()),
+                url: None,
                 durability: Durability::Normal,
             }))
         }
@@ -486,6 +500,7 @@ impl Workspace {
         self.config.store.clone().unwrap_or(StoreConfig {
             backend: StoreBackend::Sqlite,
             path: None,
+            url: None,
             durability: Durability::Normal,
         })
     }
@@ -585,6 +600,23 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
                 key.into(),
                 "must not be empty (leave it out for the default)".into(),
             );
+        }
+        match (store.backend, &store.path, &store.url) {
+            (StoreBackend::Postgres, Some(_), _) => fail(
+                "store.path".into(),
+                "is for the sqlite and jsonl stores; a postgres store is named by `url` (or \
+                 AGENTHELM_STORE_URL)"
+                    .into(),
+            ),
+            (StoreBackend::Sqlite | StoreBackend::Jsonl, _, Some(_)) => fail(
+                "store.url".into(),
+                "is for `backend: postgres`; a sqlite or jsonl store is named by `path`".into(),
+            ),
+            (StoreBackend::Postgres, None, Some(url)) if url.trim().is_empty() => fail(
+                "store.url".into(),
+                "must not be empty (leave it out to read AGENTHELM_STORE_URL)".into(),
+            ),
+            _ => {}
         }
     }
     problems
@@ -709,6 +741,7 @@ mod tests {
             StoreConfig {
                 backend: StoreBackend::Sqlite,
                 path: None,
+                url: None,
                 durability: Durability::Normal,
             }
             .location(dir),
@@ -717,14 +750,34 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_is_named_by_url_not_path() {
+        let store = |text: &str| parse(Path::new("ws.yaml"), text).unwrap().store;
+        let pg =
+            store("store: {backend: postgres, url: \"postgres://ah@127.0.0.1/ah\"}\n").unwrap();
+        assert_eq!(pg.backend, StoreBackend::Postgres);
+        assert_eq!(pg.url.as_deref(), Some("postgres://ah@127.0.0.1/ah"));
+        let path = errors("store: {backend: postgres, path: runs.db}\n");
+        assert!(
+            path.starts_with("ws.yaml:1: `store.path`: is for the sqlite and jsonl stores"),
+            "{path}"
+        );
+        let url = errors("store: {backend: sqlite, url: \"postgres://x\"}\n");
+        assert!(
+            url.starts_with("ws.yaml:1: `store.url`: is for `backend: postgres`"),
+            "{url}"
+        );
+        assert_eq!(errors("store: {backend: postgres}\n"), "");
+    }
+
+    #[test]
     fn bad_store_settings_name_line_and_key() {
         assert_eq!(
-            errors("model: m\nstore:\n  backend: postgres\n"),
-            "ws.yaml:3: `store.backend`: unknown variant `postgres`, expected `sqlite` or `jsonl`"
+            errors("model: m\nstore:\n  backend: mysql\n"),
+            "ws.yaml:3: `store.backend`: unknown variant `mysql`, expected one of `sqlite`, `jsonl`, `postgres`"
         );
         assert_eq!(
             errors("store:\n  backend: jsonl\n  file: x\n"),
-            "ws.yaml:3: `store.file`: unknown field `file`, expected one of `backend`, `path`, `durability`"
+            "ws.yaml:3: `store.file`: unknown field `file`, expected one of `backend`, `path`, `url`, `durability`"
         );
         assert!(errors("store: [a, b]\n")
             .starts_with("ws.yaml:1: `store`: invalid type: sequence, expected a path"));

@@ -21,7 +21,15 @@ pub async fn run(session: &Session, args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(assembly: &Assembly<'_>, args: &ServeArgs) -> anyhow::Result<()> {
     let store = agenthelm_workspace::open_store(assembly.workspace)?;
-    let store_dir = if store.location.is_dir() {
+    let postgres =
+        assembly.workspace.store_config().backend == agenthelm_workspace::StoreBackend::Postgres;
+    let store_dir = if postgres {
+        // The server's own files stay on this host, beside the workspace file.
+        assembly
+            .workspace
+            .store_config()
+            .location(&assembly.workspace.dir)
+    } else if store.location.is_dir() {
         store.location.clone()
     } else {
         store

@@ -6,17 +6,22 @@
 //! start, a compensation before it is called). A write that fails stops the run at once: nothing
 //! runs untraced.
 //!
-//! Two backends: [`SqliteStore`] (the default, one embedded database file) and [`JsonlStore`]
-//! (one JSON-lines file per run in a folder).
+//! Three backends: [`SqliteStore`] (the default, one embedded database file), [`JsonlStore`]
+//! (one JSON-lines file per run in a folder) and, with the `postgres` feature, `PostgresStore`
+//! (one PostgreSQL database shared by several processes and hosts).
 
 mod claim;
 mod jsonl;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use claim::{Claim, Lease, Owner, HEARTBEAT, LEASE};
 
 pub use jsonl::JsonlStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{mask_password, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
