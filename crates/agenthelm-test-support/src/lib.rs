@@ -3,6 +3,8 @@
 //! - [`TempDir`]: a fresh folder under the system's temp dir, removed when dropped.
 //! - [`MockServer`]: a loopback HTTP server answering from a script and recording requests; it
 //!   runs on its own threads, so sync tests, async tests and child processes can all talk to it.
+//! - [`PgServer`]: a PostgreSQL server in a temp folder on a free loopback port, for the
+//!   PostgreSQL run store's tests.
 //! - [`stops_running`] / [`stops_running_within`] / [`is_running`]: process checks by pid, for
 //!   "no process left behind".
 //!
@@ -11,10 +13,12 @@
 
 mod client;
 mod http;
+mod postgres;
 mod process;
 mod temp;
 
 pub use client::{request, Answer};
 pub use http::{Gate, MockServer, Received, Reply};
+pub use postgres::PgServer;
 pub use process::{is_running, pid_in, stops_running, stops_running_within};
 pub use temp::TempDir;

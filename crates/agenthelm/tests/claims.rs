@@ -8,10 +8,32 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 
 fn stores(dir: &TempDir) -> Vec<Arc<dyn RunStore>> {
-    vec![
+    let mut stores: Vec<Arc<dyn RunStore>> = vec![
         Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
         Arc::new(JsonlStore::open(dir.join("runs")).unwrap()),
-    ]
+    ];
+    stores.extend(postgres_store());
+    stores
+}
+
+/// A store in a fresh database of the test binary's PostgreSQL server, when PostgreSQL is
+/// installed (the skip is said).
+#[cfg(feature = "postgres")]
+fn postgres_store() -> Option<Arc<dyn RunStore>> {
+    match agenthelm_test_support::PgServer::shared() {
+        Ok(pg) => Some(Arc::new(
+            agenthelm::store::PostgresStore::open(&pg.database()).unwrap(),
+        )),
+        Err(why) => {
+            eprintln!("PostgreSQL store skipped: {why}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_store() -> Option<Arc<dyn RunStore>> {
+    None
 }
 
 /// A process id that is surely gone: a child that has exited and been waited for.

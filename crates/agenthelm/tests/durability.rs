@@ -138,6 +138,26 @@ impl RunStore for DyingStore {
     }
 }
 
+/// A store in a fresh database of the test binary's PostgreSQL server, when PostgreSQL is
+/// installed (the skip is said).
+#[cfg(feature = "postgres")]
+fn postgres_store() -> Option<Arc<dyn RunStore>> {
+    match agenthelm_test_support::PgServer::shared() {
+        Ok(pg) => Some(Arc::new(
+            agenthelm::store::PostgresStore::open(&pg.database()).unwrap(),
+        )),
+        Err(why) => {
+            eprintln!("PostgreSQL store skipped: {why}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_store() -> Option<Arc<dyn RunStore>> {
+    None
+}
+
 fn count(calls: &Calls, kind: &str, name: &str) -> usize {
     calls
         .lock()
@@ -174,6 +194,50 @@ async fn uninterrupted(d_fails: bool, mode: RollbackMode) -> (Plan, usize) {
 }
 
 async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
+    crash_at_every_write_then_resume_in(d_fails, mode, Backend::Sqlite).await
+}
+
+/// Which store a crash test journals to.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+/// One store's place (a file, or a database), opened anew by each "process".
+enum Place {
+    Sqlite(TempDir),
+    #[cfg(feature = "postgres")]
+    Postgres(String),
+}
+
+impl Place {
+    /// A fresh place of `backend`; `None` (the skip said) when it is not installed.
+    fn fresh(backend: Backend) -> Option<Place> {
+        match backend {
+            Backend::Sqlite => Some(Place::Sqlite(TempDir::new("crash"))),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => match agenthelm_test_support::PgServer::shared() {
+                Ok(pg) => Some(Place::Postgres(pg.database())),
+                Err(why) => {
+                    eprintln!("PostgreSQL store skipped: {why}");
+                    None
+                }
+            },
+        }
+    }
+
+    fn open(&self) -> Arc<dyn RunStore> {
+        match self {
+            Place::Sqlite(dir) => Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
+            #[cfg(feature = "postgres")]
+            Place::Postgres(url) => Arc::new(agenthelm::store::PostgresStore::open(url).unwrap()),
+        }
+    }
+}
+
+async fn crash_at_every_write_then_resume_in(d_fails: bool, mode: RollbackMode, backend: Backend) {
     let (expected, writes) = uninterrupted(d_fails, mode).await;
     assert!(
         writes > 10,
@@ -182,9 +246,10 @@ async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
     let mut uncertain_compensations = 0;
     for fail_at in 1..=writes {
         let calls = Calls::default();
-        let dir = TempDir::new("crash");
-        let db = dir.join("runs.db");
-        let durable: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
+        let Some(place) = Place::fresh(backend) else {
+            return;
+        };
+        let durable = place.open();
         let dying = Arc::new(DyingStore {
             inner: durable.clone(),
             appends: AtomicUsize::new(0),
@@ -202,7 +267,7 @@ async fn crash_at_every_write_then_resume(d_fails: bool, mode: RollbackMode) {
         let finished = finished_before_crash(&*durable, &run_id);
 
         // The process restarts: same store file, new orchestrator, resume.
-        let reopened: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&db).unwrap());
+        let reopened = place.open();
         let (resumed, result) = orchestrator_in(&calls, reopened.clone(), mode)
             .resume(&run_id)
             .await
@@ -295,6 +360,12 @@ async fn a_run_that_rolls_back_survives_a_crash_at_every_journal_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_rollback_survives_a_crash_at_every_journal_write() {
     crash_at_every_write_then_resume(true, RollbackMode::Parallel).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_rolls_back_survives_a_crash_at_every_journal_write_on_postgres() {
+    crash_at_every_write_then_resume_in(true, RollbackMode::Sequential, Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -524,12 +595,13 @@ fn store_files_are_private_and_a_read_only_folder_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn both_backends_keep_runs_list_them_and_answer_queries() {
+async fn every_backend_keeps_runs_lists_them_and_answers_queries() {
     let dir = TempDir::new("backends");
-    let stores: Vec<Arc<dyn RunStore>> = vec![
+    let mut stores: Vec<Arc<dyn RunStore>> = vec![
         Arc::new(SqliteStore::open(dir.join("runs.db")).unwrap()),
         Arc::new(JsonlStore::open(dir.join("jsonl")).unwrap()),
     ];
+    stores.extend(postgres_store());
     for store in stores {
         let calls = Calls::default();
         let orchestrator = orchestrator(&calls, store.clone());
