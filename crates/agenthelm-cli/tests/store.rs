@@ -263,16 +263,28 @@ fn resume_names_what_is_wrong() {
 
 #[test]
 fn a_bad_store_setting_names_file_line_and_key() {
-    let dir = bench("store:\n  backend: postgres\n");
-    let run = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
-    assert_eq!(run.code, 2, "{}", run.all());
+    let dir = bench("store:\n  backend: mysql\n");
+    let run_ = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
+    assert_eq!(run_.code, 2, "{}", run_.all());
     assert!(
-        run.stderr.contains("agenthelm.yaml:")
-            && run
+        run_.stderr.contains("agenthelm.yaml:")
+            && run_
                 .stderr
-                .contains("`store.backend`: unknown variant `postgres`"),
+                .contains("`store.backend`: unknown variant `mysql`"),
         "{}",
-        run.stderr
+        run_.stderr
+    );
+    // A path for a database named by URL (and the other way round): the key is named.
+    let dir = bench("store:\n  backend: postgres\n  path: runs.db\n");
+    let wrong = run(dir.path(), &["execute", "plan.yaml", "--yes"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.all());
+    assert!(
+        wrong.stderr.contains("agenthelm.yaml:")
+            && wrong
+                .stderr
+                .contains("`store.path`: is for the sqlite and jsonl stores"),
+        "{}",
+        wrong.stderr
     );
 }
 
@@ -631,4 +643,84 @@ fn runs_prune_deletes_old_runs_and_says_how_the_store_shrank() {
         "{}",
         text.stdout
     );
+}
+
+/// `store: {backend: postgres}` with the URL from AGENTHELM_STORE_URL: a killed run is listed,
+/// traced and resumed from the shared database; another workspace on the same database sees
+/// it. Skipped (and said) when PostgreSQL is not installed.
+#[test]
+fn the_postgres_backend_keeps_runs_traces_and_resumes_them() {
+    let pg = match agenthelm_test_support::PgServer::shared() {
+        Ok(pg) => pg,
+        Err(why) => return eprintln!("PostgreSQL store skipped: {why}"),
+    };
+    let url = pg.database();
+    let dir = bench("store: {backend: postgres}\n");
+    let with_url = |args: &[&str]| {
+        output(
+            agenthelm(dir.path())
+                .args(args)
+                .env("AGENTHELM_STORE_URL", &url)
+                .output()
+                .unwrap(),
+        )
+    };
+    // Without a URL anywhere: a clear error naming the setting and the variable.
+    let missing = run(dir.path(), &["runs", "list"]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing
+            .stderr
+            .contains("`store.url` is not set and neither is AGENTHELM_STORE_URL"),
+        "{}",
+        missing.all()
+    );
+    let killed = agenthelm(dir.path())
+        .args(["execute", "plan.yaml", "--yes"])
+        .env("AGENTHELM_STORE_URL", &url)
+        .env("KILL_AT", "do:c:after")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9)
+    );
+    let listed = json(&with_url(&["runs", "list", "--json"]));
+    let run_id = listed[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["success"], Value::Null);
+    let traced = json(&with_url(&["traces", "list", "-n", "100", "--json"]));
+    let steps: Vec<&str> = traced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|call| call["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["b", "a"],
+        "the tool calls recorded before the kill: {traced}"
+    );
+    let resumed = with_url(&["resume", &run_id, "--json"]);
+    assert_eq!(resumed.code, 1, "{}", resumed.all());
+    let result = json(&resumed);
+    let undone: Vec<&str> = result["rollback"]["compensated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(undone, ["c", "b", "a"]);
+    let log = dir.read("calls.log");
+    assert_eq!(log.matches("effect c ").count(), 1, "{log}");
+    assert_eq!(log.matches("begin undo c ").count(), 1, "{log}");
+
+    // Another user's workspace, naming the database in its file, sees the ended run.
+    let other = TempDir::new("cli-store-pg-other");
+    other.write(
+        "agenthelm.yaml",
+        &format!("{LOGGING_WORKSPACE}store: {{backend: postgres, url: \"{url}\"}}\n"),
+    );
+    let shown = json(&run(other.path(), &["runs", "show", &run_id, "--json"]));
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert_eq!(shown["run_id"], run_id.as_str(), "{shown}");
 }
