@@ -53,21 +53,7 @@ impl PgServer {
             .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"]);
         run(&mut initdb);
         let port = free_port();
-        let mut postgres = command(&bin, "postgres", as_postgres);
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("server.log"))
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            );
-        let server = postgres.spawn().expect("start postgres");
-        stop_with_this_process(server.id(), &dir);
+        let server = spawn_server(&bin, &dir, port);
         let pg = PgServer {
             bin,
             dir,
@@ -149,6 +135,14 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl PgServer {
+    /// Stops the server (a fast shutdown: connections are cut), keeping its data.
+    pub fn stop(&mut self) {
         // SIGINT: a fast shutdown (the postmaster's children end too), then the hard way.
         let _ = Command::new("kill")
             .args(["-INT", &self.server.id().to_string()])
@@ -162,8 +156,36 @@ impl Drop for PgServer {
         }
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.server = spawn_server(&self.bin, &self.dir, self.port);
+        self.wait_ready();
+    }
+}
+
+/// The postmaster on `port`, data and socket in `dir`, log in `dir/server.log`.
+fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
+    let mut postgres = command(bin, "postgres", is_root());
+    postgres
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
+    let server = postgres.spawn().expect("start postgres");
+    stop_with_this_process(server.id(), dir);
+    server
 }
 
 /// `initdb`, `postgres`, ... from PATH or Debian's /usr/lib/postgresql/*/bin (newest first).

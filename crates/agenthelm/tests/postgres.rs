@@ -141,21 +141,33 @@ fn two_processes_on_one_database_see_each_others_runs_and_claims() {
 }
 
 #[test]
-fn a_lost_server_fails_writes_with_a_clear_error() {
+fn a_lost_server_fails_writes_clearly_and_a_restarted_one_is_used_again() {
     let Some(_) = server() else { return };
-    let pg = PgServer::start().unwrap();
+    let mut pg = PgServer::start().unwrap();
     let url = pg.database();
     let store = PostgresStore::open(&url).unwrap();
     store.begin_run("run-1", &Plan::new("before")).unwrap();
     // The server goes away: the write fails with an error naming the store, not a panic.
-    let port = pg.port();
-    drop(pg);
+    pg.stop();
     let err = store
         .begin_run("run-2", &Plan::new("while away"))
         .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
     assert!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        err.to_string()
+            .contains(&format!("127.0.0.1:{}", pg.port())),
         "{err}"
     );
+    // Back again: the same store connects anew; what was committed is there, the failed
+    // write is not.
+    pg.restart();
+    store.begin_run("run-3", &Plan::new("after")).unwrap();
+    let ids: Vec<String> = store
+        .list_runs(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"run-1".to_owned()) && ids.contains(&"run-3".to_owned()));
 }
