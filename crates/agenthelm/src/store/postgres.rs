@@ -127,11 +127,13 @@ impl PostgresStore {
             db.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(e)?;
-            let ours: bool = db
-                .query_one("SELECT to_regclass('agenthelm_meta') IS NOT NULL", &[])
-                .await
-                .map_err(e)?
-                .get(0);
+            let ours: bool = col(
+                &shown,
+                &db.query_one("SELECT to_regclass('agenthelm_meta') IS NOT NULL", &[])
+                    .await
+                    .map_err(e)?,
+                0,
+            )?;
             let version = if ours {
                 let row = db
                     .query_opt(
@@ -140,20 +142,25 @@ impl PostgresStore {
                     )
                     .await
                     .map_err(e)?;
-                let text: String = row.map(|r| r.get(0)).unwrap_or_default();
+                let text: String = match &row {
+                    Some(row) => col(&shown, row, 0)?,
+                    None => String::new(),
+                };
                 text.parse::<i64>().map_err(|_| StoreError::Corrupt {
                     path: shown.clone(),
                     message: format!("its schema version `{text}` is not a number"),
                 })?
             } else {
-                let tables: i64 = db
-                    .query_one(
+                let tables: i64 = col(
+                    &shown,
+                    &db.query_one(
                         "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
                         &[],
                     )
                     .await
-                    .map_err(e)?
-                    .get(0);
+                    .map_err(e)?,
+                    0,
+                )?;
                 if tables > 0 {
                     return Err(StoreError::Corrupt {
                         path: shown.clone(),
@@ -403,10 +410,10 @@ impl RunStore for PostgresStore {
             let Some(row) = row else {
                 return Err(StoreError::UnknownRun(run_id));
             };
-            let plan: String = row.get(0);
+            let plan: String = col(&shown, &row, 0)?;
             let plan: Plan =
                 serde_json::from_str(&plan).map_err(|e| damaged(&shown, &run_id, e))?;
-            let summary = summary_from(run_id.clone(), &row, 1);
+            let summary = summary_from(&shown, run_id.clone(), &row, 1)?;
             let bodies = db
                 .query(
                     "SELECT body FROM agenthelm_events WHERE run_id = $1 ORDER BY id",
@@ -417,7 +424,8 @@ impl RunStore for PostgresStore {
             let events = bodies
                 .iter()
                 .map(|r| {
-                    serde_json::from_str::<Event>(r.get(0)).map_err(|e| damaged(&shown, &run_id, e))
+                    serde_json::from_str::<Event>(col(&shown, r, 0)?)
+                        .map_err(|e| damaged(&shown, &run_id, e))
                 })
                 .collect::<Result<_, _>>()?;
             Ok(StoredRun {
@@ -439,7 +447,10 @@ impl RunStore for PostgresStore {
                 )
                 .await
                 .map_err(e)?;
-            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let ids = rows
+                .iter()
+                .map(|r| col(&shown, r, 0))
+                .collect::<Result<Vec<String>, _>>()?;
             for table in ["agenthelm_events", "agenthelm_claims"] {
                 db.execute(
                     &format!("DELETE FROM {table} WHERE run_id = ANY($1)"),
@@ -463,7 +474,9 @@ impl RunStore for PostgresStore {
                 )
                 .await
                 .map_err(|e| io(&shown, e))?;
-            Ok(rows.iter().map(|r| summary_from(r.get(0), r, 1)).collect())
+            rows.iter()
+                .map(|r| summary_from(&shown, col(&shown, r, 0)?, r, 1))
+                .collect()
         })
     }
 
@@ -489,8 +502,8 @@ impl RunStore for PostgresStore {
                 .map_err(|e| io(&shown, e))?;
             let mut events = Vec::new();
             for row in &rows {
-                let event: Event =
-                    serde_json::from_str(row.get(0)).map_err(|e| damaged(&shown, "(query)", e))?;
+                let event: Event = serde_json::from_str(col(&shown, row, 0)?)
+                    .map_err(|e| damaged(&shown, "(query)", e))?;
                 if owned.matches(&event) {
                     events.push(event);
                 }
@@ -520,14 +533,17 @@ impl RunStore for PostgresStore {
                 )
                 .await
                 .map_err(e)?
-                .map(|r| ClaimRecord {
-                    owner: Owner {
-                        host: r.get(0),
-                        pid: r.get::<_, i64>(1) as u32,
-                    },
-                    token: r.get(2),
-                    heartbeat_ms: r.get::<_, i64>(3) as u64,
-                });
+                .map(|r| {
+                    Ok::<_, StoreError>(ClaimRecord {
+                        owner: Owner {
+                            host: col(&shown, &r, 0)?,
+                            pid: col::<i64>(&shown, &r, 1)? as u32,
+                        },
+                        token: col(&shown, &r, 2)?,
+                        heartbeat_ms: col::<i64>(&shown, &r, 3)? as u64,
+                    })
+                })
+                .transpose()?;
             ClaimRecord::may_take(held.as_ref(), &id)?;
             db.execute(
                 "INSERT INTO agenthelm_claims (run_id, host, pid, token, heartbeat_ms)
@@ -610,16 +626,33 @@ impl Drop for PostgresLease {
     }
 }
 
-fn summary_from(run_id: String, r: &Row, from: usize) -> RunSummary {
-    RunSummary {
+fn summary_from(
+    shown: &std::path::Path,
+    run_id: String,
+    r: &Row,
+    from: usize,
+) -> Result<RunSummary, StoreError> {
+    Ok(RunSummary {
         run_id,
-        goal: r.get(from),
-        steps: r.get::<_, i64>(from + 1) as usize,
-        started_ms: r.get::<_, i64>(from + 2) as u64,
-        finished_ms: r.get::<_, Option<i64>>(from + 3).map(|t| t as u64),
-        success: r.get(from + 4),
-        error: r.get(from + 5),
-    }
+        goal: col(shown, r, from)?,
+        steps: col::<i64>(shown, r, from + 1)? as usize,
+        started_ms: col::<i64>(shown, r, from + 2)? as u64,
+        finished_ms: col::<Option<i64>>(shown, r, from + 3)?.map(|t| t as u64),
+        success: col(shown, r, from + 4)?,
+        error: col(shown, r, from + 5)?,
+    })
+}
+
+/// Column `index` of `row`: an error, not a panic, when someone changed the table under us.
+fn col<'r, T: tokio_postgres::types::FromSql<'r>>(
+    shown: &std::path::Path,
+    row: &'r Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.try_get(index).map_err(|e| StoreError::Corrupt {
+        path: shown.to_path_buf(),
+        message: format!("a column does not hold what AgentHelm wrote there: {e}"),
+    })
 }
 
 fn damaged(shown: &std::path::Path, run_id: &str, e: impl std::fmt::Display) -> StoreError {
