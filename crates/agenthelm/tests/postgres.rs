@@ -171,3 +171,27 @@ fn a_lost_server_fails_writes_clearly_and_a_restarted_one_is_used_again() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.contains(&"run-1".to_owned()) && ids.contains(&"run-3".to_owned()));
 }
+
+#[test]
+fn a_table_changed_under_the_store_is_an_error_not_a_panic() {
+    let Some(pg) = server() else { return };
+    let url = pg.database();
+    let store = PostgresStore::open(&url).unwrap();
+    store.begin_run("run-1", &Plan::new("first")).unwrap();
+    // Someone else's migration turned a number into text.
+    pg.psql(
+        database_name(&url),
+        "ALTER TABLE agenthelm_runs ALTER COLUMN steps TYPE TEXT",
+    );
+    let err = store.list_runs(10).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("a column does not hold what AgentHelm wrote there"),
+        "{message}"
+    );
+    assert!(matches!(
+        store.load_run("run-1"),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
