@@ -1,9 +1,12 @@
 //! A run is carried on by one process at a time: the run's claim in the store (issue 14).
 
+mod pg_store;
+
 use agenthelm::orchestrate::OrchestratorError;
 use agenthelm::prelude::*;
 use agenthelm::store::{JsonlStore, Owner, RunStore, SqliteStore, StoreError};
 use agenthelm_test_support::TempDir;
+use pg_store::postgres_store;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
@@ -14,26 +17,6 @@ fn stores(dir: &TempDir) -> Vec<Arc<dyn RunStore>> {
     ];
     stores.extend(postgres_store());
     stores
-}
-
-/// A store in a fresh database of the test binary's PostgreSQL server, when PostgreSQL is
-/// installed (the skip is said).
-#[cfg(feature = "postgres")]
-fn postgres_store() -> Option<Arc<dyn RunStore>> {
-    match agenthelm_test_support::PgServer::shared() {
-        Ok(pg) => Some(Arc::new(
-            agenthelm::store::PostgresStore::open(&pg.database()).unwrap(),
-        )),
-        Err(why) => {
-            eprintln!("PostgreSQL store skipped: {why}");
-            None
-        }
-    }
-}
-
-#[cfg(not(feature = "postgres"))]
-fn postgres_store() -> Option<Arc<dyn RunStore>> {
-    None
 }
 
 /// A process id that is surely gone: a child that has exited and been waited for.

@@ -3,6 +3,8 @@
 //! resumed from what the store holds. Checked each time: the run ends as an uninterrupted run
 //! does, completed work is not repeated, and no compensation runs twice.
 
+mod pg_store;
+
 use agenthelm::orchestrate::{CancelToken, InterruptedSteps, OrchestratorError};
 use agenthelm::prelude::*;
 use agenthelm::store::{
@@ -11,6 +13,7 @@ use agenthelm::store::{
 use agenthelm::trace::RunPhase;
 use agenthelm::RunState;
 use agenthelm_test_support::TempDir;
+use pg_store::postgres_store;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,26 +139,6 @@ impl RunStore for DyingStore {
     fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         self.inner.query(filter)
     }
-}
-
-/// A store in a fresh database of the test binary's PostgreSQL server, when PostgreSQL is
-/// installed (the skip is said).
-#[cfg(feature = "postgres")]
-fn postgres_store() -> Option<Arc<dyn RunStore>> {
-    match agenthelm_test_support::PgServer::shared() {
-        Ok(pg) => Some(Arc::new(
-            agenthelm::store::PostgresStore::open(&pg.database()).unwrap(),
-        )),
-        Err(why) => {
-            eprintln!("PostgreSQL store skipped: {why}");
-            None
-        }
-    }
-}
-
-#[cfg(not(feature = "postgres"))]
-fn postgres_store() -> Option<Arc<dyn RunStore>> {
-    None
 }
 
 fn count(calls: &Calls, kind: &str, name: &str) -> usize {

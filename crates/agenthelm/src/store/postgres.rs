@@ -109,6 +109,21 @@ impl PostgresStore {
         &self.shown
     }
 
+    /// The columns a run's plan fills: run id, goal, number of steps and the plan as JSON.
+    fn plan_columns(
+        &self,
+        run_id: &str,
+        plan: &Plan,
+    ) -> Result<(String, String, i64, String), StoreError> {
+        let body = serde_json::to_string(plan).map_err(|e| io(&self.shown, e))?;
+        Ok((
+            run_id.to_owned(),
+            plan.goal.clone(),
+            plan.steps.len() as i64,
+            body,
+        ))
+    }
+
     /// Runs `job` in a transaction on the store's thread and waits for its answer.
     fn call<T, F, Fut>(&self, job: F) -> Result<T, StoreError>
     where
@@ -288,12 +303,7 @@ impl Worker {
 
 impl RunStore for PostgresStore {
     fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
-        let body = serde_json::to_string(plan).map_err(|e| io(&self.shown, e))?;
-        let (run_id, goal, steps) = (
-            run_id.to_owned(),
-            plan.goal.clone(),
-            plan.steps.len() as i64,
-        );
+        let (run_id, goal, steps, body) = self.plan_columns(run_id, plan)?;
         self.call(move |db, shown| async move {
             let inserted = db
                 .execute(
@@ -356,12 +366,7 @@ impl RunStore for PostgresStore {
     }
 
     fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
-        let body = serde_json::to_string(plan).map_err(|e| io(&self.shown, e))?;
-        let (run_id, goal, steps) = (
-            run_id.to_owned(),
-            plan.goal.clone(),
-            plan.steps.len() as i64,
-        );
+        let (run_id, goal, steps, body) = self.plan_columns(run_id, plan)?;
         self.call(move |db, shown| async move {
             let changed = db
                 .execute(
