@@ -454,12 +454,13 @@ struct AnswerFunction {
     arguments: Option<Value>,
 }
 
+/// Token counts of an answer (or, streamed, of its last chunk).
 #[derive(Deserialize, Default)]
-struct Usage {
+pub(super) struct Usage {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(super) prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(super) completion_tokens: Option<u64>,
 }
 
 #[cfg(test)]

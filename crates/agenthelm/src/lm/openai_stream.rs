@@ -16,6 +16,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::openai::Usage;
 use super::stream::{DecodeError, Decoder, Step, StreamDelta, ToolCalls};
 use super::{Completion, LmError, TokenUsage};
 
@@ -194,7 +195,7 @@ struct Chunk {
     #[serde(default)]
     choices: Vec<ChunkChoice>,
     #[serde(default)]
-    usage: Option<ChunkUsage>,
+    usage: Option<Usage>,
     #[serde(default)]
     error: Option<Value>,
 }
@@ -237,14 +238,6 @@ struct FunctionPiece {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChunkUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
 }
 
 #[cfg(test)]
