@@ -167,10 +167,15 @@ impl EventSink {
 
     /// Writes the events not yet in the journal, in one batch. `Ok` without a journal.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let events = lock(&self.inner.events);
+        self.write_pending(&events)
+    }
+
+    /// Writes `events` (the event list, locked by the caller) from the first not yet written.
+    fn write_pending(&self, events: &[Event]) -> Result<(), StoreError> {
         let Some(journal) = &self.inner.journal else {
             return Ok(());
         };
-        let events = lock(&self.inner.events);
         let mut written = lock(&journal.written);
         if let Some(error) = self.journal_error() {
             return Err(error);
@@ -190,6 +195,42 @@ impl EventSink {
                 Err(error)
             }
         }
+    }
+
+    /// Takes in events that another process has already put in the run's journal (a worker
+    /// carrying out a step, see [`RemoteRunner`](crate::orchestrate::RemoteRunner)): the run
+    /// state and the observers see them as if they were recorded here, and they are not written
+    /// again. What this sink recorded before them is written first, so the journal keeps the
+    /// order in which the state saw them.
+    pub fn adopt(&self, adopted: Vec<Event>) {
+        let mut events = lock(&self.inner.events);
+        let pending_written = self.write_pending(&events).is_ok();
+        for event in adopted {
+            if let Some(state) = &self.inner.state {
+                lock(state).apply(&event);
+            }
+            for observer in &self.inner.observers {
+                let _ = catch_unwind(AssertUnwindSafe(|| observer(&event)));
+            }
+            events.push(event);
+        }
+        if let (Some(journal), true) = (&self.inner.journal, pending_written) {
+            *lock(&journal.written) = events.len();
+        }
+    }
+
+    /// Stops the journal as a failed write would: no action gets a permit after this, so the
+    /// run stops where it is and can be resumed. For a coordinator that may no longer write the
+    /// run (another one took it over). A sink without a journal keeps no error.
+    pub fn halt(&self, error: StoreError) {
+        let Some(journal) = &self.inner.journal else {
+            return;
+        };
+        let mut kept = lock(&journal.error);
+        if kept.is_none() {
+            *kept = Some(error);
+        }
+        journal.failed.store(true, Ordering::Release);
     }
 
     /// The gate every action passes: puts everything recorded so far in the journal and, when

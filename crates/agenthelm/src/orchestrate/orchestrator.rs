@@ -6,15 +6,19 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::cancel::CancelToken;
+use super::remote::{RemoteOutcome, RemoteRunner, StepWork, UndoWork};
+use super::rollback::{undo_here, IN_DOUBT};
 use super::replay::{self, ReplayReport};
 use super::resume::{recover, InterruptedSteps};
-use super::run::{new_run_id, Halt, Run};
+use super::run::{new_run_id, run_step_here, Halt, Run};
 use super::RunResult;
 use crate::agent::Agent;
 use crate::agent::{AgentInfo, AgentRegistry, Catalogue};
 use crate::approval::{ApprovalHandler, DenyAll};
 use crate::budget::{Budget, Unpriced};
-use crate::exec::{EventSink, Observer, ReplayOptions, ReplaySource, TextDelta, TextObserver};
+use crate::exec::{
+    EventSink, Observer, ReplayOptions, ReplaySource, StepContext, TextDelta, TextObserver,
+};
 use crate::plan::graph::Graph;
 use crate::plan::{Plan, PlanError, PlanProblem, RollbackMode};
 use crate::redact::Redactor;
@@ -110,6 +114,8 @@ pub(crate) struct Config {
     pub(crate) budget: Budget,
     /// The recorded run this configuration replays (see [`Orchestrator::replay`]).
     pub(crate) replay: Option<Arc<ReplaySource>>,
+    /// Where steps and compensations run, when not in this process.
+    pub(crate) remote: Option<Arc<dyn RemoteRunner>>,
 }
 
 /// Why a plan was not run at all.
@@ -203,6 +209,7 @@ impl Orchestrator {
                 redactor: None,
                 budget: Budget::default(),
                 replay: None,
+                remote: None,
             }),
         }
     }
@@ -347,6 +354,87 @@ impl Orchestrator {
     /// The registry.
     pub fn registry(&self) -> &AgentRegistry {
         &self.config.registry
+    }
+
+    /// Hands every step and compensating action to `runner` instead of running it in this
+    /// process: this orchestrator becomes a coordinator that schedules and journals the run
+    /// while workers elsewhere do the work (see [`RemoteRunner`]). It still needs the agents
+    /// and tools, to check plans and to decide which steps call a tool directly.
+    pub fn remote(mut self, runner: Arc<dyn RemoteRunner>) -> Self {
+        self.config_mut().remote = Some(runner);
+        self
+    }
+
+    /// Carries out a step a coordinator sent (a worker's side of [`remote`](Self::remote)),
+    /// with this orchestrator's agents, tools, approval handler and retry policy, recording
+    /// what it does in `sink` (which journals to the run's store).
+    ///
+    /// `Err` when the journal failed: what happened is then not all on record, and no outcome
+    /// may be reported for it.
+    pub async fn run_step_work(
+        &self,
+        work: &StepWork,
+        sink: EventSink,
+    ) -> Result<RemoteOutcome, StoreError> {
+        let ctx = self.work_context(&work.run_id, &work.step_id, work.agent.as_deref(), sink);
+        run_step_here(&self.config, work, &ctx).await
+    }
+
+    /// Carries out a compensating action a coordinator sent (see
+    /// [`run_step_work`](Self::run_step_work)): the call keeps the id (and so the idempotency
+    /// key) it has in a local rollback. `Ok(Err(..))` when the compensation failed; `Err` when
+    /// the journal did.
+    ///
+    /// `in_doubt`: an earlier attempt started this compensation and stopped without an outcome.
+    /// As in a resumed local rollback, the call is then made again only when its tool declares
+    /// itself `idempotent` (with the same idempotency key); otherwise it fails as in doubt, for
+    /// a person to check: a compensation never runs twice.
+    pub async fn run_undo_work(
+        &self,
+        work: &UndoWork,
+        sink: EventSink,
+        in_doubt: bool,
+    ) -> Result<Result<(), String>, StoreError> {
+        let config = &self.config;
+        let agent = work.agent.as_deref().and_then(|name| config.registry.get(name));
+        let tool = config.find_tool(agent.map(|a| &**a), &work.tool);
+        if in_doubt && !tool.is_some_and(|t| t.spec().contract.idempotent) {
+            return Ok(Err(IN_DOUBT.to_owned()));
+        }
+        let ctx = self.work_context(&work.run_id, &work.step_id, work.agent.as_deref(), sink);
+        let outcome = undo_here(&ctx, work.action, tool, &work.tool, &work.args).await;
+        let flushed = ctx.sink().flush();
+        match (outcome, ctx.sink().journal_error()) {
+            (Some(outcome), None) => flushed.map(|()| outcome),
+            (_, Some(error)) => Err(error),
+            (None, None) => Err(StoreError::Backend(
+                "the compensation stopped before its call".to_owned(),
+            )),
+        }
+    }
+
+    /// The context a worker carries out work of step `step_id` in.
+    fn work_context(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        agent: Option<&str>,
+        sink: EventSink,
+    ) -> StepContext {
+        let config = &self.config;
+        let sink = match &config.redactor {
+            Some(redactor) => sink.with_redactor(Arc::clone(redactor)),
+            None => sink,
+        };
+        let ctx = StepContext::new()
+            .for_step(run_id, step_id)
+            .with_approval(Arc::clone(&config.approval))
+            .with_retry(config.retry)
+            .with_sink(sink);
+        match agent {
+            Some(agent) => ctx.with_agent(agent),
+            None => ctx,
+        }
     }
 
     /// Runs an approved plan and updates its steps' status, result and error.

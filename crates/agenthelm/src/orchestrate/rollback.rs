@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::orchestrator::Config;
 use super::outcome::{CompensationFailure, RollbackReport};
+use super::remote::{RemoteRunner, UndoWork};
 use crate::approval::ApprovalHandler;
 use crate::exec::invoke::admit_as;
 use crate::exec::StepContext;
@@ -115,6 +116,7 @@ pub(super) async fn run(
         retry: orch.retry,
         sink: sink.clone(),
         replay: orch.replay.clone(),
+        remote: orch.remote.clone(),
     });
     let shielded = tokio::spawn(compensate_all(jobs, order, limit, shared).in_current_span());
     let finished = match shielded.await {
@@ -311,6 +313,8 @@ struct Shared {
     sink: EventSink,
     /// The recorded run, when this is a replay: compensations are taken from it too.
     replay: Option<Arc<ReplaySource>>,
+    /// Where compensations run when not here.
+    remote: Option<Arc<dyn RemoteRunner>>,
 }
 
 /// How one step's job ended.
@@ -404,14 +408,9 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
             Some(false) => Err("it failed before the run was resumed".to_owned()),
             // In doubt: a tool that declares repeats harmless runs again, with the same key.
             None if shared.progress.uncertain.contains(&(job.step, n)) && !action.idempotent() => {
-                Err(
-                    "it was running when the process stopped; it is not run again (a \
-                     compensation never runs twice): check by hand whether it took effect, or \
-                     declare the tool `idempotent`"
-                        .to_owned(),
-                )
+                Err(IN_DOUBT.to_owned())
             }
-            None => match compensate(&ctx, n, &action).await {
+            None => match compensate(&ctx, n, &action, shared.remote.as_ref()).await {
                 Some(outcome) => outcome,
                 None => {
                     done.halted = true;
@@ -430,17 +429,62 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
     done
 }
 
-/// Runs compensating action `n`: admission (approval may wait for a person), then
-/// `CompensationStarted`, the gate and the call. `None` when the journal failed: what is not on
-/// record must not happen, so the rollback stops here as a crash would.
-async fn compensate(ctx: &StepContext, n: usize, action: &Action) -> Option<Result<(), String>> {
-    let outcome = match &action.tool {
+/// Why a compensation that was started by a process that stopped is not run again.
+pub(super) const IN_DOUBT: &str = "it was running when the process stopped; it is not run again (a \
+     compensation never runs twice): check by hand whether it took effect, or declare the tool \
+     `idempotent`";
+
+/// Runs compensating action `n` (here, or through the remote runner) and records how it ended.
+/// `None` when the journal failed: what is not on record must not happen, so the rollback stops
+/// here as a crash would.
+async fn compensate(
+    ctx: &StepContext,
+    n: usize,
+    action: &Action,
+    remote: Option<&Arc<dyn RemoteRunner>>,
+) -> Option<Result<(), String>> {
+    let outcome = match remote {
+        Some(runner) => {
+            let work = UndoWork {
+                run_id: ctx.run_id().unwrap_or_default().to_owned(),
+                step_id: ctx.step_id().unwrap_or_default().to_owned(),
+                agent: ctx.agent().map(str::to_owned),
+                action: n,
+                tool: action.name.clone(),
+                args: action.args.clone(),
+            };
+            runner.undo(work, ctx).await?
+        }
+        None => undo_here(ctx, n, action.tool.as_ref(), &action.name, &action.args).await?,
+    };
+    if ctx.sink().journal_error().is_some() {
+        return None;
+    }
+    ctx.emit(EventKind::CompensationFinished {
+        action: n,
+        tool: action.name.clone(),
+        success: outcome.is_ok(),
+        error: outcome.as_ref().err().cloned(),
+    });
+    Some(outcome)
+}
+
+/// Calls compensating action `n` in this process: admission (approval may wait for a person),
+/// then `CompensationStarted`, the gate and the call. `None` when the journal failed.
+pub(super) async fn undo_here(
+    ctx: &StepContext,
+    n: usize,
+    tool: Option<&Arc<dyn Tool>>,
+    name: &str,
+    args: &Value,
+) -> Option<Result<(), String>> {
+    let outcome = match tool {
         Some(tool) => {
             // The same id (and so the same idempotency key) in every attempt of the run.
             let call_id = format!("{}#undo{}", ctx.step_id().unwrap_or("step"), n + 1);
             match contained(admit_as(
                 tool,
-                action.args.clone(),
+                args.clone(),
                 ctx,
                 CallPurpose::Compensate,
                 call_id,
@@ -465,21 +509,13 @@ async fn compensate(ctx: &StepContext, n: usize, action: &Action) -> Option<Resu
             }
         }
         None => Err(ToolError::Failed(format!(
-            "compensating tool `{}` is not available",
-            action.name
+            "compensating tool `{name}` is not available"
         ))),
     };
     if ctx.sink().journal_error().is_some() {
         return None;
     }
-    let outcome = outcome.map_err(|e| e.to_string());
-    ctx.emit(EventKind::CompensationFinished {
-        action: n,
-        tool: action.name.clone(),
-        success: outcome.is_ok(),
-        error: outcome.as_ref().err().cloned(),
-    });
-    Some(outcome)
+    Some(outcome.map_err(|e| e.to_string()))
 }
 
 /// Tool panics are caught inside the call; this also contains a panicking approval handler, so

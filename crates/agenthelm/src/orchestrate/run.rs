@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::cancel::CancelToken;
 use super::orchestrator::Config;
 use super::outcome::{RollbackReport, RunResult, StepOutcome};
+use super::remote::{RemoteOutcome, RemoteRunner, StepWork};
 use super::rollback::{self, Progress, Undo};
 use crate::agent::{Agent, AgentResult, StepTask};
 use crate::exec::invoke::invoke_recorded;
@@ -33,6 +34,8 @@ enum Dispatch {
     Direct(Arc<dyn Tool>),
     /// Hand the step to the agent.
     Agent(Arc<dyn Agent>),
+    /// Hand the step to another process (see [`RemoteRunner`]).
+    Remote(Arc<dyn RemoteRunner>, Box<StepWork>),
     /// An argument refers to a result that is not there: the step fails with this message and
     /// nothing is called (a literal `{{...}}` must never reach a tool).
     Unresolved(String),
@@ -317,7 +320,7 @@ impl Run {
             Err(e) => (Dispatch::Unresolved(e.to_string()), None, step.args.clone()),
         };
         let dispatch = replay_checked(&orch, step, agent.as_ref(), &args, dispatch, &direct_tool);
-        let task = StepTask {
+        let mut task = StepTask {
             id: step.id.clone(),
             description: step.description.clone(),
             tool_name: step.tool_name.clone(),
@@ -331,6 +334,22 @@ impl Run {
                 })
                 .collect(),
             args,
+        };
+        let dispatch = match (&orch.remote, dispatch) {
+            (Some(runner), Dispatch::Direct(_) | Dispatch::Agent(_)) => {
+                let work = StepWork {
+                    run_id: self.run_id.to_string(),
+                    step_id: std::mem::take(&mut task.id),
+                    agent: agent.as_ref().map(|a| a.name().to_owned()),
+                    direct_tool: direct_tool.clone(),
+                    description: std::mem::take(&mut task.description),
+                    tool_name: task.tool_name.take(),
+                    args: task.args.take(),
+                    inputs: std::mem::take(&mut task.inputs),
+                };
+                Dispatch::Remote(Arc::clone(runner), Box::new(work))
+            }
+            (_, dispatch) => dispatch,
         };
         let mut ctx = StepContext::new()
             .for_step(Arc::clone(&self.run_id), step.id.as_str())
@@ -793,8 +812,70 @@ async fn run_step(
             };
             (outcome, Some(result))
         }
+        Dispatch::Remote(runner, work) => {
+            let outcome = match runner.run_step(*work, ctx).await {
+                RemoteOutcome::Completed { value, call } => Ok(Output { value, call }),
+                RemoteOutcome::Failed { error } => Err(error),
+                RemoteOutcome::Parked => {
+                    ctx.park();
+                    Err("waits for a person's decision".to_owned())
+                }
+            };
+            (outcome, None)
+        }
         Dispatch::Unresolved(message) => (Err(message), None),
     }
+}
+
+/// Carries out `work` sent by a coordinator in this process, the way a local run would: its
+/// tool directly, or its agent (an unknown one fails the step). `Err` when `ctx`'s journal
+/// failed: then what happened is not all on record, and no outcome may be reported.
+pub(super) async fn run_step_here(
+    orch: &Config,
+    work: &StepWork,
+    ctx: &StepContext,
+) -> Result<RemoteOutcome, StoreError> {
+    let agent = match &work.agent {
+        Some(name) => orch.registry.get(name).or(orch
+            .default_agent
+            .as_ref()
+            .filter(|a| a.name() == name.as_str())),
+        None => None,
+    };
+    let dispatch = match (&work.direct_tool, agent) {
+        (Some(tool), _) => match orch.find_tool(agent.map(|a| &**a), tool) {
+            Some(tool) => Dispatch::Direct(Arc::clone(tool)),
+            None => Dispatch::Unresolved(format!("this worker has no tool `{tool}`")),
+        },
+        (None, Some(agent)) => Dispatch::Agent(Arc::clone(agent)),
+        (None, None) => Dispatch::Unresolved(format!(
+            "this worker has no agent `{}`",
+            work.agent.as_deref().unwrap_or("(none)")
+        )),
+    };
+    let permit = ctx.sink().before_action().map_err(|e| e.source)?;
+    let work_future = AssertUnwindSafe(run_step(dispatch, work.task(), ctx, permit)).catch_unwind();
+    let (outcome, agent_result) = work_future.await.unwrap_or_else(|panic| {
+        let message = format!("step panicked: {}", panic_message(panic.as_ref()));
+        (Err(message), None)
+    });
+    for mut event in agent_result.into_iter().flat_map(|r| r.events) {
+        event.run_id.get_or_insert_with(|| Arc::from(work.run_id.as_str()));
+        event.step_id.get_or_insert_with(|| Arc::from(work.step_id.as_str()));
+        if event.agent.is_none() {
+            event.agent = ctx.agent().map(Arc::from);
+        }
+        ctx.sink().emit(event);
+    }
+    ctx.sink().flush()?;
+    Ok(if ctx.is_parked() {
+        RemoteOutcome::Parked
+    } else {
+        match outcome {
+            Ok(Output { value, call }) => RemoteOutcome::Completed { value, call },
+            Err(error) => RemoteOutcome::Failed { error },
+        }
+    })
 }
 
 /// The output of the steps nothing depends on: one step's result as it is, several as
