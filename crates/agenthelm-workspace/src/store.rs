@@ -17,6 +17,9 @@ pub struct OpenStore {
     pub store: Arc<dyn RunStore>,
     /// Its file (sqlite) or folder (jsonl), or its URL with the password masked (postgres).
     pub location: PathBuf,
+    /// The same store when it is PostgreSQL: what a cluster's coordinators and workers use
+    /// beyond the journal (leases, work, attempts).
+    pub postgres: Option<Arc<PostgresStore>>,
 }
 
 impl std::fmt::Debug for OpenStore {
@@ -52,7 +55,11 @@ pub fn open_store(workspace: &Workspace) -> Result<OpenStore, WorkspaceError> {
         error,
     })?;
     tracing::info!(store = %location.display(), "run store opened");
-    Ok(OpenStore { store, location })
+    Ok(OpenStore {
+        store,
+        location,
+        postgres: None,
+    })
 }
 
 /// Opens the PostgreSQL store at `store.url`, or at `AGENTHELM_STORE_URL` when the file names
@@ -81,8 +88,10 @@ fn open_postgres(workspace: &Workspace, url: Option<String>) -> Result<OpenStore
     let location = PathBuf::from(mask_password(&url));
     let store = PostgresStore::open(&url).map_err(|error| fail(location.clone(), error))?;
     tracing::info!(store = %location.display(), "run store opened");
+    let store = Arc::new(store);
     Ok(OpenStore {
-        store: Arc::new(store),
+        store: Arc::clone(&store) as _,
         location,
+        postgres: Some(store),
     })
 }

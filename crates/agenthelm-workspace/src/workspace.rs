@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::byte_size::ByteSize;
+use crate::cluster::ClusterConfig;
 use crate::error::WorkspaceError;
 use crate::rate_limits::RateLimitConfig;
 use crate::redact_config::RedactConfig;
@@ -64,6 +65,10 @@ pub struct WorkspaceConfig {
     /// by every agent and the planner of the process; a model's entry wins over its provider's.
     #[serde(default, deserialize_with = "null_as_default")]
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Steps on worker pools across machines: `cluster: {nats: nats://host:4222, pools:
+    /// {research: [researcher, writer]}}`. Needs `store: {backend: postgres}`.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The `server:` section: `server: {users: {alice: {token_env: ALICE_TOKEN}}}`.
@@ -589,6 +594,20 @@ fn check(file: &Path, text: &str, config: &WorkspaceConfig) -> Vec<SourceError> 
     for (key, message) in crate::rate_limits::problems(&config.rate_limits) {
         fail(key, message);
     }
+    if let Some(cluster) = &config.cluster {
+        let agents: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        for (key, message) in cluster.problems(&agents) {
+            fail(key, message);
+        }
+        if config.store.as_ref().map(|s| s.backend) != Some(StoreBackend::Postgres) {
+            fail(
+                "cluster".into(),
+                "needs a store every machine shares: `store: {backend: postgres, url: ...}` (or \
+                 AGENTHELM_STORE_URL)"
+                    .into(),
+            );
+        }
+    }
     if let Some(store) = &config.store {
         if store.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
             let key = if text.contains("path:") {
@@ -767,6 +786,26 @@ mod tests {
             "{url}"
         );
         assert_eq!(errors("store: {backend: postgres}\n"), "");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_and_names_its_bad_keys() {
+        let ok = "agents: {booker: {}}\nstore: {backend: postgres}\ncluster:\n  nats: nats://127.0.0.1:4222\n  pools: {travel: [booker]}\n";
+        assert_eq!(errors(ok), "");
+        let cluster = parse(Path::new("ws.yaml"), ok).unwrap().cluster.unwrap();
+        assert_eq!(cluster.pool_of(Some("booker")), "travel");
+        let no_pg = errors("cluster: {nats: nats://127.0.0.1:4222}\n");
+        assert!(
+            no_pg.starts_with("ws.yaml:1: `cluster`: needs a store every machine shares"),
+            "{no_pg}"
+        );
+        let unknown = errors("store: {backend: postgres}\ncluster:\n  pools: {travel: [booker]}\n");
+        assert!(
+            unknown.contains("ws.yaml:3: `cluster.pools.travel`: agent `booker` is not defined"),
+            "{unknown}"
+        );
+        let typo = errors("store: {backend: postgres}\ncluster:\n  natz: x\n");
+        assert!(typo.starts_with("ws.yaml:3: `cluster.natz`: unknown field"), "{typo}");
     }
 
     #[test]
