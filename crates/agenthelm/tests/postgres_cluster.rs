@@ -156,7 +156,10 @@ fn an_expired_lease_is_taken_at_the_next_epoch_and_fences_the_old_holder() {
         old_view.revise_plan("run", &Plan::new("old's plan")),
         old_view.finish_run("run", false, Some("old gave up")),
     ] {
-        assert!(matches!(refused, Err(StoreError::Fenced { epoch: 1, .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { epoch: 1, .. })),
+            "{refused:?}"
+        );
     }
     // Releasing a lease that is no longer ours leaves the new holder's alone.
     store.release_lease(&old).unwrap();
@@ -172,11 +175,17 @@ fn an_expired_lease_is_taken_at_the_next_epoch_and_fences_the_old_holder() {
     let run = store.load_run("run").unwrap();
     assert_eq!(notes(&run.events), ["old, before", "new"]);
     assert_eq!(run.summary.success, Some(true));
-    assert_eq!(run.plan.goal, "run", "the old holder's revised plan was not kept");
+    assert_eq!(
+        run.plan.goal, "run",
+        "the old holder's revised plan was not kept"
+    );
 
     // A fenced view writes only its own run.
     let err = new_view.append(&note("other", "elsewhere")).unwrap_err();
-    assert!(err.to_string().contains("cannot write to run `other`"), "{err}");
+    assert!(
+        err.to_string().contains("cannot write to run `other`"),
+        "{err}"
+    );
     // Released, the run can be taken at once.
     store.release_lease(&new).unwrap();
     assert_eq!(store.lease_run("run", "third", LONG).unwrap().epoch, 3);
@@ -189,7 +198,10 @@ fn dispatching_a_key_twice_is_new_then_pending_then_finished() {
     let lease = store.lease_run("run", "coordinator", LONG).unwrap();
     let w = work("run", "run/step-1/1");
     assert_eq!(store.dispatch_work(&lease, &w).unwrap(), Dispatched::New);
-    assert_eq!(store.dispatch_work(&lease, &w).unwrap(), Dispatched::Pending);
+    assert_eq!(
+        store.dispatch_work(&lease, &w).unwrap(),
+        Dispatched::Pending
+    );
     let AttemptStart::Run {
         attempt,
         work: got,
@@ -200,7 +212,10 @@ fn dispatching_a_key_twice_is_new_then_pending_then_finished() {
     };
     assert_eq!((attempt, earlier), (1, 0));
     assert_eq!(got, w);
-    assert_eq!(store.dispatch_work(&lease, &w).unwrap(), Dispatched::Pending);
+    assert_eq!(
+        store.dispatch_work(&lease, &w).unwrap(),
+        Dispatched::Pending
+    );
     assert_eq!(store.work_outcome(&w.key).unwrap(), None);
 
     let outcome = WorkOutcome::succeeded(json!({"echo": 1}), 1);
@@ -283,7 +298,9 @@ fn a_later_attempt_supersedes_an_earlier_one() {
         AttemptStart::Unknown
     );
     assert_eq!(
-        store.attempt_journal("no-such-work", 1).append(&note("run", "x")),
+        store
+            .attempt_journal("no-such-work", 1)
+            .append(&note("run", "x")),
         Err(StoreError::UnknownWork("no-such-work".into()))
     );
 }
@@ -342,7 +359,11 @@ fn failing_work_does_not_override_a_finished_one() {
     let attempt = started(&store, &lease, "running");
     assert!(store.fail_work("running", "worker vanished").unwrap());
     assert!(matches!(
-        store.finish_attempt("running", attempt, &WorkOutcome::succeeded(json!(1), attempt)),
+        store.finish_attempt(
+            "running",
+            attempt,
+            &WorkOutcome::succeeded(json!(1), attempt)
+        ),
         Err(StoreError::Superseded { .. })
     ));
     assert_eq!(
@@ -389,7 +410,9 @@ fn unpublished_work_is_dispatched_work_not_published_for_long_enough() {
     assert_eq!(keys(Duration::ZERO, 1), ["lost"], "oldest first");
     assert!(keys(LONG, 10).is_empty());
     assert_eq!(
-        store.unpublished_work(Duration::from_millis(30), 10).unwrap(),
+        store
+            .unpublished_work(Duration::from_millis(30), 10)
+            .unwrap(),
         [work("run", "lost")]
     );
     assert_eq!(
@@ -444,7 +467,13 @@ fn orphaned_runs_are_unfinished_runs_whose_lease_ran_out() {
         store.orphaned_runs(10).unwrap(),
         ["released", "work-no-lease"]
     );
-    assert_eq!(store.lease_run("work-no-lease", "heir", LONG).unwrap().epoch, 1);
+    assert_eq!(
+        store
+            .lease_run("work-no-lease", "heir", LONG)
+            .unwrap()
+            .epoch,
+        1
+    );
 }
 
 /// Migration 1 as the store before the cluster wrote it.
@@ -565,45 +594,67 @@ fn worker_events_show_up_in_the_run_in_journal_order() {
 
     // A worker's journal only appends events of its work's run.
     let err = worker.append(&note("other", "elsewhere")).unwrap_err();
-    assert!(err.to_string().contains("cannot write to run `other`"), "{err}");
+    assert!(
+        err.to_string().contains("cannot write to run `other`"),
+        "{err}"
+    );
     let err = worker.finish_run("run", true, None).unwrap_err();
     assert!(err.to_string().contains("only appends events"), "{err}");
     assert_eq!(store.load_run("run").unwrap().summary.finished_ms, None);
 }
 
-/// Not a timed assertion: prints what one work's round trip through the store costs.
+/// Not a timed assertion: prints what one work's round trip through the store costs, in all
+/// and per call.
 #[test]
 fn measure_a_dispatch_attempt_finish_cycle() {
     let Some(pg) = server() else { return };
     let store = store_with_run(pg, "run");
     let lease = store.lease_run("run", "coordinator", LONG).unwrap();
-    let mut took = Vec::with_capacity(300);
+    // Per round: dispatch, start, append, finish, and the whole cycle.
+    let mut took: [Vec<Duration>; 5] = Default::default();
     for round in 0..300 {
         let key = format!("run/step/{round}");
-        let started = Instant::now();
+        let cycle = Instant::now();
+        let mut lap = Instant::now();
+        let mut split = |i: usize| {
+            took[i].push(lap.elapsed());
+            lap = Instant::now();
+        };
         assert_eq!(
             store.dispatch_work(&lease, &work("run", &key)).unwrap(),
             Dispatched::New
         );
-        let AttemptStart::Run { attempt, .. } = store.start_attempt(&key, "worker").unwrap()
-        else {
+        split(0);
+        let AttemptStart::Run { attempt, .. } = store.start_attempt(&key, "worker").unwrap() else {
             panic!("not started")
         };
+        split(1);
         store
             .attempt_journal(&key, attempt)
             .append(&note("run", "done"))
             .unwrap();
+        split(2);
         store
-            .finish_attempt(&key, attempt, &WorkOutcome::succeeded(json!(round), attempt))
+            .finish_attempt(
+                &key,
+                attempt,
+                &WorkOutcome::succeeded(json!(round), attempt),
+            )
             .unwrap();
-        took.push(started.elapsed());
+        split(3);
+        took[4].push(cycle.elapsed());
     }
-    took.sort();
-    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-    println!(
-        "dispatch + start + append + finish over {} rounds (4 transactions, fsync on): p50 {:?}, p99 {:?}",
-        took.len(),
-        at(0.50),
-        at(0.99)
-    );
+    for (name, times) in ["dispatch", "start", "append", "finish", "cycle"]
+        .iter()
+        .zip(took.iter_mut())
+    {
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        println!(
+            "{name:>8} over {} rounds (fsync on): p50 {:?}, p99 {:?}",
+            times.len(),
+            at(0.50),
+            at(0.99)
+        );
+    }
 }

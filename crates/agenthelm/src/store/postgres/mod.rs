@@ -26,7 +26,8 @@ use crate::trace::{now_ms, Event};
 
 /// Schema migrations, in order; `agenthelm_meta.schema_version` is how many have been applied.
 /// 1: runs, events, claims. 2: the cluster's run leases and work, and which work wrote an event.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE agenthelm_runs (
         run_id      TEXT PRIMARY KEY,
         goal        TEXT NOT NULL,
@@ -59,7 +60,8 @@ const MIGRATIONS: &[&str] = &[r#"
         token        TEXT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
     );
-"#, r#"
+"#,
+    r#"
     CREATE TABLE agenthelm_leases (
         run_id     TEXT PRIMARY KEY,
         holder     TEXT NOT NULL,
@@ -85,7 +87,8 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX agenthelm_work_by_run ON agenthelm_work (run_id);
     ALTER TABLE agenthelm_events ADD COLUMN work TEXT;
     CREATE INDEX agenthelm_events_by_work ON agenthelm_events (work, id) WHERE work IS NOT NULL;
-"#];
+"#,
+];
 
 /// The advisory lock key that serializes migrations of one database ("AHLM").
 const MIGRATION_LOCK: i64 = 0x4148_4C4D;
