@@ -192,6 +192,50 @@ fn an_expired_lease_is_taken_at_the_next_epoch_and_fences_the_old_holder() {
 }
 
 #[test]
+fn no_write_of_the_old_holder_lands_after_a_takeover_racing_it() {
+    let Some(pg) = server() else { return };
+    let url = pg.database();
+    let store = PostgresStore::open(&url).unwrap();
+    store.begin_run("run", &Plan::new("run")).unwrap();
+    let old = expired_lease(&store, "run", "old");
+    // The old holder writes on its own connection as fast as it can while the run is taken.
+    let (first_answer, answered) = std::sync::mpsc::channel();
+    let writer = {
+        let view = PostgresStore::open(&url).unwrap().fenced(old);
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            let mut refusals = 0;
+            while refusals < 5 && answers.len() < 2000 {
+                let answer = view.append(&note("run", &format!("old {}", answers.len())));
+                refusals += usize::from(answer.is_err());
+                answers.push(answer);
+                let _ = first_answer.send(());
+            }
+            answers
+        })
+    };
+    answered.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    let new = store.lease_run("run", "new", LONG).unwrap();
+    store.fenced(new).append(&note("run", "new")).unwrap();
+    let answers = writer.join().unwrap();
+
+    // Once refused, always refused; and every accepted write is before the new holder's first.
+    let accepted = answers.iter().take_while(|a| a.is_ok()).count();
+    assert!(
+        accepted > 0 && accepted < answers.len(),
+        "{accepted} of {}",
+        answers.len()
+    );
+    assert!(answers[accepted..]
+        .iter()
+        .all(|a| matches!(a, Err(StoreError::Fenced { epoch: 1, .. }))));
+    let journal = notes(&store.load_run("run").unwrap().events);
+    assert_eq!(journal.len(), accepted + 1);
+    assert_eq!(journal.last().map(String::as_str), Some("new"));
+}
+
+#[test]
 fn dispatching_a_key_twice_is_new_then_pending_then_finished() {
     let Some(pg) = server() else { return };
     let store = store_with_run(pg, "run");

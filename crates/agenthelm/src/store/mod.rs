@@ -8,7 +8,10 @@
 //!
 //! Three backends: [`SqliteStore`] (the default, one embedded database file), [`JsonlStore`]
 //! (one JSON-lines file per run in a folder) and, with the `postgres` feature, `PostgresStore`
-//! (one PostgreSQL database shared by several processes and hosts).
+//! (one PostgreSQL database shared by several processes and hosts). `PostgresStore` also keeps
+//! what a cluster needs (DESIGN.md §10): run leases that fence a coordinator's writes
+//! (`FencedStore`), and work carried to worker pools whose attempts supersede each other
+//! (`AttemptJournal`).
 
 mod claim;
 mod jsonl;
