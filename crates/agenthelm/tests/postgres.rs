@@ -53,7 +53,7 @@ fn a_database_of_a_newer_agenthelm_is_refused_naming_both_versions() {
             err,
             StoreError::TooNew {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),

@@ -8,7 +8,10 @@
 //!
 //! Three backends: [`SqliteStore`] (the default, one embedded database file), [`JsonlStore`]
 //! (one JSON-lines file per run in a folder) and, with the `postgres` feature, `PostgresStore`
-//! (one PostgreSQL database shared by several processes and hosts).
+//! (one PostgreSQL database shared by several processes and hosts). `PostgresStore` also keeps
+//! what a cluster needs (DESIGN.md §10): run leases that fence a coordinator's writes
+//! (`FencedStore`), and work carried to worker pools whose attempts supersede each other
+//! (`AttemptJournal`).
 
 mod claim;
 mod jsonl;
@@ -21,7 +24,10 @@ pub use claim::{Claim, Lease, Owner, HEARTBEAT, LEASE};
 
 pub use jsonl::JsonlStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{mask_password, PostgresStore};
+pub use postgres::{
+    mask_password, AttemptJournal, AttemptStart, Dispatched, FencedStore, PostgresStore, RunLease,
+    Work, WorkOutcome,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -260,6 +266,35 @@ pub enum StoreError {
     /// This process's claim on the run was taken over or removed.
     #[error("the claim on run `{0}` was lost: another process may be running it")]
     ClaimLost(String),
+    /// Another coordinator holds the run's lease and it has not run out.
+    #[error("run `{run_id}` is leased by `{holder}` until {expires_ms} (ms since the Unix epoch, by the database's clock)")]
+    Leased {
+        /// The run.
+        run_id: String,
+        /// Who holds the lease.
+        holder: String,
+        /// When it runs out unless renewed, in ms since the Unix epoch (the database's clock).
+        expires_ms: i64,
+    },
+    /// The run's lease moved on past this coordinator's epoch: the write was not made.
+    #[error("another coordinator took run `{run_id}` over: this coordinator's lease at epoch {epoch} no longer lets it write")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The epoch of the lease that was refused.
+        epoch: i64,
+    },
+    /// A later attempt of the work took it over (or it was finished): the write was not made.
+    #[error("a later attempt of work `{key}` took it over, or it was finished: attempt {attempt} may no longer write")]
+    Superseded {
+        /// The work's key.
+        key: String,
+        /// The attempt that was refused.
+        attempt: i64,
+    },
+    /// No work has that key.
+    #[error("no work `{0}` in the store")]
+    UnknownWork(String),
     /// Anything else the backend reported.
     #[error("run store: {0}")]
     Backend(String),

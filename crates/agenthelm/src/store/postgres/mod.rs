@@ -7,11 +7,17 @@
 //! each in its own transaction.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_postgres::{Client, NoTls, Row};
+
+mod cluster;
+
+pub use cluster::{
+    AttemptJournal, AttemptStart, Dispatched, FencedStore, RunLease, Work, WorkOutcome,
+};
 
 use super::claim::ClaimRecord;
 use super::{Claim, EventFilter, Lease, Owner, RunStore, RunSummary, StoreError, StoredRun};
@@ -19,7 +25,9 @@ use crate::plan::Plan;
 use crate::trace::{now_ms, Event};
 
 /// Schema migrations, in order; `agenthelm_meta.schema_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+/// 1: runs, events, claims. 2: the cluster's run leases and work, and which work wrote an event.
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE agenthelm_runs (
         run_id      TEXT PRIMARY KEY,
         goal        TEXT NOT NULL,
@@ -52,7 +60,35 @@ const MIGRATIONS: &[&str] = &[r#"
         token        TEXT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE agenthelm_leases (
+        run_id     TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        epoch      BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE TABLE agenthelm_work (
+        key           TEXT PRIMARY KEY,
+        run_id        TEXT NOT NULL,
+        step_id       TEXT NOT NULL,
+        pool          TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        state         TEXT NOT NULL
+                      CHECK (state IN ('dispatched', 'running', 'done', 'failed')),
+        published     BOOLEAN NOT NULL DEFAULT FALSE,
+        attempt       BIGINT NOT NULL DEFAULT 0,
+        worker        TEXT,
+        outcome       TEXT,
+        dispatched_ms BIGINT NOT NULL,
+        updated_ms    BIGINT NOT NULL
+    );
+    CREATE INDEX agenthelm_work_by_state ON agenthelm_work (state, published, dispatched_ms);
+    CREATE INDEX agenthelm_work_by_run ON agenthelm_work (run_id);
+    ALTER TABLE agenthelm_events ADD COLUMN work TEXT;
+    CREATE INDEX agenthelm_events_by_work ON agenthelm_events (work, id) WHERE work IS NOT NULL;
+"#,
+];
 
 /// The advisory lock key that serializes migrations of one database ("AHLM").
 const MIGRATION_LOCK: i64 = 0x4148_4C4D;
@@ -105,16 +141,20 @@ impl PostgresStore {
     }
 
     /// The database's URL, its password masked.
-    pub fn url(&self) -> &std::path::Path {
+    pub fn url(&self) -> &Path {
         &self.shown
     }
 
+    /// Another handle on the same connection thread, for the fenced and attempt views.
+    fn share(&self) -> PostgresStore {
+        PostgresStore {
+            shown: self.shown.clone(),
+            jobs: self.jobs.clone(),
+        }
+    }
+
     /// The columns a run's plan fills: run id, goal, number of steps and the plan as JSON.
-    fn plan_columns(
-        &self,
-        run_id: &str,
-        plan: &Plan,
-    ) -> Result<(String, String, i64, String), StoreError> {
+    fn plan_columns(&self, run_id: &str, plan: &Plan) -> Result<PlanColumns, StoreError> {
         let body = serde_json::to_string(plan).map_err(|e| io(&self.shown, e))?;
         Ok((
             run_id.to_owned(),
@@ -213,7 +253,7 @@ impl PostgresStore {
 /// Sends `job` to the store's thread and blocks until it has run (and its transaction ended).
 fn call<T, F, Fut>(
     jobs: &tokio::sync::mpsc::UnboundedSender<Job>,
-    shown: &std::path::Path,
+    shown: &Path,
     job: F,
 ) -> Result<T, StoreError>
 where
@@ -303,21 +343,8 @@ impl Worker {
 
 impl RunStore for PostgresStore {
     fn begin_run(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
-        let (run_id, goal, steps, body) = self.plan_columns(run_id, plan)?;
-        self.call(move |db, shown| async move {
-            let inserted = db
-                .execute(
-                    "INSERT INTO agenthelm_runs (run_id, goal, steps, plan, started_ms)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
-                    &[&run_id, &goal, &steps, &body, &(now_ms() as i64)],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            if inserted == 0 {
-                return Err(StoreError::DuplicateRun(run_id));
-            }
-            Ok(())
-        })
+        let columns = self.plan_columns(run_id, plan)?;
+        self.call(move |db, shown| async move { insert_run(&db, &shown, columns).await })
     }
 
     fn append(&self, event: &Event) -> Result<(), StoreError> {
@@ -325,61 +352,13 @@ impl RunStore for PostgresStore {
     }
 
     fn append_batch(&self, events: &[Event]) -> Result<(), StoreError> {
-        let rows = events
-            .iter()
-            .map(|event| {
-                let kind = &event.kind;
-                Ok(EventRow {
-                    run_id: event.run_id.as_deref().map(str::to_owned),
-                    timestamp_ms: event.timestamp_ms as i64,
-                    kind: kind.name().to_owned(),
-                    step_id: event.step_id.as_deref().map(str::to_owned),
-                    agent: event.agent.as_deref().map(str::to_owned),
-                    tool: kind.tool().map(str::to_owned),
-                    success: kind.succeeded(),
-                    duration_ms: kind.duration_ms(),
-                    body: serde_json::to_string(event).map_err(|e| io(&self.shown, e))?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.call(move |db, shown| async move {
-            let insert = db
-                .prepare(
-                    "INSERT INTO agenthelm_events (run_id, timestamp_ms, kind, step_id, agent, tool, success, duration_ms, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            for r in &rows {
-                db.execute(
-                    &insert,
-                    &[
-                        &r.run_id, &r.timestamp_ms, &r.kind, &r.step_id, &r.agent, &r.tool,
-                        &r.success, &r.duration_ms, &r.body,
-                    ],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            }
-            Ok(())
-        })
+        let rows = event_rows(&self.shown, events)?;
+        self.call(move |db, shown| async move { insert_events(&db, &shown, &rows, None).await })
     }
 
     fn revise_plan(&self, run_id: &str, plan: &Plan) -> Result<(), StoreError> {
-        let (run_id, goal, steps, body) = self.plan_columns(run_id, plan)?;
-        self.call(move |db, shown| async move {
-            let changed = db
-                .execute(
-                    "UPDATE agenthelm_runs SET plan = $2, goal = $3, steps = $4 WHERE run_id = $1",
-                    &[&run_id, &body, &goal, &steps],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            if changed == 0 {
-                return Err(StoreError::UnknownRun(run_id));
-            }
-            Ok(())
-        })
+        let columns = self.plan_columns(run_id, plan)?;
+        self.call(move |db, shown| async move { update_plan(&db, &shown, columns).await })
     }
 
     fn finish_run(
@@ -388,16 +367,8 @@ impl RunStore for PostgresStore {
         success: bool,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (run_id, error) = (run_id.to_owned(), error.map(str::to_owned));
-        self.call(move |db, shown| async move {
-            db.execute(
-                "UPDATE agenthelm_runs SET finished_ms = $2, success = $3, error = $4 WHERE run_id = $1",
-                &[&run_id, &(now_ms() as i64), &success, &error],
-            )
-            .await
-            .map_err(|e| io(&shown, e))?;
-            Ok(())
-        })
+        let end = RunEnd::new(run_id, success, error);
+        self.call(move |db, shown| async move { end_run(&db, &shown, end).await })
     }
 
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
@@ -456,7 +427,12 @@ impl RunStore for PostgresStore {
                 .iter()
                 .map(|r| col(&shown, r, 0))
                 .collect::<Result<Vec<String>, _>>()?;
-            for table in ["agenthelm_events", "agenthelm_claims"] {
+            for table in [
+                "agenthelm_events",
+                "agenthelm_claims",
+                "agenthelm_work",
+                "agenthelm_leases",
+            ] {
                 db.execute(
                     &format!("DELETE FROM {table} WHERE run_id = ANY($1)"),
                     &[&ids],
@@ -576,6 +552,129 @@ impl RunStore for PostgresStore {
     }
 }
 
+/// The columns a run's plan fills: run id, goal, number of steps and the plan as JSON.
+type PlanColumns = (String, String, i64, String);
+
+/// Records a new run; refused when its id is taken.
+async fn insert_run(db: &Client, shown: &Path, columns: PlanColumns) -> Result<(), StoreError> {
+    let (run_id, goal, steps, body) = columns;
+    let inserted = db
+        .execute(
+            "INSERT INTO agenthelm_runs (run_id, goal, steps, plan, started_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
+            &[&run_id, &goal, &steps, &body, &(now_ms() as i64)],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    if inserted == 0 {
+        return Err(StoreError::DuplicateRun(run_id));
+    }
+    Ok(())
+}
+
+/// Replaces a run's plan.
+async fn update_plan(db: &Client, shown: &Path, columns: PlanColumns) -> Result<(), StoreError> {
+    let (run_id, goal, steps, body) = columns;
+    let changed = db
+        .execute(
+            "UPDATE agenthelm_runs SET plan = $2, goal = $3, steps = $4 WHERE run_id = $1",
+            &[&run_id, &body, &goal, &steps],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    if changed == 0 {
+        return Err(StoreError::UnknownRun(run_id));
+    }
+    Ok(())
+}
+
+/// How a run ended, ready to be written.
+struct RunEnd {
+    run_id: String,
+    success: bool,
+    error: Option<String>,
+}
+
+impl RunEnd {
+    fn new(run_id: &str, success: bool, error: Option<&str>) -> Self {
+        RunEnd {
+            run_id: run_id.to_owned(),
+            success,
+            error: error.map(str::to_owned),
+        }
+    }
+}
+
+/// Records how a run ended.
+async fn end_run(db: &Client, shown: &Path, end: RunEnd) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE agenthelm_runs SET finished_ms = $2, success = $3, error = $4 WHERE run_id = $1",
+        &[&end.run_id, &(now_ms() as i64), &end.success, &end.error],
+    )
+    .await
+    .map_err(|e| io(shown, e))?;
+    Ok(())
+}
+
+/// The rows of `events`, built before they go to the store's thread.
+fn event_rows(shown: &Path, events: &[Event]) -> Result<Vec<EventRow>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            let kind = &event.kind;
+            Ok(EventRow {
+                run_id: event.run_id.as_deref().map(str::to_owned),
+                timestamp_ms: event.timestamp_ms as i64,
+                kind: kind.name().to_owned(),
+                step_id: event.step_id.as_deref().map(str::to_owned),
+                agent: event.agent.as_deref().map(str::to_owned),
+                tool: kind.tool().map(str::to_owned),
+                success: kind.succeeded(),
+                duration_ms: kind.duration_ms(),
+                body: serde_json::to_string(event).map_err(|e| io(shown, e))?,
+            })
+        })
+        .collect()
+}
+
+/// Appends `rows` in order; `work` names the work whose attempt wrote them (none for the
+/// coordinator's own events).
+async fn insert_events(
+    db: &Client,
+    shown: &Path,
+    rows: &[EventRow],
+    work: Option<&str>,
+) -> Result<(), StoreError> {
+    let insert = db
+        .prepare(
+            "INSERT INTO agenthelm_events
+               (run_id, timestamp_ms, kind, step_id, agent, tool, success, duration_ms, body, work)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    for r in rows {
+        db.execute(
+            &insert,
+            &[
+                &r.run_id,
+                &r.timestamp_ms,
+                &r.kind,
+                &r.step_id,
+                &r.agent,
+                &r.tool,
+                &r.success,
+                &r.duration_ms,
+                &r.body,
+                &work,
+            ],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    }
+    Ok(())
+}
+
 /// One event's row, built before it goes to the store's thread.
 struct EventRow {
     run_id: Option<String>,
@@ -632,7 +731,7 @@ impl Drop for PostgresLease {
 }
 
 fn summary_from(
-    shown: &std::path::Path,
+    shown: &Path,
     run_id: String,
     r: &Row,
     from: usize,
@@ -650,7 +749,7 @@ fn summary_from(
 
 /// Column `index` of `row`: an error, not a panic, when someone changed the table under us.
 fn col<'r, T: tokio_postgres::types::FromSql<'r>>(
-    shown: &std::path::Path,
+    shown: &Path,
     row: &'r Row,
     index: usize,
 ) -> Result<T, StoreError> {
@@ -660,14 +759,14 @@ fn col<'r, T: tokio_postgres::types::FromSql<'r>>(
     })
 }
 
-fn damaged(shown: &std::path::Path, run_id: &str, e: impl std::fmt::Display) -> StoreError {
+fn damaged(shown: &Path, run_id: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         path: shown.to_path_buf(),
         message: format!("run `{run_id}` has a record that cannot be read: {e}"),
     }
 }
 
-fn io(shown: &std::path::Path, e: impl std::fmt::Display) -> StoreError {
+fn io(shown: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Io {
         path: shown.to_path_buf(),
         message: e.to_string(),
