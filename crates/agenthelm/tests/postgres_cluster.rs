@@ -702,3 +702,30 @@ fn measure_a_dispatch_attempt_finish_cycle() {
         );
     }
 }
+
+#[test]
+fn a_coordinator_is_handed_each_worker_event_once_whether_it_loaded_it_or_not() {
+    let Some(pg) = server() else { return };
+    let store = store_with_run(pg, "r-fresh");
+    let lease = store.lease_run("r-fresh", "c1", LONG).unwrap();
+    let attempt = started(&store, &lease, "k");
+    let journal = store.attempt_journal("k", attempt);
+    journal.append(&note("r-fresh", "before the load")).unwrap();
+    // A coordinator taking the run over loads the journal with the first event in it...
+    let fenced = store.fenced(lease.clone());
+    assert_eq!(
+        notes(&fenced.load_run("r-fresh").unwrap().events),
+        ["before the load"]
+    );
+    journal.append(&note("r-fresh", "after the load")).unwrap();
+    // ...so only the second is fresh, and nothing is fresh twice.
+    assert_eq!(
+        notes(&fenced.fresh_work_events("k").unwrap()),
+        ["after the load"]
+    );
+    assert!(fenced.fresh_work_events("k").unwrap().is_empty());
+    // The lease is the claim: a live process's claim does not keep the run from its taker.
+    let owner = agenthelm::store::Owner::this_process();
+    let _held = store.claim_run("r-fresh", &owner).unwrap();
+    assert!(fenced.claim_run("r-fresh", &owner).is_ok());
+}

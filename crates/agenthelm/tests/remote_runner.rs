@@ -107,7 +107,11 @@ async fn steps_and_compensations_run_on_the_worker_and_the_journal_holds_them_on
     let result = coordinator.execute(&mut plan).await.unwrap();
 
     assert!(!result.success);
-    assert!(here.entries().is_empty(), "the coordinator ran {:?}", here.entries());
+    assert!(
+        here.entries().is_empty(),
+        "the coordinator ran {:?}",
+        here.entries()
+    );
     assert_eq!(
         there.entries(),
         [

@@ -7,9 +7,9 @@ use tracing::Instrument;
 
 use super::cancel::CancelToken;
 use super::remote::{RemoteOutcome, RemoteRunner, StepWork, UndoWork};
-use super::rollback::{undo_here, IN_DOUBT};
 use super::replay::{self, ReplayReport};
 use super::resume::{recover, InterruptedSteps};
+use super::rollback::{undo_here, IN_DOUBT};
 use super::run::{new_run_id, run_step_here, Halt, Run};
 use super::RunResult;
 use crate::agent::Agent;
@@ -396,7 +396,10 @@ impl Orchestrator {
         in_doubt: bool,
     ) -> Result<Result<(), String>, StoreError> {
         let config = &self.config;
-        let agent = work.agent.as_deref().and_then(|name| config.registry.get(name));
+        let agent = work
+            .agent
+            .as_deref()
+            .and_then(|name| config.registry.get(name));
         let tool = config.find_tool(agent.map(|a| &**a), &work.tool);
         if in_doubt && !tool.is_some_and(|t| t.spec().contract.idempotent) {
             return Ok(Err(IN_DOUBT.to_owned()));

@@ -430,7 +430,8 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
 }
 
 /// Why a compensation that was started by a process that stopped is not run again.
-pub(super) const IN_DOUBT: &str = "it was running when the process stopped; it is not run again (a \
+pub(super) const IN_DOUBT: &str =
+    "it was running when the process stopped; it is not run again (a \
      compensation never runs twice): check by hand whether it took effect, or declare the tool \
      `idempotent`";
 

@@ -860,8 +860,12 @@ pub(super) async fn run_step_here(
         (Err(message), None)
     });
     for mut event in agent_result.into_iter().flat_map(|r| r.events) {
-        event.run_id.get_or_insert_with(|| Arc::from(work.run_id.as_str()));
-        event.step_id.get_or_insert_with(|| Arc::from(work.step_id.as_str()));
+        event
+            .run_id
+            .get_or_insert_with(|| Arc::from(work.run_id.as_str()));
+        event
+            .step_id
+            .get_or_insert_with(|| Arc::from(work.step_id.as_str()));
         if event.agent.is_none() {
             event.agent = ctx.agent().map(Arc::from);
         }

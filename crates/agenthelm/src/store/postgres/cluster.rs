@@ -5,9 +5,10 @@
 //! Lease and work times are the database's clock, not the caller's: coordinators and workers on
 //! hosts whose clocks disagree still agree on when a lease ran out.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -243,6 +244,7 @@ impl PostgresStore {
         FencedStore {
             store: self.share(),
             lease,
+            seen: Arc::default(),
         }
     }
 
@@ -483,9 +485,15 @@ impl PostgresStore {
 /// checks the lease's epoch in its own transaction, holding the lease row (`FOR SHARE`) so a
 /// takeover waits for it to commit. A write after a takeover is refused with
 /// [`StoreError::Fenced`] and leaves nothing behind. Reads are the store's.
+///
+/// It is the coordinator's view of the run, so it also hands out each event a worker's attempt
+/// journaled once ([`fresh_work_events`](Self::fresh_work_events)): the run state takes in what
+/// [`load_run`](RunStore::load_run) did not already give it, and nothing twice.
 pub struct FencedStore {
     store: PostgresStore,
     lease: RunLease,
+    /// Ids of the events of workers' attempts handed out so far (clones share them).
+    seen: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl Clone for FencedStore {
@@ -493,6 +501,7 @@ impl Clone for FencedStore {
         FencedStore {
             store: self.store.share(),
             lease: self.lease.clone(),
+            seen: Arc::clone(&self.seen),
         }
     }
 }
@@ -510,6 +519,35 @@ impl FencedStore {
     /// The lease its writes are made under.
     pub fn lease(&self) -> &RunLease {
         &self.lease
+    }
+
+    /// The events that attempts of work `key` journaled and that this store has not handed out
+    /// yet, neither in a [`load_run`](RunStore::load_run) nor in an earlier call; in journal
+    /// order.
+    pub fn fresh_work_events(&self, key: &str) -> Result<Vec<Event>, StoreError> {
+        let (run_id, key) = (self.lease.run_id.clone(), key.to_owned());
+        let events = self.store.call(move |db, shown| async move {
+            let rows = db
+                .query(
+                    "SELECT id, body FROM agenthelm_events WHERE run_id = $1 AND work = $2 ORDER BY id",
+                    &[&run_id, &key],
+                )
+                .await
+                .map_err(|e| io(&shown, e))?;
+            rows.iter()
+                .map(|r| {
+                    let event = serde_json::from_str::<Event>(col(&shown, r, 1)?)
+                        .map_err(|e| super::damaged(&shown, &run_id, e))?;
+                    Ok((col::<i64>(&shown, r, 0)?, event))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(events
+            .into_iter()
+            .filter(|(id, _)| seen.insert(*id))
+            .map(|(_, event)| event)
+            .collect())
     }
 
     /// Runs `write` in a transaction that first checks and holds the lease.
@@ -574,7 +612,15 @@ impl RunStore for FencedStore {
     }
 
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
-        self.store.load_run(run_id)
+        let run_id = run_id.to_owned();
+        let (run, by_work) = self
+            .store
+            .call(move |db, shown| async move { super::load_run_in(&db, &shown, run_id).await })?;
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(by_work);
+        Ok(run)
     }
 
     fn load_run_outline(&self, run_id: &str) -> Result<StoredRun, StoreError> {
@@ -593,8 +639,10 @@ impl RunStore for FencedStore {
         self.store.query(filter)
     }
 
-    fn claim_run(&self, run_id: &str, owner: &Owner) -> Result<Claim, StoreError> {
-        self.store.claim_run(run_id, owner)
+    /// The lease is the claim: a coordinator stopped past its lease (alive, so its process
+    /// claim would hold) must not keep the run from the coordinator that took it over.
+    fn claim_run(&self, _run_id: &str, _owner: &Owner) -> Result<Claim, StoreError> {
+        Ok(Claim::unguarded())
     }
 }
 

@@ -373,43 +373,7 @@ impl RunStore for PostgresStore {
 
     fn load_run(&self, run_id: &str) -> Result<StoredRun, StoreError> {
         let run_id = run_id.to_owned();
-        self.call(move |db, shown| async move {
-            let e = |e: tokio_postgres::Error| io(&shown, e);
-            let row = db
-                .query_opt(
-                    "SELECT plan, goal, steps, started_ms, finished_ms, success, error
-                     FROM agenthelm_runs WHERE run_id = $1",
-                    &[&run_id],
-                )
-                .await
-                .map_err(e)?;
-            let Some(row) = row else {
-                return Err(StoreError::UnknownRun(run_id));
-            };
-            let plan: String = col(&shown, &row, 0)?;
-            let plan: Plan =
-                serde_json::from_str(&plan).map_err(|e| damaged(&shown, &run_id, e))?;
-            let summary = summary_from(&shown, run_id.clone(), &row, 1)?;
-            let bodies = db
-                .query(
-                    "SELECT body FROM agenthelm_events WHERE run_id = $1 ORDER BY id",
-                    &[&run_id],
-                )
-                .await
-                .map_err(e)?;
-            let events = bodies
-                .iter()
-                .map(|r| {
-                    serde_json::from_str::<Event>(col(&shown, r, 0)?)
-                        .map_err(|e| damaged(&shown, &run_id, e))
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(StoredRun {
-                summary,
-                plan,
-                events,
-            })
-        })
+        self.call(move |db, shown| async move { Ok(load_run_in(&db, &shown, run_id).await?.0) })
     }
 
     fn prune(&self, before_ms: u64, keep_failed: bool) -> Result<Vec<String>, StoreError> {
@@ -728,6 +692,55 @@ impl Drop for PostgresLease {
             .map_err(|e| io(&shown, e))
         });
     }
+}
+
+/// Run `run_id` as stored, and the ids of its events that workers' attempts wrote (what a
+/// coordinator that loads the run has seen of them).
+pub(super) async fn load_run_in(
+    db: &Client,
+    shown: &Path,
+    run_id: String,
+) -> Result<(StoredRun, Vec<i64>), StoreError> {
+    let e = |e: tokio_postgres::Error| io(shown, e);
+    let row = db
+        .query_opt(
+            "SELECT plan, goal, steps, started_ms, finished_ms, success, error
+             FROM agenthelm_runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .map_err(e)?;
+    let Some(row) = row else {
+        return Err(StoreError::UnknownRun(run_id));
+    };
+    let plan: String = col(shown, &row, 0)?;
+    let plan: Plan = serde_json::from_str(&plan).map_err(|e| damaged(shown, &run_id, e))?;
+    let summary = summary_from(shown, run_id.clone(), &row, 1)?;
+    let bodies = db
+        .query(
+            "SELECT body, id, work IS NOT NULL FROM agenthelm_events WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .await
+        .map_err(e)?;
+    let mut by_work = Vec::new();
+    let events = bodies
+        .iter()
+        .map(|r| {
+            if col::<bool>(shown, r, 2)? {
+                by_work.push(col::<i64>(shown, r, 1)?);
+            }
+            serde_json::from_str::<Event>(col(shown, r, 0)?).map_err(|e| damaged(shown, &run_id, e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((
+        StoredRun {
+            summary,
+            plan,
+            events,
+        },
+        by_work,
+    ))
 }
 
 fn summary_from(
