@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
-use async_nats::{header::NATS_MESSAGE_ID, Client, Subscriber};
+use async_nats::{header::NATS_MESSAGE_ID, Client, Event, Subscriber};
 use futures::StreamExt;
+use tokio::sync::watch;
 
 /// The durable consumer of pool `p` is named `pool-p`.
 const CONSUMER_PREFIX: &str = "pool-";
@@ -161,6 +162,42 @@ pub struct WorkQueue {
     jetstream: jetstream::Context,
     settings: Arc<QueueSettings>,
     server: Arc<Server>,
+    link: watch::Receiver<Link>,
+}
+
+/// The state of the connection, as the client's events tell it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Link {
+    /// How many times the client has (re)connected.
+    connects: u64,
+    /// The client gave up: nothing will be sent or received any more.
+    closed: bool,
+}
+
+/// Follows the client's events in `link` (and logs the lost and regained connections).
+fn follow_events(
+    options: async_nats::ConnectOptions,
+    link: watch::Sender<Link>,
+    shown: String,
+) -> async_nats::ConnectOptions {
+    let link = Arc::new(link);
+    options.event_callback(move |event| {
+        let link = link.clone();
+        let shown = shown.clone();
+        async move {
+            match event {
+                Event::Connected => {
+                    tracing::debug!(server = %shown, "connected to NATS");
+                    link.send_modify(|l| l.connects += 1);
+                }
+                Event::Disconnected => {
+                    tracing::warn!(server = %shown, "lost the connection to NATS; reconnecting")
+                }
+                Event::Closed => link.send_modify(|l| l.closed = true),
+                _ => {}
+            }
+        }
+    })
 }
 
 impl WorkQueue {
@@ -168,14 +205,16 @@ impl WorkQueue {
     /// WorkQueue, file storage, the duplicate window. Re-running it on an existing stream is
     /// fine (a changed duplicate window or replica count is applied).
     ///
-    /// The whole call is bounded by `settings.connect_timeout` (doubled: connecting, then
-    /// setting up the stream). Once connected, the client reconnects on its own for as long as
-    /// it lives.
+    /// Connecting is bounded by `settings.connect_timeout`, and so is each JetStream request
+    /// that sets up the stream. Once connected, the client reconnects on its own (for as long
+    /// as a clone of this queue lives).
     pub async fn connect(url: &str, settings: QueueSettings) -> Result<WorkQueue, QueueError> {
         let server = Arc::new(Server::new(url));
+        let (link_sender, link) = watch::channel(Link::default());
         let options = async_nats::ConnectOptions::new()
             .name("agenthelm")
             .connection_timeout(settings.connect_timeout);
+        let options = follow_events(options, link_sender, server.shown.clone());
         let client = tokio::time::timeout(settings.connect_timeout, options.connect(url))
             .await
             .map_err(|_| QueueError::Connect {
@@ -193,6 +232,7 @@ impl WorkQueue {
             jetstream,
             settings: Arc::new(settings),
             server,
+            link,
         };
         queue.ensure_stream().await?;
         Ok(queue)
@@ -304,6 +344,7 @@ impl WorkQueue {
             name,
             expiry: self.settings.pull_expiry,
             server: self.server.clone(),
+            link: self.link.clone(),
         })
     }
 
@@ -346,7 +387,10 @@ impl WorkQueue {
     /// forever.
     ///
     /// Advisories are core NATS messages: only work exhausted while this subscription lives is
-    /// reported. With several subscribers, the one whose delete succeeds reports it.
+    /// reported. The server notices exhaustion lazily: when a pull request of that pool's
+    /// consumer is waiting after the last delivery's `ack_wait` (so a pool with no worker
+    /// pulling reports nothing). With several subscribers, the one whose delete succeeds
+    /// reports it.
     pub async fn exhausted(&self) -> Result<ExhaustedWork, QueueError> {
         let subject = format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
@@ -388,6 +432,7 @@ pub struct PoolConsumer {
     name: String,
     expiry: Duration,
     server: Arc<Server>,
+    link: watch::Receiver<Link>,
 }
 
 impl PoolConsumer {
@@ -397,14 +442,19 @@ impl PoolConsumer {
     }
 
     /// Waits for the next piece of work: pulls one message at a time with an expiry, again and
-    /// again, until one arrives. Failed pulls (the server restarting, JetStream not ready) are
-    /// retried with a growing pause; errors only when the connection is closed for good.
+    /// again, until one arrives. A pull waiting when the connection comes back is sent again at
+    /// once (the server forgot it if it restarted); failed pulls (JetStream not ready yet) are
+    /// retried with a growing pause. Errors only when the connection is closed for good.
     ///
-    /// Dropping the future while it waits leaves a pull request at the server until it expires:
-    /// a message delivered to it then is redelivered after `ack_wait`.
+    /// Dropping the future while it waits (or a reconnect while a pull is in flight) leaves a
+    /// pull request at the server until it expires: a message delivered to it then comes back
+    /// after `ack_wait`, one delivery more.
     pub async fn next(&mut self) -> Result<Delivery, QueueError> {
         let mut backoff = Duration::from_millis(50);
         loop {
+            if self.link.borrow_and_update().closed {
+                return Err(self.server.closed());
+            }
             // Making a pull only fails when the client can no longer send anything.
             let mut pull = self
                 .consumer
@@ -414,7 +464,11 @@ impl PoolConsumer {
                 .messages()
                 .await
                 .map_err(|_| self.server.closed())?;
-            match pull.next().await {
+            let pulled = tokio::select! {
+                pulled = pull.next() => pulled,
+                Ok(()) = self.link.changed() => continue,
+            };
+            match pulled {
                 Some(Ok(message)) => {
                     return Ok(Delivery::new(message, self.server.clone()));
                 }
@@ -501,7 +555,8 @@ impl Delivery {
             .map_err(|e| self.server.failed(self.doing("nak"), e))
     }
 
-    /// Gives up on it: never delivered again (it stays in the stream until deleted).
+    /// Gives up on it: never delivered again (the server removes it from the work-queue
+    /// stream).
     pub async fn term(&self) -> Result<(), QueueError> {
         self.message
             .ack_with(AckKind::Term)
