@@ -44,6 +44,9 @@ pub struct QueueSettings {
     /// How long one pull request stays at the server before [`PoolConsumer::next`] sends
     /// another (5 s); after a reconnect, pulling resumes within this time plus 5 s.
     pub pull_expiry: Duration,
+    /// How many reconnect attempts in a row before the client gives up for good and every
+    /// call fails with [`QueueError::Closed`]; `None` (the default) tries forever.
+    pub max_reconnects: Option<usize>,
 }
 
 impl Default for QueueSettings {
@@ -57,6 +60,7 @@ impl Default for QueueSettings {
             duplicate_window: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             pull_expiry: Duration::from_secs(5),
+            max_reconnects: None,
         }
     }
 }
@@ -213,7 +217,8 @@ impl WorkQueue {
         let (link_sender, link) = watch::channel(Link::default());
         let options = async_nats::ConnectOptions::new()
             .name("agenthelm")
-            .connection_timeout(settings.connect_timeout);
+            .connection_timeout(settings.connect_timeout)
+            .max_reconnects(settings.max_reconnects);
         let options = follow_events(options, link_sender, server.shown.clone());
         let client = tokio::time::timeout(settings.connect_timeout, options.connect(url))
             .await

@@ -287,6 +287,36 @@ async fn published_work_survives_a_nats_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_once_the_client_gives_up_reconnecting() {
+    let mut server = match NatsServer::start() {
+        Ok(server) => server,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let queue = connect(
+        &server,
+        QueueSettings {
+            max_reconnects: Some(2),
+            ..settings("gone")
+        },
+    )
+    .await;
+    let mut consumer = queue.consumer("cpu").await.unwrap();
+    let waiting = tokio::spawn(async move { consumer.next().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    let error = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the worker still waits 20 s after the server died")
+        .unwrap()
+        .expect_err("no server, no work");
+    assert!(matches!(error, QueueError::Closed { .. }), "{error}");
+    assert!(error.to_string().contains(&server.url()), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_url_is_a_clear_error_without_the_password() {
     // A port nothing listens on: bound, then let go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -315,11 +345,35 @@ async fn a_bad_url_is_a_clear_error_without_the_password() {
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("s3cret-pw"), "{message}");
     assert!(!message.contains("alice"), "{message}");
+    println!("refused: {message}");
+
+    // An address that never answers (or is unreachable): bounded by connect_timeout.
+    let started = Instant::now();
+    let error = WorkQueue::connect(
+        "nats://10.255.255.1:4222",
+        QueueSettings {
+            connect_timeout: Duration::from_secs(1),
+            ..QueueSettings::default()
+        },
+    )
+    .await
+    .expect_err("nothing answers there");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("10.255.255.1:4222"), "{error}");
+    println!(
+        "unanswered address: {error} (after {:?})",
+        started.elapsed()
+    );
 
     let error = WorkQueue::connect("not a url at all", QueueSettings::default())
         .await
         .expect_err("not a URL");
     assert!(error.to_string().contains("not a url at all"), "{error}");
+    println!("not a URL: {error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
