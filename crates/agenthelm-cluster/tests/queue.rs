@@ -152,6 +152,46 @@ async fn in_progress_beats_keep_a_long_job_from_being_redelivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nak_hands_work_back_and_term_drops_it() {
+    let server = server_or_skip!();
+    let queue = connect(
+        server,
+        QueueSettings {
+            ack_wait: Duration::from_secs(30),
+            ..settings("nak")
+        },
+    )
+    .await;
+    let mut consumer = queue.consumer("cpu").await.unwrap();
+    queue.publish("cpu", "key-n", b"work").await.unwrap();
+
+    // A nak without delay: back at once (well before the 30 s ack_wait).
+    next_within(&mut consumer, Duration::from_secs(5))
+        .await
+        .nak(None)
+        .await
+        .unwrap();
+    let again = next_within(&mut consumer, Duration::from_secs(5)).await;
+    assert_eq!(again.deliveries(), 2);
+
+    // With a delay: not before it.
+    let naked = Instant::now();
+    again.nak(Some(Duration::from_secs(1))).await.unwrap();
+    let third = next_within(&mut consumer, Duration::from_secs(5)).await;
+    assert!(
+        naked.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        naked.elapsed()
+    );
+    assert_eq!(third.deliveries(), 3);
+
+    // Terminated: never delivered again, and gone from the work-queue stream.
+    third.term().await.unwrap();
+    assert!(nothing_for(&mut consumer, Duration::from_millis(500)).await);
+    assert_eq!(queue.stored_messages().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_pool_sees_only_its_own_work() {
     let server = server_or_skip!();
     let queue = connect(server, settings("pools")).await;
