@@ -5,3 +5,10 @@
 //! durable pull consumer per worker pool. A coordinator owns a run through its lease, journals
 //! and schedules it, and sends each step (and each compensating action) to the pool of its
 //! agent; workers run them and commit the outcome, first writer wins.
+
+pub mod queue;
+
+pub use queue::{
+    Delivery, Exhausted, ExhaustedWork, Notifications, PoolConsumer, QueueError, QueueSettings,
+    WorkQueue,
+};

@@ -254,7 +254,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -262,7 +262,7 @@ fn free_port() -> u16 {
 }
 
 /// A shared server is a static, never dropped: a watchdog stops it once this process ends.
-fn stop_with_this_process(server: u32, dir: &Path) {
+pub(crate) fn stop_with_this_process(server: u32, dir: &Path) {
     let script = format!(
         "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill -INT {server} 2>/dev/null; \
          while kill -0 {server} 2>/dev/null; do sleep 0.2; done; rm -rf '{}'",
