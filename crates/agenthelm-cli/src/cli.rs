@@ -40,6 +40,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Serve the workspace to a team: runs, plan review and tool-call approvals over HTTP.
     Serve(ServeArgs),
+    /// Carry out steps sent by coordinators (`execute`, `serve`) of the workspace's cluster.
+    Worker(WorkerArgs),
     /// Past runs kept in the workspace's store.
     Runs(RunsArgs),
     /// Tool calls and LLM calls kept in the workspace's store.
@@ -214,6 +216,20 @@ pub struct ServeArgs {
     /// Runs carried on at once; more wait for a slot.
     #[arg(long, default_value_t = agenthelm_server::DEFAULT_MAX_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_runs: u32,
+}
+
+/// `agenthelm worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Take the work of this pool (repeat for several; default: every pool of the workspace).
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pools: Vec<String>,
+    /// Carry out at most N pieces of work of each pool at a time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Let tools that require approval run without asking.
+    #[arg(long)]
+    pub approve_tools: bool,
 }
 
 /// `agenthelm runs`.

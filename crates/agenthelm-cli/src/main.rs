@@ -4,6 +4,7 @@
 
 mod approval;
 mod cli;
+mod cluster;
 mod commands;
 mod exit;
 mod interrupt;

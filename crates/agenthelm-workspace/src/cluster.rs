@@ -56,11 +56,14 @@ impl ClusterConfig {
 
     /// The NATS URL: `nats:`, else `AGENTHELM_NATS_URL`.
     pub fn nats_url(&self) -> Option<String> {
-        self.nats.clone().filter(|u| !u.trim().is_empty()).or_else(|| {
-            std::env::var(NATS_URL_ENV)
-                .ok()
-                .filter(|u| !u.trim().is_empty())
-        })
+        self.nats
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| {
+                std::env::var(NATS_URL_ENV)
+                    .ok()
+                    .filter(|u| !u.trim().is_empty())
+            })
     }
 
     /// Problems with the section, as (key, message), given the workspace's agents.
@@ -73,7 +76,10 @@ impl ClusterConfig {
             ));
         }
         if self.max_deliver == Some(0) {
-            problems.push(("cluster.max_deliver".to_owned(), "must be at least 1".into()));
+            problems.push((
+                "cluster.max_deliver".to_owned(),
+                "must be at least 1".into(),
+            ));
         }
         let mut pool_of_agent: BTreeMap<&str, &str> = BTreeMap::new();
         for (pool, members) in &self.pools {

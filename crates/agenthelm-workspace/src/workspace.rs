@@ -805,7 +805,10 @@ mod tests {
             "{unknown}"
         );
         let typo = errors("store: {backend: postgres}\ncluster:\n  natz: x\n");
-        assert!(typo.starts_with("ws.yaml:3: `cluster.natz`: unknown field"), "{typo}");
+        assert!(
+            typo.starts_with("ws.yaml:3: `cluster.natz`: unknown field"),
+            "{typo}"
+        );
     }
 
     #[test]

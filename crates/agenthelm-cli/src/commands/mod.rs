@@ -14,6 +14,7 @@ mod runs;
 mod serve;
 mod show;
 mod traces;
+mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Resume(args) => resume::run(&session, &args).await,
         Command::Replay(args) => replay::run(&session, &args).await,
         Command::Serve(args) => serve::run(&session, &args).await,
+        Command::Worker(args) => worker::run(&session, &args).await,
         Command::Runs(args) => runs::run(&session, &args),
         Command::Traces(args) => traces::run(&session, &args),
         Command::Chat(args) => chat::run(&session, &args).await,

@@ -1,0 +1,405 @@
+//! The cluster with real processes: `agenthelm execute` as coordinator, `agenthelm worker`s,
+//! PostgreSQL and NATS servers of the test's own, and failures made with `kill -9` and
+//! `SIGSTOP` (docs/cluster.md lists what each failure must do).
+
+mod common;
+
+use agenthelm_test_support::{NatsServer, PgServer};
+use common::*;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tool that logs what it does beside itself (with the worker that ran it: its parent),
+/// makes its effect once per idempotency key, and can kill its worker at a chosen point
+/// (`KILL_AT=do:b:after`) or take its time (`TOOL_SLEEP`, seconds; `SLOW=name` for one name).
+const TOOL: &str = r#"
+import json, os, sys, time, signal
+mode = sys.argv[1]
+args = json.load(sys.stdin)
+name = args["name"]
+key = os.environ.get("AGENTHELM_IDEMPOTENCY_KEY", "")
+log = os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.log")
+def note(line):
+    with open(log, "a") as f:
+        f.write(line + "\n")
+worker = os.getppid()
+note(f"begin {mode} {name} {key} {worker}")
+if os.environ.get("KILL_AT") == f"{mode}:{name}:before":
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(5)
+pause = float(os.environ.get("TOOL_SLEEP", "0.05"))
+if os.environ.get("SLOW") == name:
+    pause = float(os.environ.get("SLOW_FOR", "3"))
+time.sleep(pause)
+if mode == "do" and args.get("fail"):
+    note(f"end {mode} {name} {key} {worker}")
+    print("failed on purpose", file=sys.stderr)
+    sys.exit(1)
+word = "effect" if mode == "do" else "undone"
+with open(log) as f:
+    done = any(l.split()[:3] == [word, name, key] for l in f)
+if not done:
+    note(f"{word} {name} {key}")
+if os.environ.get("KILL_AT") == f"{mode}:{name}:after":
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(5)
+note(f"end {mode} {name} {key} {worker}")
+print(json.dumps({"name": name, "worker": worker}))
+"#;
+
+const TOOLS: &str = r#"
+tools:
+  make:
+    command: [python3, tool.py, do]
+    pass_env: [KILL_AT, TOOL_SLEEP, SLOW, SLOW_FOR]
+    parameters:
+      type: object
+      properties: {name: {type: string}, fail: {type: boolean}}
+      required: [name]
+    compensating_tool: unmake
+  unmake:
+    command: [python3, tool.py, undo]
+    pass_env: [KILL_AT, TOOL_SLEEP, SLOW, SLOW_FOR]
+    parameters:
+      type: object
+      properties: {name: {type: string}}
+      required: [name]
+"#;
+
+/// a → b → c, then d fails: a, b and c are undone.
+const FAILING: &str = r#"goal: make a chain, then fail
+steps:
+  - {id: a, tool: make, args: {name: a}}
+  - {id: b, tool: make, args: {name: b}, depends_on: [a]}
+  - {id: c, tool: make, args: {name: c}, depends_on: [b]}
+  - {id: d, tool: make, args: {name: d, fail: true}, depends_on: [c]}
+"#;
+
+/// a → b → c, all succeed.
+const PASSING: &str = r#"goal: make a chain
+steps:
+  - {id: a, tool: make, args: {name: a}}
+  - {id: b, tool: make, args: {name: b}, depends_on: [a]}
+  - {id: c, tool: make, args: {name: c}, depends_on: [b]}
+"#;
+
+/// A workspace on its own database and NATS server, with short timings so failures show fast.
+struct Cluster {
+    dir: TempDir,
+    nats: NatsServer,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    /// `None` (after saying why) when PostgreSQL or NATS cannot be had here.
+    fn start(plan: &str) -> Option<Cluster> {
+        let pg = match PgServer::shared() {
+            Ok(pg) => pg,
+            Err(why) => {
+                eprintln!("cluster test skipped: {why}");
+                return None;
+            }
+        };
+        let nats = match NatsServer::start() {
+            Ok(nats) => nats,
+            Err(why) => {
+                eprintln!("cluster test skipped: {why}");
+                return None;
+            }
+        };
+        let dir = TempDir::new("cli-cluster");
+        dir.write(
+            "agenthelm.yaml",
+            &format!(
+                "{TOOLS}store: {{backend: postgres, url: \"{}\"}}\ncluster:\n  nats: {}\n  ack_wait: 1s\n  max_deliver: 3\n  lease: 2s\n",
+                pg.database(),
+                nats.url()
+            ),
+        );
+        dir.write("tool.py", TOOL);
+        dir.write("plan.yaml", plan);
+        Some(Cluster {
+            dir,
+            nats,
+            workers: Vec::new(),
+        })
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = agenthelm(self.dir.path());
+        command.args(args).envs(env.iter().copied());
+        command
+    }
+
+    /// Starts a worker for the pool of the workspace's own tools; returns its pid.
+    fn worker(&mut self, env: &[(&str, &str)]) -> u32 {
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("worker-{}.log", self.workers.len())),
+        )
+        .unwrap();
+        let child = self
+            .command(&["worker", "--pool", "default"], env)
+            .env("RUST_LOG", "agenthelm_cluster=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    fn execute(&self) -> Child {
+        self.command(&["execute", "plan.yaml", "--yes", "--json"], &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 30 s) until the tool log holds `line`.
+    fn wait_for_log(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(line) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{line}` in the log:\n{}\n{}",
+                self.log(),
+                self.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn worker_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|n| self.dir.read(&format!("worker-{n}.log")))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    fn a_worker_lives(&mut self) -> bool {
+        self.workers
+            .iter_mut()
+            .any(|w| matches!(w.try_wait(), Ok(None)))
+    }
+
+    /// How many lines of the log start with `prefix`.
+    fn count(&self, prefix: &str) -> usize {
+        self.log().lines().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+    }
+}
+
+/// Waits for a command, with a limit, and reads what it printed.
+fn finish(child: Child, cluster: &Cluster) -> Run {
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(90));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let run = output(child.wait_with_output().unwrap());
+    drop(watchdog);
+    if run.code != 0 && run.code != 1 {
+        eprintln!("worker logs:\n{}", cluster.worker_logs());
+    }
+    run
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.all()))
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+#[test]
+fn steps_and_compensations_run_on_a_worker_not_in_the_coordinator() {
+    let Some(mut cluster) = Cluster::start(FAILING) else {
+        return;
+    };
+    let worker = cluster.worker(&[]).to_string();
+    let run = finish(cluster.execute(), &cluster);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let result = json(&run);
+    assert_eq!(
+        result["rollback"]["compensated"],
+        serde_json::json!(["c", "b", "a"]),
+        "{result}"
+    );
+    // Every call ran on the worker, once.
+    for line in cluster.log().lines().filter(|l| l.starts_with("begin ")) {
+        assert!(line.ends_with(&worker), "not run by the worker: {line}");
+    }
+    assert_eq!(cluster.count("begin do "), 4, "{}", cluster.log());
+    assert_eq!(cluster.count("begin undo "), 3, "{}", cluster.log());
+}
+
+#[test]
+fn a_worker_killed_mid_step_has_the_step_redelivered_with_the_same_key_and_done_once() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    // The first worker dies right after b's effect, before it could report it.
+    let first = cluster.worker(&[("KILL_AT", "do:b:after")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("effect b ");
+    assert!(agenthelm_test_support::stops_running(first));
+    cluster.worker(&[]);
+    let run = finish(run, &cluster);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let begins: Vec<String> = cluster
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("begin do b "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(begins.len(), 2, "{}", cluster.log());
+    let key = |line: &str| line.split_whitespace().nth(3).unwrap_or("").to_owned();
+    assert_eq!(key(&begins[0]), key(&begins[1]), "the key changed");
+    assert_eq!(cluster.count("effect b "), 1, "{}", cluster.log());
+    assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn a_long_step_sends_heartbeats_and_is_not_redelivered() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "3.5")]);
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "3.5")]);
+    let run = finish(cluster.execute(), &cluster);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // 3.5 s against an AckWait of 1 s: kept by in-progress heartbeats.
+    assert_eq!(cluster.count("begin do b "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn a_stopped_worker_s_late_result_is_refused_and_the_redelivered_attempt_counts() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    let stuck = cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("begin do b ");
+    signal(stuck, nix::sys::signal::Signal::SIGSTOP);
+    let second = cluster.worker(&[]);
+    // The second worker takes b once its AckWait has passed, and the run goes on.
+    cluster.wait_for_log("end do c ");
+    signal(stuck, nix::sys::signal::Signal::SIGCONT);
+    let run = finish(run, &cluster);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // The stopped worker's tool did finish (its child was not stopped)...
+    assert_eq!(cluster.count("end do b "), 2, "{}", cluster.log());
+    // ...but the outcome of b is the second worker's.
+    let result = json(&run);
+    let b = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "b")
+        .unwrap_or_else(|| panic!("no step b: {result}"));
+    assert!(
+        b["result"].to_string().contains(&second.to_string()),
+        "b's result is not the second worker's ({second}): {b}"
+    );
+    // The late worker says so in its log, and runs on.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cluster.worker_logs().contains("late attempt"),
+        "{}",
+        cluster.worker_logs()
+    );
+}
+
+#[test]
+fn a_step_whose_deliveries_run_out_fails_and_the_run_rolls_back() {
+    let Some(mut cluster) = Cluster::start(FAILING.replace(", fail: true", "").as_str()) else {
+        return;
+    };
+    // Every worker that takes d dies; they are started again, as a supervisor would.
+    let mut run = cluster.execute();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        if !cluster.a_worker_lives() {
+            cluster.worker(&[("KILL_AT", "do:d:before")]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outcome = finish(run, &cluster);
+    assert_eq!(outcome.code, 1, "{}", outcome.all());
+    let result = json(&outcome);
+    let text = result.to_string();
+    assert!(text.contains("delivered 3 times"), "{text}");
+    assert_eq!(
+        result["rollback"]["compensated"],
+        serde_json::json!(["c", "b", "a"]),
+        "{result}"
+    );
+    assert_eq!(cluster.count("begin do d "), 3, "{}", cluster.log());
+}
+
+#[test]
+fn nats_restarted_mid_run_loses_and_repeats_nothing() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("begin do b ");
+    cluster.nats.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.nats.restart();
+    let run = finish(run, &cluster);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            cluster.count(&format!("effect {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+    }
+    assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
+    // The journal has each step's start and end once.
+    let result = json(&run);
+    let run_id = result["run_id"].as_str().unwrap();
+    let traced = json(&output(
+        cluster
+            .command(&["traces", "list", "-n", "100", "--json"], &[])
+            .output()
+            .unwrap(),
+    ));
+    let calls: Vec<&str> = traced
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|call| call["run_id"] == run_id)
+        .map(|call| call["step_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(calls.len(), 3, "{traced}");
+}

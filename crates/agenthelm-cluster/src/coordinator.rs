@@ -1,0 +1,320 @@
+//! The coordinator: runs a plan with an [`Orchestrator`] that schedules and journals here and
+//! sends every step and compensating action to the pool of its agent.
+//!
+//! A run is owned through a lease with an epoch: every journal write and every dispatch checks
+//! the epoch in the same transaction, so a coordinator that lost its lease (it was stopped past
+//! it and another took the run over) cannot write anything more for the run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agenthelm::exec::StepContext;
+use agenthelm::orchestrate::{
+    new_run_id, CancelToken, RemoteOutcome, RemoteRunner, StepWork, UndoWork,
+};
+use agenthelm::store::{
+    Dispatched, FencedStore, PostgresStore, RunLease, RunStore, StoreError, Work, WorkOutcome,
+};
+use agenthelm::{Orchestrator, OrchestratorError, Plan, RunResult};
+
+use crate::error::ClusterError;
+use crate::queue::{Notifications, WorkQueue};
+use crate::settings::ClusterSettings;
+use crate::work::{self, Job};
+
+/// Runs plans on a cluster: this process schedules and journals, workers carry the steps out.
+#[derive(Clone)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+/// What every run of a coordinator uses.
+struct Shared {
+    store: Arc<PostgresStore>,
+    queue: WorkQueue,
+    settings: ClusterSettings,
+    /// Who holds the leases: this process on this host.
+    holder: String,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("holder", &self.shared.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator journaling to `store` and sending work through the NATS server of
+    /// `settings`.
+    pub async fn connect(
+        store: Arc<PostgresStore>,
+        settings: ClusterSettings,
+    ) -> Result<Self, ClusterError> {
+        let queue = WorkQueue::connect(&settings.nats_url, settings.queue.clone()).await?;
+        let owner = agenthelm::store::Owner::this_process();
+        Ok(Coordinator {
+            shared: Arc::new(Shared {
+                store,
+                queue,
+                settings,
+                holder: format!("coordinator {} on {}", owner.pid, owner.host),
+            }),
+        })
+    }
+
+    /// Executes an approved plan on the cluster, as
+    /// [`Orchestrator::execute_with_cancel`] does here: `orchestrator` gives the agents, tools
+    /// (to check the plan and choose direct calls), observers and options; its store is
+    /// replaced by the cluster's.
+    pub async fn execute(
+        &self,
+        orchestrator: &Orchestrator,
+        plan: &mut Plan,
+        cancel: CancelToken,
+    ) -> Result<RunResult, OrchestratorError> {
+        if !plan.approved {
+            return Err(OrchestratorError::NotApproved {
+                goal: plan.goal.clone(),
+            });
+        }
+        orchestrator.check(plan)?;
+        let run_id = new_run_id();
+        self.shared
+            .store
+            .begin_run(&run_id, &orchestrator.redacted_plan(plan))
+            .map_err(OrchestratorError::NotRecorded)?;
+        let (finished, result) = self.resume(orchestrator, &run_id, cancel).await?;
+        *plan = finished;
+        Ok(result)
+    }
+
+    /// Takes run `run_id` (recorded, not finished) and carries it on from its journal: a run
+    /// whose coordinator died, or one recorded for a review and now approved.
+    pub async fn resume(
+        &self,
+        orchestrator: &Orchestrator,
+        run_id: &str,
+        cancel: CancelToken,
+    ) -> Result<(Plan, RunResult), OrchestratorError> {
+        let shared = &self.shared;
+        let lease = shared
+            .store
+            .lease_run(run_id, &shared.holder, shared.settings.lease)
+            .map_err(OrchestratorError::NotRecorded)?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = tokio::spawn(keep_lease(
+            Arc::clone(shared),
+            lease.clone(),
+            Arc::clone(&lost),
+        ));
+        let journal = shared.store.fenced(lease.clone());
+        let runner = Arc::new(ClusterRunner {
+            shared: Arc::clone(shared),
+            lease: lease.clone(),
+            journal: journal.clone(),
+            lost: Arc::clone(&lost),
+        });
+        let run = orchestrator
+            .clone()
+            .store_shared(Arc::new(journal))
+            .remote(runner);
+        let outcome = run.resume_with_cancel(run_id, cancel).await;
+        keeper.abort();
+        if !lost.load(Ordering::Acquire) {
+            if let Err(e) = shared.store.release_lease(&lease) {
+                tracing::warn!(run = run_id, error = %e, "could not release the run's lease");
+            }
+        }
+        outcome
+    }
+}
+
+/// Renews the lease every third of its time; once it is lost, says so (the run's writes fail
+/// the epoch check from then on anyway).
+async fn keep_lease(shared: Arc<Shared>, lease: RunLease, lost: Arc<AtomicBool>) {
+    let every = shared.settings.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match shared.store.renew_lease(&lease, shared.settings.lease) {
+            Ok(()) => {}
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::error!(run = %lease.run_id, error = %e, "lost the run: another coordinator took it over");
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            // The store is away: the run's own writes fail and stop it; try again meanwhile.
+            Err(e) => {
+                tracing::warn!(run = %lease.run_id, error = %e, "could not renew the run's lease")
+            }
+        }
+    }
+}
+
+/// Sends one run's work to the workers (the coordinator's side of [`RemoteRunner`]).
+struct ClusterRunner {
+    shared: Arc<Shared>,
+    lease: RunLease,
+    /// The run's journal, fenced by the lease; it also hands out workers' events once.
+    journal: FencedStore,
+    lost: Arc<AtomicBool>,
+}
+
+#[agenthelm::async_trait]
+impl RemoteRunner for ClusterRunner {
+    async fn run_step(&self, work: StepWork, ctx: &StepContext) -> RemoteOutcome {
+        let pool = self
+            .shared
+            .settings
+            .pool_of(work.agent.as_deref())
+            .to_owned();
+        let mut round = 1;
+        loop {
+            let key = work::step_key(&work.run_id, &work.step_id, round);
+            let job = Job::Step(work.clone());
+            match self.carry_out(&key, &pool, &work.step_id, job, ctx).await {
+                // Parked in an earlier round: the decision may be on record now, run it again.
+                Ok((outcome, false)) if work::to_step(&outcome) == RemoteOutcome::Parked => {
+                    round += 1;
+                }
+                Ok((outcome, _)) => return work::to_step(&outcome),
+                Err(error) => return self.halt(ctx, error),
+            }
+        }
+    }
+
+    async fn undo(&self, work: UndoWork, ctx: &StepContext) -> Option<Result<(), String>> {
+        let pool = self
+            .shared
+            .settings
+            .pool_of(work.agent.as_deref())
+            .to_owned();
+        let key = work::undo_key(&work.run_id, &work.step_id, work.action);
+        let step_id = work.step_id.clone();
+        match self
+            .carry_out(&key, &pool, &step_id, Job::Undo(work), ctx)
+            .await
+        {
+            Ok((outcome, _)) => Some(work::to_undo(&outcome)),
+            Err(error) => {
+                self.halt(ctx, error);
+                None
+            }
+        }
+    }
+}
+
+impl ClusterRunner {
+    /// Records the work (fenced by the lease), publishes it, waits for its outcome and takes
+    /// in the events its attempts journaled. The flag says whether the outcome is this call's
+    /// (`true`) or was there already (work a previous coordinator sent).
+    async fn carry_out(
+        &self,
+        key: &str,
+        pool: &str,
+        step_id: &str,
+        job: Job,
+        ctx: &StepContext,
+    ) -> Result<(WorkOutcome, bool), StoreError> {
+        let shared = &self.shared;
+        let run_id = self.lease.run_id.as_str();
+        // Listening before dispatching: a quick worker's wake-up is not missed.
+        let mut done = match shared.queue.subscribe(&work::done_subject(run_id)).await {
+            Ok(done) => Some(done),
+            Err(e) => {
+                tracing::warn!(error = %e, "no wake-ups from workers: polling the store");
+                None
+            }
+        };
+        let payload = serde_json::to_value(&job)
+            .map_err(|e| StoreError::Backend(format!("work `{key}` cannot be written: {e}")))?;
+        let record = Work {
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            step_id: step_id.to_owned(),
+            pool: pool.to_owned(),
+            payload,
+        };
+        let outcome = match shared.store.dispatch_work(&self.lease, &record)? {
+            Dispatched::Finished(outcome) => (outcome, false),
+            Dispatched::New => {
+                self.publish(pool, key).await;
+                (self.wait(key, done.as_mut()).await?, true)
+            }
+            Dispatched::Pending => (self.wait(key, done.as_mut()).await?, false),
+        };
+        // Events the run's state has not seen: a resumed run loaded some already.
+        ctx.sink().adopt(self.journal.fresh_work_events(key)?);
+        Ok(outcome)
+    }
+
+    /// Publishes work recorded as dispatched; when NATS is away the reconciler publishes it
+    /// later (the store says it is not published yet).
+    async fn publish(&self, pool: &str, key: &str) {
+        let shared = &self.shared;
+        match shared.queue.publish(pool, key, key.as_bytes()).await {
+            Ok(()) => {
+                if let Err(e) = shared.store.mark_published(key) {
+                    tracing::warn!(work = key, error = %e, "published work not marked so: it may be published again (harmless)");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(work = key, error = %e, "work not published yet: the reconciler will")
+            }
+        }
+    }
+
+    /// Waits until the work has an outcome in the store: woken by a worker's notice, and
+    /// looking every `poll` in any case.
+    async fn wait(
+        &self,
+        key: &str,
+        mut done: Option<&mut Notifications>,
+    ) -> Result<WorkOutcome, StoreError> {
+        let poll = self.shared.settings.poll;
+        loop {
+            if self.lost.load(Ordering::Acquire) {
+                return Err(StoreError::Fenced {
+                    run_id: self.lease.run_id.clone(),
+                    epoch: self.lease.epoch,
+                });
+            }
+            match self.shared.store.work_outcome(key) {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                // The store is away: the run waits for it (nothing is decided meanwhile).
+                Err(e) => {
+                    tracing::warn!(work = key, error = %e, "cannot read the work's outcome yet")
+                }
+            }
+            wake_or_poll(done.as_deref_mut(), key, poll).await;
+        }
+    }
+
+    /// Stops the run's journal: this coordinator may not (or cannot) go on with it.
+    fn halt(&self, ctx: &StepContext, error: StoreError) -> RemoteOutcome {
+        let message = error.to_string();
+        ctx.sink().halt(error);
+        RemoteOutcome::Failed { error: message }
+    }
+}
+
+/// Returns when a notice names `key`, or after `poll`.
+async fn wake_or_poll(done: Option<&mut Notifications>, key: &str, poll: Duration) {
+    let Some(done) = done else {
+        tokio::time::sleep(poll).await;
+        return;
+    };
+    let _ = tokio::time::timeout(poll, async {
+        while let Some(notice) = done.next().await {
+            if notice == key.as_bytes() {
+                return;
+            }
+        }
+        // The subscription ended (NATS went away): poll from here on.
+        std::future::pending::<()>().await;
+    })
+    .await;
+}
