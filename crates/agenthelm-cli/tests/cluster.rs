@@ -403,3 +403,114 @@ fn nats_restarted_mid_run_loses_and_repeats_nothing() {
         .collect();
     assert_eq!(calls.len(), 3, "{traced}");
 }
+
+impl Cluster {
+    /// Starts `agenthelm serve` on a free port (a second coordinator); killed with the cluster.
+    fn serve(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = self
+            .command(&["serve", "--addr", "127.0.0.1:0"], &[])
+            .env("RUST_LOG", "agenthelm_cluster=info,agenthelm_server=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+    }
+
+    fn runs_show(&self, run_id: &str) -> Value {
+        json(&output(
+            self.command(&["runs", "show", run_id, "--json"], &[])
+                .output()
+                .unwrap(),
+        ))
+    }
+
+    /// The id of the only run in the store.
+    fn only_run(&self) -> String {
+        let listed = json(&output(
+            self.command(&["runs", "list", "--json"], &[])
+                .output()
+                .unwrap(),
+        ));
+        listed[0]["run_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 40 s) until run `run_id` is in `state`.
+    fn wait_for_state(&self, run_id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let shown = self.runs_show(run_id);
+            if shown["state"] == state {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} is not {state}: {shown}\n{}\nserve:\n{}",
+                self.log(),
+                self.dir.read("serve.log")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn a_killed_coordinator_s_run_is_taken_over_and_completed_steps_do_not_run_again() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let mut coordinator = cluster.execute();
+    cluster.wait_for_log("begin do b ");
+    coordinator.kill().unwrap();
+    let _ = coordinator.wait();
+    let run_id = cluster.only_run();
+    cluster.serve();
+    cluster.wait_for_state(&run_id, "succeeded");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            cluster.count(&format!("begin do {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+        assert_eq!(
+            cluster.count(&format!("effect {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+    }
+    assert!(
+        cluster.dir.read("serve.log").contains("Took over 1 run"),
+        "{}",
+        cluster.dir.read("serve.log")
+    );
+}
+
+#[test]
+fn a_coordinator_stopped_past_its_lease_is_fenced_off_when_it_continues() {
+    let Some(mut cluster) = Cluster::start(PASSING) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let first = cluster.execute();
+    cluster.wait_for_log("begin do b ");
+    signal(first.id(), nix::sys::signal::Signal::SIGSTOP);
+    let run_id = cluster.only_run();
+    cluster.serve();
+    cluster.wait_for_state(&run_id, "succeeded");
+    let events_before = cluster.runs_show(&run_id).to_string();
+    signal(first.id(), nix::sys::signal::Signal::SIGCONT);
+    let first = finish(first, &cluster);
+    assert_eq!(first.code, 1, "{}", first.all());
+    assert!(
+        first.stderr.contains("another coordinator took run"),
+        "{}",
+        first.all()
+    );
+    // Nothing of the first coordinator's landed after the takeover.
+    assert_eq!(cluster.runs_show(&run_id).to_string(), events_before);
+    assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
+}

@@ -1,5 +1,5 @@
-//! The coordinator: runs a plan with an [`Orchestrator`] that schedules and journals here and
-//! sends every step and compensating action to the pool of its agent.
+//! The coordinator: an orchestrator's [`RemoteRuns`], so that it schedules and journals runs
+//! here and sends every step and compensating action to the pool of its agent.
 //!
 //! A run is owned through a lease with an epoch: every journal write and every dispatch checks
 //! the epoch in the same transaction, so a coordinator that lost its lease (it was stopped past
@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use agenthelm::exec::StepContext;
 use agenthelm::orchestrate::{
-    new_run_id, CancelToken, RemoteOutcome, RemoteRunner, StepWork, UndoWork,
+    RemoteOutcome, RemoteRun, RemoteRunner, RemoteRuns, StepWork, UndoWork,
 };
 use agenthelm::store::{
-    Dispatched, FencedStore, PostgresStore, RunLease, RunStore, StoreError, Work, WorkOutcome,
+    Claim, Dispatched, FencedStore, Lease, PostgresStore, RunLease, StoreError, Work, WorkOutcome,
 };
-use agenthelm::{Orchestrator, OrchestratorError, Plan, RunResult};
 
 use crate::error::ClusterError;
 use crate::queue::{Notifications, WorkQueue};
@@ -48,7 +47,9 @@ impl std::fmt::Debug for Coordinator {
 
 impl Coordinator {
     /// A coordinator journaling to `store` and sending work through the NATS server of
-    /// `settings`.
+    /// `settings`. Give it to an orchestrator with
+    /// [`Orchestrator::remote_runs`](agenthelm::Orchestrator::remote_runs): every run that
+    /// orchestrator executes or resumes is then leased, journaled and carried out through it.
     pub async fn connect(
         store: Arc<PostgresStore>,
         settings: ClusterSettings,
@@ -65,45 +66,27 @@ impl Coordinator {
         })
     }
 
-    /// Executes an approved plan on the cluster, as
-    /// [`Orchestrator::execute_with_cancel`] does here: `orchestrator` gives the agents, tools
-    /// (to check the plan and choose direct calls), observers and options; its store is
-    /// replaced by the cluster's.
-    pub async fn execute(
-        &self,
-        orchestrator: &Orchestrator,
-        plan: &mut Plan,
-        cancel: CancelToken,
-    ) -> Result<RunResult, OrchestratorError> {
-        if !plan.approved {
-            return Err(OrchestratorError::NotApproved {
-                goal: plan.goal.clone(),
-            });
-        }
-        orchestrator.check(plan)?;
-        let run_id = new_run_id();
-        self.shared
-            .store
-            .begin_run(&run_id, &orchestrator.redacted_plan(plan))
-            .map_err(OrchestratorError::NotRecorded)?;
-        let (finished, result) = self.resume(orchestrator, &run_id, cancel).await?;
-        *plan = finished;
-        Ok(result)
+    /// How long a lease lasts without renewal: a run whose coordinator stopped is taken over
+    /// after this.
+    pub fn lease(&self) -> std::time::Duration {
+        self.shared.settings.lease
     }
 
-    /// Takes run `run_id` (recorded, not finished) and carries it on from its journal: a run
-    /// whose coordinator died, or one recorded for a review and now approved.
-    pub async fn resume(
-        &self,
-        orchestrator: &Orchestrator,
-        run_id: &str,
-        cancel: CancelToken,
-    ) -> Result<(Plan, RunResult), OrchestratorError> {
+    /// Unfinished runs whose coordinator stopped (their lease ran out): what a coordinator
+    /// that watches for them takes over, oldest first.
+    pub fn orphaned_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.shared.store.orphaned_runs(limit)
+    }
+}
+
+impl RemoteRuns for Coordinator {
+    /// Leases the run (refused while another coordinator's lease is live) and keeps the lease
+    /// renewed while the run goes on.
+    fn open(&self, run_id: &str) -> Result<RemoteRun, StoreError> {
         let shared = &self.shared;
         let lease = shared
             .store
-            .lease_run(run_id, &shared.holder, shared.settings.lease)
-            .map_err(OrchestratorError::NotRecorded)?;
+            .lease_run(run_id, &shared.holder, shared.settings.lease)?;
         let lost = Arc::new(AtomicBool::new(false));
         let keeper = tokio::spawn(keep_lease(
             Arc::clone(shared),
@@ -111,24 +94,55 @@ impl Coordinator {
             Arc::clone(&lost),
         ));
         let journal = shared.store.fenced(lease.clone());
-        let runner = Arc::new(ClusterRunner {
+        let runner = ClusterRunner {
             shared: Arc::clone(shared),
             lease: lease.clone(),
             journal: journal.clone(),
             lost: Arc::clone(&lost),
-        });
-        let run = orchestrator
-            .clone()
-            .store_shared(Arc::new(journal))
-            .remote(runner);
-        let outcome = run.resume_with_cancel(run_id, cancel).await;
-        keeper.abort();
-        if !lost.load(Ordering::Acquire) {
-            if let Err(e) = shared.store.release_lease(&lease) {
-                tracing::warn!(run = run_id, error = %e, "could not release the run's lease");
-            }
+        };
+        Ok(RemoteRun {
+            journal: Arc::new(journal),
+            runner: Arc::new(runner),
+            claim: Claim::new(LeaseHold {
+                shared: Arc::clone(shared),
+                lease,
+                lost,
+                keeper,
+            }),
+        })
+    }
+}
+
+/// A run's lease, held while the run goes on: released (unless lost) when the run ends.
+struct LeaseHold {
+    shared: Arc<Shared>,
+    lease: RunLease,
+    lost: Arc<AtomicBool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Lease for LeaseHold {
+    /// The keeper renews the lease on its own clock; this only says whether it was lost.
+    fn refresh(&self) -> Result<(), StoreError> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(StoreError::Fenced {
+                run_id: self.lease.run_id.clone(),
+                epoch: self.lease.epoch,
+            });
         }
-        outcome
+        Ok(())
+    }
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        if self.lost.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.shared.store.release_lease(&self.lease) {
+            tracing::warn!(run = %self.lease.run_id, error = %e, "could not release the run's lease");
+        }
     }
 }
 

@@ -135,6 +135,24 @@ impl Runs {
         Ok(started)
     }
 
+    /// Carries on those of `run_ids` that are neither finished nor waiting for a person and
+    /// do not run here already (runs another coordinator left behind). Returns how many were
+    /// started.
+    pub fn take_over(self: &Arc<Self>, run_ids: &[String]) -> usize {
+        let mut started = 0;
+        for run_id in run_ids {
+            let running = self
+                .state(run_id)
+                .is_ok_and(|state| state.phase() == RunPhase::Running);
+            if running && !self.active().contains_key(run_id) {
+                tracing::info!(run = %run_id, "taking over a run its coordinator left");
+                self.start(run_id);
+                started += 1;
+            }
+        }
+        started
+    }
+
     /// The state of run `run_id`, replayed from an outline of its journal (no tool outputs).
     pub fn state(&self, run_id: &str) -> Result<RunState, StoreError> {
         let run = self.store.load_run_outline(run_id)?;

@@ -16,7 +16,6 @@ use crate::exit::{BadInput, Failed, Signalled};
 use crate::progress::Progress;
 use crate::render::{self, Palette};
 use crate::telemetry;
-use agenthelm_cluster::Coordinator;
 use agenthelm_workspace::{Assembly, OpenStore, PlanFile, UserConfig};
 
 /// Runs `agenthelm execute`.
@@ -79,36 +78,9 @@ pub struct Journaled {
     pub progress: Arc<Progress>,
     /// Where the run's spans go when it ends, if anywhere.
     pub exporter: Option<OtlpExporter>,
-    /// With a `cluster:` section: runs are coordinated here and their steps carried out by
-    /// workers.
-    pub coordinator: Option<Coordinator>,
 }
 
 impl Journaled {
-    /// Executes an approved plan, here or on the cluster.
-    pub async fn execute(
-        &self,
-        plan: &mut Plan,
-        cancel: CancelToken,
-    ) -> Result<RunResult, OrchestratorError> {
-        match &self.coordinator {
-            Some(cluster) => cluster.execute(&self.orchestrator, plan, cancel).await,
-            None => self.orchestrator.execute_with_cancel(plan, cancel).await,
-        }
-    }
-
-    /// Carries on a stored run, here or on the cluster.
-    pub async fn resume(
-        &self,
-        run_id: &str,
-        cancel: CancelToken,
-    ) -> Result<(Plan, RunResult), OrchestratorError> {
-        match &self.coordinator {
-            Some(cluster) => cluster.resume(&self.orchestrator, run_id, cancel).await,
-            None => self.orchestrator.resume_with_cancel(run_id, cancel).await,
-        }
-    }
-
     /// Exports the spans of the run that just ended, when an OTLP endpoint is set.
     pub async fn export(&self, run_id: Option<&str>) {
         if let (Some(exporter), Some(run_id)) = (&self.exporter, run_id) {
@@ -144,7 +116,11 @@ pub async fn orchestrator(
     user: &UserConfig,
     store: &OpenStore,
 ) -> anyhow::Result<Journaled> {
-    let orchestrator = configured(assembly, options, user).await?;
+    let mut orchestrator = configured(assembly, options, user).await?;
+    // With a `cluster:` section this process coordinates: workers carry the steps out.
+    if let Some(coordinator) = crate::cluster::coordinator(assembly.workspace, store).await? {
+        orchestrator = orchestrator.remote_runs(Arc::new(coordinator));
+    }
     let palette = Palette::stderr();
     let progress = Arc::new(Progress::new(options.json));
     let shown = Arc::clone(&progress);
@@ -176,7 +152,6 @@ pub async fn orchestrator(
         progress,
         store: Arc::clone(&store.store),
         exporter: telemetry::exporter(options.otlp_endpoint.as_deref())?,
-        coordinator: crate::cluster::coordinator(assembly.workspace, store).await?,
     })
 }
 
@@ -193,7 +168,10 @@ pub async fn execute(
         cancel.clone(),
         "Interrupted: no new steps start; finished work is being rolled back",
     )?;
-    let outcome = journaled.execute(plan, cancel).await;
+    let outcome = journaled
+        .orchestrator
+        .execute_with_cancel(plan, cancel)
+        .await;
     stop_on_ctrl_c.abort();
     journaled.progress.finish();
     let result = outcome.map_err(run_error)?;

@@ -51,7 +51,10 @@ async fn resume(
         cancel.clone(),
         "Interrupted: no new steps start; finished work is being rolled back",
     )?;
-    let outcome = journaled.resume(&args.run_id, cancel).await;
+    let outcome = journaled
+        .orchestrator
+        .resume_with_cancel(&args.run_id, cancel)
+        .await;
     stop_on_ctrl_c.abort();
     journaled.progress.finish();
     let (plan, result) = match outcome {

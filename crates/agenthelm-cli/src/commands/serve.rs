@@ -1,10 +1,13 @@
 //! `agenthelm serve`: the workspace's runs over HTTP (see `docs/server.md`).
 
 use agenthelm::agent::PlannerAgent;
+use agenthelm_cluster::Coordinator;
 use agenthelm_server::auth::{Users, OWNER_TOKEN_FILE};
+use agenthelm_server::Runs;
 use agenthelm_server::Server;
 use agenthelm_workspace::{Assembly, ModelNeed};
 use anyhow::Context;
+use std::sync::Arc;
 
 use super::Session;
 use crate::cli::ServeArgs;
@@ -40,7 +43,13 @@ async fn serve(assembly: &Assembly<'_>, args: &ServeArgs) -> anyhow::Result<()> 
     };
     let users = Users::load(assembly.workspace.config.server.as_ref(), &store_dir)
         .map_err(|e| BadInput(e.to_string()))?;
-    let orchestrator = assembly.orchestrator().await?;
+    let mut orchestrator = assembly.orchestrator().await?;
+    // With a `cluster:` section the server coordinates: workers carry the steps out, and runs
+    // another coordinator left behind are taken over.
+    let coordinator = crate::cluster::coordinator(assembly.workspace, &store).await?;
+    if let Some(coordinator) = &coordinator {
+        orchestrator = orchestrator.remote_runs(Arc::new(coordinator.clone()));
+    }
     // A plan whose command tools cannot run is refused before anything runs, as `execute` does.
     let workspace = assembly.workspace.clone();
     let mut builder = Server::builder(orchestrator, store.store.clone(), users.clone())
@@ -82,11 +91,34 @@ async fn serve(assembly: &Assembly<'_>, args: &ServeArgs) -> anyhow::Result<()> 
         None => crate::out::note("Users sign in with their tokens (server.users)."),
     }
     let runs = server.runs().clone();
+    let watch = coordinator.map(|c| tokio::spawn(take_over_orphans(c, runs.clone())));
     server
         .serve(listener, crate::interrupt::shutdown_signal())
         .await
         .context("the server stopped")?;
+    if let Some(watch) = watch {
+        watch.abort();
+    }
     crate::out::note("Stopping: running runs are suspended and picked up at the next start.");
     runs.suspend_all(std::time::Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// Takes over the runs whose coordinator stopped (its lease ran out), looking twice per lease.
+async fn take_over_orphans(coordinator: Coordinator, runs: Arc<Runs>) {
+    let every = coordinator.lease() / 2;
+    loop {
+        tokio::time::sleep(every).await;
+        match coordinator.orphaned_runs(16) {
+            Ok(orphans) => {
+                let taken = runs.take_over(&orphans);
+                if taken > 0 {
+                    crate::out::note(&format!(
+                        "Took over {taken} run(s) another coordinator left."
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for runs to take over"),
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub use crate::plan::{resolve_templates, RollbackMode};
 pub use cancel::CancelToken;
 pub use orchestrator::{Orchestrator, OrchestratorError};
 pub use outcome::{CompensationFailure, RollbackReport, RunResult, StepOutcome};
-pub use remote::{RemoteOutcome, RemoteRunner, StepWork, UndoWork};
+pub use remote::{RemoteOutcome, RemoteRun, RemoteRunner, RemoteRuns, StepWork, UndoWork};
 pub use replay::ReplayReport;
 pub use resume::InterruptedSteps;
 pub use run::new_run_id;

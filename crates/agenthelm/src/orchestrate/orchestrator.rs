@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::cancel::CancelToken;
-use super::remote::{RemoteOutcome, RemoteRunner, StepWork, UndoWork};
+use super::remote::{RemoteOutcome, RemoteRunner, RemoteRuns, StepWork, UndoWork};
 use super::replay::{self, ReplayReport};
 use super::resume::{recover, InterruptedSteps};
 use super::rollback::{undo_here, IN_DOUBT};
@@ -116,6 +116,8 @@ pub(crate) struct Config {
     pub(crate) replay: Option<Arc<ReplaySource>>,
     /// Where steps and compensations run, when not in this process.
     pub(crate) remote: Option<Arc<dyn RemoteRunner>>,
+    /// Opens each run for a coordinator: its guarded journal and its runner.
+    pub(crate) remote_runs: Option<Arc<dyn RemoteRuns>>,
 }
 
 /// Why a plan was not run at all.
@@ -171,6 +173,16 @@ pub enum OrchestratorError {
         /// Who holds it.
         owner: Owner,
     },
+    /// Another coordinator holds the run (see
+    /// [`Orchestrator::remote_runs`]): nothing ran here. It is taken over once that
+    /// coordinator stops renewing its hold.
+    #[error("run `{run_id}` is being coordinated by {holder}: it can be taken over once that coordinator stops (its lease runs out)")]
+    Leased {
+        /// The run.
+        run_id: String,
+        /// Who holds it.
+        holder: String,
+    },
     /// Resuming needs a run store.
     #[error("resuming a run needs a run store: set one with Orchestrator::store")]
     NoStore,
@@ -210,6 +222,7 @@ impl Orchestrator {
                 budget: Budget::default(),
                 replay: None,
                 remote: None,
+                remote_runs: None,
             }),
         }
     }
@@ -365,6 +378,15 @@ impl Orchestrator {
         self
     }
 
+    /// Coordinates every run this orchestrator executes or resumes through `runs`: each run is
+    /// opened there first (taken for this process), journaled through the journal it gives
+    /// and carried out by the runner it gives (see [`RemoteRuns`]). The agents and tools are
+    /// still needed here, to check plans and choose direct calls.
+    pub fn remote_runs(mut self, runs: Arc<dyn RemoteRuns>) -> Self {
+        self.config_mut().remote_runs = Some(runs);
+        self
+    }
+
     /// Carries out a step a coordinator sent (a worker's side of [`remote`](Self::remote)),
     /// with this orchestrator's agents, tools, approval handler and retry policy, recording
     /// what it does in `sink` (which journals to the run's store).
@@ -494,9 +516,9 @@ impl Orchestrator {
         }
         let graph = self.config.check(plan)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
-        let claim = self.claim(&run_id)?;
-        let stored = self.config.stored(plan);
-        if let Some(store) = &self.config.store {
+        let (this, claim) = self.for_run(&run_id)?;
+        let stored = this.config.stored(plan);
+        if let Some(store) = &this.config.store {
             store
                 .begin_run(&run_id, &stored)
                 .map_err(OrchestratorError::NotRecorded)?;
@@ -505,8 +527,8 @@ impl Orchestrator {
         let owned = std::mem::replace(plan, Plan::new(String::new()));
         // From the real plan: the results of steps it gives as completed feed later steps.
         let state = RunState::new(&owned);
-        let opening = self.config.opening(&owned);
-        let (finished, result) = self
+        let opening = this.config.opening(&owned);
+        let (finished, result) = this
             .run(run_id, graph, cancel, claim, (owned, state, opening))
             .await;
         *plan = finished;
@@ -535,9 +557,10 @@ impl Orchestrator {
         cancel: CancelToken,
     ) -> Result<(Plan, RunResult), OrchestratorError> {
         ensure_runtime()?;
-        let store = self.required_store()?;
+        self.required_store()?;
         // Before reading the journal: it is then complete, and no one else adds to it.
-        let claim = self.claim(run_id)?;
+        let (this, claim) = self.for_run(run_id)?;
+        let store = this.required_store()?;
         let stored = store
             .load_run(run_id)
             .map_err(OrchestratorError::NotRecorded)?;
@@ -552,8 +575,8 @@ impl Orchestrator {
                 goal: stored.plan.goal.clone(),
             });
         }
-        let graph = self.config.check(&stored.plan)?;
-        let recovered = recover(&stored.plan, &stored.events, self.config.interrupted);
+        let graph = this.config.check(&stored.plan)?;
+        let recovered = recover(&stored.plan, &stored.events, this.config.interrupted);
         if let Some(success) = recovered.state.end().map(|end| end.success) {
             // The journal has the end, but the process stopped before the run list did: record it.
             let error = (!success).then_some("the run failed (its end was recorded on resume)");
@@ -571,10 +594,10 @@ impl Orchestrator {
                 interrupted: recovered.interrupted,
             }
         } else {
-            self.config.opening(&stored.plan)
+            this.config.opening(&stored.plan)
         };
         let start = (stored.plan, recovered.state, opening);
-        let (plan, result) = self
+        let (plan, result) = this
             .run(Arc::from(run_id), graph, cancel, claim, start)
             .await;
         result.map(|result| (plan, result))
@@ -654,6 +677,29 @@ impl Orchestrator {
     /// The store, for what cannot be done without one (resume, replay).
     fn required_store(&self) -> Result<&Arc<dyn RunStore>, OrchestratorError> {
         self.config.store.as_ref().ok_or(OrchestratorError::NoStore)
+    }
+
+    /// The orchestrator that carries run `run_id`, and the claim it holds the run by: this one
+    /// with its store's claim, or, with [remote runs](Self::remote_runs), one that journals
+    /// through the run's own journal and sends its work away.
+    fn for_run(&self, run_id: &str) -> Result<(Orchestrator, Claim), OrchestratorError> {
+        let Some(runs) = &self.config.remote_runs else {
+            return Ok((self.clone(), self.claim(run_id)?));
+        };
+        let remote = runs.open(run_id).map_err(|e| match e {
+            StoreError::Leased { run_id, holder, .. } => {
+                OrchestratorError::Leased { run_id, holder }
+            }
+            e => OrchestratorError::NotRecorded(e),
+        })?;
+        let mut config = (*self.config).clone();
+        config.store = Some(remote.journal);
+        config.remote = Some(remote.runner);
+        config.remote_runs = None;
+        let this = Orchestrator {
+            config: Arc::new(config),
+        };
+        Ok((this, remote.claim))
     }
 
     /// Claims `run_id` in the store for this process (nothing to claim without a store).

@@ -13,8 +13,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::agent::StepTask;
 use crate::exec::StepContext;
+use crate::store::{Claim, RunStore, StoreError};
 
 /// A started step, as a worker needs it: which agent carries it out (or which tool is called
 /// directly), with its arguments already resolved.
@@ -108,4 +111,33 @@ pub trait RemoteRunner: Send + Sync {
     /// work, `Err` with the reason otherwise, `None` when the journal stopped (the rollback
     /// then stops where it is; a resumed run finishes it).
     async fn undo(&self, work: UndoWork, ctx: &StepContext) -> Option<Result<(), String>>;
+}
+
+/// Runs coordinated from here and carried out elsewhere: for each run, the journal its writes
+/// go through (guarded so that only the one coordinator holding the run writes it) and the
+/// [`RemoteRunner`] of its work. With it set
+/// ([`Orchestrator::remote_runs`](super::Orchestrator::remote_runs)), every run this
+/// orchestrator executes or resumes is opened here first.
+pub trait RemoteRuns: Send + Sync {
+    /// Takes run `run_id` for this process. Refused (with the store's error) while another
+    /// coordinator holds it.
+    fn open(&self, run_id: &str) -> Result<RemoteRun, StoreError>;
+}
+
+/// One run taken by a coordinator (see [`RemoteRuns`]).
+pub struct RemoteRun {
+    /// Where the run's events, plan and end are written, and its journal read.
+    pub journal: Arc<dyn RunStore>,
+    /// Who carries its steps and compensations out.
+    pub runner: Arc<dyn RemoteRunner>,
+    /// The hold on the run: kept while the run goes on, released when dropped.
+    pub claim: Claim,
+}
+
+impl std::fmt::Debug for RemoteRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteRun")
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
 }
