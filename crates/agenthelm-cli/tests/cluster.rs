@@ -94,6 +94,11 @@ struct Cluster {
 impl Cluster {
     /// `None` (after saying why) when PostgreSQL or NATS cannot be had here.
     fn start(plan: &str) -> Option<Cluster> {
+        Self::start_with(plan, TOOLS)
+    }
+
+    /// A cluster whose workspace declares `tools` (YAML, with the `tools:` key).
+    fn start_with(plan: &str, tools: &str) -> Option<Cluster> {
         let pg = match PgServer::shared() {
             Ok(pg) => pg,
             Err(why) => {
@@ -112,7 +117,7 @@ impl Cluster {
         dir.write(
             "agenthelm.yaml",
             &format!(
-                "{TOOLS}store: {{backend: postgres, url: \"{}\"}}\ncluster:\n  nats: {}\n  ack_wait: 1s\n  max_deliver: 3\n  lease: 2s\n",
+                "{tools}store: {{backend: postgres, url: \"{}\"}}\ncluster:\n  nats: {}\n  ack_wait: 1s\n  max_deliver: 3\n  lease: 2s\n",
                 pg.database(),
                 nats.url()
             ),
@@ -513,4 +518,114 @@ fn a_coordinator_stopped_past_its_lease_is_fenced_off_when_it_continues() {
     // Nothing of the first coordinator's landed after the takeover.
     assert_eq!(cluster.runs_show(&run_id).to_string(), events_before);
     assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn a_worker_killed_mid_compensation_leaves_it_in_doubt_not_run_twice() {
+    let Some(mut cluster) = Cluster::start(FAILING) else {
+        return;
+    };
+    cluster.worker(&[("KILL_AT", "undo:b:after")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("undone b ");
+    cluster.worker(&[]);
+    let run = finish(run, &cluster);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let result = json(&run);
+    let rollback = &result["rollback"];
+    assert_eq!(
+        rollback["compensated"],
+        serde_json::json!(["c", "a"]),
+        "{result}"
+    );
+    let failed = rollback["failed"].to_string();
+    assert!(
+        failed.contains("\"b\"") && failed.contains("not run again"),
+        "{failed}"
+    );
+    assert_eq!(cluster.count("begin undo b "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn an_idempotent_compensation_cut_short_is_run_again_with_its_key() {
+    let tools = TOOLS.replace(
+        "  unmake:\n    command: [python3, tool.py, undo]\n",
+        "  unmake:\n    command: [python3, tool.py, undo]\n    idempotent: true\n",
+    );
+    let Some(mut cluster) = Cluster::start_with(FAILING, &tools) else {
+        return;
+    };
+    cluster.worker(&[("KILL_AT", "undo:b:after")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("undone b ");
+    cluster.worker(&[]);
+    let run = finish(run, &cluster);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let result = json(&run);
+    assert_eq!(
+        result["rollback"]["compensated"],
+        serde_json::json!(["c", "b", "a"]),
+        "{result}"
+    );
+    let begins: Vec<String> = cluster
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("begin undo b "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(begins.len(), 2, "{}", cluster.log());
+    let key = |line: &str| line.split_whitespace().nth(3).unwrap_or("").to_owned();
+    assert_eq!(key(&begins[0]), key(&begins[1]), "the key changed");
+    assert_eq!(cluster.count("undone b "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn a_coordinator_killed_during_rollback_has_it_finished_by_another_once() {
+    let Some(mut cluster) = Cluster::start(FAILING) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let mut coordinator = cluster.execute();
+    cluster.wait_for_log("begin undo b ");
+    coordinator.kill().unwrap();
+    let _ = coordinator.wait();
+    let run_id = cluster.only_run();
+    cluster.serve();
+    let shown = cluster.wait_for_state(&run_id, "failed");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            cluster.count(&format!("begin undo {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+        assert_eq!(
+            cluster.count(&format!("undone {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+    }
+    let statuses: Vec<String> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["id"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "a=compensated",
+            "b=compensated",
+            "c=compensated",
+            "d=failed"
+        ],
+        "{shown}"
+    );
 }

@@ -407,7 +407,12 @@ async fn compensate_job(job: Job, shared: Arc<Shared>) -> JobDone {
             Some(true) => continue,
             Some(false) => Err("it failed before the run was resumed".to_owned()),
             // In doubt: a tool that declares repeats harmless runs again, with the same key.
-            None if shared.progress.uncertain.contains(&(job.step, n)) && !action.idempotent() => {
+            // Remote work is not in doubt here: the runner knows its outcome (or whether the
+            // worker that began it died, and then decides the same way).
+            None if shared.remote.is_none()
+                && shared.progress.uncertain.contains(&(job.step, n))
+                && !action.idempotent() =>
+            {
                 Err(IN_DOUBT.to_owned())
             }
             None => match compensate(&ctx, n, &action, shared.remote.as_ref()).await {
