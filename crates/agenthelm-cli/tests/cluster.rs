@@ -88,23 +88,31 @@ steps:
 struct Cluster {
     dir: TempDir,
     nats: NatsServer,
+    /// A PostgreSQL server of this test's own, for tests that stop it.
+    pg: Option<PgServer>,
     workers: Vec<Child>,
 }
 
 impl Cluster {
     /// `None` (after saying why) when PostgreSQL or NATS cannot be had here.
     fn start(plan: &str) -> Option<Cluster> {
-        Self::start_with(plan, TOOLS)
+        Self::start_with(plan, TOOLS, false)
     }
 
-    /// A cluster whose workspace declares `tools` (YAML, with the `tools:` key).
-    fn start_with(plan: &str, tools: &str) -> Option<Cluster> {
-        let pg = match PgServer::shared() {
+    /// A cluster whose workspace declares `tools` (YAML, with the `tools:` key), on a
+    /// PostgreSQL server of its own when `own_postgres` (else the shared one).
+    fn start_with(plan: &str, tools: &str, own_postgres: bool) -> Option<Cluster> {
+        let own = own_postgres.then(PgServer::start).transpose();
+        let pg = match own.and_then(|own| Ok((PgServer::shared()?, own))) {
             Ok(pg) => pg,
             Err(why) => {
                 eprintln!("cluster test skipped: {why}");
                 return None;
             }
+        };
+        let url = match &pg.1 {
+            Some(own) => own.database(),
+            None => pg.0.database(),
         };
         let nats = match NatsServer::start() {
             Ok(nats) => nats,
@@ -118,7 +126,7 @@ impl Cluster {
             "agenthelm.yaml",
             &format!(
                 "{tools}store: {{backend: postgres, url: \"{}\"}}\ncluster:\n  nats: {}\n  ack_wait: 1s\n  max_deliver: 3\n  lease: 2s\n",
-                pg.database(),
+                url,
                 nats.url()
             ),
         );
@@ -127,6 +135,7 @@ impl Cluster {
         Some(Cluster {
             dir,
             nats,
+            pg: pg.1,
             workers: Vec::new(),
         })
     }
@@ -552,7 +561,7 @@ fn an_idempotent_compensation_cut_short_is_run_again_with_its_key() {
         "  unmake:\n    command: [python3, tool.py, undo]\n",
         "  unmake:\n    command: [python3, tool.py, undo]\n    idempotent: true\n",
     );
-    let Some(mut cluster) = Cluster::start_with(FAILING, &tools) else {
+    let Some(mut cluster) = Cluster::start_with(FAILING, &tools, false) else {
         return;
     };
     cluster.worker(&[("KILL_AT", "undo:b:after")]);
@@ -626,6 +635,73 @@ fn a_coordinator_killed_during_rollback_has_it_finished_by_another_once() {
             "c=compensated",
             "d=failed"
         ],
+        "{shown}"
+    );
+}
+
+#[test]
+fn postgres_restarted_mid_run_loses_nothing_and_the_run_goes_on() {
+    let Some(mut cluster) = Cluster::start_with(PASSING, TOOLS, true) else {
+        return;
+    };
+    cluster.worker(&[("SLOW", "b"), ("SLOW_FOR", "1.5")]);
+    let run = cluster.execute();
+    cluster.wait_for_log("begin do b ");
+    let pg = cluster.pg.as_mut().unwrap();
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    pg.restart();
+    let first = finish(run, &cluster);
+    let run_id = cluster.only_run();
+    // The run waited while the store was away. Had the coordinator needed to write then, it
+    // would have stopped where it was (exit 1), for another coordinator to carry on.
+    if first.code == 1 {
+        assert!(first.stderr.contains("resume"), "{}", first.all());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let resumed = output(
+                cluster
+                    .command(&["resume", &run_id, "--json"], &[])
+                    .output()
+                    .unwrap(),
+            );
+            if !resumed.stderr.contains("is being coordinated by") {
+                assert_eq!(resumed.code, 0, "{}", resumed.all());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", resumed.all());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    } else {
+        assert_eq!(first.code, 0, "{}", first.all());
+    }
+    let shown = cluster.runs_show(&run_id);
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            cluster.count(&format!("effect {name} ")),
+            1,
+            "{}",
+            cluster.log()
+        );
+    }
+    assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
+    // Each step ended once in the journal.
+    let ended: Vec<String> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["id"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        ["a=completed", "b=completed", "c=completed"],
         "{shown}"
     );
 }

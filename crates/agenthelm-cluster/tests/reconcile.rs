@@ -50,14 +50,22 @@ async fn work_recorded_but_never_published_is_published_by_the_reconciler_and_ru
         payload: serde_json::to_value(Job::Step(step)).unwrap(),
     };
     // Committed, then the coordinator is gone before its publish.
-    assert_eq!(store.dispatch_work(&lease, &record).unwrap(), Dispatched::New);
+    assert_eq!(
+        store.dispatch_work(&lease, &record).unwrap(),
+        Dispatched::New
+    );
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
-    let count = FnTool::new("count", "counts its calls", json!({"type": "object"}), move |_, _| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        async { Ok(json!("counted")) }
-    })
+    let count = FnTool::new(
+        "count",
+        "counts its calls",
+        json!({"type": "object"}),
+        move |_, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(json!("counted")) }
+        },
+    )
     .unwrap();
     let orchestrator = Orchestrator::new(AgentRegistry::new()).tools(ToolSet::new().with(count));
     let settings = ClusterSettings::new(nats.url());
@@ -99,10 +107,16 @@ async fn work_recorded_but_never_published_is_published_by_the_reconciler_and_ru
     let queue = WorkQueue::connect(&nats.url(), settings.queue.clone())
         .await
         .unwrap();
-    queue.publish("default", &key, key.as_bytes()).await.unwrap();
+    queue
+        .publish("default", &key, key.as_bytes())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert!(store.unpublished_work(Duration::ZERO, 10).unwrap().is_empty());
+    assert!(store
+        .unpublished_work(Duration::ZERO, 10)
+        .unwrap()
+        .is_empty());
 
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), running)
