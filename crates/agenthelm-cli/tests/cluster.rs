@@ -48,6 +48,8 @@ note(f"end {mode} {name} {key} {worker}")
 print(json.dumps({"name": name, "worker": worker}))
 "#;
 
+const TOKEN: &str = "cluster-token-0123456789abcdef";
+
 const TOOLS: &str = r#"
 tools:
   make:
@@ -194,7 +196,9 @@ impl Cluster {
 
     fn worker_logs(&self) -> String {
         (0..self.workers.len())
-            .map(|n| self.dir.read(&format!("worker-{n}.log")))
+            .filter_map(|n| {
+                std::fs::read_to_string(self.dir.path().join(format!("worker-{n}.log"))).ok()
+            })
             .collect::<Vec<_>>()
             .join("\n---\n")
     }
@@ -419,17 +423,29 @@ fn nats_restarted_mid_run_loses_and_repeats_nothing() {
 }
 
 impl Cluster {
-    /// Starts `agenthelm serve` on a free port (a second coordinator); killed with the cluster.
-    fn serve(&mut self) {
+    /// Starts `agenthelm serve` on a free port (a coordinator), logging to `serve.log`;
+    /// returns its address and its place among the processes (killed with the cluster).
+    fn serve(&mut self) -> (String, usize) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
         let child = self
             .command(&["serve", "--addr", "127.0.0.1:0"], &[])
             .env("RUST_LOG", "agenthelm_cluster=info,agenthelm_server=info")
+            .env("AGENTHELM_TEST_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.workers.push(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let printed = self.dir.read("serve.log");
+            if let Some(at) = printed.find("http://") {
+                let addr = printed[at + 7..].split_whitespace().next().unwrap_or("");
+                return (addr.to_owned(), self.workers.len() - 1);
+            }
+            assert!(Instant::now() < deadline, "serve did not start: {printed}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn runs_show(&self, run_id: &str) -> Value {
@@ -704,4 +720,101 @@ fn postgres_restarted_mid_run_loses_nothing_and_the_run_goes_on() {
         ["a=completed", "b=completed", "c=completed"],
         "{shown}"
     );
+}
+
+/// `pay` needs a person's approval; `al` may decide through `serve`.
+const PAYING: &str = r#"
+  pay:
+    command: [python3, tool.py, do]
+    parameters:
+      type: object
+      properties: {name: {type: string}}
+      required: [name]
+    requires_approval: true
+server:
+  users:
+    al: {token_env: AGENTHELM_TEST_TOKEN}
+"#;
+
+#[test]
+fn a_decision_made_through_another_serve_after_a_coordinator_died_lets_the_run_go_on() {
+    let tools = format!("{TOOLS}{PAYING}");
+    let plan = "goal: make then pay\nsteps:\n  - {id: a, tool: make, args: {name: a}}\n  - {id: b, tool: pay, args: {name: b}, depends_on: [a]}\n";
+    let Some(mut cluster) = Cluster::start_with(plan, &tools, false) else {
+        return;
+    };
+    cluster.worker(&[]);
+    let (first, index) = cluster.serve();
+    let call = |addr: &str, method: &str, path: &str, body: Option<Value>| {
+        agenthelm_test_support::request(addr, method, path, Some(TOKEN), body.as_ref())
+    };
+    let submitted = call(
+        &first,
+        "POST",
+        "/api/runs",
+        Some(serde_json::json!({"plan": plan, "approve": true})),
+    );
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let run_id = submitted.body["run_id"].as_str().unwrap().to_owned();
+    // The worker parks b's call; the run waits for a person.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let asked = loop {
+        let pending = call(&first, "GET", "/api/approvals", None);
+        if pending.body.as_array().is_some_and(|a| !a.is_empty()) {
+            break pending.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing asked:\n{}\nserve:\n{}",
+            cluster.worker_logs(),
+            cluster.dir.read("serve.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(cluster.count("begin do b "), 0, "paid without a decision");
+    let _ = cluster.workers[index].kill();
+    let _ = cluster.workers[index].wait();
+
+    let (second, _) = cluster.serve();
+    let id = asked[0]["id"].as_str().unwrap();
+    let decided = call(
+        &second,
+        "POST",
+        &format!("/api/approvals/{id}"),
+        Some(serde_json::json!({"decision": "approve"})),
+    );
+    assert_eq!(decided.status, 200, "{decided:?}");
+    cluster.wait_for_state(&run_id, "succeeded");
+    assert_eq!(cluster.count("effect a "), 1, "{}", cluster.log());
+    assert_eq!(cluster.count("effect b "), 1, "{}", cluster.log());
+    assert_eq!(cluster.count("begin do b "), 1, "{}", cluster.log());
+}
+
+#[test]
+fn execute_decides_a_call_a_worker_parked_with_its_own_approval_rule() {
+    let tools = format!("{TOOLS}{PAYING}");
+    let plan = "goal: pay\nsteps:\n  - {id: b, tool: pay, args: {name: b}}\n";
+    let Some(mut cluster) = Cluster::start_with(plan, &tools, false) else {
+        return;
+    };
+    cluster.worker(&[]);
+    // Without a terminal and without --approve-tools, execute refuses the call.
+    let refused = finish(cluster.execute(), &cluster);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.all().contains("was not approved"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(cluster.count("begin do b "), 0, "{}", cluster.log());
+    // With it, the call is approved on record and the worker makes it, once.
+    let approved = cluster
+        .command(&["execute", "plan.yaml", "--yes", "--approve-tools"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let approved = finish(approved, &cluster);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    assert_eq!(cluster.count("effect b "), 1, "{}", cluster.log());
 }

@@ -188,14 +188,21 @@ impl RemoteRunner for ClusterRunner {
         loop {
             let key = work::step_key(&work.run_id, &work.step_id, round);
             let job = Job::Step(work.clone());
-            match self.carry_out(&key, &pool, &work.step_id, job, ctx).await {
-                // Parked in an earlier round: the decision may be on record now, run it again.
-                Ok((outcome, false)) if work::to_step(&outcome) == RemoteOutcome::Parked => {
-                    round += 1;
-                }
-                Ok((outcome, _)) => return work::to_step(&outcome),
+            let (outcome, fresh) = match self.carry_out(&key, &pool, &work.step_id, job, ctx).await
+            {
+                Ok(done) => done,
                 Err(error) => return self.halt(ctx, error),
+            };
+            let outcome = work::to_step(&outcome);
+            // A call waits for a decision. Parked in an earlier round: the decision may be on
+            // record now. Parked in this one: this coordinator's handler (a terminal prompt)
+            // may decide; a handler that defers (serve) leaves the run waiting for a person.
+            let decided = outcome == RemoteOutcome::Parked
+                && (!fresh || ctx.decide_waiting_calls().await > 0);
+            if !decided {
+                return outcome;
             }
+            round += 1;
         }
     }
 
@@ -234,6 +241,8 @@ impl ClusterRunner {
     ) -> Result<(WorkOutcome, bool), StoreError> {
         let shared = &self.shared;
         let run_id = self.lease.run_id.as_str();
+        // Journal before acting: what led to the work (a decision just made) is on record.
+        let _permit = ctx.sink().before_action().map_err(|e| e.source)?;
         // Listening before dispatching: a quick worker's wake-up is not missed.
         let mut done = match shared.queue.subscribe(&work::done_subject(run_id)).await {
             Ok(done) => Some(done),

@@ -23,6 +23,14 @@ pub fn step_key(run_id: &str, step_id: &str, round: u32) -> String {
     format!("{run_id}/{step_id}/step/{round}")
 }
 
+/// The round of a step's key (see [`step_key`]); `None` for other keys.
+pub fn round_of(key: &str) -> Option<u32> {
+    let (rest, round) = key.rsplit_once('/')?;
+    rest.ends_with("/step")
+        .then(|| round.parse().ok())
+        .flatten()
+}
+
 /// The key of compensating action `action` of a step.
 pub fn undo_key(run_id: &str, step_id: &str, action: usize) -> String {
     format!("{run_id}/{step_id}/undo/{action}")
@@ -126,6 +134,13 @@ mod tests {
                 error: "delivered 5 times without a result".into()
             }
         );
+    }
+
+    #[test]
+    fn rounds_are_read_back_from_step_keys_only() {
+        assert_eq!(round_of(&step_key("r", "a/b", 3)), Some(3));
+        assert_eq!(round_of(&undo_key("r", "a", 3)), None);
+        assert_eq!(round_of("nonsense"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agenthelm::exec::EventSink;
 use agenthelm::store::{AttemptStart, PostgresStore, RunStore, StoreError, WorkOutcome};
-use agenthelm::{EventKind, Orchestrator};
+use agenthelm::{EventKind, Orchestrator, RunState};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -202,7 +202,17 @@ async fn carry_out(
     payload: serde_json::Value,
 ) -> Result<WorkOutcome, StoreError> {
     let journal: Arc<dyn RunStore> = Arc::new(shared.store.attempt_journal(key, attempt));
-    let sink = EventSink::journaled(Vec::new(), Some(journal));
+    // A step run again after it waited for a decision finds the decision in the run's state.
+    let sink = match work::round_of(key) {
+        Some(round) if round > 1 => {
+            let run = shared
+                .store
+                .load_run(key.split('/').next().unwrap_or(key))?;
+            let state = RunState::replay(&run.plan, &run.events);
+            EventSink::for_run(Vec::new(), Some(journal), state)
+        }
+        _ => EventSink::journaled(Vec::new(), Some(journal)),
+    };
     let orchestrator = &shared.orchestrator;
     match serde_json::from_value::<Job>(payload) {
         Ok(Job::Step(step)) => {

@@ -1,7 +1,7 @@
 //! `agenthelm worker`: carries out the steps and compensations coordinators send to the
 //! workspace's worker pools (see `docs/cluster.md`).
 
-use agenthelm::approval::AutoApprove;
+use agenthelm::approval::{ApprovalDecision, ApprovalRequest, AutoApprove};
 use agenthelm_cluster::{Worker, WorkerOptions, DEFAULT_POOL};
 use agenthelm_workspace::{pool_name_problem, Assembly};
 use std::collections::BTreeSet;
@@ -31,10 +31,14 @@ async fn serve(assembly: &Assembly<'_>, args: &WorkerArgs) -> anyhow::Result<()>
     let pools = pools(assembly, args)?;
     let store = agenthelm_workspace::open_store(workspace)?;
     let store = crate::cluster::postgres(workspace, &store)?;
-    let mut orchestrator = assembly.orchestrator().await?;
-    if args.approve_tools {
-        orchestrator = orchestrator.approval_handler(AutoApprove);
-    }
+    let orchestrator = assembly.orchestrator().await?;
+    // A call that needs approval waits in the store for a person (through `serve`) or for the
+    // coordinator's prompt (`execute`); the worker never asks anyone itself.
+    let orchestrator = if args.approve_tools {
+        orchestrator.approval_handler(AutoApprove)
+    } else {
+        orchestrator.approval_handler(|_: &ApprovalRequest| ApprovalDecision::Defer)
+    };
     let worker = Worker::connect(store, settings, orchestrator)
         .await
         .map_err(|e| BadInput(format!("cannot join the cluster: {e}")))?;

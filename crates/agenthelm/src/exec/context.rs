@@ -199,6 +199,14 @@ impl StepContext {
         invoke::invoke(tool, args, self, CallPurpose::Execute).await
     }
 
+    /// Asks this context's approval handler about the calls of its step that wait for a
+    /// decision another process asked for (a worker carrying the step out, see
+    /// [`RemoteRunner`](crate::orchestrate::RemoteRunner)), and records each decision it
+    /// makes. Returns how many it made; a handler that defers leaves the calls waiting.
+    pub async fn decide_waiting_calls(&self) -> usize {
+        invoke::decide_waiting(self).await
+    }
+
     /// Whether a call made in this context waits for a person's decision
     /// ([`ApprovalDecision::Defer`](crate::approval::ApprovalDecision::Defer)): the step must
     /// stop and be run again once the decision is on record.

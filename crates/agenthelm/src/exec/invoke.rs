@@ -345,6 +345,40 @@ fn record_decision(ctx: &StepContext, request: &ApprovalRequest, decision: &Appr
     });
 }
 
+/// Asks `ctx`'s approval handler about the calls of its step that wait for a decision (asked
+/// by another process: a worker), records each decision made and returns how many were made.
+pub(crate) async fn decide_waiting(ctx: &StepContext) -> usize {
+    let waiting: Vec<ApprovalRequest> = ctx
+        .sink()
+        .state(|state| {
+            let step = ctx.step_id().and_then(|id| state.position(id));
+            state
+                .pending_approvals()
+                .filter(|r| r.step == step && step.is_some())
+                .map(|r| ApprovalRequest {
+                    call_id: r.call_id.clone(),
+                    run_id: ctx.run_id().map(str::to_owned),
+                    step_id: ctx.step_id().map(str::to_owned),
+                    agent: ctx.agent().map(str::to_owned),
+                    tool: r.tool.clone(),
+                    description: String::new(),
+                    args: r.args.clone(),
+                    purpose: r.purpose,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut decided = 0;
+    for request in waiting {
+        let decision = ctx.approval_handler().approve(&request).await;
+        if decision != ApprovalDecision::Defer {
+            record_decision(ctx, &request, &decision);
+            decided += 1;
+        }
+    }
+    decided
+}
+
 /// Puts a request for a person's decision on record (once: a step parked again asks under the
 /// same record) and parks the step. A compensation cannot wait: it is denied.
 fn defer(request: ApprovalRequest, ctx: &StepContext) -> Result<(), ToolError> {
