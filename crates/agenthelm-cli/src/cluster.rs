@@ -21,7 +21,7 @@ pub fn settings(workspace: &Workspace) -> anyhow::Result<Option<ClusterSettings>
     };
     let mut settings = ClusterSettings::new(url);
     for agent in workspace.config.agents.keys() {
-        settings = settings.pool(agent.clone(), cluster.pool_of(Some(agent)));
+        settings = settings.pool(agent.clone(), cluster.pool_of(agent));
     }
     if let Some(ack_wait) = cluster.ack_wait {
         settings.queue.ack_wait = ack_wait;
@@ -31,6 +31,9 @@ pub fn settings(workspace: &Workspace) -> anyhow::Result<Option<ClusterSettings>
     }
     if let Some(lease) = cluster.lease {
         settings.lease = lease;
+    }
+    if let Some(replicas) = cluster.replicas {
+        settings.queue.replicas = replicas;
     }
     Ok(Some(settings))
 }

@@ -16,6 +16,7 @@ use agenthelm::orchestrate::{
 use agenthelm::store::{
     Claim, Dispatched, FencedStore, Lease, PostgresStore, RunLease, StoreError, Work, WorkOutcome,
 };
+use agenthelm::{Event, EventKind};
 
 use crate::error::ClusterError;
 use crate::queue::{Notifications, WorkQueue};
@@ -269,7 +270,9 @@ impl ClusterRunner {
             Dispatched::Pending => (self.wait(key, done.as_mut()).await?, false),
         };
         // Events the run's state has not seen: a resumed run loaded some already.
-        ctx.sink().adopt(self.journal.fresh_work_events(key)?);
+        let events = self.journal.fresh_work_events(key)?;
+        charge_budget(ctx, &events);
+        ctx.sink().adopt(events);
         Ok(outcome)
     }
 
@@ -321,6 +324,22 @@ impl ClusterRunner {
         let message = error.to_string();
         ctx.sink().halt(error);
         RemoteOutcome::Failed { error: message }
+    }
+}
+
+/// Counts the model calls a worker made against the run's budget, so a spent budget stops the
+/// run as it would here.
+fn charge_budget(ctx: &StepContext, events: &[Event]) {
+    let Some(budget) = ctx.budget() else {
+        return;
+    };
+    for event in events {
+        if let EventKind::LlmCall {
+            usage, cost_usd, ..
+        } = &event.kind
+        {
+            budget.record(*usage, *cost_usd);
+        }
     }
 }
 

@@ -21,6 +21,10 @@ use crate::work::{self, Job};
 /// Work recorded but not published for this long is published by a reconciler.
 const UNPUBLISHED_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a worker keeps a piece of work while the store cannot be reached, before it hands
+/// the work back to the queue.
+const STORE_PATIENCE: Duration = Duration::from_secs(600);
+
 /// What a worker runs and how much at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerOptions {
@@ -148,7 +152,10 @@ async fn handle(shared: &Shared, delivery: Delivery) {
         let _ = delivery.term().await;
         return;
     };
-    let (attempt, record, earlier) = match shared.store.start_attempt(&key, &shared.name) {
+    // While the store is away the work is kept (in progress), not handed back: a hand-back
+    // counts as a delivery, and an outage must not spend the work's deliveries.
+    let started = patiently(&delivery, || shared.store.start_attempt(&key, &shared.name)).await;
+    let (attempt, record, earlier) = match started {
         Ok(AttemptStart::Run {
             attempt,
             work,
@@ -178,7 +185,17 @@ async fn handle(shared: &Shared, delivery: Delivery) {
     ));
     let outcome = carry_out(shared, &key, attempt, earlier, record.payload).await;
     beat.abort();
-    match outcome.and_then(|outcome| shared.store.finish_attempt(&key, attempt, &outcome)) {
+    let kept = match outcome {
+        // The outcome waits here for the store: the work is not done again for an outage.
+        Ok(outcome) => {
+            patiently(&delivery, || {
+                shared.store.finish_attempt(&key, attempt, &outcome)
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match kept {
         Ok(()) => {
             let _ = delivery.ack().await;
             notify(shared, &key).await;
@@ -237,6 +254,25 @@ async fn carry_out(
     }
 }
 
+/// Runs `op` against the store, trying again every second while the store cannot be reached
+/// (for up to [`STORE_PATIENCE`]) and meanwhile telling the queue the work goes on.
+async fn patiently<T>(
+    delivery: &Delivery,
+    op: impl Fn() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    loop {
+        match op() {
+            Err(e @ StoreError::Io { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the store cannot be reached; trying again");
+                let _ = delivery.in_progress().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Tells the queue the work is still being carried out, so it is not given to another worker.
 async fn heartbeat(delivery: Arc<Delivery>, every: Duration) {
     let every = every.max(Duration::from_millis(100));
@@ -287,36 +323,53 @@ async fn reconcile(shared: Arc<Shared>) {
 
 /// Fails work whose deliveries ran out, so its step fails (and its run rolls back).
 async fn fail_exhausted(shared: Arc<Shared>) {
-    let mut exhausted = match shared.queue.exhausted().await {
-        Ok(exhausted) => exhausted,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch for work whose deliveries ran out");
-            return;
-        }
-    };
-    while let Some(spent) = exhausted.next().await {
-        let (key, deliveries) = match spent {
-            Ok(Exhausted {
-                msg_id: Some(key),
-                deliveries,
-                ..
-            }) => (key, deliveries),
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read work whose deliveries ran out");
-                continue;
+    loop {
+        match shared.queue.exhausted().await {
+            Ok(mut exhausted) => {
+                while let Some(spent) = exhausted.next().await {
+                    match spent {
+                        Ok(Exhausted {
+                            msg_id: Some(key),
+                            deliveries,
+                            ..
+                        }) => fail_spent(&shared, &key, deliveries).await,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read work whose deliveries ran out")
+                        }
+                    }
+                }
+                tracing::warn!("the watch for spent work ended; watching again");
             }
-        };
-        let reason = format!(
-            "the work was delivered {deliveries} times without an outcome (workers died or stalled on it)"
-        );
-        match shared.store.fail_work(&key, &reason) {
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for work whose deliveries ran out yet")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Fails spent work `key` in the store. Its message is gone from the queue, so only the store
+/// can end the work now: a store that is away is tried again.
+async fn fail_spent(shared: &Shared, key: &str, deliveries: u64) {
+    let reason = format!(
+        "the work was delivered {deliveries} times without an outcome (workers died or stalled on it)"
+    );
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    loop {
+        match shared.store.fail_work(key, &reason) {
             Ok(true) => {
                 tracing::warn!(work = %key, "{reason}");
-                notify(&shared, &key).await;
+                notify(shared, key).await;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(work = %key, error = %e, "cannot fail spent work"),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(work = %key, error = %e, "cannot fail spent work yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => tracing::error!(work = %key, error = %e, "spent work left unfailed"),
         }
+        return;
     }
 }

@@ -14,9 +14,6 @@ use std::time::Duration;
 /// The environment variable read for the NATS URL when `cluster.nats` is not set.
 pub const NATS_URL_ENV: &str = "AGENTHELM_NATS_URL";
 
-/// The pool of work that names no agent (a step calling one of the workspace's own tools).
-pub const DEFAULT_POOL: &str = "default";
-
 /// The `cluster:` section of `agenthelm.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,15 +36,15 @@ pub struct ClusterConfig {
     /// may take the run over (default 15s).
     #[serde(default, deserialize_with = "duration_text")]
     pub lease: Option<Duration>,
+    /// How many NATS servers keep a copy of the work queue (default 1; 3 in production).
+    #[serde(default)]
+    pub replicas: Option<usize>,
 }
 
 impl ClusterConfig {
-    /// The pool that runs `agent`'s work: the pool that lists it, else one named after it;
-    /// [`DEFAULT_POOL`] for work of no agent.
-    pub fn pool_of(&self, agent: Option<&str>) -> String {
-        let Some(agent) = agent else {
-            return DEFAULT_POOL.to_owned();
-        };
+    /// The pool that runs `agent`'s work: the pool that lists it, else one named after it.
+    /// (Work of no agent goes to the cluster's default pool.)
+    pub fn pool_of(&self, agent: &str) -> String {
         self.pools
             .iter()
             .find(|(_, agents)| agents.iter().any(|a| a == agent))
@@ -80,6 +77,15 @@ impl ClusterConfig {
                 "cluster.max_deliver".to_owned(),
                 "must be at least 1".into(),
             ));
+        }
+        if !matches!(self.replicas, None | Some(1..=5)) {
+            problems.push(("cluster.replicas".to_owned(), "must be from 1 to 5".into()));
+        }
+        for (key, value) in [("ack_wait", self.ack_wait), ("lease", self.lease)] {
+            if value.is_some_and(|v| v < Duration::from_secs(1)) {
+                // Shorter ones would have every process hammer the servers.
+                problems.push((format!("cluster.{key}"), "must be at least 1s".into()));
+            }
         }
         let mut pool_of_agent: BTreeMap<&str, &str> = BTreeMap::new();
         for (pool, members) in &self.pools {
@@ -134,9 +140,8 @@ mod tests {
     #[test]
     fn an_agent_goes_to_the_pool_that_lists_it_else_to_its_own() {
         let cluster = config("pools: {research: [researcher, writer]}");
-        assert_eq!(cluster.pool_of(Some("writer")), "research");
-        assert_eq!(cluster.pool_of(Some("booker")), "booker");
-        assert_eq!(cluster.pool_of(None), DEFAULT_POOL);
+        assert_eq!(cluster.pool_of("writer"), "research");
+        assert_eq!(cluster.pool_of("booker"), "booker");
     }
 
     #[test]
@@ -157,5 +162,10 @@ mod tests {
         assert_eq!(cluster.max_deliver, Some(3));
         let error = yaml_serde::from_str::<ClusterConfig>("ack_wait: soon").unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
+        let hasty = config("ack_wait: 10ms\nlease: 0.5s\nreplicas: 9");
+        let text = format!("{:?}", hasty.problems(&[]));
+        assert!(text.contains("cluster.ack_wait"), "{text}");
+        assert!(text.contains("cluster.lease"), "{text}");
+        assert!(text.contains("cluster.replicas"), "{text}");
     }
 }

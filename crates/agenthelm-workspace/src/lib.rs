@@ -84,7 +84,7 @@ mod workspace;
 
 pub use assemble::{Assembly, ModelNeed};
 pub use byte_size::ByteSize;
-pub use cluster::{pool_name_problem, ClusterConfig, DEFAULT_POOL, NATS_URL_ENV};
+pub use cluster::{pool_name_problem, ClusterConfig, NATS_URL_ENV};
 pub use command_tool::{
     CommandTool, DEFAULT_MAX_OUTPUT, IDEMPOTENCY_KEY_VAR, RUN_ID_VAR, STEP_ID_VAR,
 };

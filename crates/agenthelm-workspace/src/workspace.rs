@@ -793,7 +793,7 @@ mod tests {
         let ok = "agents: {booker: {}}\nstore: {backend: postgres}\ncluster:\n  nats: nats://127.0.0.1:4222\n  pools: {travel: [booker]}\n";
         assert_eq!(errors(ok), "");
         let cluster = parse(Path::new("ws.yaml"), ok).unwrap().cluster.unwrap();
-        assert_eq!(cluster.pool_of(Some("booker")), "travel");
+        assert_eq!(cluster.pool_of("booker"), "travel");
         let no_pg = errors("cluster: {nats: nats://127.0.0.1:4222}\n");
         assert!(
             no_pg.starts_with("ws.yaml:1: `cluster`: needs a store every machine shares"),

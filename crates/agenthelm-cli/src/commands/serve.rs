@@ -109,7 +109,7 @@ async fn take_over_orphans(coordinator: Coordinator, runs: Arc<Runs>) {
     let every = coordinator.lease() / 2;
     loop {
         tokio::time::sleep(every).await;
-        match coordinator.orphaned_runs(16) {
+        match coordinator.orphaned_runs(256) {
             Ok(orphans) => {
                 let taken = runs.take_over(&orphans);
                 if taken > 0 {

@@ -77,7 +77,7 @@ fn pools(assembly: &Assembly<'_>, args: &WorkerArgs) -> anyhow::Result<Vec<Strin
     let mut pools: BTreeSet<String> = config
         .agents
         .keys()
-        .map(|agent| cluster.pool_of(Some(agent)))
+        .map(|agent| cluster.pool_of(agent))
         .collect();
     pools.insert(DEFAULT_POOL.to_owned());
     Ok(pools.into_iter().collect())

@@ -209,6 +209,15 @@ impl BudgetGuard {
         }
     }
 
+    /// Counts a model call made elsewhere (by a worker carrying a step out, its event taken in
+    /// from the journal): what it used and cost (`None`: unpriced, counted as free). A limit
+    /// crossed now is reached, so the run stops before its next step.
+    pub fn record(&self, tokens: TokenUsage, cost_usd: Option<f64>) {
+        // As if admitted with no worst case, then settled.
+        self.lock().reserved_calls += 1;
+        self.settle(0.0, Some((tokens, cost_usd)));
+    }
+
     /// Resolves once a limit is reached, the time limit included (which nothing else trips).
     pub async fn tripped(&self) {
         let deadline = self
@@ -313,6 +322,23 @@ mod tests {
             max_tokens: Some(max_tokens),
             ..CompletionRequest::default()
         }
+    }
+
+    #[test]
+    fn calls_made_elsewhere_count_and_trip_the_budget() {
+        let guard = BudgetGuard::new(
+            Budget::new().max_tokens(1000),
+            Usage::default(),
+            Duration::ZERO,
+        );
+        guard.record(TokenUsage::new(300, 300), Some(0.01));
+        assert!(guard.check().is_ok());
+        guard.record(TokenUsage::new(300, 300), None);
+        let exceeded = guard.check().unwrap_err();
+        assert_eq!(exceeded.kind, BudgetKind::Tokens);
+        assert_eq!(exceeded.spent, 1200.0);
+        // Nothing stays reserved: the next admission sees only what was spent.
+        assert_eq!(guard.lock().reserved_calls, 0);
     }
 
     #[test]
