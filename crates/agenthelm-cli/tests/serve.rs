@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "al-token-0123456789abcdef";
 
 fn workspace() -> TempDir {
+    workspace_with("")
+}
+
+/// The workspace, with `more` (YAML) added at its end.
+fn workspace_with(more: &str) -> TempDir {
     let dir = TempDir::new("cli-serve");
     let extra = r#"
   pay:
@@ -37,7 +42,10 @@ server:
   users:
     al: {token_env: AGENTHELM_TEST_TOKEN}
 "#;
-    dir.write("agenthelm.yaml", &format!("{LOGGING_WORKSPACE}{extra}"));
+    dir.write(
+        "agenthelm.yaml",
+        &format!("{LOGGING_WORKSPACE}{extra}{more}"),
+    );
     dir.write("tool.py", LOGGING_TOOL);
     dir
 }
@@ -472,4 +480,38 @@ fn a_malformed_collector_setting_stops_serve_before_it_serves() {
         out.stderr
     );
     assert!(!out.stderr.contains("serves"), "{}", out.stderr);
+}
+
+#[test]
+fn on_a_postgres_store_a_waiting_call_survives_a_kill_and_runs_once_approved() {
+    let pg = match agenthelm_test_support::PgServer::shared() {
+        Ok(pg) => pg,
+        Err(why) => return eprintln!("PostgreSQL serve test skipped: {why}"),
+    };
+    let dir = workspace_with(&format!(
+        "store: {{backend: postgres, url: \"{}\"}}\n",
+        pg.database()
+    ));
+    let first = Serving::start(&dir, &[]);
+    let id = first.submit(PAY, true);
+    first.wait_for(&id, "waiting_for_approval");
+    let asked = first.pending();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    first.kill();
+
+    let second = Serving::start(&dir, &[]);
+    assert_eq!(
+        second.pending(),
+        asked,
+        "the same request, with the same id"
+    );
+    let path = format!("/api/approvals/{}", asked[0]["id"].as_str().unwrap());
+    let answer = second.call("POST", &path, Some(json!({"decision": "approve"})));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    second.wait_for(&id, "succeeded");
+    assert_eq!(logged(&dir, "effect b"), 1);
+    assert_eq!(logged(&dir, "effect a"), 1, "a is not run again");
+    // The run is in the database, for every other user of it.
+    let listed = common::run(dir.path(), &["runs", "list", "--json"]);
+    assert!(listed.stdout.contains(&id), "{}", listed.all());
 }
