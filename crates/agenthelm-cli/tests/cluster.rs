@@ -209,6 +209,18 @@ impl Cluster {
             .any(|w| matches!(w.try_wait(), Ok(None)))
     }
 
+    /// Asserts that two calls began with `prefix`, under the same idempotency key.
+    fn assert_begun_twice_with_one_key(&self, prefix: &str) {
+        let keys: Vec<String> = self
+            .log()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(keys.len(), 2, "{}", self.log());
+        assert_eq!(keys[0], keys[1], "the key changed: {}", self.log());
+    }
+
     /// How many lines of the log start with `prefix`.
     fn count(&self, prefix: &str) -> usize {
         self.log().lines().filter(|l| l.starts_with(prefix)).count()
@@ -285,15 +297,7 @@ fn a_worker_killed_mid_step_has_the_step_redelivered_with_the_same_key_and_done_
     cluster.worker(&[]);
     let run = finish(run, &cluster);
     assert_eq!(run.code, 0, "{}", run.all());
-    let begins: Vec<String> = cluster
-        .log()
-        .lines()
-        .filter(|l| l.starts_with("begin do b "))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(begins.len(), 2, "{}", cluster.log());
-    let key = |line: &str| line.split_whitespace().nth(3).unwrap_or("").to_owned();
-    assert_eq!(key(&begins[0]), key(&begins[1]), "the key changed");
+    cluster.assert_begun_twice_with_one_key("begin do b ");
     assert_eq!(cluster.count("effect b "), 1, "{}", cluster.log());
     assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
 }
@@ -592,15 +596,7 @@ fn an_idempotent_compensation_cut_short_is_run_again_with_its_key() {
         serde_json::json!(["c", "b", "a"]),
         "{result}"
     );
-    let begins: Vec<String> = cluster
-        .log()
-        .lines()
-        .filter(|l| l.starts_with("begin undo b "))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(begins.len(), 2, "{}", cluster.log());
-    let key = |line: &str| line.split_whitespace().nth(3).unwrap_or("").to_owned();
-    assert_eq!(key(&begins[0]), key(&begins[1]), "the key changed");
+    cluster.assert_begun_twice_with_one_key("begin undo b ");
     assert_eq!(cluster.count("undone b "), 1, "{}", cluster.log());
 }
 

@@ -194,30 +194,37 @@ fn a_plan_under_review_survives_a_kill_and_runs_once_approved() {
     assert_eq!((logged(&dir, "effect a"), logged(&dir, "effect b")), (1, 1));
 }
 
-#[test]
-fn a_waiting_tool_call_survives_a_kill_with_its_id_and_runs_once_approved() {
-    let dir = workspace();
-    let first = Serving::start(&dir, &[]);
+/// Submits [`PAY`] to a server, kills it while b's call waits for a person, starts another
+/// and approves the call there (checking it is the same request and nothing was called).
+fn approve_after_a_kill(dir: &TempDir) -> (Serving, String) {
+    let first = Serving::start(dir, &[]);
     let id = first.submit(PAY, true);
     first.wait_for(&id, "waiting_for_approval");
     let asked = first.pending();
     assert_eq!(asked.len(), 1, "{asked:?}");
     first.kill();
 
-    let second = Serving::start(&dir, &[]);
+    let second = Serving::start(dir, &[]);
     assert_eq!(
         second.pending(),
         asked,
         "the same request, with the same id"
     );
     assert_eq!(
-        logged(&dir, "begin do b"),
+        logged(dir, "begin do b"),
         0,
         "not called without a decision"
     );
     let path = format!("/api/approvals/{}", asked[0]["id"].as_str().unwrap());
     let answer = second.call("POST", &path, Some(json!({"decision": "approve"})));
     assert_eq!(answer.status, 200, "{answer:?}");
+    (second, id)
+}
+
+#[test]
+fn a_waiting_tool_call_survives_a_kill_with_its_id_and_runs_once_approved() {
+    let dir = workspace();
+    let (second, id) = approve_after_a_kill(&dir);
     let run = second.wait_for(&id, "succeeded");
     assert_eq!(run["approvals"][0]["by"], "al");
     assert_eq!(logged(&dir, "effect b"), 1);
@@ -492,22 +499,7 @@ fn on_a_postgres_store_a_waiting_call_survives_a_kill_and_runs_once_approved() {
         "store: {{backend: postgres, url: \"{}\"}}\n",
         pg.database()
     ));
-    let first = Serving::start(&dir, &[]);
-    let id = first.submit(PAY, true);
-    first.wait_for(&id, "waiting_for_approval");
-    let asked = first.pending();
-    assert_eq!(asked.len(), 1, "{asked:?}");
-    first.kill();
-
-    let second = Serving::start(&dir, &[]);
-    assert_eq!(
-        second.pending(),
-        asked,
-        "the same request, with the same id"
-    );
-    let path = format!("/api/approvals/{}", asked[0]["id"].as_str().unwrap());
-    let answer = second.call("POST", &path, Some(json!({"decision": "approve"})));
-    assert_eq!(answer.status, 200, "{answer:?}");
+    let (second, id) = approve_after_a_kill(&dir);
     second.wait_for(&id, "succeeded");
     assert_eq!(logged(&dir, "effect b"), 1);
     assert_eq!(logged(&dir, "effect a"), 1, "a is not run again");
