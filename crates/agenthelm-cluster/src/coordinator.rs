@@ -23,6 +23,9 @@ use crate::queue::{Notifications, WorkQueue};
 use crate::settings::ClusterSettings;
 use crate::work::{self, Job};
 
+/// How many times a step is sent again after its waiting calls were decided.
+const MAX_ROUNDS: u32 = 20;
+
 /// Runs plans on a cluster: this process schedules and journals, workers carry the steps out.
 #[derive(Clone)]
 pub struct Coordinator {
@@ -204,6 +207,12 @@ impl RemoteRunner for ClusterRunner {
                 return outcome;
             }
             round += 1;
+            if round > MAX_ROUNDS {
+                // A worker that parks a call decided on record again and again: stop asking.
+                return RemoteOutcome::Failed {
+                    error: format!("its calls were decided {MAX_ROUNDS} times and it still waits for a decision"),
+                };
+            }
         }
     }
 
