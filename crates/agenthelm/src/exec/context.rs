@@ -201,7 +201,7 @@ impl StepContext {
 
     /// Asks this context's approval handler about the calls of its step that wait for a
     /// decision another process asked for (a worker carrying the step out, see
-    /// [`RemoteRunner`](crate::orchestrate::RemoteRunner)), and records each decision it
+    /// `RemoteRunner`), and records each decision it
     /// makes. Returns how many it made; a handler that defers leaves the calls waiting.
     pub async fn decide_waiting_calls(&self) -> usize {
         invoke::decide_waiting(self).await

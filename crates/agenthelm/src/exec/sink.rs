@@ -198,7 +198,7 @@ impl EventSink {
     }
 
     /// Takes in events that another process has already put in the run's journal (a worker
-    /// carrying out a step, see [`RemoteRunner`](crate::orchestrate::RemoteRunner)): the run
+    /// carrying out a step, see `RemoteRunner`): the run
     /// state and the observers see them as if they were recorded here, and they are not written
     /// again. What this sink recorded before them is written first, so the journal keeps the
     /// order in which the state saw them.
