@@ -34,7 +34,9 @@ pub struct WorkerOptions {
     pub concurrency: usize,
 }
 
-/// Carries out the work of its pools (see the [module](self)).
+/// Carries out the work of its pools: pulls it from the queue, runs it with the workspace's
+/// agents and tools under an attempt of its own, commits the outcome (first writer wins) and
+/// acks; it also publishes work left unpublished and fails work whose deliveries ran out.
 #[derive(Clone)]
 pub struct Worker {
     shared: Arc<Shared>,

@@ -94,7 +94,8 @@ pub enum RemoteOutcome {
     Parked,
 }
 
-/// Carries out a coordinator's work somewhere else (see the [module](self)).
+/// Carries out a coordinator's work somewhere else: a worker with the same agents and tools
+/// carries it out with [`Orchestrator::run_step_work`](super::Orchestrator::run_step_work).
 ///
 /// Both methods are called after the coordinator's journal holds everything that led to the
 /// work. Before returning, an implementation hands the events the other process journaled for
