@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::error::ClusterError;
 use crate::queue::{Delivery, Exhausted, PoolConsumer, WorkQueue};
 use crate::settings::ClusterSettings;
-use crate::work::{self, Job};
+use crate::work::{self, Batcher, Job};
 
 /// Work recorded but not published for this long is published by a reconciler.
 const UNPUBLISHED_AFTER: Duration = Duration::from_secs(2);
@@ -43,6 +43,10 @@ struct Shared {
     orchestrator: Orchestrator,
     /// This worker, as attempts name it.
     name: String,
+    /// Attempts started at the same time share a commit.
+    starts: Batcher<String, AttemptStart>,
+    /// Attempts that end at the same time share a commit (each keeps its own answer).
+    finishes: Batcher<(String, i64, WorkOutcome), ()>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -63,13 +67,25 @@ impl Worker {
     ) -> Result<Self, ClusterError> {
         let queue = WorkQueue::connect(&settings.nats_url, settings.queue.clone()).await?;
         let owner = agenthelm::store::Owner::this_process();
+        let name = format!("worker {} on {}", owner.pid, owner.host);
+        let (starter, worker) = (Arc::clone(&store), name.clone());
+        let starts = Batcher::start(move |keys: Vec<String>| {
+            let started = starter.start_attempts(&keys, &worker)?;
+            Ok(started.into_iter().map(Ok).collect())
+        });
+        let finisher = Arc::clone(&store);
+        let finishes = Batcher::start(move |finished: Vec<(String, i64, WorkOutcome)>| {
+            finisher.finish_attempts(&finished)
+        });
         Ok(Worker {
             shared: Arc::new(Shared {
                 store,
                 queue,
                 settings,
                 orchestrator,
-                name: format!("worker {} on {}", owner.pid, owner.host),
+                name,
+                starts,
+                finishes,
             }),
         })
     }
@@ -142,21 +158,21 @@ async fn serve_pool(
 /// Carries out one delivery: claims the next attempt, runs it with heartbeats, commits the
 /// outcome and acks. A late attempt (a later one took the work over) acks nothing: the
 /// message belongs to the attempt that has it now.
-async fn handle(shared: &Shared, delivery: Delivery) {
+async fn handle(shared: &Arc<Shared>, delivery: Delivery) {
     let Ok(key) = std::str::from_utf8(delivery.payload()).map(str::to_owned) else {
         tracing::warn!("a message on the work queue is not a work key: dropped");
         let _ = delivery.term().await;
         return;
     };
-    let (attempt, record, earlier) = match shared.store.start_attempt(&key, &shared.name) {
+    let (attempt, record, earlier) = match shared.starts.ask(key.clone()).await {
         Ok(AttemptStart::Run {
             attempt,
             work,
             earlier,
         }) => (attempt, work, earlier),
         Ok(AttemptStart::Finished(_)) => {
-            let _ = delivery.ack().await;
             notify(shared, &key).await;
+            let _ = delivery.ack().await;
             return;
         }
         Ok(AttemptStart::Unknown) => {
@@ -176,12 +192,17 @@ async fn handle(shared: &Shared, delivery: Delivery) {
         Arc::clone(&delivery),
         shared.settings.queue.ack_wait / 3,
     ));
-    let outcome = carry_out(shared, &key, attempt, earlier, record.payload).await;
+    let outcome = carry_out_apart(shared, &key, attempt, earlier, record.payload).await;
     beat.abort();
-    match outcome.and_then(|outcome| shared.store.finish_attempt(&key, attempt, &outcome)) {
+    let finished = match outcome {
+        Ok(outcome) => shared.finishes.ask((key.clone(), attempt, outcome)).await,
+        Err(e) => Err(e),
+    };
+    match finished {
+        // The outcome is committed: the coordinator may go on while the queue takes the ack.
         Ok(()) => {
-            let _ = delivery.ack().await;
             notify(shared, &key).await;
+            let _ = delivery.ack().await;
         }
         Err(e @ StoreError::Superseded { .. }) => {
             tracing::warn!(work = %key, attempt, error = %e, "late attempt: its outcome is not kept");
@@ -191,6 +212,24 @@ async fn handle(shared: &Shared, delivery: Delivery) {
             let _ = delivery.nak(Some(Duration::from_secs(1))).await;
         }
     }
+}
+
+/// Carries the work out on a blocking thread: its journal writes block on the store, and the
+/// runtime's threads must stay free for the queue (pulls, acks, heartbeats) and other work.
+async fn carry_out_apart(
+    shared: &Arc<Shared>,
+    key: &str,
+    attempt: i64,
+    earlier: i64,
+    payload: serde_json::Value,
+) -> Result<WorkOutcome, StoreError> {
+    let (shared, key) = (Arc::clone(shared), key.to_owned());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(carry_out(&shared, &key, attempt, earlier, payload))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("the work's thread stopped: {e}")))?
 }
 
 /// Runs the work's job under attempt `attempt`, journaling through it.
