@@ -30,7 +30,8 @@ pub struct WorkerOptions {
     pub concurrency: usize,
 }
 
-/// Carries out the work of its pools (see the [module](self)).
+/// Carries out the work of its pools: takes it from the queue, runs it with its attempt
+/// journaled and commits the outcome, first writer wins (see the [crate](crate) documentation).
 #[derive(Clone)]
 pub struct Worker {
     shared: Arc<Shared>,
