@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use agenthelm::exec::StepContext;
 use agenthelm::orchestrate::{
@@ -17,11 +16,12 @@ use agenthelm::store::{
     Claim, Dispatched, FencedStore, Lease, PostgresStore, RunLease, StoreError, Work, WorkOutcome,
 };
 use agenthelm::{Event, EventKind};
+use tokio::sync::OnceCell;
 
 use crate::error::ClusterError;
-use crate::queue::{Notifications, WorkQueue};
+use crate::queue::WorkQueue;
 use crate::settings::ClusterSettings;
-use crate::work::{self, Job};
+use crate::work::{self, Batcher, Job, Wakeup, Wakeups};
 
 /// How many times a step is sent again after its waiting calls were decided.
 const MAX_ROUNDS: u32 = 20;
@@ -103,6 +103,7 @@ impl RemoteRuns for Coordinator {
             lease: lease.clone(),
             journal: journal.clone(),
             lost: Arc::clone(&lost),
+            desk: OnceCell::new(),
         };
         Ok(RemoteRun {
             journal: Arc::new(journal),
@@ -178,6 +179,8 @@ struct ClusterRunner {
     /// The run's journal, fenced by the lease; it also hands out workers' events once.
     journal: FencedStore,
     lost: Arc<AtomicBool>,
+    /// How the run's work is sent and waited for: set up with its first work.
+    desk: OnceCell<Desk>,
 }
 
 #[agenthelm::async_trait]
@@ -249,18 +252,12 @@ impl ClusterRunner {
         job: Job,
         ctx: &StepContext,
     ) -> Result<(WorkOutcome, bool), StoreError> {
-        let shared = &self.shared;
+        let desk = self.desk().await;
         let run_id = self.lease.run_id.as_str();
         // Journal before acting: what led to the work (a decision just made) is on record.
         let _permit = ctx.sink().before_action().map_err(|e| e.source)?;
         // Listening before dispatching: a quick worker's wake-up is not missed.
-        let mut done = match shared.queue.subscribe(&work::done_subject(run_id)).await {
-            Ok(done) => Some(done),
-            Err(e) => {
-                tracing::warn!(error = %e, "no wake-ups from workers: polling the store");
-                None
-            }
-        };
+        let wakeup = desk.wakeups.expect(key);
         let payload = serde_json::to_value(&job)
             .map_err(|e| StoreError::Backend(format!("work `{key}` cannot be written: {e}")))?;
         let record = Work {
@@ -270,31 +267,34 @@ impl ClusterRunner {
             pool: pool.to_owned(),
             payload,
         };
-        let outcome = match shared.store.dispatch_work(&self.lease, &record)? {
-            Dispatched::Finished(outcome) => (outcome, false),
+        let ((outcome, events), ours) = match desk.dispatches.ask(record).await? {
+            Dispatched::Finished(_) => (self.finished(key).await?, false),
             Dispatched::New => {
-                self.publish(pool, key).await;
-                (self.wait(key, done.as_mut()).await?, true)
+                self.publish(desk, pool, key).await;
+                (self.wait(key, &wakeup).await?, true)
             }
-            Dispatched::Pending => (self.wait(key, done.as_mut()).await?, false),
+            Dispatched::Pending => (self.wait(key, &wakeup).await?, false),
         };
         // Events the run's state has not seen: a resumed run loaded some already.
-        let events = self.journal.fresh_work_events(key)?;
         charge_budget(ctx, &events);
         ctx.sink().adopt(events);
-        Ok(outcome)
+        Ok((outcome, ours))
+    }
+
+    /// The run's desk, set up on first use.
+    async fn desk(&self) -> &Desk {
+        self.desk
+            .get_or_init(|| Desk::open(&self.shared, &self.lease))
+            .await
     }
 
     /// Publishes work recorded as dispatched; when NATS is away the reconciler publishes it
     /// later (the store says it is not published yet).
-    async fn publish(&self, pool: &str, key: &str) {
-        let shared = &self.shared;
-        match shared.queue.publish(pool, key, key.as_bytes()).await {
-            Ok(()) => {
-                if let Err(e) = shared.store.mark_published(key) {
-                    tracing::warn!(work = key, error = %e, "published work not marked so: it may be published again (harmless)");
-                }
-            }
+    async fn publish(&self, desk: &Desk, pool: &str, key: &str) {
+        match self.shared.queue.publish(pool, key, key.as_bytes()).await {
+            // Noted with others, off the step's path: until then the reconciler may publish it
+            // again, which the queue drops (same message id).
+            Ok(()) => desk.published.tell(key.to_owned()),
             Err(e) => {
                 tracing::warn!(work = key, error = %e, "work not published yet: the reconciler will")
             }
@@ -302,12 +302,12 @@ impl ClusterRunner {
     }
 
     /// Waits until the work has an outcome in the store: woken by a worker's notice, and
-    /// looking every `poll` in any case.
+    /// looking every `poll` in any case. Gives the outcome and the events not taken in yet.
     async fn wait(
         &self,
         key: &str,
-        mut done: Option<&mut Notifications>,
-    ) -> Result<WorkOutcome, StoreError> {
+        wakeup: &Wakeup,
+    ) -> Result<(WorkOutcome, Vec<Event>), StoreError> {
         let poll = self.shared.settings.poll;
         loop {
             if self.lost.load(Ordering::Acquire) {
@@ -316,16 +316,36 @@ impl ClusterRunner {
                     epoch: self.lease.epoch,
                 });
             }
-            match self.shared.store.work_outcome(key) {
-                Ok(Some(outcome)) => return Ok(outcome),
+            // The work was not finished when it was dispatched: its notice (or the poll) comes
+            // first.
+            wakeup.within(poll).await;
+            match self.read_finished(key).await {
+                Ok(Some(finished)) => return Ok(finished),
                 Ok(None) => {}
                 // The store is away: the run waits for it (nothing is decided meanwhile).
                 Err(e) => {
                     tracing::warn!(work = key, error = %e, "cannot read the work's outcome yet")
                 }
             }
-            wake_or_poll(done.as_deref_mut(), key, poll).await;
         }
+    }
+
+    /// The outcome of work that finished, and its events not taken in yet.
+    async fn finished(&self, key: &str) -> Result<(WorkOutcome, Vec<Event>), StoreError> {
+        self.read_finished(key)
+            .await?
+            .ok_or_else(|| StoreError::UnknownWork(key.to_owned()))
+    }
+
+    /// Work `key`'s outcome and fresh events, once it finished; read off the runtime's threads.
+    async fn read_finished(
+        &self,
+        key: &str,
+    ) -> Result<Option<(WorkOutcome, Vec<Event>)>, StoreError> {
+        let (journal, key) = (self.journal.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || journal.finished_work(&key))
+            .await
+            .map_err(|e| StoreError::Backend(format!("reading a work's outcome stopped: {e}")))?
     }
 
     /// Stops the run's journal: this coordinator may not (or cannot) go on with it.
@@ -352,20 +372,33 @@ fn charge_budget(ctx: &StepContext, events: &[Event]) {
     }
 }
 
-/// Returns when a notice names `key`, or after `poll`.
-async fn wake_or_poll(done: Option<&mut Notifications>, key: &str, poll: Duration) {
-    let Some(done) = done else {
-        tokio::time::sleep(poll).await;
-        return;
-    };
-    let _ = tokio::time::timeout(poll, async {
-        while let Some(notice) = done.next().await {
-            if notice == key.as_bytes() {
-                return;
+/// How one run's work goes out and its outcomes come back: dispatches of steps started at the
+/// same time share a commit (fenced by the lease like every dispatch), published work is noted
+/// in batches, and one subscription wakes every waiting step.
+struct Desk {
+    dispatches: Batcher<Work, Dispatched>,
+    published: Batcher<String, ()>,
+    wakeups: Wakeups,
+}
+
+impl Desk {
+    async fn open(shared: &Arc<Shared>, lease: &RunLease) -> Desk {
+        let (store, fence) = (Arc::clone(&shared.store), lease.clone());
+        let dispatches = Batcher::start(move |works: Vec<Work>| {
+            let dispatched = store.dispatch_works(&fence, &works)?;
+            Ok(dispatched.into_iter().map(Ok).collect())
+        });
+        let store = Arc::clone(&shared.store);
+        let published = Batcher::start(move |keys: Vec<String>| {
+            if let Err(e) = store.mark_all_published(&keys) {
+                tracing::warn!(error = %e, "published work not marked so: it may be published again (harmless)");
             }
+            Ok(keys.iter().map(|_| Ok(())).collect())
+        });
+        Desk {
+            dispatches,
+            published,
+            wakeups: Wakeups::listen(&shared.queue, &lease.run_id).await,
         }
-        // The subscription ended (NATS went away): poll from here on.
-        std::future::pending::<()>().await;
-    })
-    .await;
+    }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::error::ClusterError;
 use crate::queue::{Delivery, Exhausted, PoolConsumer, WorkQueue};
 use crate::settings::ClusterSettings;
-use crate::work::{self, Job};
+use crate::work::{self, Batcher, Job};
 
 /// Work recorded but not published for this long is published by a reconciler.
 const UNPUBLISHED_AFTER: Duration = Duration::from_secs(2);
@@ -49,6 +49,10 @@ struct Shared {
     orchestrator: Orchestrator,
     /// This worker, as attempts name it.
     name: String,
+    /// Attempts started at the same time share a commit.
+    starts: Batcher<String, AttemptStart>,
+    /// Attempts that end at the same time share a commit (each keeps its own answer).
+    finishes: Batcher<(String, i64, WorkOutcome), ()>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -69,13 +73,25 @@ impl Worker {
     ) -> Result<Self, ClusterError> {
         let queue = WorkQueue::connect(&settings.nats_url, settings.queue.clone()).await?;
         let owner = agenthelm::store::Owner::this_process();
+        let name = format!("worker {} on {}", owner.pid, owner.host);
+        let (starter, worker) = (Arc::clone(&store), name.clone());
+        let starts = Batcher::start(move |keys: Vec<String>| {
+            let started = starter.start_attempts(&keys, &worker)?;
+            Ok(started.into_iter().map(Ok).collect())
+        });
+        let finisher = Arc::clone(&store);
+        let finishes = Batcher::start(move |finished: Vec<(String, i64, WorkOutcome)>| {
+            finisher.finish_attempts(&finished)
+        });
         Ok(Worker {
             shared: Arc::new(Shared {
                 store,
                 queue,
                 settings,
                 orchestrator,
-                name: format!("worker {} on {}", owner.pid, owner.host),
+                name,
+                starts,
+                finishes,
             }),
         })
     }
@@ -148,7 +164,7 @@ async fn serve_pool(
 /// Carries out one delivery: claims the next attempt, runs it with heartbeats, commits the
 /// outcome and acks. A late attempt (a later one took the work over) acks nothing: the
 /// message belongs to the attempt that has it now.
-async fn handle(shared: &Shared, delivery: Delivery) {
+async fn handle(shared: &Arc<Shared>, delivery: Delivery) {
     let Ok(key) = std::str::from_utf8(delivery.payload()).map(str::to_owned) else {
         tracing::warn!("a message on the work queue is not a work key: dropped");
         let _ = delivery.term().await;
@@ -156,7 +172,7 @@ async fn handle(shared: &Shared, delivery: Delivery) {
     };
     // While the store is away the work is kept (in progress), not handed back: a hand-back
     // counts as a delivery, and an outage must not spend the work's deliveries.
-    let started = patiently(&delivery, || shared.store.start_attempt(&key, &shared.name)).await;
+    let started = patiently(&delivery, || shared.starts.ask(key.clone())).await;
     let (attempt, record, earlier) = match started {
         Ok(AttemptStart::Run {
             attempt,
@@ -164,8 +180,8 @@ async fn handle(shared: &Shared, delivery: Delivery) {
             earlier,
         }) => (attempt, work, earlier),
         Ok(AttemptStart::Finished(_)) => {
-            let _ = delivery.ack().await;
             notify(shared, &key).await;
+            let _ = delivery.ack().await;
             return;
         }
         Ok(AttemptStart::Unknown) => {
@@ -185,22 +201,23 @@ async fn handle(shared: &Shared, delivery: Delivery) {
         Arc::clone(&delivery),
         shared.settings.queue.ack_wait / 3,
     ));
-    let outcome = carry_out(shared, &key, attempt, earlier, record.payload).await;
+    let outcome = carry_out_apart(shared, &key, attempt, earlier, record.payload).await;
     beat.abort();
     let kept = match outcome {
         // The outcome waits here for the store: the work is not done again for an outage.
         Ok(outcome) => {
             patiently(&delivery, || {
-                shared.store.finish_attempt(&key, attempt, &outcome)
+                shared.finishes.ask((key.clone(), attempt, outcome.clone()))
             })
             .await
         }
         Err(e) => Err(e),
     };
     match kept {
+        // The outcome is committed: the coordinator may go on while the queue takes the ack.
         Ok(()) => {
-            let _ = delivery.ack().await;
             notify(shared, &key).await;
+            let _ = delivery.ack().await;
         }
         Err(e @ StoreError::Superseded { .. }) => {
             tracing::warn!(work = %key, attempt, error = %e, "late attempt: its outcome is not kept");
@@ -210,6 +227,24 @@ async fn handle(shared: &Shared, delivery: Delivery) {
             let _ = delivery.nak(Some(Duration::from_secs(1))).await;
         }
     }
+}
+
+/// Carries the work out on a blocking thread: its journal writes block on the store, and the
+/// runtime's threads must stay free for the queue (pulls, acks, heartbeats) and other work.
+async fn carry_out_apart(
+    shared: &Arc<Shared>,
+    key: &str,
+    attempt: i64,
+    earlier: i64,
+    payload: serde_json::Value,
+) -> Result<WorkOutcome, StoreError> {
+    let (shared, key) = (Arc::clone(shared), key.to_owned());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(carry_out(&shared, &key, attempt, earlier, payload))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("the work's thread stopped: {e}")))?
 }
 
 /// Runs the work's job under attempt `attempt`, journaling through it.
@@ -258,13 +293,13 @@ async fn carry_out(
 
 /// Runs `op` against the store, trying again every second while the store cannot be reached
 /// (for up to [`STORE_PATIENCE`]) and meanwhile telling the queue the work goes on.
-async fn patiently<T>(
+async fn patiently<T, F: std::future::Future<Output = Result<T, StoreError>>>(
     delivery: &Delivery,
-    op: impl Fn() -> Result<T, StoreError>,
+    op: impl Fn() -> F,
 ) -> Result<T, StoreError> {
     let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
     loop {
-        match op() {
+        match op().await {
             Err(e @ StoreError::Io { .. }) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "the store cannot be reached; trying again");
                 let _ = delivery.in_progress().await;

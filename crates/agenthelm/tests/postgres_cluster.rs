@@ -729,3 +729,95 @@ fn a_coordinator_is_handed_each_worker_event_once_whether_it_loaded_it_or_not() 
     let _held = store.claim_run("r-fresh", &owner).unwrap();
     assert!(fenced.claim_run("r-fresh", &owner).is_ok());
 }
+
+#[test]
+fn batched_dispatches_starts_and_finishes_answer_each_work_as_one_call_would() {
+    let Some(pg) = server() else { return };
+    let store = store_with_run(pg, "run");
+    let lease = store.lease_run("run", "coordinator", LONG).unwrap();
+    let (a, b, c) = (work("run", "a"), work("run", "b"), work("run", "c"));
+    assert_eq!(
+        store
+            .dispatch_works(&lease, &[c.clone(), a.clone()])
+            .unwrap(),
+        [Dispatched::New, Dispatched::New]
+    );
+    // Answers in the order asked, whatever order the rows are locked in.
+    let keys = ["c".to_owned(), "b".to_owned(), "a".to_owned()];
+    let started = store.start_attempts(&keys, "worker-1").unwrap();
+    assert!(matches!(&started[0], AttemptStart::Run { attempt: 1, work, .. } if *work == c));
+    assert_eq!(started[1], AttemptStart::Unknown);
+    assert!(matches!(&started[2], AttemptStart::Run { attempt: 1, work, .. } if *work == a));
+    // A later attempt of `a` supersedes the first: its finish is refused, `c`'s is kept.
+    store.start_attempt("a", "worker-2").unwrap();
+    let (done_c, late_a) = (
+        WorkOutcome::succeeded(json!("c"), 1),
+        WorkOutcome::succeeded(json!("a"), 1),
+    );
+    let answers = store
+        .finish_attempts(&[
+            ("c".to_owned(), 1, done_c.clone()),
+            ("a".to_owned(), 1, late_a),
+        ])
+        .unwrap();
+    assert!(answers[0].is_ok());
+    assert!(matches!(answers[1], Err(StoreError::Superseded { .. })));
+    assert_eq!(
+        store.dispatch_works(&lease, &[c, b]).unwrap(),
+        [Dispatched::Finished(done_c), Dispatched::New]
+    );
+    // A batch under a lease taken over records none of its work.
+    store.release_lease(&lease).unwrap();
+    store.lease_run("run", "successor", LONG).unwrap();
+    assert!(matches!(
+        store.dispatch_works(&lease, &[work("run", "d"), work("run", "e")]),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        store
+            .start_attempts(&["d".to_owned(), "e".to_owned()], "worker-1")
+            .unwrap(),
+        [AttemptStart::Unknown, AttemptStart::Unknown]
+    );
+}
+
+#[test]
+fn published_work_marked_in_a_batch_is_left_to_no_reconciler() {
+    let Some(pg) = server() else { return };
+    let store = store_with_run(pg, "run");
+    let lease = store.lease_run("run", "coordinator", LONG).unwrap();
+    for key in ["p1", "p2", "left"] {
+        store.dispatch_work(&lease, &work("run", key)).unwrap();
+    }
+    store
+        .mark_all_published(&["p1".to_owned(), "p2".to_owned(), "no-such-work".to_owned()])
+        .unwrap();
+    let unpublished = store.unpublished_work(Duration::ZERO, 10).unwrap();
+    let keys: Vec<&str> = unpublished.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["left"]);
+}
+
+#[test]
+fn finished_work_gives_the_outcome_and_the_fresh_events_once_it_ended() {
+    let Some(pg) = server() else { return };
+    let store = store_with_run(pg, "run");
+    let lease = store.lease_run("run", "coordinator", LONG).unwrap();
+    let fenced = store.fenced(lease.clone());
+    let attempt = started(&store, &lease, "k");
+    store
+        .attempt_journal("k", attempt)
+        .append(&note("run", "did it"))
+        .unwrap();
+    // Not finished: nothing, and its events are not handed out yet.
+    assert_eq!(fenced.finished_work("k").unwrap(), None);
+    let outcome = WorkOutcome::succeeded(json!(1), attempt);
+    store.finish_attempt("k", attempt, &outcome).unwrap();
+    let (got, events) = fenced.finished_work("k").unwrap().unwrap();
+    assert_eq!(
+        (got, notes(&events)),
+        (outcome.clone(), vec!["did it".to_owned()])
+    );
+    let (_, again) = fenced.finished_work("k").unwrap().unwrap();
+    assert!(again.is_empty());
+    assert_eq!(fenced.finished_work("no-such-work").unwrap(), None);
+}

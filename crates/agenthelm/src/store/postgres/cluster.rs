@@ -252,40 +252,39 @@ impl PostgresStore {
     /// dispatched before, changes nothing and says what is there. [`StoreError::Fenced`] when
     /// the lease is no longer the run's.
     pub fn dispatch_work(&self, lease: &RunLease, work: &Work) -> Result<Dispatched, StoreError> {
-        if work.run_id != lease.run_id {
-            return Err(StoreError::Backend(format!(
-                "work `{}` belongs to run `{}`, not to run `{}` whose lease was given",
-                work.key, work.run_id, lease.run_id
-            )));
+        let mut dispatched = self.dispatch_works(lease, std::slice::from_ref(work))?;
+        dispatched
+            .pop()
+            .ok_or_else(|| StoreError::UnknownWork(work.key.clone()))
+    }
+
+    /// Records every one of `works` as [`dispatch_work`](Self::dispatch_work) does, in one
+    /// transaction (one commit for work dispatched at the same time); the answers are in
+    /// `works`' order. Nothing is recorded when the lease is no longer the run's.
+    pub fn dispatch_works(
+        &self,
+        lease: &RunLease,
+        works: &[Work],
+    ) -> Result<Vec<Dispatched>, StoreError> {
+        let mut rows = Vec::with_capacity(works.len());
+        for work in works {
+            if work.run_id != lease.run_id {
+                return Err(StoreError::Backend(format!(
+                    "work `{}` belongs to run `{}`, not to run `{}` whose lease was given",
+                    work.key, work.run_id, lease.run_id
+                )));
+            }
+            let payload = serde_json::to_string(&work.payload).map_err(|e| io(&self.shown, e))?;
+            rows.push((work.clone(), payload));
         }
-        let payload = serde_json::to_string(&work.payload).map_err(|e| io(&self.shown, e))?;
-        let (lease, work) = (lease.clone(), work.clone());
+        let lease = lease.clone();
         self.call(move |db, shown| async move {
-            let e = |e: tokio_postgres::Error| io(&shown, e);
             hold_epoch(&db, &shown, &lease).await?;
-            let inserted = db
-                .execute(
-                    concat!(
-                        "INSERT INTO agenthelm_work (key, run_id, step_id, pool, payload, state,
-                           published, attempt, dispatched_ms, updated_ms)
-                         VALUES ($1, $2, $3, $4, $5, 'dispatched', FALSE, 0, ",
-                        db_now_ms!(),
-                        ", ",
-                        db_now_ms!(),
-                        ") ON CONFLICT (key) DO NOTHING"
-                    ),
-                    &[&work.key, &work.run_id, &work.step_id, &work.pool, &payload],
-                )
-                .await
-                .map_err(e)?;
-            if inserted == 1 {
-                return Ok(Dispatched::New);
+            let mut answers = Vec::with_capacity(rows.len());
+            for (work, payload) in &rows {
+                answers.push(dispatch_in(&db, &shown, work, payload).await?);
             }
-            match finished_outcome(&db, &shown, &work.key).await? {
-                Some(Some(outcome)) => Ok(Dispatched::Finished(outcome)),
-                Some(None) => Ok(Dispatched::Pending),
-                None => Err(StoreError::UnknownWork(work.key.clone())),
-            }
+            Ok(answers)
         })
     }
 
@@ -304,6 +303,22 @@ impl PostgresStore {
                 0 => Err(StoreError::UnknownWork(key)),
                 _ => Ok(()),
             }
+        })
+    }
+
+    /// Notes that every work of `keys` was published (see
+    /// [`mark_published`](Self::mark_published)), in one transaction; keys of no work are
+    /// passed over.
+    pub fn mark_all_published(&self, keys: &[String]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.call(move |db, shown| async move {
+            db.execute(
+                "UPDATE agenthelm_work SET published = TRUE WHERE key = ANY($1) AND NOT published",
+                &[&keys],
+            )
+            .await
+            .map_err(|e| io(&shown, e))?;
+            Ok(())
         })
     }
 
@@ -336,35 +351,27 @@ impl PostgresStore {
     /// journal and finish are refused from now on). Nothing starts when it finished already or
     /// there is no such work.
     pub fn start_attempt(&self, key: &str, worker: &str) -> Result<AttemptStart, StoreError> {
-        let (key, worker) = (key.to_owned(), worker.to_owned());
+        let mut started = self.start_attempts(std::slice::from_ref(&key.to_owned()), worker)?;
+        started
+            .pop()
+            .ok_or_else(|| StoreError::UnknownWork(key.to_owned()))
+    }
+
+    /// Starts an attempt of every work of `keys` as [`start_attempt`](Self::start_attempt)
+    /// does, in one transaction (one commit for work delivered at the same time); the answers
+    /// are in `keys`' order.
+    pub fn start_attempts(
+        &self,
+        keys: &[String],
+        worker: &str,
+    ) -> Result<Vec<AttemptStart>, StoreError> {
+        let (keys, worker) = (keys.to_vec(), worker.to_owned());
         self.call(move |db, shown| async move {
-            let started = db
-                .query_opt(
-                    concat!(
-                        "UPDATE agenthelm_work SET attempt = attempt + 1, state = 'running',
-                           worker = $2, published = TRUE, updated_ms = ",
-                        db_now_ms!(),
-                        " WHERE key = $1 AND state IN ('dispatched', 'running')
-                         RETURNING attempt, key, run_id, step_id, pool, payload"
-                    ),
-                    &[&key, &worker],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            if let Some(row) = started {
-                let attempt: i64 = col(&shown, &row, 0)?;
-                return Ok(AttemptStart::Run {
-                    attempt,
-                    work: work_from(&shown, &row, 1)?,
-                    earlier: attempt - 1,
-                });
+            let mut answers = Vec::with_capacity(keys.len());
+            for &i in &in_key_order(&keys, |key| key) {
+                answers.push((i, start_in(&db, &shown, &keys[i], &worker).await?));
             }
-            // Finished, or not there when the update looked (a row dispatched since is news
-            // to a later call).
-            Ok(match finished_outcome(&db, &shown, &key).await? {
-                Some(Some(outcome)) => AttemptStart::Finished(outcome),
-                _ => AttemptStart::Unknown,
-            })
+            Ok(in_given_order(answers))
         })
     }
 
@@ -388,35 +395,40 @@ impl PostgresStore {
         attempt: i64,
         outcome: &WorkOutcome,
     ) -> Result<(), StoreError> {
-        if outcome.attempt != attempt {
-            return Err(StoreError::Backend(format!(
-                "the outcome of work `{key}` names attempt {}, not attempt {attempt} that finishes",
-                outcome.attempt
-            )));
+        let finish = (key.to_owned(), attempt, outcome.clone());
+        let mut answers = self.finish_attempts(std::slice::from_ref(&finish))?;
+        answers
+            .pop()
+            .ok_or_else(|| StoreError::UnknownWork(key.to_owned()))?
+    }
+
+    /// Records how each attempt of `finished` (work key, attempt, outcome) ended, as
+    /// [`finish_attempt`](Self::finish_attempt) does, in one transaction (one commit for
+    /// attempts that end at the same time); each answer, in `finished`' order, is that
+    /// attempt's own. `Err` as a whole when the transaction failed: then none is recorded.
+    pub fn finish_attempts(
+        &self,
+        finished: &[(String, i64, WorkOutcome)],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut rows = Vec::with_capacity(finished.len());
+        for (key, attempt, outcome) in finished {
+            if outcome.attempt != *attempt {
+                return Err(StoreError::Backend(format!(
+                    "the outcome of work `{key}` names attempt {}, not attempt {attempt} that finishes",
+                    outcome.attempt
+                )));
+            }
+            let text = serde_json::to_string(outcome).map_err(|e| io(&self.shown, e))?;
+            rows.push((key.clone(), *attempt, outcome.clone(), text));
         }
-        let text = serde_json::to_string(outcome).map_err(|e| io(&self.shown, e))?;
-        let (key, outcome) = (key.to_owned(), outcome.clone());
         self.call(move |db, shown| async move {
-            let finished = db
-                .execute(
-                    concat!(
-                        "UPDATE agenthelm_work SET state = CASE WHEN $3 THEN 'done' ELSE 'failed' END,
-                           outcome = $4, updated_ms = ",
-                        db_now_ms!(),
-                        " WHERE key = $1 AND attempt = $2 AND state = 'running'"
-                    ),
-                    &[&key, &attempt, &outcome.success, &text],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            if finished == 1 {
-                return Ok(());
+            let mut answers = Vec::with_capacity(rows.len());
+            for &i in &in_key_order(&rows, |row| &row.0) {
+                let (key, attempt, outcome, text) = &rows[i];
+                let answer = finish_in(&db, &shown, key.clone(), *attempt, outcome, text).await?;
+                answers.push((i, answer));
             }
-            match finished_outcome(&db, &shown, &key).await? {
-                None => Err(StoreError::UnknownWork(key)),
-                Some(Some(there)) if there == outcome => Ok(()),
-                Some(_) => Err(StoreError::Superseded { key, attempt }),
-            }
+            Ok(in_given_order(answers))
         })
     }
 
@@ -527,27 +539,37 @@ impl FencedStore {
     pub fn fresh_work_events(&self, key: &str) -> Result<Vec<Event>, StoreError> {
         let (run_id, key) = (self.lease.run_id.clone(), key.to_owned());
         let events = self.store.call(move |db, shown| async move {
-            let rows = db
-                .query(
-                    "SELECT id, body FROM agenthelm_events WHERE run_id = $1 AND work = $2 ORDER BY id",
-                    &[&run_id, &key],
-                )
-                .await
-                .map_err(|e| io(&shown, e))?;
-            rows.iter()
-                .map(|r| {
-                    let event = serde_json::from_str::<Event>(col(&shown, r, 1)?)
-                        .map_err(|e| super::damaged(&shown, &run_id, e))?;
-                    Ok((col::<i64>(&shown, r, 0)?, event))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
+            attempt_events(&db, &shown, &run_id, &key).await
         })?;
+        Ok(self.unseen(events))
+    }
+
+    /// How work `key` ended and the events of its attempts not handed out yet (as
+    /// [`fresh_work_events`](Self::fresh_work_events) gives them), read in one transaction;
+    /// `None` while it has not ended (or when there is no such work).
+    pub fn finished_work(
+        &self,
+        key: &str,
+    ) -> Result<Option<(WorkOutcome, Vec<Event>)>, StoreError> {
+        let (run_id, key) = (self.lease.run_id.clone(), key.to_owned());
+        let finished = self.store.call(move |db, shown| async move {
+            let Some(Some(outcome)) = finished_outcome(&db, &shown, &key).await? else {
+                return Ok(None);
+            };
+            let events = attempt_events(&db, &shown, &run_id, &key).await?;
+            Ok(Some((outcome, events)))
+        })?;
+        Ok(finished.map(|(outcome, events)| (outcome, self.unseen(events))))
+    }
+
+    /// Those of `events` (with their ids) not handed out yet, now marked handed out.
+    fn unseen(&self, events: Vec<(i64, Event)>) -> Vec<Event> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(events
+        events
             .into_iter()
             .filter(|(id, _)| seen.insert(*id))
             .map(|(_, event)| event)
-            .collect())
+            .collect()
     }
 
     /// Runs `write` in a transaction that first checks and holds the lease.
@@ -801,6 +823,144 @@ fn same_run(rows: &[EventRow], run_id: &str, key: &str) -> Result<(), StoreError
         ))),
         None => Ok(()),
     }
+}
+
+/// Records one work under a lease the transaction holds (see
+/// [`PostgresStore::dispatch_work`]).
+async fn dispatch_in(
+    db: &Client,
+    shown: &Path,
+    work: &Work,
+    payload: &str,
+) -> Result<Dispatched, StoreError> {
+    let inserted = db
+        .execute(
+            concat!(
+                "INSERT INTO agenthelm_work (key, run_id, step_id, pool, payload, state,
+                   published, attempt, dispatched_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'dispatched', FALSE, 0, ",
+                db_now_ms!(),
+                ", ",
+                db_now_ms!(),
+                ") ON CONFLICT (key) DO NOTHING"
+            ),
+            &[&work.key, &work.run_id, &work.step_id, &work.pool, &payload],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    if inserted == 1 {
+        return Ok(Dispatched::New);
+    }
+    match finished_outcome(db, shown, &work.key).await? {
+        Some(Some(outcome)) => Ok(Dispatched::Finished(outcome)),
+        Some(None) => Ok(Dispatched::Pending),
+        None => Err(StoreError::UnknownWork(work.key.clone())),
+    }
+}
+
+/// The positions of `items` in the order of their work keys: transactions that lock several
+/// work rows lock them in one order, so two of them cannot deadlock.
+fn in_key_order<T>(items: &[T], key: impl Fn(&T) -> &String) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| key(&items[a]).cmp(key(&items[b])));
+    order
+}
+
+/// Answers tagged with their positions, back in position order.
+fn in_given_order<T>(mut answers: Vec<(usize, T)>) -> Vec<T> {
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+/// Starts the next attempt of work `key` (see [`PostgresStore::start_attempt`]).
+async fn start_in(
+    db: &Client,
+    shown: &Path,
+    key: &str,
+    worker: &str,
+) -> Result<AttemptStart, StoreError> {
+    let started = db
+        .query_opt(
+            concat!(
+                "UPDATE agenthelm_work SET attempt = attempt + 1, state = 'running',
+                   worker = $2, published = TRUE, updated_ms = ",
+                db_now_ms!(),
+                " WHERE key = $1 AND state IN ('dispatched', 'running')
+                 RETURNING attempt, key, run_id, step_id, pool, payload"
+            ),
+            &[&key, &worker],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    if let Some(row) = started {
+        let attempt: i64 = col(shown, &row, 0)?;
+        return Ok(AttemptStart::Run {
+            attempt,
+            work: work_from(shown, &row, 1)?,
+            earlier: attempt - 1,
+        });
+    }
+    // Finished, or not there when the update looked (a row dispatched since is news to a
+    // later call).
+    Ok(match finished_outcome(db, shown, key).await? {
+        Some(Some(outcome)) => AttemptStart::Finished(outcome),
+        _ => AttemptStart::Unknown,
+    })
+}
+
+/// Records how attempt `attempt` of work `key` ended (see [`PostgresStore::finish_attempt`]):
+/// the outer `Err` fails the transaction, the inner one is this attempt's answer.
+async fn finish_in(
+    db: &Client,
+    shown: &Path,
+    key: String,
+    attempt: i64,
+    outcome: &WorkOutcome,
+    text: &str,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let finished = db
+        .execute(
+            concat!(
+                "UPDATE agenthelm_work SET state = CASE WHEN $3 THEN 'done' ELSE 'failed' END,
+                   outcome = $4, updated_ms = ",
+                db_now_ms!(),
+                " WHERE key = $1 AND attempt = $2 AND state = 'running'"
+            ),
+            &[&key, &attempt, &outcome.success, &text],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    if finished == 1 {
+        return Ok(Ok(()));
+    }
+    Ok(match finished_outcome(db, shown, &key).await? {
+        None => Err(StoreError::UnknownWork(key)),
+        Some(Some(there)) if there == *outcome => Ok(()),
+        Some(_) => Err(StoreError::Superseded { key, attempt }),
+    })
+}
+
+/// The events attempts of work `key` of run `run_id` journaled, with their ids, in order.
+async fn attempt_events(
+    db: &Client,
+    shown: &Path,
+    run_id: &str,
+    key: &str,
+) -> Result<Vec<(i64, Event)>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT id, body FROM agenthelm_events WHERE run_id = $1 AND work = $2 ORDER BY id",
+            &[&run_id, &key],
+        )
+        .await
+        .map_err(|e| io(shown, e))?;
+    rows.iter()
+        .map(|r| {
+            let event = serde_json::from_str::<Event>(col(shown, r, 1)?)
+                .map_err(|e| super::damaged(shown, run_id, e))?;
+            Ok((col::<i64>(shown, r, 0)?, event))
+        })
+        .collect()
 }
 
 /// Work `key`'s outcome: `None` when there is no such work, `Some(None)` while it has not
