@@ -258,6 +258,22 @@ fn json(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.all()))
 }
 
+/// `id=status` of each step of a run as `runs show --json` prints it.
+fn step_statuses(shown: &Value) -> Vec<String> {
+    shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["id"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
@@ -627,18 +643,7 @@ fn a_coordinator_killed_during_rollback_has_it_finished_by_another_once() {
             cluster.log()
         );
     }
-    let statuses: Vec<String> = shown["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}={}",
-                s["id"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let statuses = step_statuses(&shown);
     assert_eq!(
         statuses,
         [
@@ -699,18 +704,7 @@ fn postgres_restarted_mid_run_loses_nothing_and_the_run_goes_on() {
     }
     assert_eq!(cluster.count("begin do c "), 1, "{}", cluster.log());
     // Each step ended once in the journal.
-    let ended: Vec<String> = shown["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}={}",
-                s["id"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let ended = step_statuses(&shown);
     assert_eq!(
         ended,
         ["a=completed", "b=completed", "c=completed"],
