@@ -386,11 +386,7 @@ impl Run {
         });
         Some(
             async move {
-                let work = AssertUnwindSafe(run_step(dispatch, task, &ctx, permit)).catch_unwind();
-                let (outcome, agent_result) = work.await.unwrap_or_else(|panic| {
-                    let message = format!("step panicked: {}", panic_message(panic.as_ref()));
-                    (Err(message), None)
-                });
+                let (outcome, agent_result) = run_step(dispatch, task, &ctx, permit).await;
                 if outcome.is_err() {
                     // The kind of error is on the span of the call that failed; the step's
                     // error text may quote arguments or output.
@@ -657,15 +653,8 @@ impl Run {
 
     /// An event an agent returned in its result: stamped with the run, step and agent when it
     /// lacks them.
-    fn record_agent_event(&self, ctx: &StepContext, mut event: Event) {
-        event.run_id.get_or_insert_with(|| Arc::clone(&self.run_id));
-        if event.step_id.is_none() {
-            event.step_id = ctx.step_id().map(Arc::from);
-        }
-        if event.agent.is_none() {
-            event.agent = ctx.agent().map(Arc::from);
-        }
-        self.sink.emit(event);
+    fn record_agent_event(&self, ctx: &StepContext, event: Event) {
+        self.sink.emit(stamped(ctx, event));
     }
 
     fn emit(&self, kind: EventKind) {
@@ -780,8 +769,38 @@ fn replay_checked(
     }
 }
 
-/// Carries out a started step; the permit proves its start is on record.
+/// Carries out a started step (see [`run_step_uncaught`]); a panic in it fails the step,
+/// not the process.
 async fn run_step(
+    dispatch: Dispatch,
+    task: StepTask,
+    ctx: &StepContext,
+    permit: ActionPermit,
+) -> (Result<Output, String>, Option<AgentResult>) {
+    let work = AssertUnwindSafe(run_step_uncaught(dispatch, task, ctx, permit)).catch_unwind();
+    work.await.unwrap_or_else(|panic| {
+        let message = format!("step panicked: {}", panic_message(panic.as_ref()));
+        (Err(message), None)
+    })
+}
+
+/// An event an agent returned in its result, stamped with the run, step and agent of `ctx`
+/// where it lacks them.
+fn stamped(ctx: &StepContext, mut event: Event) -> Event {
+    if event.run_id.is_none() {
+        event.run_id = ctx.run_id().map(Arc::from);
+    }
+    if event.step_id.is_none() {
+        event.step_id = ctx.step_id().map(Arc::from);
+    }
+    if event.agent.is_none() {
+        event.agent = ctx.agent().map(Arc::from);
+    }
+    event
+}
+
+/// Carries out a started step; the permit proves its start is on record.
+async fn run_step_uncaught(
     dispatch: Dispatch,
     task: StepTask,
     ctx: &StepContext,
@@ -854,22 +873,9 @@ pub(super) async fn run_step_here(
         )),
     };
     let permit = ctx.sink().before_action().map_err(|e| e.source)?;
-    let work_future = AssertUnwindSafe(run_step(dispatch, work.task(), ctx, permit)).catch_unwind();
-    let (outcome, agent_result) = work_future.await.unwrap_or_else(|panic| {
-        let message = format!("step panicked: {}", panic_message(panic.as_ref()));
-        (Err(message), None)
-    });
-    for mut event in agent_result.into_iter().flat_map(|r| r.events) {
-        event
-            .run_id
-            .get_or_insert_with(|| Arc::from(work.run_id.as_str()));
-        event
-            .step_id
-            .get_or_insert_with(|| Arc::from(work.step_id.as_str()));
-        if event.agent.is_none() {
-            event.agent = ctx.agent().map(Arc::from);
-        }
-        ctx.sink().emit(event);
+    let (outcome, agent_result) = run_step(dispatch, work.task(), ctx, permit).await;
+    for event in agent_result.into_iter().flat_map(|r| r.events) {
+        ctx.sink().emit(stamped(ctx, event));
     }
     ctx.sink().flush()?;
     Ok(if ctx.is_parked() {
