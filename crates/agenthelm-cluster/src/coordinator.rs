@@ -18,10 +18,12 @@ use agenthelm::store::{
 use agenthelm::{Event, EventKind};
 use tokio::sync::OnceCell;
 
+use crate::batch::Batcher;
 use crate::error::ClusterError;
 use crate::queue::WorkQueue;
 use crate::settings::ClusterSettings;
-use crate::work::{self, Batcher, Job, Wakeup, Wakeups};
+use crate::wakeup::{Wakeup, Wakeups};
+use crate::work::{self, Job};
 
 /// How many times a step is sent again after its waiting calls were decided.
 const MAX_ROUNDS: u32 = 20;
@@ -257,7 +259,7 @@ impl ClusterRunner {
         // Journal before acting: what led to the work (a decision just made) is on record.
         let _permit = ctx.sink().before_action().map_err(|e| e.source)?;
         // Listening before dispatching: a quick worker's wake-up is not missed.
-        let wakeup = desk.wakeups.expect(key);
+        let wakeup = desk.wakeups.watch(key);
         let payload = serde_json::to_value(&job)
             .map_err(|e| StoreError::Backend(format!("work `{key}` cannot be written: {e}")))?;
         let record = Work {

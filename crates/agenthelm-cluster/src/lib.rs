@@ -8,10 +8,12 @@
 //!
 //! What each failure does is in `docs/cluster.md`.
 
+mod batch;
 mod coordinator;
 mod error;
 pub mod queue;
 mod settings;
+mod wakeup;
 pub mod work;
 mod worker;
 

@@ -13,10 +13,11 @@ use agenthelm::{EventKind, Orchestrator, RunState};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::batch::Batcher;
 use crate::error::ClusterError;
 use crate::queue::{Delivery, Exhausted, PoolConsumer, WorkQueue};
 use crate::settings::ClusterSettings;
-use crate::work::{self, Batcher, Job};
+use crate::work::{self, Job};
 
 /// Work recorded but not published for this long is published by a reconciler.
 const UNPUBLISHED_AFTER: Duration = Duration::from_secs(2);
@@ -259,9 +260,7 @@ async fn carry_out(
     // A step run again after it waited for a decision finds the decision in the run's state.
     let sink = match work::round_of(key) {
         Some(round) if round > 1 => {
-            let run = shared
-                .store
-                .load_run(key.split('/').next().unwrap_or(key))?;
+            let run = shared.store.load_run(work::run_of(key))?;
             let state = RunState::replay(&run.plan, &run.events);
             EventSink::for_run(Vec::new(), Some(journal), state)
         }
@@ -284,8 +283,8 @@ async fn carry_out(
             let outcome = orchestrator.run_undo_work(&undo, sink, in_doubt).await?;
             Ok(work::from_undo(&outcome, attempt))
         }
-        Err(e) => Ok(work::from_undo(
-            &Err(format!("work `{key}` cannot be read by this worker: {e}")),
+        Err(e) => Ok(WorkOutcome::failed(
+            format!("work `{key}` cannot be read by this worker: {e}"),
             attempt,
         )),
     }
@@ -321,12 +320,11 @@ async fn heartbeat(delivery: Arc<Delivery>, every: Duration) {
     }
 }
 
-/// Wakes the coordinator waiting for `key` (its run is the key's first part).
+/// Wakes the coordinator waiting for `key`.
 async fn notify(shared: &Shared, key: &str) {
-    let run_id = key.split('/').next().unwrap_or(key);
     if let Err(e) = shared
         .queue
-        .notify(&work::done_subject(run_id), key.as_bytes())
+        .notify(&work::done_subject(work::run_of(key)), key.as_bytes())
         .await
     {
         // The coordinator finds the outcome by polling the store.
