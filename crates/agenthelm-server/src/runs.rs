@@ -125,32 +125,35 @@ impl Runs {
     /// Picks up every run the store has that is neither finished nor waiting for a person,
     /// as `agenthelm resume` would. Returns how many were started.
     pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let mut started = 0;
-        for (summary, state) in self.unfinished()? {
-            if state.phase() == RunPhase::Running {
-                self.start(&summary.run_id);
-                started += 1;
-            }
-        }
-        Ok(started)
+        let unfinished = self.unfinished()?;
+        Ok(unfinished
+            .iter()
+            .filter(|(summary, state)| self.carry_on(&summary.run_id, state))
+            .count())
     }
 
     /// Carries on those of `run_ids` that are neither finished nor waiting for a person and
     /// do not run here already (runs another coordinator left behind). Returns how many were
     /// started.
     pub fn take_over(self: &Arc<Self>, run_ids: &[String]) -> usize {
-        let mut started = 0;
-        for run_id in run_ids {
-            let running = self
-                .state(run_id)
-                .is_ok_and(|state| state.phase() == RunPhase::Running);
-            if running && !self.active().contains_key(run_id) {
-                tracing::info!(run = %run_id, "taking over a run its coordinator left");
-                self.start(run_id);
-                started += 1;
-            }
-        }
-        started
+        run_ids
+            .iter()
+            .filter(|run_id| {
+                let taken = self
+                    .state(run_id)
+                    .is_ok_and(|state| self.carry_on(run_id, &state));
+                if taken {
+                    tracing::info!(run = %run_id, "taking over a run its coordinator left");
+                }
+                taken
+            })
+            .count()
+    }
+
+    /// Starts run `run_id` when its state says it runs (neither finished nor waiting for a
+    /// person) and it does not run here already; whether it did.
+    fn carry_on(self: &Arc<Self>, run_id: &str, state: &RunState) -> bool {
+        state.phase() == RunPhase::Running && self.start_with(run_id, CancelToken::new())
     }
 
     /// The state of run `run_id`, replayed from an outline of its journal (no tool outputs).
@@ -412,10 +415,11 @@ impl Runs {
         self.start_with(run_id, CancelToken::new());
     }
 
-    fn start_with(self: &Arc<Self>, run_id: &str, cancel: CancelToken) {
+    /// Whether it started the run (`false`: it runs here already).
+    fn start_with(self: &Arc<Self>, run_id: &str, cancel: CancelToken) -> bool {
         let mut active = self.active();
         if active.contains_key(run_id) {
-            return;
+            return false;
         }
         let (done, watcher) = watch::channel(false);
         active.insert(run_id.to_owned(), watcher);
@@ -429,6 +433,7 @@ impl Runs {
             runs.cancels().remove(&run_id);
             let _ = done.send(true);
         });
+        true
     }
 
     /// Carries a run on until it ends or parks; a decision recorded while its last steps were
