@@ -17,23 +17,8 @@ use std::sync::Arc;
 
 /// `create` (undone by `delete`) and `fail`, logging into `log`.
 fn tools(log: &Log) -> ToolSet {
-    let create = {
-        let log = log.clone();
-        FnTool::new(
-            "create",
-            "create a thing",
-            json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-            move |args, _| {
-                let name = args["name"].as_str().unwrap_or("?").to_owned();
-                log.push(format!("create {name}"));
-                async move { Ok(json!({"id": format!("{name}-id")})) }
-            },
-        )
-        .unwrap()
-        .compensating_tool("delete")
-    };
     ToolSet::new()
-        .with(create)
+        .with(creating_tool(log))
         .with(logging_tool("delete", log, json!("deleted")))
         .with(failing_tool("fail", log, "boom"))
 }

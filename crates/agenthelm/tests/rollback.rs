@@ -10,21 +10,7 @@ use std::sync::Arc;
 /// Tools that log into one shared journal: `create` returns `{"id": "<name>-id"}`, `delete`
 /// undoes it, `fail` always fails.
 fn journal_tools(log: &Log) -> ToolSet {
-    let create = {
-        let log = log.clone();
-        FnTool::new(
-            "create",
-            "create a thing",
-            json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-            move |args, _| {
-                log.push(format!("create {}", args["name"].as_str().unwrap_or("?")));
-                let id = format!("{}-id", args["name"].as_str().unwrap_or("?"));
-                async move { Ok(json!({"id": id})) }
-            },
-        )
-        .unwrap()
-        .compensating_tool("delete")
-    };
+    let create = creating_tool(log);
     let delete = logging_tool("delete", log, json!("deleted"));
     let purge = logging_tool("purge", log, json!("purged"));
     let fail = failing_tool("fail", log, "boom");

@@ -95,6 +95,23 @@ pub fn logging_tool(name: &str, log: &Log, output: Value) -> FnTool {
 }
 
 /// A tool that always fails, logging each attempt.
+/// `create`: logs `create <name>` and returns `{"id": "<name>-id"}`; undone by `delete`.
+pub fn creating_tool(log: &Log) -> FnTool {
+    let log = log.clone();
+    FnTool::new(
+        "create",
+        "create a thing",
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+        move |args, _| {
+            let name = args["name"].as_str().unwrap_or("?").to_owned();
+            log.push(format!("create {name}"));
+            async move { Ok(json!({"id": format!("{name}-id")})) }
+        },
+    )
+    .unwrap()
+    .compensating_tool("delete")
+}
+
 pub fn failing_tool(name: &str, log: &Log, message: &str) -> FnTool {
     let (log, me, message) = (log.clone(), name.to_owned(), message.to_owned());
     FnTool::new(
